@@ -1,0 +1,2 @@
+build/src/util/parallel.o: src/util/parallel.c src/util/parallel.h
+src/util/parallel.h:

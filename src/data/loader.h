@@ -1,0 +1,53 @@
+/*
+** loader.h — batches of training windows from a token stream.
+**
+** A window of T+1 consecutive tokens gives inputs [0..T) and targets [1..T]. The token
+** stream is split once: the first (1 - val_frac) of it trains, the rest validates (no
+** window crosses the boundary). Two orders for training windows:
+**   random      each row starts at a uniformly drawn offset (the loader's own RNG)
+**   sequential  row r of the run (r = micro_step * B + b, counting every micro-batch since
+**               step 0) reads tokens [r*T, r*T + T + 1) of the training split, wrapping
+**               around to the start when the split is exhausted.
+** Validation always reads the validation split sequentially from its start, so every
+** evaluation sees the same windows. The loader state (RNG and row counter) is a few words
+** that checkpoints store, so a resumed run reads exactly what an uninterrupted one would.
+*/
+#ifndef ANETRAIN_LOADER_H
+#define ANETRAIN_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/err.h"
+#include "../util/rng.h"
+
+typedef enum { ORDER_RANDOM = 0, ORDER_SEQUENTIAL = 1 } LoaderOrder;
+
+typedef struct {
+    Rng rng;          /* draws random window offsets */
+    uint64_t rows;    /* training rows handed out so far */
+} LoaderState;
+
+typedef struct {
+    const int32_t *tokens; /* not owned */
+    size_t n_train;        /* tokens [0, n_train) train */
+    size_t n_val;          /* tokens [n_train, n_train + n_val) validate */
+    int B, T;
+    LoaderOrder order;
+    LoaderState state;
+} Loader;
+
+/* val_frac in [0, 1): 0 means no validation split. Fails (naming the file) when the training
+** split holds fewer than T+1 tokens, or a requested validation split fewer than T+1. */
+int loader_init(Loader *ld, const int32_t *tokens, size_t n_tokens, double val_frac, int B, int T, LoaderOrder order,
+                uint64_t seed, const char *path, Err *err);
+
+/* Fills inputs and targets [B][T] with the next training batch. */
+void loader_next_train(Loader *ld, int32_t *inputs, int32_t *targets);
+
+/* Number of distinct validation windows of T+1 tokens (non-overlapping, stride T). */
+size_t loader_val_windows(const Loader *ld);
+/* Fills rows [0, n) with validation windows first_window .. first_window+n-1 (n <= B). */
+void loader_val_batch(const Loader *ld, size_t first_window, int n, int32_t *inputs, int32_t *targets);
+
+#endif

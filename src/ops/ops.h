@@ -1,0 +1,98 @@
+/*
+** ops.h — the CPU reference ops: the numerical specification of anetrain.
+**
+** Every layer piece is a forward/backward pair, side by side. Activations are
+** channel-first, [C][T] for one sequence (element (c,t) at c*T + t), exactly the ANE's
+** [1,C,1,S] surface layout. Weight matrices are [out][in] row-major.
+**
+** Conventions:
+**   - forward writes its outputs; backward ACCUMULATES (+=) into every gradient it is
+**     given, parameters and activations alike (as llm.c does), except where a comment
+**     says "writes" (rope rotates in place; cross-entropy may work in place).
+**   - ops are single-threaded and pure; the backend parallelizes over rows, heads or
+**     sequences by calling them on slices.
+**   - the same source compiles twice: for `float` (ops_*, used everywhere) and, with
+**     OPS_DOUBLE defined, for `double` (ops64_*, used by the finite-difference tests).
+**     Declarations below are written once through the OPS() name macro.
+**
+** Shapes: T tokens, C channels, H query heads, KV key/value heads, D head dim,
+** F hidden (SwiGLU) width, V vocabulary.
+*/
+#ifndef ANETRAIN_OPS_H
+#define ANETRAIN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../model/config.h"
+
+#ifdef OPS_DOUBLE
+typedef double Real;
+#define OPS(name) ops64_##name
+#else
+typedef float Real;
+#define OPS(name) ops_##name
+#endif
+
+/* --- token embedding ------------------------------------------------------------
+** x[c][t] = emb[tokens[t]][c].   emb [V][C], tokens [T], x [C][T]. Ids are checked by the
+** caller (the data loader), never here. */
+void OPS(embedding_forward)(Real *x, const int32_t *tokens, const Real *emb, int T, int C);
+/* demb[tokens[t]][c] += dx[c][t]. */
+void OPS(embedding_backward)(Real *demb, const Real *dx, const int32_t *tokens, int T, int C);
+
+/* --- RMSNorm over channels -------------------------------------------------------
+** rstd[t] = 1/sqrt(mean_c x[c][t]^2 + eps);  out[c][t] = x[c][t] * rstd[t] * w[c].
+** x, out [C][T]; w [C]; rstd [T] (saved for backward). Applied per head with C = D for
+** Qwen3's q_norm/k_norm: one head's block of a [H*D][T] tensor is itself a [D][T] tensor. */
+void OPS(rmsnorm_forward)(Real *out, Real *rstd, const Real *x, const Real *w, int C, int T, float eps);
+/* dx += d out/dx^T dout;  dw += sum_t dout * x * rstd. */
+void OPS(rmsnorm_backward)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
+                           int C, int T);
+
+/* --- linear layer (BLAS) ---------------------------------------------------------
+** y = W x:  W [O][In] @ x [In][T] -> y [O][T]. */
+void OPS(linear_forward)(Real *y, const Real *x, const Real *W, int O, int In, int T);
+/* dx [In][T] += W^T dy;  dW [O][In] += dy x^T.  Either dx or dW may be NULL (skipped). */
+void OPS(linear_backward)(Real *dx, Real *dW, const Real *dy, const Real *x, const Real *W, int O, int In, int T);
+
+/* --- rotary position embedding ---------------------------------------------------
+** Table for positions pos0..pos0+T-1: angle[t][i] = (pos0+t) * theta^(-2i/D), i < D/2.
+** cos_tab, sin_tab [T][D/2], computed in double precision. */
+void OPS(rope_table)(Real *cos_tab, Real *sin_tab, int T, int D, int pos0, double theta);
+/* Rotates each head of x [NH*D][T] in place, pairing channels by `style` (config.h). */
+void OPS(rope_forward)(Real *x, const Real *cos_tab, const Real *sin_tab, int NH, int D, int T, RopeStyle style);
+/* The transpose of a rotation is the rotation back: rotates dx [NH*D][T] in place by -angle (writes). */
+void OPS(rope_backward)(Real *dx, const Real *cos_tab, const Real *sin_tab, int NH, int D, int T, RopeStyle style);
+
+/* --- causal self-attention (BLAS) ------------------------------------------------
+** For query head h and its KV head h / (H/KV):
+**   P = softmax(mask(q_h^T k_h / sqrt(D)))  [T][T], row = query, col = key, key <= query
+**   out_h = v_h P^T                          [D][T]
+** q, out [H*D][T]; k, v [KV*D][T]. Only KV heads kv_begin..kv_end-1 (and their query
+** heads) are processed, so callers can split the work across threads without races.
+** scratch holds T*T Reals. P is not stored: backward recomputes it (memory O(T^2), not
+** O(L*H*T^2)). */
+void OPS(attention_forward)(Real *out, const Real *q, const Real *k, const Real *v, int H, int KV, int D, int T,
+                            int kv_begin, int kv_end, Real *scratch);
+/* dq += , dk += , dv += the gradients of the above given dout [H*D][T]. scratch: 2*T*T Reals. */
+void OPS(attention_backward)(Real *dq, Real *dk, Real *dv, const Real *dout, const Real *q, const Real *k,
+                             const Real *v, int H, int KV, int D, int T, int kv_begin, int kv_end, Real *scratch);
+
+/* --- SwiGLU ----------------------------------------------------------------------
+** g = silu(h1) * h3, elementwise over n values (h1 = w1 x is the gate, h3 = w3 x the up). */
+void OPS(swiglu_forward)(Real *g, const Real *h1, const Real *h3, size_t n);
+/* dh1 += dg * h3 * silu'(h1);  dh3 += dg * silu(h1). */
+void OPS(swiglu_backward)(Real *dh1, Real *dh3, const Real *dg, const Real *h1, const Real *h3, size_t n);
+
+/* --- cross-entropy over the vocabulary -------------------------------------------
+** logits, probs [V][ld], columns 0..n-1 of them (ld >= n lets a caller process a slice of
+** a [V][T] tensor). loss[t] = -log softmax(logits[:, t])[targets[t]].  probs may alias
+** logits (the softmax is then computed in place). */
+void OPS(cross_entropy_forward)(Real *loss, Real *probs, const Real *logits, const int32_t *targets, int V, int n,
+                                int ld);
+/* Writes dlogits[v][t] = dloss[t] * (probs[v][t] - [v == targets[t]]); dlogits may alias probs. */
+void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t *targets, const Real *dloss, int V,
+                                 int n, int ld);
+
+#endif

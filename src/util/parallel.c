@@ -1,0 +1,107 @@
+/*
+** parallel.c — a minimal pthread pool (see parallel.h). Workers sleep on a condition
+** variable between jobs; one job runs at a time.
+*/
+#include "parallel.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define MAX_THREADS 256
+
+static struct {
+    int n_threads;          /* including the calling thread */
+    pthread_t workers[MAX_THREADS];
+    pthread_mutex_t lock;
+    pthread_cond_t start, done;
+    unsigned long generation; /* bumped per job; workers wait for a change */
+    int pending;              /* workers still running the current job */
+    int quit;
+    ParallelFn fn;
+    void *ctx;
+    int n;
+} pool = {1, {0}, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+
+static void chunk(int n, int parts, int i, int *begin, int *end) {
+    *begin = (int)((long long)n * i / parts);
+    *end = (int)((long long)n * (i + 1) / parts);
+}
+
+static void *worker_main(void *arg) {
+    int index = (int)(long)arg; /* 1..n_threads-1; the caller is index 0 */
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.generation == seen && !pool.quit) pthread_cond_wait(&pool.start, &pool.lock);
+        if (pool.quit) break;
+        seen = pool.generation;
+        ParallelFn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int n = pool.n, parts = pool.n_threads;
+        pthread_mutex_unlock(&pool.lock);
+        int b, e;
+        chunk(n, parts, index, &b, &e);
+        if (b < e) fn(ctx, b, e, index);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.pending == 0) pthread_cond_signal(&pool.done);
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return NULL;
+}
+
+void parallel_shutdown(void) {
+    if (pool.n_threads <= 1) return;
+    pthread_mutex_lock(&pool.lock);
+    pool.quit = 1;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.lock);
+    for (int i = 1; i < pool.n_threads; i++) pthread_join(pool.workers[i], NULL);
+    pool.quit = 0;
+    pool.n_threads = 1;
+}
+
+int parallel_init(int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
+    if (n_threads == pool.n_threads) return 0;
+    parallel_shutdown();
+    pool.n_threads = n_threads;
+    for (int i = 1; i < n_threads; i++) {
+        if (pthread_create(&pool.workers[i], NULL, worker_main, (void *)(long)i) != 0) {
+            pool.n_threads = i; /* keep the ones that started */
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int parallel_threads(void) { return pool.n_threads; }
+
+void parallel_for(int n, ParallelFn fn, void *ctx) {
+    if (n <= 0) return;
+    int parts = pool.n_threads;
+    if (parts <= 1 || n == 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.pending = parts - 1;
+    pool.generation++;
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.lock);
+    int b, e;
+    chunk(n, parts, 0, &b, &e);
+    if (b < e) fn(ctx, b, e, 0);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+int parallel_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}

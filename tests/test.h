@@ -1,0 +1,53 @@
+/*
+** test.h — the smallest useful test harness: named checks, a summary line, an exit code.
+**
+** Each test binary defines its tests as functions and runs them from main with RUN().
+** A failed CHECK prints file:line and the message, and the test goes on, so one run shows
+** every failure. The binary ends with "N passed, N failed" and exits 1 on any failure.
+*/
+#ifndef ANETRAIN_TEST_H
+#define ANETRAIN_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_checks_failed_in_test;
+static int tests_passed, tests_failed;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            test_checks_failed_in_test++;                                                          \
+            fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                      \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* |a - b| <= atol + rtol * |b| */
+#define CHECK_CLOSE(a, b, atol, rtol, what)                                                        \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        CHECK(fabs(a_ - b_) <= (atol) + (rtol)*fabs(b_), "%s: got %.9g, expected %.9g", (what), a_, b_); \
+    } while (0)
+
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        test_checks_failed_in_test = 0;                                                            \
+        fn();                                                                                      \
+        if (test_checks_failed_in_test) {                                                          \
+            tests_failed++;                                                                        \
+            printf("FAIL %s\n", #fn);                                                              \
+        } else {                                                                                   \
+            tests_passed++;                                                                        \
+            printf("ok   %s\n", #fn);                                                              \
+        }                                                                                          \
+        fflush(stdout);                                                                            \
+    } while (0)
+
+#define TEST_SUMMARY()                                                                             \
+    (printf("%d passed, %d failed\n", tests_passed, tests_failed), tests_failed ? 1 : 0)
+
+#endif
