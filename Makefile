@@ -11,8 +11,9 @@ OPT     ?= -O2
 ifeq ($(ARCH),x86_64)
 ARCH_FLAGS ?= -march=native
 endif
-CFLAGS  ?= $(OPT) $(ARCH_FLAGS) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP
+# EXTRA_CFLAGS adds flags (sanitizers, -DNDEBUG, ...) without replacing the required ones.
+EXTRA_CFLAGS ?=
+CFLAGS  := $(OPT) $(ARCH_FLAGS) -g -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
 ifeq ($(UNAME),Darwin)
@@ -23,7 +24,7 @@ else
   CFLAGS += $(BLAS_CFLAGS)
   LDLIBS += $(BLAS_LIBS)
 endif
-LDLIBS += -lcjson
+LDLIBS += -lcjson -lz
 
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -54,13 +55,15 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libanetrain.a $(OPS64_OBJ) tests/test.h
 	$(CC) $(CFLAGS) -Isrc $< $(OPS64_OBJ) $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
 
 # The whole suite: C unit tests, PyTorch parity, CLI end-to-end. See tests/run.sh.
-test: $(BUILD)/anetrain $(TEST_BIN)
+# Tools the Python and shell tests drive (tests/tool_*.c), built like the test binaries.
+TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/tool_*.c)))
+
+test: $(BUILD)/anetrain $(TEST_BIN) $(TOOL_BIN)
 	BUILD=$(BUILD) sh tests/run.sh
 
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 ARCH_FLAGS= \
-	  CFLAGS_EXTRA= CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  LDFLAGS_SAN="-fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-san OPT=-O1 ARCH_FLAGS= EXTRA_CFLAGS="$(SAN_FLAGS)" test
 
 bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train
 	sh bench/run.sh $(BUILD)

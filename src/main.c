@@ -1,1 +1,44 @@
-int main(void) { return 0; }
+/*
+** main.c — anetrain: train and fine-tune Llama-2 and Qwen3 models on the CPU or Apple's
+** Neural Engine. Dispatches to one subcommand per file in cli/.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+#define ANETRAIN_VERSION "0.1.0"
+
+static const char *usage =
+    "anetrain " ANETRAIN_VERSION " — train and fine-tune Llama-2 and Qwen3 language models\n"
+    "\n"
+    "usage: anetrain <command> [options]      (anetrain <command> --help for its manual)\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model from scratch or from a checkpoint, llama2.c .bin or HF directory\n"
+    "  eval      loss and perplexity of a model on a token file\n"
+    "  convert   convert a model between anetrain checkpoints, llama2.c .bin and HF safetensors\n"
+    "  plot      draw the loss curve of a metrics log (JSON lines) as an SVG file\n"
+    "  help      this text\n"
+    "  version   print the version\n"
+    "\n"
+    "example (a 15M-parameter llama2.c 'stories' model on a token file):\n"
+    "  anetrain train --model stories15m --data tokens.bin --steps 2000 --out out/model.ckpt\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(usage, stdout);
+        return argc < 2 ? 1 : 0;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("anetrain %s\n", ANETRAIN_VERSION);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) return cli_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return cli_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert")) return cli_convert(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plot")) return cli_plot(argc - 1, argv + 1);
+    fprintf(stderr, "anetrain: unknown command '%s' (expected train, eval, convert, plot, help, version)\n", cmd);
+    return 2;
+}

@@ -29,7 +29,8 @@ struct Backend {
 };
 
 /* The fp32 reference backend. Allocates every activation buffer for max_B x max_T now;
-** nothing is allocated inside step. */
+** nothing is allocated inside step. Per-thread scratch is sized for parallel_threads() at
+** creation: step fails if the pool has grown since. */
 Backend *backend_cpu_create(const ParamLayout *layout, int max_B, int max_T, Err *err);
 
 /* Bytes the CPU backend would allocate for these sizes (for messages and --help). */

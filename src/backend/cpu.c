@@ -375,6 +375,9 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
     const ModelConfig *cfg = &m->layout.cfg;
     if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
         return err_set(err, "cpu backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
+    if (parallel_threads() > m->n_scratch)
+        return err_set(err, "cpu backend: created for %d threads, now %d (create it after parallel_init)",
+                       m->n_scratch, parallel_threads());
     int C = cfg->dim, F = cfg->hidden_dim, L = cfg->n_layers, V = cfg->vocab_size;
     int QD = cfg->n_heads * cfg->head_dim, KD = cfg->n_kv_heads * cfg->head_dim, D = cfg->head_dim;
     Sizes s = sizes_for(cfg, T);

@@ -108,9 +108,26 @@ double config_train_flops_per_seq(const ModelConfig *cfg, int T) {
 }
 
 int config_equal(const ModelConfig *a, const ModelConfig *b) {
-    return a->family == b->family && a->dim == b->dim && a->hidden_dim == b->hidden_dim &&
-           a->n_layers == b->n_layers && a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads &&
-           a->head_dim == b->head_dim && a->vocab_size == b->vocab_size && a->max_seq_len == b->max_seq_len &&
-           a->rope_theta == b->rope_theta && a->norm_eps == b->norm_eps && a->qk_norm == b->qk_norm &&
-           a->tied == b->tied && a->rope_style == b->rope_style;
+    char unused[8];
+    return !config_difference(a, b, unused, sizeof unused);
+}
+
+int config_difference(const ModelConfig *e, const ModelConfig *f, char *buf, int size) {
+    buf[0] = '\0';
+#define INT_FIELD(field)                                                                           \
+    if (e->field != f->field) {                                                                    \
+        snprintf(buf, (size_t)size, "field " #field ": expected %d, found %d", (int)e->field, (int)f->field); \
+        return 1;                                                                                  \
+    }
+#define FLOAT_FIELD(field)                                                                         \
+    if (e->field != f->field) {                                                                    \
+        snprintf(buf, (size_t)size, "field " #field ": expected %g, found %g", (double)e->field, (double)f->field); \
+        return 1;                                                                                  \
+    }
+    INT_FIELD(family) INT_FIELD(dim) INT_FIELD(hidden_dim) INT_FIELD(n_layers) INT_FIELD(n_heads)
+    INT_FIELD(n_kv_heads) INT_FIELD(head_dim) INT_FIELD(vocab_size) INT_FIELD(max_seq_len)
+    FLOAT_FIELD(rope_theta) FLOAT_FIELD(norm_eps) INT_FIELD(qk_norm) INT_FIELD(tied) INT_FIELD(rope_style)
+#undef INT_FIELD
+#undef FLOAT_FIELD
+    return 0;
 }

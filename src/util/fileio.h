@@ -48,7 +48,7 @@ int path_exists(const char *path);
 /* Creates the directory (one level) if it does not exist. */
 int dir_ensure(const char *path, Err *err);
 
-/* CRC-32 (IEEE 802.3, as zlib), continuing from crc (start with 0). */
+/* CRC-32 (IEEE 802.3) via zlib, continuing from crc (start with 0). */
 uint32_t crc32_update(uint32_t crc, const void *data, size_t n);
 
 #endif

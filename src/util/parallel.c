@@ -16,12 +16,14 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t start, done;
     unsigned long generation; /* bumped per job; workers wait for a change */
+    unsigned long start_generation; /* generation when the current workers were created */
     int pending;              /* workers still running the current job */
     int quit;
     ParallelFn fn;
     void *ctx;
     int n;
-} pool = {1, {0}, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0};
+} pool = {.n_threads = 1, .lock = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
+        .done = PTHREAD_COND_INITIALIZER};
 
 static void chunk(int n, int parts, int i, int *begin, int *end) {
     *begin = (int)((long long)n * i / parts);
@@ -30,8 +32,10 @@ static void chunk(int n, int parts, int i, int *begin, int *end) {
 
 static void *worker_main(void *arg) {
     int index = (int)(long)arg; /* 1..n_threads-1; the caller is index 0 */
-    unsigned long seen = 0;
     pthread_mutex_lock(&pool.lock);
+    /* Jobs run before this worker existed are not its business: start from the generation
+    ** recorded at creation (not the current one, which a new job may already have bumped). */
+    unsigned long seen = pool.start_generation;
     for (;;) {
         while (pool.generation == seen && !pool.quit) pthread_cond_wait(&pool.start, &pool.lock);
         if (pool.quit) break;
@@ -67,6 +71,7 @@ int parallel_init(int n_threads) {
     if (n_threads == pool.n_threads) return 0;
     parallel_shutdown();
     pool.n_threads = n_threads;
+    pool.start_generation = pool.generation;
     for (int i = 1; i < n_threads; i++) {
         if (pthread_create(&pool.workers[i], NULL, worker_main, (void *)(long)i) != 0) {
             pool.n_threads = i; /* keep the ones that started */

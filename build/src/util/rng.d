@@ -1,2 +1,0 @@
-build/src/util/rng.o: src/util/rng.c src/util/rng.h
-src/util/rng.h:
