@@ -6,7 +6,7 @@
 ** and the loss-scaling state. Layout (little-endian):
 **   "ANECKPT\0"   magic                  u32 version (1)       u32 header_bytes
 **   ModelConfig fields (fixed-width, see checkpoint.c)       TrainState fields
-**   u64 n_floats  u32 crc32 of the header so far
+**   u64 n_floats  u32 n_moments (0: params only, 2: m and v follow)  u32 crc32 of the header so far
 **   sections: params, m, v, each n_floats fp32 followed by its u32 crc32
 ** Written atomically (temporary file in the same directory, fsync, rename, fsync dir).
 ** The reader checks magic, version, sizes against the file length and every checksum, and
@@ -34,7 +34,7 @@ typedef struct {
 } TrainState;
 
 /* Saves config, params and (if non-NULL) moments m and v. Without moments the checkpoint can
-** still initialize a model or a fine-tune, but not --resume. */
+** still initialize a model or a fine-tune, but not --resume. A NULL state saves step 0, loss scale 1. */
 int ckpt_save(const char *path, const ParamLayout *layout, const float *params, const float *m, const float *v,
               const TrainState *state, Err *err);
 
