@@ -1,0 +1,13 @@
+/*
+** cli.h — one entry point per subcommand (cli/<name>.c). Each returns the process exit
+** code; only these functions and main() print to the user or decide to exit.
+*/
+#ifndef ANETRAIN_CLI_H
+#define ANETRAIN_CLI_H
+
+int cli_train(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+int cli_convert(int argc, char **argv);
+int cli_plot(int argc, char **argv);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+** eval.c — `anetrain eval`: loss and perplexity of a model on a token file.
+*/
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend/backend.h"
+#include "../data/tokfile.h"
+#include "../train/trainer.h"
+#include "../util/blas.h"
+#include "../util/parallel.h"
+#include "args.h"
+#include "cli.h"
+
+static const char *eval_help =
+    "usage: anetrain eval --model PATH --data FILE [options]\n"
+    "\n"
+    "Mean cross-entropy loss (nats per token) and perplexity of a model over a token file,\n"
+    "read as consecutive non-overlapping windows of --seq tokens (each predicting its next\n"
+    "token), from the start of the file.\n"
+    "\n"
+    "  --model PATH      an anetrain checkpoint, a llama2.c .bin, or a HF directory\n"
+    "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab\n"
+    "  --seq T           tokens per window (default min(256, model max_seq))\n"
+    "  --batch B         windows evaluated together (default 8)\n"
+    "  --max-windows N   evaluate at most N windows (default 0 = all)\n"
+    "  --threads N       threads (default: all cores)\n"
+    "  --json            print one JSON object instead of text\n";
+
+int cli_eval(int argc, char **argv) {
+    if (args_want_help(argc, argv)) {
+        fputs(eval_help, stdout);
+        return 0;
+    }
+    Err err = {{0}};
+    const char *model = NULL, *data = NULL;
+    int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
+    long max_windows = 0;
+    const ArgSpec specs[] = {
+        {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
+        {"--seq", ARG_INT, &seq, 1, 1 << 20, NULL},     {"--batch", ARG_INT, &batch, 1, 65536, NULL},
+        {"--max-windows", ARG_LONG, &max_windows, 0, 1e12, NULL},
+        {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
+    };
+    if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
+        return cli_fail("eval", &err);
+    if (!model) return err_set(&err, "--model: a model path is required"), cli_fail("eval", &err);
+    if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
+    parallel_init(threads);
+    blas_set_threads(threads);
+
+    ParamLayout layout;
+    float *params = NULL;
+    if (model_load_any(model, &layout, &params, &err) != 0) return cli_fail("eval", &err);
+    const ModelConfig *cfg = &layout.cfg;
+    if (seq == 0) seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
+    if (seq > cfg->max_seq_len) {
+        free(params);
+        err_set(&err, "--seq: expected at most the model's max_seq_len %d, found %d", cfg->max_seq_len, seq);
+        return cli_fail("eval", &err);
+    }
+    TokFile tf;
+    if (tokfile_load(&tf, data, cfg->vocab_size, &err) != 0) {
+        free(params);
+        return cli_fail("eval", &err);
+    }
+    size_t windows = tf.n_tokens > (size_t)seq ? (tf.n_tokens - 1) / (size_t)seq : 0;
+    if (windows == 0) {
+        err_set(&err, "%s: expected at least %d tokens (one window of --seq %d plus its target), found %zu", data,
+                seq + 1, seq, tf.n_tokens);
+        tokfile_free(&tf);
+        free(params);
+        return cli_fail("eval", &err);
+    }
+    if (max_windows > 0 && (size_t)max_windows < windows) windows = (size_t)max_windows;
+    if ((size_t)batch > windows) batch = (int)windows;
+    Backend *be = backend_cpu_create(&layout, batch, seq, &err);
+    int32_t *inputs = malloc((size_t)batch * seq * sizeof(int32_t));
+    int32_t *targets = malloc((size_t)batch * seq * sizeof(int32_t));
+    int rc = 0;
+    if (!be || !inputs || !targets) {
+        if (be) err_set(&err, "out of memory for a %d x %d batch", batch, seq);
+        rc = cli_fail("eval", &err);
+    }
+    double total = 0, t0 = now_seconds();
+    for (size_t w = 0; rc == 0 && w < windows; w += (size_t)batch) {
+        int nb = windows - w < (size_t)batch ? (int)(windows - w) : batch;
+        for (int b = 0; b < nb; b++) {
+            const int32_t *src = tf.tokens + (w + (size_t)b) * seq;
+            memcpy(inputs + (size_t)b * seq, src, (size_t)seq * sizeof(int32_t));
+            memcpy(targets + (size_t)b * seq, src + 1, (size_t)seq * sizeof(int32_t));
+        }
+        double loss;
+        if (be->step(be, params, NULL, inputs, targets, nb, seq, 1.0f, &loss, NULL, &err) != 0) {
+            rc = cli_fail("eval", &err);
+            break;
+        }
+        total += loss * nb;
+        if (term_is_tty())
+            fprintf(stderr, "\reval %zu/%zu windows", w + (size_t)nb, windows);
+    }
+    if (term_is_tty()) fputc('\n', stderr);
+    if (rc == 0) {
+        double loss = total / (double)windows, secs = now_seconds() - t0;
+        size_t tokens = windows * (size_t)seq;
+        if (json)
+            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %zu, \"windows\": %zu, \"seq\": %d}\n", loss,
+                   exp(loss), tokens, windows, seq);
+        else
+            printf("loss %.4f  perplexity %.3f  over %zu tokens (%zu windows of %d) in %.1f s\n", loss, exp(loss),
+                   tokens, windows, seq, secs);
+    }
+    if (be) be->destroy(be);
+    free(inputs);
+    free(targets);
+    tokfile_free(&tf);
+    free(params);
+    return rc;
+}

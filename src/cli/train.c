@@ -1,0 +1,435 @@
+/*
+** train.c — `anetrain train`: the training loop as the user sees it.
+**
+** Parses flags into TrainOptions, drives the Trainer step by step, draws the progress
+** line, appends the metrics log, evaluates and checkpoints on schedule, saves on Ctrl-C
+** so `--resume` continues exactly, and prints an end-of-run summary.
+*/
+#include <libgen.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/model_file.h"
+#include "../train/trainer.h"
+#include "../util/blas.h"
+#include "../util/fileio.h"
+#include "../util/parallel.h"
+#include "args.h"
+#include "cli.h"
+
+static const char *train_help =
+    "usage: anetrain train [options]\n"
+    "\n"
+    "Trains a decoder-only transformer (Llama-2 family or Qwen3) on a token file and writes a\n"
+    "resumable checkpoint plus a metrics log. Without --init the model starts from random\n"
+    "weights (llama2.c's init: N(0, 0.02), residual projections scaled by 1/sqrt(2*layers)).\n"
+    "\n"
+    "Model (choose one source):\n"
+    "  --model NAME|FILE     a preset (stories15m stories42m stories110m qwen3-0.6b tiny tiny-qwen3)\n"
+    "                        or a HF config.json; default stories15m. Shape flags override fields:\n"
+    "      --dim N --hidden-dim N --layers N --heads N --kv-heads N --head-dim N --vocab N\n"
+    "      --max-seq N --rope-theta X --norm-eps X --rope interleaved|half --qk-norm --untied\n"
+    "  --init PATH           start from trained weights: an anetrain checkpoint, a llama2.c .bin,\n"
+    "                        or a HF directory (config.json + model.safetensors); fresh optimizer\n"
+    "  --resume              continue the checkpoint at --out exactly where it stopped (weights,\n"
+    "                        AdamW moments, step, data position, RNG). Give the same flags as the\n"
+    "                        first run; the losses then match an uninterrupted run bit for bit.\n"
+    "                        --init is ignored; --model/shape flags must match the checkpoint.\n"
+    "\n"
+    "Data:\n"
+    "  --data FILE           token file (required): llama2.c/TinyStories raw uint16, or ANETOK\n"
+    "                        (uint16/uint32 ids, made by anetrain); ids must be < vocab\n"
+    "  --val-frac X          fraction at the end of the file held out for validation (default 0.05;\n"
+    "                        0 disables validation)\n"
+    "  --order random|sequential\n"
+    "                        random windows (default) or, sequentially, row b of step s reads\n"
+    "                        tokens [(s*B+b)*T, (s*B+b)*T+T+1) (times --accum micro-batches)\n"
+    "\n"
+    "Optimization (AdamW, warmup then cosine decay, as llama2.c's train.py):\n"
+    "  --steps N             optimizer steps (default 1000)\n"
+    "  --batch B             sequences per micro-batch (default 8)\n"
+    "  --seq T               tokens per sequence (default min(256, model max_seq))\n"
+    "  --accum N             micro-batches accumulated per step (default 1)\n"
+    "  --lr X                peak learning rate (default 5e-4)\n"
+    "  --min-lr X            learning rate at the last step (default lr/10)\n"
+    "  --warmup N            linear warmup steps (default min(100, steps/10))\n"
+    "  --wd X                decoupled weight decay on matrices and embeddings (default 0.1)\n"
+    "  --beta1 X --beta2 X   AdamW betas (default 0.9, 0.95)\n"
+    "  --eps X               AdamW epsilon (default 1e-8)\n"
+    "  --clip X              clip the global gradient norm to X (default 1.0; 0 disables)\n"
+    "  --seed S              seed for init and data order (default 1337)\n"
+    "\n"
+    "Evaluation, output:\n"
+    "  --eval-every N        validation loss every N steps and at the end (default 100; 0 = only\n"
+    "                        at the end)\n"
+    "  --eval-batches N      validation batches per evaluation (default 20; 0 = the whole split)\n"
+    "  --out PATH            checkpoint file (default out/model.ckpt; its directory is created)\n"
+    "  --save-every N        also checkpoint every N steps (default 500; 0 = only at the end)\n"
+    "  --log FILE            metrics log, one JSON object per step (default: metrics.jsonl next\n"
+    "                        to --out); keys step, loss, lr, grad_norm, tokens, ms, and val_loss\n"
+    "                        when computed. --resume appends to it.\n"
+    "  --print-every N       when stderr is not a terminal, print a progress line every N steps\n"
+    "                        (default 10); on a terminal the line is redrawn every step\n"
+    "\n"
+    "Execution:\n"
+    "  --backend cpu|ane     cpu: fp32 reference with BLAS (default). ane: Apple Neural Engine\n"
+    "                        (or its emulator) — not available in this build yet.\n"
+    "  --threads N           threads for BLAS and the rest (default: all cores). Results are\n"
+    "                        deterministic for a given seed and thread count.\n"
+    "\n"
+    "Ctrl-C finishes the current step, writes the checkpoint and exits; --resume continues.\n"
+    "\n"
+    "examples:\n"
+    "  anetrain train --model stories15m --data tinystories.bin --steps 5000 --batch 16\n"
+    "  anetrain train --init stories15M.bin --data mytext.bin --lr 1e-4 --steps 200\n"
+    "  anetrain train --model stories15m --data tinystories.bin --steps 5000 --batch 16 --resume\n";
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+typedef struct {
+    TrainOptions opt;
+    const char *model;
+    const char *out, *log;
+    int resume;
+    int eval_every, save_every, print_every;
+    int threads;
+    /* shape overrides: -1 (or NAN) = not given */
+    int dim, hidden_dim, layers, heads, kv_heads, head_dim, vocab, max_seq, qk_norm, untied;
+    float rope_theta, norm_eps;
+    int rope; /* -1, ROPE_INTERLEAVED or ROPE_HALF */
+    int seq_given, warmup_given, min_lr_given;
+} TrainArgs;
+
+static int shape_flag_given(const TrainArgs *a) {
+    return a->dim >= 0 || a->hidden_dim >= 0 || a->layers >= 0 || a->heads >= 0 || a->kv_heads >= 0 ||
+           a->head_dim >= 0 || a->vocab >= 0 || a->max_seq >= 0 || a->qk_norm >= 0 || a->untied >= 0 ||
+           !isnan(a->rope_theta) || !isnan(a->norm_eps) || a->rope >= 0;
+}
+
+/* Fills cfg from --model (preset or config.json) and the shape flags. */
+static int build_config(const TrainArgs *a, ModelConfig *cfg, Err *err) {
+    const char *model = a->model ? a->model : "stories15m";
+    size_t len = strlen(model);
+    if (path_is_dir(model) || (len > 5 && !strcmp(model + len - 5, ".json"))) {
+        char path[1100];
+        if (path_is_dir(model)) snprintf(path, sizeof path, "%s/config.json", model);
+        else snprintf(path, sizeof path, "%s", model);
+        if (hf_config_load(path, cfg, err) != 0) return -1;
+    } else if (config_from_preset(cfg, model, err) != 0) {
+        return -1;
+    }
+    if (a->dim >= 0) cfg->dim = a->dim;
+    if (a->hidden_dim >= 0) cfg->hidden_dim = a->hidden_dim;
+    if (a->layers >= 0) cfg->n_layers = a->layers;
+    if (a->heads >= 0) cfg->n_heads = a->heads;
+    if (a->kv_heads >= 0) cfg->n_kv_heads = a->kv_heads;
+    else if (a->heads >= 0) cfg->n_kv_heads = a->heads;
+    if (a->head_dim >= 0) cfg->head_dim = a->head_dim;
+    else if (a->dim >= 0 || a->heads >= 0) cfg->head_dim = cfg->dim / cfg->n_heads;
+    if (a->vocab >= 0) cfg->vocab_size = a->vocab;
+    if (a->max_seq >= 0) cfg->max_seq_len = a->max_seq;
+    if (a->qk_norm >= 0) cfg->qk_norm = a->qk_norm;
+    if (a->untied >= 0) cfg->tied = !a->untied;
+    if (!isnan(a->rope_theta)) cfg->rope_theta = a->rope_theta;
+    if (!isnan(a->norm_eps)) cfg->norm_eps = a->norm_eps;
+    if (a->rope >= 0) cfg->rope_style = (RopeStyle)a->rope;
+    return config_validate(cfg, a->model ? a->model : "preset stories15m", err);
+}
+
+static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
+    memset(a, 0, sizeof *a);
+    TrainOptions *o = &a->opt;
+    o->val_frac = 0.05;
+    o->batch = 8;
+    o->seq = 256;
+    o->accum = 1;
+    o->steps = 1000;
+    o->lr = 5e-4f;
+    o->clip = 1.0f;
+    o->adam = (AdamWConfig){0.9f, 0.95f, 1e-8f, 0.1f};
+    o->seed = 1337;
+    o->eval_batches = 20;
+    a->out = "out/model.ckpt";
+    a->eval_every = 100;
+    a->save_every = 500;
+    a->print_every = 10;
+    a->threads = parallel_cpu_count();
+    a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
+    a->rope_theta = a->norm_eps = NAN;
+    const char *order = "random", *backend = "cpu", *rope = NULL;
+    int qk_norm = 0, untied = 0;
+    const double BIG = 1e9;
+    const ArgSpec specs[] = {
+        {"--model", ARG_STR, &a->model, 0, 0, NULL},
+        {"--init", ARG_STR, &o->init_path, 0, 0, NULL},
+        {"--resume", ARG_BOOL, &a->resume, 0, 0, NULL},
+        {"--data", ARG_STR, &o->data_path, 0, 0, NULL},
+        {"--val-frac", ARG_DOUBLE, &o->val_frac, 0, 0.999, NULL},
+        {"--order", ARG_STR, &order, 0, 0, NULL},
+        {"--steps", ARG_LONG, &o->steps, 0, BIG, NULL},
+        {"--batch", ARG_INT, &o->batch, 1, 65536, NULL},
+        {"--seq", ARG_INT, &o->seq, 1, 1 << 20, &a->seq_given},
+        {"--accum", ARG_INT, &o->accum, 1, 65536, NULL},
+        {"--lr", ARG_FLOAT, &o->lr, 1e-12, 10, NULL},
+        {"--min-lr", ARG_FLOAT, &o->min_lr, 0, 10, &a->min_lr_given},
+        {"--warmup", ARG_LONG, &o->warmup, 0, BIG, &a->warmup_given},
+        {"--wd", ARG_FLOAT, &o->adam.weight_decay, 0, 10, NULL},
+        {"--beta1", ARG_FLOAT, &o->adam.beta1, 0, 0.999999, NULL},
+        {"--beta2", ARG_FLOAT, &o->adam.beta2, 0, 0.999999999, NULL},
+        {"--eps", ARG_FLOAT, &o->adam.eps, 1e-30, 1, NULL},
+        {"--clip", ARG_FLOAT, &o->clip, 0, BIG, NULL},
+        {"--seed", ARG_U64, &o->seed, 0, 0, NULL},
+        {"--eval-every", ARG_INT, &a->eval_every, 0, BIG, NULL},
+        {"--eval-batches", ARG_INT, &o->eval_batches, 0, BIG, NULL},
+        {"--out", ARG_STR, &a->out, 0, 0, NULL},
+        {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
+        {"--log", ARG_STR, &a->log, 0, 0, NULL},
+        {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
+        {"--backend", ARG_STR, &backend, 0, 0, NULL},
+        {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
+        {"--dim", ARG_INT, &a->dim, 1, 1 << 16, NULL},
+        {"--hidden-dim", ARG_INT, &a->hidden_dim, 1, 1 << 18, NULL},
+        {"--layers", ARG_INT, &a->layers, 1, 1024, NULL},
+        {"--heads", ARG_INT, &a->heads, 1, 1024, NULL},
+        {"--kv-heads", ARG_INT, &a->kv_heads, 1, 1024, NULL},
+        {"--head-dim", ARG_INT, &a->head_dim, 2, 4096, NULL},
+        {"--vocab", ARG_INT, &a->vocab, 2, 1 << 24, NULL},
+        {"--max-seq", ARG_INT, &a->max_seq, 1, 1 << 20, NULL},
+        {"--rope-theta", ARG_FLOAT, &a->rope_theta, 1, 1e12, NULL},
+        {"--norm-eps", ARG_FLOAT, &a->norm_eps, 1e-12, 1, NULL},
+        {"--rope", ARG_STR, &rope, 0, 0, NULL},
+        {"--qk-norm", ARG_BOOL, &qk_norm, 0, 0, NULL},
+        {"--untied", ARG_BOOL, &untied, 0, 0, NULL},
+    };
+    if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, err) != 0) return -1;
+    a->qk_norm = qk_norm ? 1 : -1;
+    a->untied = untied ? 1 : -1;
+    a->rope = -1;
+    if (rope && !strcmp(rope, "interleaved")) a->rope = ROPE_INTERLEAVED;
+    else if (rope && !strcmp(rope, "half")) a->rope = ROPE_HALF;
+    else if (rope) return err_set(err, "--rope: expected interleaved or half, found '%s'", rope);
+    if (!strcmp(order, "random")) o->order = ORDER_RANDOM;
+    else if (!strcmp(order, "sequential")) o->order = ORDER_SEQUENTIAL;
+    else return err_set(err, "--order: expected random or sequential, found '%s'", order);
+    if (strcmp(backend, "cpu") != 0) {
+        if (!strcmp(backend, "ane"))
+            return err_set(err, "--backend ane: the ANE backend is not part of this build yet; use --backend cpu");
+        return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
+    }
+    if (!o->data_path) return err_set(err, "--data: a token file is required (see Data in --help)");
+    if ((a->model || shape_flag_given(a)) && o->init_path)
+        return err_set(err, "--model/shape flags and --init each choose the model: give only one");
+    /* --resume takes the weights from the checkpoint at --out: --init is then moot, and
+    ** --model/shape flags (the first run's flags, repeated) must describe the same model. */
+    if (a->resume) o->init_path = NULL;
+    if (!a->warmup_given) o->warmup = o->steps / 10 < 100 ? o->steps / 10 : 100;
+    if (!a->min_lr_given) o->min_lr = o->lr / 10;
+    return 0;
+}
+
+/* --log default: metrics.jsonl in --out's directory. */
+static void default_log_path(const char *out, char *buf, size_t size) {
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", out);
+    snprintf(buf, size, "%s/metrics.jsonl", dirname(copy));
+}
+
+static int ensure_parent_dir(const char *path, Err *err) {
+    char copy[1200];
+    snprintf(copy, sizeof copy, "%s", path);
+    return dir_ensure(dirname(copy), err);
+}
+
+typedef struct {
+    double t_start;
+    long first_step;
+    long steps_done;
+    double loss_ema;
+    double last_val, best_val;
+    long best_val_step;
+    double last_loss_sum;
+    int last_loss_n;
+} RunSummary;
+
+static void print_progress(const TrainArgs *a, const StepStats *s, double ms, double elapsed, long steps_done,
+                           int tty) {
+    double remaining = steps_done > 0 ? elapsed / steps_done * (double)(a->opt.steps - s->step) : 0;
+    char eta[32];
+    format_duration(remaining, eta, sizeof eta);
+    double tok_s = (double)a->opt.batch * a->opt.seq * a->opt.accum / (ms / 1000.0);
+    int width = 1;
+    for (long n = a->opt.steps; n >= 10; n /= 10) width++;
+    char line[256];
+    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s", width,
+             s->step, a->opt.steps, s->loss, (double)s->lr, tok_s, ms, eta);
+    if (tty) fprintf(stderr, "\r%s\033[K", line);
+    else fprintf(stdout, "%s\n", line);
+    fflush(tty ? stderr : stdout);
+}
+
+int cli_train(int argc, char **argv) {
+    if (args_want_help(argc, argv)) {
+        fputs(train_help, stdout);
+        return 0;
+    }
+    Err err = {{0}};
+    TrainArgs a;
+    if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
+    TrainOptions *o = &a.opt;
+    int model_flags = a.model || shape_flag_given(&a);
+    if (!o->init_path && (!a.resume || model_flags) && build_config(&a, &o->cfg, &err) != 0)
+        return cli_fail("train", &err);
+    if (a.resume) {
+        if (!path_exists(a.out)) {
+            err_set(&err, "--resume: no checkpoint at --out %s to resume (run without --resume first)", a.out);
+            return cli_fail("train", &err);
+        }
+        o->resume_path = a.out;
+    }
+    if (!a.seq_given) {
+        /* Default sequence length: 256, or the model's maximum if shorter. Needs the config. */
+        ModelConfig cfg = o->cfg;
+        if (o->init_path || o->resume_path) {
+            ParamLayout layout;
+            float *params = NULL;
+            if (model_load_any(o->init_path ? o->init_path : o->resume_path, &layout, &params, &err) != 0)
+                return cli_fail("train", &err);
+            cfg = layout.cfg;
+            free(params);
+        }
+        if (cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
+    }
+    parallel_init(a.threads);
+    blas_set_threads(a.threads);
+
+    char log_path[1100];
+    if (a.log) snprintf(log_path, sizeof log_path, "%s", a.log);
+    else default_log_path(a.out, log_path, sizeof log_path);
+    Trainer tr;
+    if (trainer_init(&tr, o, &err) != 0) return cli_fail("train", &err);
+    char diff[256];
+    if (a.resume && model_flags && config_difference(&o->cfg, &tr.layout.cfg, diff, sizeof diff)) {
+        err_set(&err, "--resume: the checkpoint %s is not the model the flags describe (%s)", a.out, diff);
+        trainer_free(&tr);
+        return cli_fail("train", &err);
+    }
+    /* Output directories only once every input has been checked. */
+    if (ensure_parent_dir(a.out, &err) != 0 || ensure_parent_dir(log_path, &err) != 0) {
+        trainer_free(&tr);
+        return cli_fail("train", &err);
+    }
+    FILE *log = fopen(log_path, a.resume ? "a" : "w");
+    if (!log) {
+        err_set(&err, "--log %s: cannot open for writing", log_path);
+        trainer_free(&tr);
+        return cli_fail("train", &err);
+    }
+
+    char desc[512];
+    config_describe(&tr.layout.cfg, desc, sizeof desc);
+    printf("model   %s\n", desc);
+    printf("data    %s: %zu tokens (%zu train, %zu validation), %s order\n", o->data_path, tr.data.n_tokens,
+           tr.loader.n_train, tr.loader.n_val, o->order == ORDER_RANDOM ? "random" : "sequential");
+    printf("batch   %d x %d tokens x %d accum = %d tokens/step; %ld steps, lr %.2e -> %.2e, warmup %ld\n", o->batch,
+           o->seq, o->accum, o->batch * o->seq * o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup);
+    printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
+           backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
+    if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
+    printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
+    fflush(stdout);
+
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    int tty = term_is_tty();
+    RunSummary sum = {now_seconds(), (long)tr.state.step, 0, 0, NAN, INFINITY, -1, 0, 0};
+    int rc = 0;
+    while (tr.state.step < o->steps && !interrupted) {
+        double t0 = now_seconds();
+        StepStats s;
+        if (trainer_step(&tr, &s, &err) != 0) {
+            rc = cli_fail("train", &err);
+            break;
+        }
+        double ms = (now_seconds() - t0) * 1000.0;
+        sum.steps_done++;
+        if (!isfinite(s.loss)) {
+            if (tty) fputc('\n', stderr);
+            fprintf(stderr, "anetrain train: error: loss is %g at step %ld (lower --lr or check the data)\n", s.loss,
+                    s.step);
+            rc = 1;
+            break;
+        }
+        if (o->steps - s.step < 10) {
+            sum.last_loss_sum += s.loss;
+            sum.last_loss_n++;
+        }
+        int eval_now = tr.loader.n_val > 0 &&
+                       ((a.eval_every > 0 && s.step % a.eval_every == 0) || s.step == o->steps);
+        double val = NAN;
+        if (eval_now) {
+            if (trainer_eval(&tr, &val, &err) != 0) {
+                rc = cli_fail("train", &err);
+                break;
+            }
+            sum.last_val = val;
+            if (val < sum.best_val) {
+                sum.best_val = val;
+                sum.best_val_step = s.step;
+            }
+        }
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens\": %lld, \"ms\": %.3f",
+                s.step, s.loss, (double)s.lr, s.grad_norm, s.tokens, ms);
+        if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
+        fprintf(log, "}\n");
+        fflush(log);
+        double elapsed = now_seconds() - sum.t_start;
+        if (tty || s.step % a.print_every == 0 || s.step == o->steps || eval_now)
+            print_progress(&a, &s, ms, elapsed, sum.steps_done, tty);
+        if (eval_now) {
+            if (tty) fputc('\n', stderr);
+            printf("step %ld: val_loss %.4f (perplexity %.2f)\n", s.step, val, exp(val));
+            fflush(stdout);
+        }
+        if (a.save_every > 0 && s.step % a.save_every == 0 && s.step < o->steps) {
+            if (trainer_save(&tr, a.out, &err) != 0) {
+                rc = cli_fail("train", &err);
+                break;
+            }
+        }
+    }
+    if (tty && sum.steps_done > 0) fputc('\n', stderr);
+    fclose(log);
+    if (rc == 0 || interrupted) {
+        if (trainer_save(&tr, a.out, &err) != 0) rc = cli_fail("train", &err);
+    }
+    if (rc == 0) {
+        double elapsed = now_seconds() - sum.t_start;
+        char dur[32];
+        format_duration(elapsed, dur, sizeof dur);
+        long long toks = (long long)sum.steps_done * o->batch * o->seq * o->accum;
+        if (interrupted) {
+            printf("interrupted at step %lld: checkpoint saved to %s; continue with the same command plus --resume\n",
+                   (long long)tr.state.step, a.out);
+            rc = 130;
+        } else {
+            printf("done    %ld steps (%lld tokens) in %s, %.0f tok/s", sum.steps_done, toks, dur,
+                   elapsed > 0 ? toks / elapsed : 0.0);
+            if (sum.last_loss_n) printf("; train loss %.4f (mean of last %d)", sum.last_loss_sum / sum.last_loss_n,
+                                         sum.last_loss_n);
+            if (!isnan(sum.last_val))
+                printf("; val_loss %.4f (best %.4f at step %ld)", sum.last_val, sum.best_val, sum.best_val_step);
+            printf("\n");
+            printf("saved   %s (checkpoint), %s (metrics); plot with: anetrain plot %s\n", a.out, log_path,
+                   log_path);
+        }
+    }
+    trainer_free(&tr);
+    return rc;
+}

@@ -1,0 +1,176 @@
+/*
+** trainer.c — the training loop's steps (see trainer.h). Nothing here prints or exits.
+*/
+#include "trainer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "../io/model_file.h"
+#include "../util/fileio.h"
+#include "../util/parallel.h"
+
+int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err) {
+    switch (model_format_detect(path)) {
+    case MODEL_FORMAT_CHECKPOINT:
+        return ckpt_load(path, layout, params, NULL, NULL, NULL, err);
+    case MODEL_FORMAT_HF:
+        return hf_load(path, layout, params, err);
+    case MODEL_FORMAT_LLAMA2C:
+        return llama2c_load(path, layout, params, err);
+    default:
+        if (!path_exists(path)) return err_set(err, "%s: no such file or directory", path);
+        return err_set(err,
+                       "%s: unknown model format (expected an anetrain checkpoint, a llama2.c .bin, or a "
+                       "directory with config.json and model.safetensors)",
+                       path);
+    }
+}
+
+static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err) {
+    if (o->batch < 1) return err_set(err, "--batch: expected a positive integer, found %d", o->batch);
+    if (o->seq < 1) return err_set(err, "--seq: expected a positive integer, found %d", o->seq);
+    if (o->seq > cfg->max_seq_len)
+        return err_set(err, "--seq: expected at most the model's max_seq_len %d, found %d", cfg->max_seq_len, o->seq);
+    if (o->accum < 1) return err_set(err, "--accum: expected a positive integer, found %d", o->accum);
+    if (o->steps < 0) return err_set(err, "--steps: expected a non-negative integer, found %ld", o->steps);
+    if (o->warmup < 0) return err_set(err, "--warmup: expected a non-negative integer, found %ld", o->warmup);
+    if (!(o->lr > 0) || o->lr > 10) return err_set(err, "--lr: expected a value in (0, 10], found %g", (double)o->lr);
+    if (!(o->min_lr >= 0) || o->min_lr > o->lr)
+        return err_set(err, "--min-lr: expected a value in [0, lr=%g], found %g", (double)o->lr, (double)o->min_lr);
+    if (!(o->clip >= 0)) return err_set(err, "--clip: expected a value >= 0 (0 disables), found %g", (double)o->clip);
+    if (!(o->adam.weight_decay >= 0))
+        return err_set(err, "--wd: expected a value >= 0, found %g", (double)o->adam.weight_decay);
+    if (!(o->adam.beta1 >= 0 && o->adam.beta1 < 1))
+        return err_set(err, "--beta1: expected a value in [0, 1), found %g", (double)o->adam.beta1);
+    if (!(o->adam.beta2 >= 0 && o->adam.beta2 < 1))
+        return err_set(err, "--beta2: expected a value in [0, 1), found %g", (double)o->adam.beta2);
+    if (!(o->adam.eps > 0)) return err_set(err, "--eps: expected a value > 0, found %g", (double)o->adam.eps);
+    if (!(o->val_frac >= 0 && o->val_frac < 1))
+        return err_set(err, "--val-frac: expected a value in [0, 1), found %g", o->val_frac);
+    if (o->eval_batches < 0)
+        return err_set(err, "--eval-batches: expected an integer >= 0, found %d", o->eval_batches);
+    return 0;
+}
+
+int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
+    memset(tr, 0, sizeof *tr);
+    tr->opt = *opt;
+    int have_moments = 0;
+    if (opt->resume_path) {
+        if (ckpt_load(opt->resume_path, &tr->layout, &tr->params, &tr->m, &tr->v, &tr->state, err) != 0)
+            return err_wrap(err, "--resume");
+        if (!tr->m || !tr->v) {
+            trainer_free(tr);
+            return err_set(err, "%s: checkpoint holds no optimizer moments, so it cannot be resumed (use --init)",
+                           opt->resume_path);
+        }
+        have_moments = 1;
+    } else if (opt->init_path) {
+        if (model_load_any(opt->init_path, &tr->layout, &tr->params, err) != 0) return -1;
+    } else {
+        if (config_validate(&opt->cfg, "model", err) != 0) return -1;
+        params_layout(&tr->layout, &opt->cfg);
+        tr->params = err_malloc(tr->layout.n_floats * sizeof(float), "parameters", err);
+        if (!tr->params) return -1;
+        Rng init_rng;
+        rng_seed(&init_rng, opt->seed);
+        params_init(&tr->layout, tr->params, &init_rng);
+    }
+    const ModelConfig *cfg = &tr->layout.cfg;
+    size_t n = tr->layout.n_floats;
+    if (check_options(opt, cfg, err) != 0) goto fail;
+    tr->grads = err_calloc(n, sizeof(float), "gradients", err);
+    if (!tr->grads) goto fail;
+    if (!have_moments) {
+        tr->m = err_calloc(n, sizeof(float), "AdamW first moment", err);
+        tr->v = err_calloc(n, sizeof(float), "AdamW second moment", err);
+        if (!tr->m || !tr->v) goto fail;
+    }
+    size_t bt = (size_t)opt->batch * opt->seq;
+    tr->inputs = err_malloc(bt * sizeof(int32_t), "input batch", err);
+    tr->targets = err_malloc(bt * sizeof(int32_t), "target batch", err);
+    if (!tr->inputs || !tr->targets) goto fail;
+    if (tokfile_load(&tr->data, opt->data_path, cfg->vocab_size, err) != 0) goto fail;
+    if (loader_init(&tr->loader, tr->data.tokens, tr->data.n_tokens, opt->val_frac, opt->batch, opt->seq, opt->order,
+                    opt->seed, opt->data_path, err) != 0)
+        goto fail;
+    if (have_moments) {
+        tr->loader.state = tr->state.loader;
+    } else {
+        tr->state.loader = tr->loader.state;
+        rng_seed(&tr->state.rng, opt->seed ^ 0x5eedull);
+        tr->state.loss_scale = 1.0f;
+    }
+    tr->backend = backend_cpu_create(&tr->layout, opt->batch, opt->seq, err);
+    if (!tr->backend) goto fail;
+    return 0;
+fail:
+    trainer_free(tr);
+    return -1;
+}
+
+void trainer_free(Trainer *tr) {
+    if (tr->backend) tr->backend->destroy(tr->backend);
+    free(tr->params);
+    free(tr->grads);
+    free(tr->m);
+    free(tr->v);
+    free(tr->inputs);
+    free(tr->targets);
+    tokfile_free(&tr->data);
+    memset(tr, 0, sizeof *tr);
+}
+
+int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
+    const TrainOptions *o = &tr->opt;
+    size_t n = tr->layout.n_floats;
+    memset(tr->grads, 0, n * sizeof(float));
+    double loss_sum = 0;
+    for (int a = 0; a < o->accum; a++) {
+        loader_next_train(&tr->loader, tr->inputs, tr->targets);
+        double loss;
+        if (tr->backend->step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
+                              1.0f / (float)o->accum, &loss, NULL, err) != 0)
+            return -1;
+        loss_sum += loss;
+    }
+    long step = (long)tr->state.step; /* 0-based index of this step */
+    float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
+    double norm = grad_clip(tr->grads, n, o->clip);
+    adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, step + 1);
+    tr->state.step++;
+    tr->state.tokens_seen += (int64_t)o->accum * o->batch * o->seq;
+    tr->state.loader = tr->loader.state;
+    stats->step = (long)tr->state.step;
+    stats->loss = loss_sum / o->accum;
+    stats->lr = lr;
+    stats->grad_norm = norm;
+    stats->tokens = tr->state.tokens_seen;
+    return 0;
+}
+
+int trainer_eval(Trainer *tr, double *val_loss, Err *err) {
+    size_t windows = loader_val_windows(&tr->loader);
+    if (windows == 0) return err_set(err, "%s: no validation split (--val-frac is 0)", tr->opt.data_path);
+    int B = tr->opt.batch, T = tr->opt.seq;
+    size_t limit = tr->opt.eval_batches > 0 ? (size_t)tr->opt.eval_batches * B : windows;
+    if (limit > windows) limit = windows;
+    double total = 0;
+    for (size_t w = 0; w < limit; w += B) {
+        int nb = (int)(limit - w < (size_t)B ? limit - w : (size_t)B);
+        loader_val_batch(&tr->loader, w, nb, tr->inputs, tr->targets);
+        double loss;
+        if (tr->backend->step(tr->backend, tr->params, NULL, tr->inputs, tr->targets, nb, T, 1.0f, &loss, NULL, err) !=
+            0)
+            return -1;
+        total += loss * nb;
+    }
+    *val_loss = total / (double)limit;
+    return 0;
+}
+
+int trainer_save(Trainer *tr, const char *path, Err *err) {
+    tr->state.loader = tr->loader.state;
+    return ckpt_save(path, &tr->layout, tr->params, tr->m, tr->v, &tr->state, err);
+}

@@ -1,0 +1,76 @@
+/*
+** trainer.h — owns the order of a training step.
+**
+**   batch [B][T] from the loader
+**     -> backend step (forward, loss, backward) per micro-batch, gradients accumulated
+**     -> global-norm clipping -> AdamW on the fp32 master weights
+**     -> now and then: validation loss, checkpoint
+**
+** The trainer never prints and never exits: the CLI (cli/train.c) drives it step by step
+** and decides what the user sees. Everything is allocated in trainer_init.
+*/
+#ifndef ANETRAIN_TRAINER_H
+#define ANETRAIN_TRAINER_H
+
+#include <stdint.h>
+
+#include "../backend/backend.h"
+#include "../data/loader.h"
+#include "../data/tokfile.h"
+#include "../model/params.h"
+#include "checkpoint.h"
+#include "optim.h"
+
+typedef struct {
+    /* model: exactly one source. resume_path set => continue that checkpoint (moments, state). */
+    ModelConfig cfg;          /* used when init_path and resume_path are NULL (fresh init) */
+    const char *init_path;    /* checkpoint, llama2.c .bin or HF directory: weights only */
+    const char *resume_path;  /* our checkpoint with moments and state */
+    /* data */
+    const char *data_path;
+    double val_frac;
+    LoaderOrder order;
+    int batch, seq, accum;
+    /* optimization */
+    long steps, warmup;
+    float lr, min_lr, clip;
+    AdamWConfig adam;
+    uint64_t seed;
+    /* evaluation */
+    int eval_batches; /* validation batches per evaluation; 0 = the whole split */
+} TrainOptions;
+
+typedef struct {
+    TrainOptions opt;
+    ParamLayout layout;
+    float *params, *grads, *m, *v; /* each layout.n_floats */
+    Backend *backend;
+    TokFile data;
+    Loader loader;
+    TrainState state;
+    int32_t *inputs, *targets; /* [B][T] */
+} Trainer;
+
+/* What one optimizer step did. */
+typedef struct {
+    long step;         /* 1-based number of the step just taken */
+    double loss;       /* mean over its accum micro-batches */
+    float lr;
+    double grad_norm;  /* before clipping */
+    long long tokens;  /* tokens seen so far in the run */
+} StepStats;
+
+int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
+void trainer_free(Trainer *tr);
+/* One optimizer step over `accum` micro-batches. */
+int trainer_step(Trainer *tr, StepStats *stats, Err *err);
+/* Mean loss over the validation split (or eval_batches batches of it). Fails if there is none. */
+int trainer_eval(Trainer *tr, double *val_loss, Err *err);
+/* Writes the resumable checkpoint (params, moments, state) to path. */
+int trainer_save(Trainer *tr, const char *path, Err *err);
+
+/* Loads weights from any model file anetrain reads (checkpoint, llama2.c .bin, HF directory).
+** Used by train --init, eval, convert and sample. */
+int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err);
+
+#endif

@@ -1,0 +1,48 @@
+#!/bin/sh
+# The whole test suite: every C test binary, the PyTorch parity test and the CLI tests.
+# Prints each part's result and ends with one "N passed, N failed" line over all parts.
+# Environment: BUILD (default build); ANETRAIN_REQUIRE_TORCH=1 turns a missing PyTorch
+# into a failure instead of a skip (CI sets it).
+BUILD=${BUILD:-build}
+cd "$(dirname "$0")/.." || exit 2
+passed=0
+failed=0
+failed_parts=""
+
+# Runs one part, adds its "N passed, N failed" line to the totals. A part that exits
+# non-zero without such a line counts as one failure.
+run_part() {
+    name=$1
+    shift
+    echo "=== $name"
+    out=$("$@" 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+        f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    else
+        p=0
+        f=0
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ "$f" -ne 0 ]; then failed_parts="$failed_parts $name"; fi
+}
+
+for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_part "$(basename "$t")" "$t"
+done
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+run_part test_parity.py "$PY" tests/test_parity.py --build "$BUILD"
+run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
+
+echo "==="
+if [ -n "$failed_parts" ]; then echo "failed parts:$failed_parts"; fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

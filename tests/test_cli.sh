@@ -1,0 +1,137 @@
+#!/bin/sh
+# End-to-end tests of the anetrain command line: help texts, training that learns,
+# resume exactness (planned stop and Ctrl-C), eval, convert round trips, plot, and bad
+# input (every case must exit non-zero with a message naming the culprit, and leave no
+# partial file). Usage: sh tests/test_cli.sh BUILD_DIR
+BUILD=${1:-build}
+BIN=$(cd "$BUILD" && pwd)/anetrain
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cd "$W" || exit 2
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/     | /' "$W/err" | head -n 8; }
+
+# expect_fail NAME PATTERN CMD...: CMD must exit non-zero and print PATTERN (grep -E) on stderr.
+expect_fail() {
+    name=$1 pattern=$2
+    shift 2
+    if "$@" >"$W/out" 2>"$W/err"; then bad "$name (exit 0)"; return; fi
+    if grep -Eq -- "$pattern" "$W/err"; then ok "$name"; else bad "$name (message lacks: $pattern)"; fi
+}
+# expect_ok NAME CMD...
+expect_ok() {
+    name=$1
+    shift
+    if "$@" >"$W/out" 2>"$W/err"; then ok "$name"; else bad "$name (exit $?)"; cat "$W/out" | tail -n 5; fi
+}
+# json_field FILE KEY: the KEY value of the last line of a JSON-lines file that has it.
+json_field() { grep "\"$2\"" "$1" | tail -n 1 | sed -E "s/.*\"$2\": ([^,}]*).*/\1/"; }
+
+"$PY" "$ROOT/tests/make_tokens.py" pattern.bin pattern 60000 512 1 || exit 2
+"$PY" "$ROOT/tests/make_tokens.py" pattern32.bin raw32 20000 512 2 || exit 2
+"$PY" "$ROOT/tests/make_tokens.py" big.bin random 4000 1000 3 || exit 2
+"$PY" -c "import struct,sys; open('short.bin','wb').write(struct.pack('<10H',*range(1,11)))"
+printf 'abc' > odd.bin
+
+TINY="--model tiny --batch 4 --seq 64 --threads 2 --print-every 50"
+
+# ---- help texts
+for cmd in train eval convert plot; do
+    if "$BIN" "$cmd" --help >"$W/out" 2>&1 && grep -q "usage: anetrain $cmd" "$W/out"; then ok "help $cmd"
+    else bad "help $cmd"; fi
+done
+expect_ok "top-level help" "$BIN" help
+expect_fail "unknown command" "unknown command 'frobnicate'" "$BIN" frobnicate
+
+# ---- training learns: loss falls well below log(512) = 6.24
+expect_ok "train tiny" "$BIN" train $TINY --data pattern.bin --steps 150 --lr 3e-3 --eval-every 50 --out run1/model.ckpt
+last=$(json_field run1/metrics.jsonl loss)
+val=$(json_field run1/metrics.jsonl val_loss)
+if [ -n "$last" ] && awk "BEGIN{exit !($last < 3.5)}"; then ok "loss falls ($last)"; else bad "loss falls (last loss '$last')"; fi
+if [ -n "$val" ] && awk "BEGIN{exit !($val < 4.0)}"; then ok "val loss falls ($val)"; else bad "val loss falls ('$val')"; fi
+if [ "$(wc -l < run1/metrics.jsonl)" -eq 150 ]; then ok "one log line per step"; else bad "one log line per step"; fi
+if grep -q '"step": 150, "loss": .*"lr": .*"grad_norm": .*"tokens": 38400, "ms": .*"val_loss"' run1/metrics.jsonl; then
+    ok "log fields"; else bad "log fields"; fi
+if grep -q "^done" "$W/out" && grep -q "val_loss" "$W/out"; then ok "summary line"; else bad "summary line"; fi
+
+# ---- determinism: same seed and threads give identical logs (ms aside)
+expect_ok "train again" "$BIN" train $TINY --data pattern.bin --steps 150 --lr 3e-3 --eval-every 50 --out run2/model.ckpt
+strip() { sed -E 's/"ms": [0-9.]+//' "$1"; }
+if [ "$(strip run1/metrics.jsonl)" = "$(strip run2/metrics.jsonl)" ]; then ok "deterministic"; else bad "deterministic"; fi
+
+# ---- resume after a planned stop: constant LR so --steps does not change the schedule
+CONST="$TINY --data pattern.bin --lr 1e-3 --min-lr 1e-3 --warmup 0 --eval-every 0 --val-frac 0.1"
+expect_ok "full run" "$BIN" train $CONST --steps 40 --out full/model.ckpt
+expect_ok "first half" "$BIN" train $CONST --steps 20 --out half/model.ckpt
+expect_ok "resume" "$BIN" train $CONST --steps 40 --out half/model.ckpt --resume
+losses() { sed -E 's/.*"loss": ([^,]*),.*/\1/' "$1"; }
+if [ "$(losses full/metrics.jsonl)" = "$(losses half/metrics.jsonl)" ]; then ok "resume is bit-exact"
+else bad "resume is bit-exact"; diff full/metrics.jsonl half/metrics.jsonl | head -n 4; fi
+
+# ---- Ctrl-C mid-run, then --resume: same losses as an uninterrupted run (random order, cosine)
+SIG="$TINY --data pattern.bin --steps 600 --lr 2e-3 --eval-every 0 --save-every 0"
+expect_ok "uninterrupted" "$BIN" train $SIG --out sig_full/model.ckpt
+"$BIN" train $SIG --out sig/model.ckpt >"$W/out" 2>"$W/err" &
+pid=$!
+i=0
+while [ "$i" -lt 400 ] && [ "$(cat sig/metrics.jsonl 2>/dev/null | wc -l)" -lt 30 ]; do sleep 0.05; i=$((i + 1)); done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+n=$(wc -l < sig/metrics.jsonl)
+if [ "$rc" -eq 130 ] && [ "$n" -lt 600 ] && grep -q "interrupted at step" "$W/out"; then ok "Ctrl-C saves and exits 130 (at step $n)"
+else bad "Ctrl-C saves and exits 130 (rc $rc, $n steps)"; fi
+expect_ok "resume after Ctrl-C" "$BIN" train $SIG --out sig/model.ckpt --resume
+if [ "$(losses sig_full/metrics.jsonl)" = "$(losses sig/metrics.jsonl)" ]; then ok "Ctrl-C resume is bit-exact"
+else bad "Ctrl-C resume is bit-exact"; fi
+
+# ---- eval, convert, plot
+expect_ok "eval checkpoint" "$BIN" eval --model run1/model.ckpt --data pattern.bin --seq 64 --max-windows 40 --json
+ev_ckpt=$(json_field "$W/out" loss)
+expect_ok "convert to llama2.c" "$BIN" convert run1/model.ckpt run1/model.bin
+expect_ok "convert to HF" "$BIN" convert run1/model.bin run1/hf
+expect_ok "convert HF to checkpoint" "$BIN" convert run1/hf run1/back.ckpt
+for m in run1/model.bin run1/hf run1/back.ckpt; do
+    "$BIN" eval --model "$m" --data pattern.bin --seq 64 --max-windows 40 --json >"$W/out" 2>"$W/err"
+    ev=$(json_field "$W/out" loss)
+    if [ -n "$ev" ] && awk "BEGIN{d=$ev-$ev_ckpt; if(d<0)d=-d; exit !(d < 1e-5)}"; then ok "same loss via $m"
+    else bad "same loss via $m ($ev vs $ev_ckpt)"; fi
+done
+expect_ok "train --init llama2.c" "$BIN" train --init run1/model.bin --data pattern.bin --batch 4 --seq 64 --steps 5 --out init/model.ckpt
+expect_ok "train ANETOK 32-bit ids" "$BIN" train $TINY --data pattern32.bin --steps 5 --out t32/model.ckpt
+expect_ok "plot" "$BIN" plot run1/metrics.jsonl -o run1/loss.svg
+if grep -q "<polyline" run1/loss.svg && grep -q "</svg>" run1/loss.svg; then ok "svg drawn"; else bad "svg drawn"; fi
+
+# ---- bad input: clear message, non-zero exit, no partial files
+expect_fail "missing data" "nope.bin" "$BIN" train $TINY --data nope.bin --out bad/model.ckpt
+expect_fail "unknown flag" "unknown option '--frobnicate'" "$BIN" train $TINY --data pattern.bin --frobnicate
+expect_fail "negative steps" "--steps: expected an integer in" "$BIN" train $TINY --data pattern.bin --steps -1
+expect_fail "non-numeric lr" "--lr: expected a number, found 'abc'" "$BIN" train $TINY --data pattern.bin --lr abc
+expect_fail "missing value" "--batch: expected a value" "$BIN" train $TINY --data pattern.bin --batch
+expect_fail "unknown preset" "unknown preset 'gpt5'" "$BIN" train --model gpt5 --data pattern.bin
+expect_fail "token id >= vocab" "big.bin.*(vocab|512)" "$BIN" train $TINY --data big.bin --out bad/model.ckpt
+expect_fail "data shorter than a sequence" "short.bin" "$BIN" train $TINY --data short.bin --out bad/model.ckpt
+expect_fail "odd-sized token file" "odd.bin" "$BIN" train $TINY --data odd.bin --out bad/model.ckpt
+expect_fail "seq above max_seq" "--seq: expected at most" "$BIN" train $TINY --seq 4096 --data pattern.bin
+expect_fail "kv heads not dividing heads" "n_kv_heads" "$BIN" train $TINY --kv-heads 3 --data pattern.bin
+expect_fail "two model sources" "give only one" "$BIN" train $TINY --init run1/model.bin --data pattern.bin
+expect_fail "resume without checkpoint" "no checkpoint" "$BIN" train $TINY --data pattern.bin --out none/model.ckpt --resume
+expect_fail "backend bogus" "--backend: expected cpu or ane" "$BIN" train $TINY --data pattern.bin --backend gpu
+head -c 1000 run1/model.ckpt > trunc.ckpt
+expect_fail "truncated checkpoint" "trunc.ckpt" "$BIN" eval --model trunc.ckpt --data pattern.bin
+head -c 5000 run1/model.bin > trunc.bin
+expect_fail "truncated llama2.c file" "trunc.bin" "$BIN" eval --model trunc.bin --data pattern.bin
+expect_fail "eval missing model" "--model" "$BIN" eval --data pattern.bin
+expect_fail "convert bad target" "--to: expected" "$BIN" convert run1/model.bin x --to onnx
+printf 'not json\n' > bad.jsonl
+expect_fail "plot bad log" "bad.jsonl:1" "$BIN" plot bad.jsonl
+if ls bad 2>/dev/null | grep -q .; then bad "no partial files ($(ls bad))"; else ok "no partial files"; fi
+if find . -name '*.tmp.*' | grep -q .; then bad "no temporary files left"; else ok "no temporary files left"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
