@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs what anetrain needs to build and test on Debian/Ubuntu (run as root or with sudo).
+# On macOS nothing is needed beyond the Xcode command line tools (Accelerate is built in)
+# and cJSON (brew install cjson).
+set -eu
+if [ "$(uname -s)" = Darwin ]; then
+    command -v brew >/dev/null && brew list cjson >/dev/null 2>&1 || echo "install cJSON: brew install cjson"
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+PKGS="build-essential clang pkg-config libopenblas-dev libcjson-dev zlib1g-dev python3 $*"
+missing=""
+for p in $PKGS; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+fi
