@@ -20,6 +20,7 @@
 **   lm_head.weight [V][C]                             wcls (untied only)
 */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,11 @@ static int hf_get_float(const HfJson *j, const char *key, int required, double d
     }
     if (!cJSON_IsNumber(v))
         return err_set(j->err, "%s: field %s: expected a number, found %s", j->path, key, io_json_type(v));
-    *out = (float)v->valuedouble;
+    float f = (float)v->valuedouble;
+    if (!isfinite(f))
+        return err_set(j->err, "%s: field %s: expected a number within float range, found %g", j->path, key,
+                       v->valuedouble);
+    *out = f;
     return 0;
 }
 
@@ -179,10 +184,10 @@ static int hf_config_parse(const HfJson *j, ModelConfig *cfg) {
     /* head_dim defaults as in the HF classes: hidden/heads for LlamaConfig, 128 for Qwen3Config. */
     int head_dim_default = 128;
     if (cfg->family == FAMILY_LLAMA) {
-        if (cfg->n_heads <= 0 || cfg->dim % cfg->n_heads != 0)
-            head_dim_default = 0; /* config_validate names the bad field below */
-        else
-            head_dim_default = cfg->dim / cfg->n_heads;
+        if (cfg->n_heads > 0 && cfg->dim % cfg->n_heads != 0 && !hf_field(j, "head_dim"))
+            return err_set(j->err, "%s: field head_dim: expected an integer when hidden_size=%d is not a multiple "
+                                   "of num_attention_heads=%d, found nothing", j->path, cfg->dim, cfg->n_heads);
+        head_dim_default = cfg->n_heads > 0 ? cfg->dim / cfg->n_heads : 0; /* 0: config_validate names n_heads */
     }
     if (hf_get_int(j, "head_dim", 0, head_dim_default, &cfg->head_dim) != 0) return -1;
 
@@ -334,7 +339,7 @@ static int hf_tensor_shape(const TensorSpec *t, int64_t shape[2]) {
 }
 
 /* 1 if name is one of the tensors the layout expects, spelled exactly as hf_tensor_name does
-** (so "model.layers.01.…" or a layer beyond the config's count is not). */
+** (so "model.layers.01..." or a layer beyond the config's count is not). */
 static int hf_tensor_expected(const ParamLayout *layout, const char *name) {
     long layer = -1;
     const char *rest = NULL;

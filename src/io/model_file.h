@@ -22,7 +22,8 @@
 typedef enum { MODEL_FORMAT_UNKNOWN, MODEL_FORMAT_LLAMA2C, MODEL_FORMAT_HF, MODEL_FORMAT_CHECKPOINT } ModelFormat;
 
 /* Guesses the format of `path`: a directory holding config.json is HF; a file starting with
-** our checkpoint magic is a checkpoint; any other regular file is tried as llama2.c. */
+** our checkpoint magic is a checkpoint; a file whose size matches a plausible llama2.c
+** header is llama2.c; anything else is UNKNOWN. */
 ModelFormat model_format_detect(const char *path);
 const char *model_format_name(ModelFormat f);
 

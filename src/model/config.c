@@ -3,6 +3,7 @@
 */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -59,8 +60,8 @@ int config_validate(const ModelConfig *cfg, const char *source, Err *err) {
     if (cfg->head_dim % 2 != 0)
         return err_set(err, "%s: field head_dim: expected an even number (RoPE rotates pairs), found %d", source,
                        cfg->head_dim);
-    if (!(cfg->rope_theta > 0.0f))
-        return err_set(err, "%s: field rope_theta: expected > 0, found %g", source, (double)cfg->rope_theta);
+    if (!(cfg->rope_theta > 0.0f) || !isfinite(cfg->rope_theta))
+        return err_set(err, "%s: field rope_theta: expected a finite value > 0, found %g", source, (double)cfg->rope_theta);
     if (!(cfg->norm_eps > 0.0f) || cfg->norm_eps > 1.0f)
         return err_set(err, "%s: field norm_eps: expected a value in (0, 1], found %g", source, (double)cfg->norm_eps);
     if (cfg->rope_style != ROPE_INTERLEAVED && cfg->rope_style != ROPE_HALF)
