@@ -22,7 +22,9 @@ int model_load_any(const char *path, ParamLayout *layout, float **params, Err *e
         if (!path_exists(path)) return err_set(err, "%s: no such file or directory", path);
         /* A regular file that is no checkpoint is most likely a llama2.c .bin with a problem
         ** (truncated, padded): its loader says exactly what is wrong. */
-        if (!path_is_dir(path)) return llama2c_load(path, layout, params, err);
+        if (!path_is_dir(path) && llama2c_load(path, layout, params, err) != 0)
+            return err_wrap(err, "%s: not an anetrain checkpoint or HF directory, nor a valid llama2.c .bin", path);
+        if (!path_is_dir(path)) return 0;
         return err_set(err,
                        "%s: unknown model format (expected an anetrain checkpoint, a llama2.c .bin, or a "
                        "directory with config.json and model.safetensors)",
