@@ -24,7 +24,7 @@ else
   CFLAGS += $(BLAS_CFLAGS)
   LDLIBS += $(BLAS_LIBS)
 endif
-LDLIBS += -lcjson -lz
+LDLIBS += -lcjson -lz -lpcre2-8 -lutf8proc
 
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

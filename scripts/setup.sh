@@ -1,15 +1,15 @@
 #!/bin/sh
 # Installs what anetrain needs to build and test on Debian/Ubuntu (run as root or with sudo).
 # On macOS nothing is needed beyond the Xcode command line tools (Accelerate is built in)
-# and cJSON (brew install cjson).
+# and cJSON, PCRE2, utf8proc (brew install cjson pcre2 utf8proc).
 set -eu
 if [ "$(uname -s)" = Darwin ]; then
-    command -v brew >/dev/null && brew list cjson >/dev/null 2>&1 || echo "install cJSON: brew install cjson"
+    command -v brew >/dev/null && brew list cjson pcre2 utf8proc >/dev/null 2>&1 || echo "install: brew install cjson pcre2 utf8proc"
     exit 0
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
-PKGS="build-essential clang pkg-config libopenblas-dev libcjson-dev zlib1g-dev python3 $*"
+PKGS="build-essential clang pkg-config libopenblas-dev libcjson-dev zlib1g-dev libpcre2-dev libutf8proc-dev python3 $*"
 missing=""
 for p in $PKGS; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

