@@ -1,0 +1,100 @@
+#!/bin/sh
+# run.sh BUILD_DIR — `make bench`: anetrain's CPU training step next to PyTorch's, in one run.
+#
+# Measures the machine's sgemm peak, then for each model runs our bench_train and
+# bench/torch_step.py back to back (same shapes, threads and step), measures the peak again
+# (a busy machine shows as two different peaks, and is called out), and ends with a
+# comparison table. Without Debian's PyTorch (/usr/bin/python3 with python3-torch) it says
+# so and prints only our rows.
+#
+# Environment knobs (defaults in brackets):
+#   BENCH_MODELS   presets to run                         [stories15m stories110m]
+#   BENCH_BATCH    sequences per step                     [1]
+#   BENCH_SEQ      tokens per sequence                    [256]
+#   BENCH_STEPS    timed steps per model (median shown)   [5]
+#   BENCH_THREADS  threads for BLAS, our pool and torch   [all cores]
+#   BENCH_PYTHON   interpreter for torch_step.py          [/usr/bin/python3]
+#
+# Where the time of a step goes: make BUILD/bench/profile_step, then run it (see its --help).
+set -eu
+
+BUILD=${1:?usage: sh bench/run.sh BUILD_DIR}
+HERE=$(dirname "$0")
+BIN=$BUILD/bench/bench_train
+MODELS=${BENCH_MODELS:-stories15m stories110m}
+B=${BENCH_BATCH:-1}
+T=${BENCH_SEQ:-256}
+STEPS=${BENCH_STEPS:-5}
+THREADS=${BENCH_THREADS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+
+if [ ! -x "$BIN" ]; then
+    echo "run.sh: $BIN not found: build it first (make BUILD=$BUILD $BIN)" >&2
+    exit 1
+fi
+
+ROWS=$(mktemp)
+trap 'rm -f "$ROWS"' EXIT INT TERM
+
+have_torch=0
+torch_version=
+if [ -x "$PY" ] && torch_version=$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null); then
+    have_torch=1
+fi
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1)
+echo "machine    ${cpu:-unknown cpu}, $THREADS threads; load average$(uptime | sed 's/.*load average//')"
+if [ $have_torch = 1 ]; then
+    echo "peer       PyTorch $torch_version ($PY bench/torch_step.py)"
+else
+    echo "peer       PyTorch not found ($PY cannot import torch; apt-get install python3-torch): our rows only"
+fi
+
+peak_line=$("$BIN" --peak --peak-reps 5 --threads "$THREADS")
+echo "$peak_line"
+PEAK=$(echo "$peak_line" | awk '/^sgemm peak/ { print $3 }')
+echo
+
+# COMMON is split into words on purpose when used below.
+COMMON="--batch $B --seq $T --steps $STEPS --threads $THREADS --no-header"
+printf '%-8s %-12s %-7s %5s %9s %9s %8s %8s %6s %10s %8s\n' impl model BxT steps ms/step "best ms" tok/s \
+    GFLOP/s %peak "fwd+bwd ms" "optim ms"
+# shellcheck disable=SC2086
+for m in $MODELS; do
+    "$BIN" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
+    if [ $have_torch = 1 ]; then
+        "$PY" "$HERE/torch_step.py" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
+    fi
+done
+
+echo
+# The peak again: other load on the machine during either measurement shows as a difference.
+# The comparison below divides by the higher of the two, the machine's real capability.
+PEAK2=$("$BIN" --peak --peak-reps 5 --threads "$THREADS" | awk '/^sgemm peak/ { print $3 }')
+echo "sgemm peak again after the runs: $PEAK2 GFLOP/s; load average$(uptime | sed 's/.*load average//')"
+awk -v a="$PEAK" -v b="$PEAK2" 'BEGIN {
+    if (a < 0.9 * b || b < 0.9 * a)
+        printf "warning: the two peaks differ by more than 10%%: the machine was busy, so the timings are noisy;\n" \
+               "         the rows above used %s, the comparison uses %s GFLOP/s\n", a, (a > b ? a : b) }'
+echo
+
+# Comparison: one line per model from the rows above (columns: 5 ms/step, 6 best ms, 8 GFLOP/s).
+# "best" compares the fastest steps: on a shared machine it is the steadier of the two ratios.
+awk -v models="$MODELS" -v p1="$PEAK" -v p2="$PEAK2" '
+    $1 == "anetrain" { ours[$2] = $5; ours_best[$2] = $6; gflops[$2] = $8 }
+    $1 == "torch"    { torch[$2] = $5; torch_best[$2] = $6 }
+    END {
+        peak = p1 > p2 ? p1 : p2
+        printf "%-12s %13s %14s %8s %13s %11s\n", "model", "ours ms/step", "torch ms/step", "speedup", "best vs best",
+               "ours %peak"
+        n = split(models, list, " ")
+        for (i = 1; i <= n; i++) {
+            m = list[i]
+            if (!(m in ours)) { printf "%-12s %13s\n", m, "(failed: see above)"; continue }
+            pct = sprintf("%.1f%%", 100 * gflops[m] / peak)
+            if (m in torch)
+                printf "%-12s %13.1f %14.1f %7.2fx %12.2fx %11s\n", m, ours[m], torch[m], torch[m] / ours[m],
+                       torch_best[m] / ours_best[m], pct
+            else printf "%-12s %13.1f %14s %8s %13s %11s\n", m, ours[m], "-", "-", "-", pct
+        }
+    }' "$ROWS"
