@@ -7,13 +7,14 @@ ARCH    := $(shell uname -m)
 BUILD   ?= build
 
 WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
-OPT     ?= -O2
+OPT     ?= -O3
 ifeq ($(ARCH),x86_64)
 ARCH_FLAGS ?= -march=native
 endif
 # EXTRA_CFLAGS adds flags (sanitizers, -DNDEBUG, ...) without replacing the required ones.
 EXTRA_CFLAGS ?=
-CFLAGS  := $(OPT) $(ARCH_FLAGS) -g -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
+# -fno-math-errno lets sqrtf and friends inline and vectorize; it changes no result.
+CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -g -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
 ifeq ($(UNAME),Darwin)

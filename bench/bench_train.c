@@ -292,9 +292,9 @@ static int bench_step(Bench *bn, const Options *opt, long step, double *loss, do
                           NULL, err) != 0)
         return -1;
     double t2 = now_s();
-    grad_clip(bn->grads, n, 1.0f);
+    float coef = grad_clip_coef(grad_global_norm(bn->grads, n), 1.0f);
     double t3 = now_s();
-    adamw_step(&bn->layout, &adamw, bn->params, bn->grads, bn->m, bn->v, 5e-4f, step);
+    adamw_step(&bn->layout, &adamw, bn->params, bn->grads, bn->m, bn->v, 5e-4f, step, coef);
     double t4 = now_s();
     t[0] = t1 - t0;
     t[1] = t2 - t1;

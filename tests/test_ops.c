@@ -568,6 +568,7 @@ static void test_attention(void) {
     attention_case(4, 2, 4, 13, 52); /* GQA */
     attention_case(4, 1, 6, 7, 53);  /* MQA, D not a power of two */
     attention_case(2, 2, 4, 1, 54);  /* one token: out = v */
+    attention_case(2, 1, 4, 150, 55); /* three query blocks of 64, the last partial */
 }
 
 /* ------------------------------------------------------------------ SwiGLU */
@@ -695,6 +696,21 @@ static void cross_entropy_case(int V, int n, int ld, int col0, double spread, do
     for (int v = 0; v < V; v++)
         for (int c = col0; c < col0 + n; c++) bad += inplace[(size_t)v * ld + c] != grad[(size_t)v * ld + c];
     CHECK(bad == 0, "%s backward in place: %d elements differ from the separate-buffer run", name, bad);
+
+    /* fused forward+backward, in place as the backend runs it: same loss, same dlogits */
+    double *fused = dup(logits, all), *loss3 = alloc(n);
+    ops64_cross_entropy_fused(loss3, fused + col0, fused + col0, targets, R, V, n, ld);
+    snprintf(what, sizeof what, "%s fused loss", name);
+    check_near(what, loss3, loss, n, 1e-13);
+    int far = 0;
+    for (int v = 0; v < V; v++)
+        for (int c = 0; c < ld; c++) {
+            size_t i = (size_t)v * ld + c;
+            if (c < col0 || c >= col0 + n) far += fused[i] != logits[i];
+            else far += fabs(fused[i] - grad[i]) > 1e-13 * (1 + fabs(grad[i]));
+        }
+    CHECK(far == 0, "%s fused: %d dlogits differ from forward+backward (or columns outside changed)", name, far);
+    free(fused), free(loss3);
 
     free(logits), free(probs), free(loss), free(R), free(want), free(targets), free(want_p), free(grad);
     free(written), free(inplace), free(loss2);

@@ -36,6 +36,8 @@ void ops64_swiglu_forward(double *g, const double *h1, const double *h3, size_t 
 void ops64_swiglu_backward(double *dh1, double *dh3, const double *dg, const double *h1, const double *h3, size_t n);
 void ops64_cross_entropy_forward(double *loss, double *probs, const double *logits, const int32_t *targets, int V,
                                  int n, int ld);
+void ops64_cross_entropy_fused(double *loss, double *dlogits, const double *logits, const int32_t *targets,
+                               const double *dloss, int V, int n, int ld);
 void ops64_cross_entropy_backward(double *dlogits, const double *probs, const int32_t *targets, const double *dloss,
                                   int V, int n, int ld);
 
@@ -212,6 +214,7 @@ static void attention_case(int H, int KV, int D, int T, uint64_t seed) {
 static void test_attention(void) {
     attention_case(4, 4, 16, 37, 141);
     attention_case(4, 2, 16, 37, 142);
+    attention_case(4, 2, 16, 200, 143); /* several query blocks */
 }
 
 static void test_swiglu(void) {
@@ -245,6 +248,12 @@ static void test_cross_entropy(void) {
     ops_cross_entropy_backward(dlogits.f + COL0, probs.f + COL0, targets, dloss.f, V, N, LD);
     ops64_cross_entropy_backward(dlogits.d + COL0, probs.d + COL0, targets, dloss.d, V, N, LD);
     check_agree("cross-entropy backward dlogits", &dlogits);
+    Pair fused_loss = pair(N), fused = pair(V * LD);
+    ops_cross_entropy_fused(fused_loss.f, fused.f + COL0, logits.f + COL0, targets, dloss.f, V, N, LD);
+    ops64_cross_entropy_fused(fused_loss.d, fused.d + COL0, logits.d + COL0, targets, dloss.d, V, N, LD);
+    check_agree("cross-entropy fused loss", &fused_loss);
+    check_agree("cross-entropy fused dlogits", &fused);
+    pair_free(&fused_loss), pair_free(&fused);
     pair_free(&logits), pair_free(&dloss), pair_free(&loss), pair_free(&probs), pair_free(&dlogits);
 }
 

@@ -253,8 +253,8 @@ int main(int argc, char **argv) {
         memset(train_grads, 0, n * sizeof *train_grads);
         if (be->step(be, params, train_grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
             return fail("train step", &err);
-        norms[i] = grad_clip(train_grads, n, clip);
-        adamw_step(&layout, &acfg, params, train_grads, m, v, lr, i + 1);
+        norms[i] = grad_global_norm(train_grads, n);
+        adamw_step(&layout, &acfg, params, train_grads, m, v, lr, i + 1, grad_clip_coef(norms[i], clip));
         losses_f[i] = (float)losses[i];
         norms_f[i] = (float)norms[i];
     }

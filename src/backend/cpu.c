@@ -213,26 +213,45 @@ static void fwd_attn_norm(Stage *st, int b) {
                         st->w->rms_att + (size_t)l * C, C, T, cfg->norm_eps);
 }
 
-/* q/k norm (Qwen3) and RoPE on one sequence's q and k. */
-static void fwd_qk_rope(Stage *st, int b) {
+/* Per-head work (q/k norm, RoPE) runs one task per (sequence, head), so even a single
+** sequence keeps every thread busy. Head index hd < H is query head hd, else key head hd-H. */
+typedef void (*HeadFn)(Stage *st, int b, int hd);
+
+typedef struct {
+    Stage *st;
+    HeadFn fn;
+} HeadJob;
+
+static void head_job_run(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    HeadJob *job = ctx;
+    int heads = job->st->m->layout.cfg.n_heads + job->st->m->layout.cfg.n_kv_heads;
+    for (int task = begin; task < end; task++) job->fn(job->st, task / heads, task % heads);
+}
+
+static void for_each_head(Stage *st, HeadFn fn) {
+    HeadJob job = {st, fn};
+    const ModelConfig *cfg = &st->m->layout.cfg;
+    parallel_for(st->B * (cfg->n_heads + cfg->n_kv_heads), head_job_run, &job);
+}
+
+/* One head of sequence b: (Qwen3) RMSNorm over the head's D channels, then RoPE. */
+static void fwd_qk_rope(Stage *st, int b, int hd) {
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
-    int l = st->layer, T = st->T, D = cfg->head_dim, H = cfg->n_heads, KV = cfg->n_kv_heads;
+    int l = st->layer, T = st->T, D = cfg->head_dim, H = cfg->n_heads;
     Sizes s = sizes_for(cfg, T);
-    float *q = m->a.q + at(st, l, b, s.q), *k = m->a.k + at(st, l, b, s.kv);
+    int is_q = hd < H, h = is_q ? hd : hd - H;
+    size_t off = (size_t)h * D * T;
+    float *x = is_q ? m->a.q + at(st, l, b, s.q) + off : m->a.k + at(st, l, b, s.kv) + off;
     if (cfg->qk_norm) {
-        const float *qr = m->a.q_raw + at(st, l, b, s.q), *kr = m->a.k_raw + at(st, l, b, s.kv);
-        float *rq = m->a.rstd_q + at(st, l, b, s.hq), *rk = m->a.rstd_k + at(st, l, b, s.hkv);
-        const float *wqn = st->w->q_norm + (size_t)l * D, *wkn = st->w->k_norm + (size_t)l * D;
-        for (int h = 0; h < H; h++)
-            ops_rmsnorm_forward(q + (size_t)h * D * T, rq + (size_t)h * T, qr + (size_t)h * D * T, wqn, D, T,
-                                cfg->norm_eps);
-        for (int h = 0; h < KV; h++)
-            ops_rmsnorm_forward(k + (size_t)h * D * T, rk + (size_t)h * T, kr + (size_t)h * D * T, wkn, D, T,
-                                cfg->norm_eps);
+        const float *raw = is_q ? m->a.q_raw + at(st, l, b, s.q) + off : m->a.k_raw + at(st, l, b, s.kv) + off;
+        float *rstd = is_q ? m->a.rstd_q + at(st, l, b, s.hq) + (size_t)h * T
+                           : m->a.rstd_k + at(st, l, b, s.hkv) + (size_t)h * T;
+        const float *w = (is_q ? st->w->q_norm : st->w->k_norm) + (size_t)l * D;
+        ops_rmsnorm_forward(x, rstd, raw, w, D, T, cfg->norm_eps);
     }
-    ops_rope_forward(q, m->rope_cos, m->rope_sin, H, D, T, cfg->rope_style);
-    ops_rope_forward(k, m->rope_cos, m->rope_sin, KV, D, T, cfg->rope_style);
+    ops_rope_forward(x, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
 }
 
 static void fwd_ffn_norm(Stage *st, int b) {
@@ -242,13 +261,6 @@ static void fwd_ffn_norm(Stage *st, int b) {
     Sizes s = sizes_for(cfg, T);
     ops_rmsnorm_forward(m->a.xn2 + at(st, l, b, s.c), m->a.rstd2 + at(st, l, b, T), m->a.x_mid + at(st, l, b, s.c),
                         st->w->rms_ffn + (size_t)l * C, C, T, cfg->norm_eps);
-}
-
-static void fwd_swiglu(Stage *st, int b) {
-    CpuBackend *m = st->m;
-    Sizes s = sizes_for(&m->layout.cfg, st->T);
-    size_t o = at(st, st->layer, b, s.f);
-    ops_swiglu_forward(m->a.g + o, m->a.h1 + o, m->a.h3 + o, s.f);
 }
 
 static void fwd_final_norm(Stage *st, int b) {
@@ -300,7 +312,7 @@ typedef struct {
     const int32_t *targets;
     float *losses;
     int T;
-    int backward;
+    int backward; /* 1: also turn the logits into dlogits (needs m->dloss) */
 } LossJob;
 
 static void loss_job_run(void *ctx, int begin, int end, int worker) {
@@ -311,8 +323,38 @@ static void loss_job_run(void *ctx, int begin, int end, int worker) {
     float *cols = m->logits + begin;
     if (!job->backward)
         ops_cross_entropy_forward(job->losses + begin, cols, cols, job->targets + begin, V, end - begin, job->T);
-    else
-        ops_cross_entropy_backward(cols, cols, job->targets + begin, m->dloss + begin, V, end - begin, job->T);
+    else /* loss and, in place, dlogits */
+        ops_cross_entropy_fused(job->losses + begin, cols, cols, job->targets + begin, m->dloss + begin, V,
+                                end - begin, job->T);
+}
+
+/* SwiGLU over all sequences of a layer: elementwise, so split into fixed chunks of the flat
+** [B][F][T] range (this keeps both cores busy even at batch 1). */
+enum { SWIGLU_CHUNK = 16384 };
+
+typedef struct {
+    float *g, *dh1, *dh3;
+    const float *h1, *h3, *dg;
+    size_t n;
+    int backward;
+} SwigluJob;
+
+static void swiglu_job_run(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    SwigluJob *j = ctx;
+    size_t lo = (size_t)begin * SWIGLU_CHUNK, hi = (size_t)end * SWIGLU_CHUNK;
+    if (hi > j->n) hi = j->n;
+    if (!j->backward) {
+        ops_swiglu_forward(j->g + lo, j->h1 + lo, j->h3 + lo, hi - lo);
+    } else {
+        memset(j->dh1 + lo, 0, (hi - lo) * sizeof(float));
+        memset(j->dh3 + lo, 0, (hi - lo) * sizeof(float));
+        ops_swiglu_backward(j->dh1 + lo, j->dh3 + lo, j->dg + lo, j->h1 + lo, j->h3 + lo, hi - lo);
+    }
+}
+
+static void run_swiglu(SwigluJob *job) {
+    parallel_for((int)((job->n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK), swiglu_job_run, job);
 }
 
 /* ------------------------------------------------------------------ backward stages */
@@ -329,23 +371,16 @@ static void bwd_final_norm(Stage *st, int b) {
                          cfg->dim, T);
 }
 
-static void bwd_swiglu(Stage *st, int b) {
-    CpuBackend *m = st->m;
-    Sizes s = sizes_for(&m->layout.cfg, st->T);
-    size_t o = at(st, st->layer, b, s.f), ob = (size_t)b * s.f;
-    memset(m->d.dh1 + ob, 0, s.f * sizeof(float));
-    memset(m->d.dh3 + ob, 0, s.f * sizeof(float));
-    ops_swiglu_backward(m->d.dh1 + ob, m->d.dh3 + ob, m->d.dg + ob, m->a.h1 + o, m->a.h3 + o, s.f);
-}
-
-static void bwd_qk_rope(Stage *st, int b) {
+/* RoPE backward on one head of sequence b's dq or dk (the q/k norm backward accumulates into
+** weights shared by all heads, so it runs serially in cpu_step). */
+static void bwd_qk_rope(Stage *st, int b, int hd) {
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
-    int T = st->T, D = cfg->head_dim, H = cfg->n_heads, KV = cfg->n_kv_heads;
+    int T = st->T, D = cfg->head_dim, H = cfg->n_heads;
     Sizes s = sizes_for(cfg, T);
-    float *dq = m->d.dq + (size_t)b * s.q, *dk = m->d.dk + (size_t)b * s.kv;
-    ops_rope_backward(dq, m->rope_cos, m->rope_sin, H, D, T, cfg->rope_style);
-    ops_rope_backward(dk, m->rope_cos, m->rope_sin, KV, D, T, cfg->rope_style);
+    float *dx = hd < H ? m->d.dq + (size_t)b * s.q + (size_t)hd * D * T
+                       : m->d.dk + (size_t)b * s.kv + (size_t)(hd - H) * D * T;
+    ops_rope_backward(dx, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
 }
 
 /* ------------------------------------------------------------------ the step */
@@ -403,14 +438,15 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         linear_fwd_all(&st, q_dst + lq, s.q, m->a.xn1 + lc, s.c, w.wq + (size_t)l * QD * C, QD, C);
         linear_fwd_all(&st, k_dst + lkv, s.kv, m->a.xn1 + lc, s.c, w.wk + (size_t)l * KD * C, KD, C);
         linear_fwd_all(&st, m->a.v + lkv, s.kv, m->a.xn1 + lc, s.c, w.wv + (size_t)l * KD * C, KD, C);
-        for_each_seq(&st, fwd_qk_rope);
+        for_each_head(&st, fwd_qk_rope);
         run_attention(&st, 0);
         linear_fwd_all(&st, m->a.x_mid + lc, s.c, m->a.att + lq, s.q, w.wo + (size_t)l * C * QD, C, QD);
         for (int b = 0; b < B; b++) add_into(m->a.x_mid + lc + b * s.c, m->a.x + lc + b * s.c, s.c);
         for_each_seq(&st, fwd_ffn_norm);
         linear_fwd_all(&st, m->a.h1 + lf, s.f, m->a.xn2 + lc, s.c, w.w1 + (size_t)l * F * C, F, C);
         linear_fwd_all(&st, m->a.h3 + lf, s.f, m->a.xn2 + lc, s.c, w.w3 + (size_t)l * F * C, F, C);
-        for_each_seq(&st, fwd_swiglu);
+        SwigluJob sw = {m->a.g + lf, NULL, NULL, m->a.h1 + lf, m->a.h3 + lf, NULL, (size_t)B * s.f, 0};
+        run_swiglu(&sw);
         float *x_next = m->a.x + (size_t)(l + 1) * LB * s.c;
         linear_fwd_all(&st, x_next, s.c, m->a.g + lf, s.f, w.w2 + (size_t)l * C * F, C, F);
         for (int b = 0; b < B; b++) add_into(x_next + b * s.c, m->a.x_mid + lc + b * s.c, s.c);
@@ -425,13 +461,12 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         const float *xf = m->a.xf + (size_t)b * s.c;
         ops_linear_forward(m->logits, xf, w.wcls, V, C, T);
         if (logits_out) memcpy(logits_out + (size_t)b * V * T, m->logits, (size_t)V * T * sizeof(float));
-        LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, 0};
-        parallel_for(T, loss_job_run, &job);
+        if (grads)
+            for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
+        LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, grads != NULL};
+        parallel_for(T, loss_job_run, &job); /* with grads, the logits now hold dlogits */
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
         if (!grads) continue;
-        for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
-        job.backward = 1;
-        parallel_for(T, loss_job_run, &job); /* logits now hold dlogits */
         ops_linear_backward(m->d.dxn + (size_t)b * s.c, dw.wcls, m->logits, xf, w.wcls, V, C, T);
     }
     *loss_out = total / ((double)B * T);
@@ -448,7 +483,8 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         memset(m->d.dg, 0, (size_t)B * s.f * sizeof(float));
         linear_bwd_all(&st, m->d.dg, s.f, dw.w2 + (size_t)l * C * F, m->d.dx, s.c, m->a.g + lf, s.f,
                        w.w2 + (size_t)l * C * F, C, F);
-        for_each_seq(&st, bwd_swiglu);
+        SwigluJob sw = {NULL, m->d.dh1, m->d.dh3, m->a.h1 + lf, m->a.h3 + lf, m->d.dg, (size_t)B * s.f, 1};
+        run_swiglu(&sw);
         memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
         linear_bwd_all(&st, m->d.dxn, s.c, dw.w1 + (size_t)l * F * C, m->d.dh1, s.f, m->a.xn2 + lc, s.c,
                        w.w1 + (size_t)l * F * C, F, C);
@@ -466,7 +502,7 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         memset(m->d.dk, 0, (size_t)B * s.kv * sizeof(float));
         memset(m->d.dv, 0, (size_t)B * s.kv * sizeof(float));
         run_attention(&st, 1);
-        for_each_seq(&st, bwd_qk_rope);
+        for_each_head(&st, bwd_qk_rope);
         float *dq_raw = m->d.dq, *dk_raw = m->d.dk;
         if (cfg->qk_norm) {
             /* The norm weights are shared by heads and sequences: accumulate serially. */

@@ -32,6 +32,11 @@ typedef double Real;
 #else
 typedef float Real;
 #define OPS(name) ops_##name
+/* forward then backward in one: loss as forward, dlogits as backward (writes; may alias
+** logits), without the intermediate normalized probabilities — one pass over [V][n] fewer. */
+void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
+                              const Real *dloss, int V, int n, int ld);
+
 #endif
 
 /* --- token embedding ------------------------------------------------------------
@@ -94,5 +99,10 @@ void OPS(cross_entropy_forward)(Real *loss, Real *probs, const Real *logits, con
 /* Writes dlogits[v][t] = dloss[t] * (probs[v][t] - [v == targets[t]]); dlogits may alias probs. */
 void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t *targets, const Real *dloss, int V,
                                  int n, int ld);
+
+/* forward then backward in one: loss as forward, dlogits as backward (writes; may alias
+** logits), without the intermediate normalized probabilities — one pass over [V][n] fewer. */
+void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
+                              const Real *dloss, int V, int n, int ld);
 
 #endif

@@ -142,8 +142,9 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     long step = (long)tr->state.step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
-    double norm = grad_clip(tr->grads, n, o->clip);
-    adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, step + 1);
+    double norm = grad_global_norm(tr->grads, n);
+    adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, step + 1,
+               grad_clip_coef(norm, o->clip));
     tr->state.step++;
     tr->state.tokens_seen += (int64_t)o->accum * o->batch * o->seq;
     tr->state.loader = tr->loader.state;
