@@ -18,7 +18,7 @@
 #include "util/rng.h"
 #include "test.h"
 
-enum { HEADER_BYTES = 184, OFF_CONFIG = 16, OFF_STATE = 72, OFF_N_FLOATS = 168, OFF_N_MOMENTS = 176, OFF_CRC = 180 };
+enum { HEADER_BYTES = 192, OFF_CONFIG = 16, OFF_STATE = 72, OFF_N_FLOATS = 176, OFF_N_MOMENTS = 184, OFF_CRC = 188 };
 
 static char tmp_dir[512];
 
@@ -129,6 +129,7 @@ static void fixture_make(Fixture *f, const char *preset) {
     rng_next_u64(&f->state.rng);
     f->state.loss_scale = 32768.0f;
     f->state.clean_steps = 77;
+    f->state.skipped_steps = 1234567;
 }
 
 static void fixture_free(Fixture *f) {
@@ -141,7 +142,8 @@ static int state_equal(const TrainState *a, const TrainState *b) {
     return a->step == b->step && a->tokens_seen == b->tokens_seen &&
            memcmp(a->loader.rng.s, b->loader.rng.s, sizeof a->loader.rng.s) == 0 && a->loader.rows == b->loader.rows &&
            memcmp(a->rng.s, b->rng.s, sizeof a->rng.s) == 0 &&
-           memcmp(&a->loss_scale, &b->loss_scale, sizeof a->loss_scale) == 0 && a->clean_steps == b->clean_steps;
+           memcmp(&a->loss_scale, &b->loss_scale, sizeof a->loss_scale) == 0 && a->clean_steps == b->clean_steps &&
+           a->skipped_steps == b->skipped_steps;
 }
 
 static void check_round_trip(const char *preset) {
@@ -376,7 +378,7 @@ static void test_wrong_header(void) {
     put_u32(c + 12, 200);
     fix_header_crc(c);
     msg = load_bytes(path, c, size);
-    CHECK(has(msg, "header_bytes") && has(msg, "expected 184") && has(msg, "found 200"), "header_bytes: %s", msg);
+    CHECK(has(msg, "header_bytes") && has(msg, "expected 192") && has(msg, "found 200"), "header_bytes: %s", msg);
 
     /* A config that fails validation is reported by config_validate, naming the file. */
     memcpy(c, b, size);

@@ -90,6 +90,11 @@ expect_ok "resume after Ctrl-C" "$BIN" train $SIG --out sig/model.ckpt --resume
 if [ "$(losses sig_full/metrics.jsonl)" = "$(losses sig/metrics.jsonl)" ]; then ok "Ctrl-C resume is bit-exact"
 else bad "Ctrl-C resume is bit-exact"; fi
 
+# ---- loss scaling on the CPU (fp32: nothing overflows, the scale grows every window)
+expect_ok "dynamic loss scale" "$BIN" train $TINY --data pattern.bin --steps 6 --loss-scale dynamic --loss-scale-window 2 --out ls/model.ckpt
+if grep -q '"step": 6,.*"loss_scale": 262144, "skipped": false' ls/metrics.jsonl; then ok "loss scale logged and grown"
+else bad "loss scale logged and grown"; tail -n 2 ls/metrics.jsonl; fi
+
 # ---- eval, convert, plot
 expect_ok "eval checkpoint" "$BIN" eval --model run1/model.ckpt --data pattern.bin --seq 64 --max-windows 40 --json
 ev_ckpt=$(json_field "$W/out" loss)
@@ -121,6 +126,7 @@ expect_fail "seq above max_seq" "--seq: expected at most" "$BIN" train $TINY --s
 expect_fail "kv heads not dividing heads" "n_kv_heads" "$BIN" train $TINY --kv-heads 3 --data pattern.bin
 expect_fail "two model sources" "give only one" "$BIN" train $TINY --init run1/model.bin --data pattern.bin
 expect_fail "resume without checkpoint" "no checkpoint" "$BIN" train $TINY --data pattern.bin --out none/model.ckpt --resume
+expect_fail "loss scale bogus" "--loss-scale: expected dynamic, off or a number" "$BIN" train $TINY --data pattern.bin --loss-scale lots
 expect_fail "backend bogus" "--backend: expected cpu or ane" "$BIN" train $TINY --data pattern.bin --backend gpu
 head -c 1000 run1/model.ckpt > trunc.ckpt
 expect_fail "truncated checkpoint" "trunc.ckpt" "$BIN" eval --model trunc.ckpt --data pattern.bin

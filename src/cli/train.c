@@ -79,6 +79,12 @@ static const char *train_help =
     "                        (or its emulator) — not available in this build yet.\n"
     "  --threads N           threads for BLAS and the rest (default: all cores). Results are\n"
     "                        deterministic for a given seed and thread count.\n"
+    "  --loss-scale dynamic|off|N\n"
+    "                        multiply the loss gradient by a scale so small gradients survive\n"
+    "                        fp16 (divided out before the update). dynamic (default for ane):\n"
+    "                        start at 65536, halve and skip the step on inf/NaN gradients\n"
+    "                        (weights untouched), double after --loss-scale-window clean\n"
+    "                        steps (default 1000). off (default for cpu), or a fixed N.\n"
     "\n"
     "Ctrl-C finishes the current step, writes the checkpoint and exits; --resume continues.\n"
     "\n"
@@ -105,6 +111,7 @@ typedef struct {
     float rope_theta, norm_eps;
     int rope; /* -1, ROPE_INTERLEAVED or ROPE_HALF */
     int seq_given, warmup_given, min_lr_given;
+    const char *loss_scale;
 } TrainArgs;
 
 static int shape_flag_given(const TrainArgs *a) {
@@ -156,6 +163,8 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     o->adam = (AdamWConfig){0.9f, 0.95f, 1e-8f, 0.1f};
     o->seed = 1337;
     o->eval_batches = 20;
+    o->loss_scale_init = 65536.0f;
+    o->loss_scale_window = 1000;
     a->out = "out/model.ckpt";
     a->eval_every = 100;
     a->save_every = 500;
@@ -194,6 +203,8 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
+        {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
+        {"--loss-scale-window", ARG_INT, &o->loss_scale_window, 1, BIG, NULL},
         {"--dim", ARG_INT, &a->dim, 1, 1 << 16, NULL},
         {"--hidden-dim", ARG_INT, &a->hidden_dim, 1, 1 << 18, NULL},
         {"--layers", ARG_INT, &a->layers, 1, 1024, NULL},
@@ -222,6 +233,17 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         if (!strcmp(backend, "ane"))
             return err_set(err, "--backend ane: the ANE backend is not part of this build yet; use --backend cpu");
         return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
+    }
+    const char *ls = a->loss_scale ? a->loss_scale : !strcmp(backend, "cpu") ? "off" : "dynamic";
+    if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
+    else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;
+    else {
+        o->loss_scaling = LOSS_SCALE_FIXED;
+        char *end;
+        double v = strtod(ls, &end);
+        if (*ls == '\0' || *end != '\0' || !(v >= 1 && v <= 16777216.0))
+            return err_set(err, "--loss-scale: expected dynamic, off or a number in [1, 16777216], found '%s'", ls);
+        o->loss_scale_init = (float)v;
     }
     if (!o->data_path) return err_set(err, "--data: a token file is required (see Data in --help)");
     if ((a->model || shape_flag_given(a)) && o->init_path)
@@ -267,8 +289,11 @@ static void print_progress(const TrainArgs *a, const StepStats *s, double ms, do
     int width = 1;
     for (long n = a->opt.steps; n >= 10; n /= 10) width++;
     char line[256];
-    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s", width,
-             s->step, a->opt.steps, s->loss, (double)s->lr, tok_s, ms, eta);
+    char scale[48] = "";
+    if (a->opt.loss_scaling != LOSS_SCALE_OFF)
+        snprintf(scale, sizeof scale, " | scale %g%s", (double)s->loss_scale, s->skipped ? " (skipped: inf/NaN)" : "");
+    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s%s", width,
+             s->step, a->opt.steps, s->loss, (double)s->lr, tok_s, ms, eta, scale);
     if (tty) fprintf(stderr, "\r%s\033[K", line);
     else fprintf(stdout, "%s\n", line);
     fflush(tty ? stderr : stdout);
@@ -384,8 +409,12 @@ int cli_train(int argc, char **argv) {
                 sum.best_val_step = s.step;
             }
         }
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens\": %lld, \"ms\": %.3f",
-                s.step, s.loss, (double)s.lr, s.grad_norm, s.tokens, ms);
+        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": ", s.step, s.loss, (double)s.lr);
+        if (isfinite(s.grad_norm)) fprintf(log, "%.9g", s.grad_norm);
+        else fprintf(log, "null"); /* JSON has no inf/NaN: an overflowed (skipped) step */
+        fprintf(log, ", \"tokens\": %lld, \"ms\": %.3f", s.tokens, ms);
+        if (o->loss_scaling != LOSS_SCALE_OFF)
+            fprintf(log, ", \"loss_scale\": %g, \"skipped\": %s", (double)s.loss_scale, s.skipped ? "true" : "false");
         if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
         fprintf(log, "}\n");
         fflush(log);

@@ -7,16 +7,17 @@
 ** destination (AtomicFile), and never hand back data it has not checked: magic, version,
 ** header checksum, config, sizes against the file length, and each section's checksum.
 **
-** Version 1 header, 184 bytes, every integer little-endian:
+** Version 1 header, 192 bytes, every integer little-endian:
 **   off   0  "ANECKPT\0"                      off  8  u32 version (1)
-**   off  12  u32 header_bytes (184)
+**   off  12  u32 header_bytes (192)
 **   off  16  ModelConfig, 14 x 4 bytes: u32 family, i32 dim, hidden_dim, n_layers, n_heads,
 **            n_kv_heads, head_dim, vocab_size, max_seq_len, f32 rope_theta, f32 norm_eps,
 **            u32 qk_norm, u32 tied, u32 rope_style
-**   off  72  TrainState, 96 bytes: i64 step, i64 tokens_seen, u64 loader.rng.s[4],
-**            u64 loader.rows, u64 rng.s[4], f32 loss_scale, i32 clean_steps
-**   off 168  u64 n_floats                     off 176  u32 n_moments (0 or 2)
-**   off 180  u32 crc32 of bytes [0, 180)
+**   off  72  TrainState, 104 bytes: i64 step, i64 tokens_seen, u64 loader.rng.s[4],
+**            u64 loader.rows, u64 rng.s[4], f32 loss_scale, i32 clean_steps,
+**            i64 skipped_steps
+**   off 176  u64 n_floats                     off 184  u32 n_moments (0 or 2)
+**   off 188  u32 crc32 of bytes [0, 188)
 ** then the sections params, m, v (m and v only when n_moments is 2), each n_floats
 ** little-endian fp32 followed by the u32 crc32 of those bytes.
 */
@@ -35,10 +36,10 @@ enum {
     CKPT_VERSION = 1,
     CKPT_OFF_CONFIG = 16,
     CKPT_OFF_STATE = 72,
-    CKPT_OFF_N_FLOATS = 168,
-    CKPT_OFF_N_MOMENTS = 176,
-    CKPT_OFF_CRC = 180,
-    CKPT_HEADER_BYTES = 184,
+    CKPT_OFF_N_FLOATS = 176,
+    CKPT_OFF_N_MOMENTS = 184,
+    CKPT_OFF_CRC = 188,
+    CKPT_HEADER_BYTES = 192,
     CKPT_CHUNK_FLOATS = 1 << 20, /* sections move in 4 MB pieces */
     CKPT_SWAP_FLOATS = 4096,     /* staging buffer of the big-endian path */
 };
@@ -156,6 +157,7 @@ static void ckpt_encode_state(uint8_t *p, const TrainState *s) {
     ckpt_encode_rng(p + 56, &s->rng);
     put_f32(p + 88, s->loss_scale);
     put_i32(p + 92, s->clean_steps);
+    put_i64(p + 96, s->skipped_steps);
 }
 
 static void ckpt_decode_state(const uint8_t *p, TrainState *s) {
@@ -167,6 +169,7 @@ static void ckpt_decode_state(const uint8_t *p, TrainState *s) {
     ckpt_decode_rng(p + 56, &s->rng);
     s->loss_scale = get_f32(p + 88);
     s->clean_steps = get_i32(p + 92);
+    s->skipped_steps = get_i64(p + 96);
 }
 
 /* The counters a run can never produce negative, and a usable loss scale. */
@@ -179,6 +182,9 @@ static int ckpt_validate_state(const TrainState *s, const char *path, Err *err) 
                        (double)s->loss_scale);
     if (s->clean_steps < 0)
         return err_set(err, "%s: field clean_steps: expected >= 0, found %d", path, (int)s->clean_steps);
+    if (s->skipped_steps < 0 || s->skipped_steps > s->step)
+        return err_set(err, "%s: field skipped_steps: expected 0..step=%lld, found %lld", path, (long long)s->step,
+                       (long long)s->skipped_steps);
     return 0;
 }
 

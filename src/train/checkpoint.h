@@ -29,8 +29,9 @@ typedef struct {
     int64_t tokens_seen; /* training tokens consumed */
     LoaderState loader;
     Rng rng;             /* trainer RNG (dropout and the like) */
-    float loss_scale;    /* dynamic loss scale (1 on the CPU backend) */
+    float loss_scale;    /* dynamic loss scale (1 when scaling is off, as on the CPU backend) */
     int32_t clean_steps; /* steps since the scale last changed */
+    int64_t skipped_steps; /* steps skipped for inf/NaN gradients (AdamW's t = step - skipped) */
 } TrainState;
 
 /* Saves config, params and (if non-NULL) moments m and v. Without moments the checkpoint can

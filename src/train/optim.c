@@ -66,16 +66,9 @@ static void norm_blocks(void *ctx, int begin, int end, int worker) {
     NormJob *j = ctx;
     for (int b = begin; b < end; b++) {
         size_t lo = (size_t)b * BLOCK, hi = lo + BLOCK < j->n ? lo + BLOCK : j->n;
-        /* Four float lanes per block chunk of 16 keep the inner loop vectorized; each chunk's
-        ** sum is exact enough in float (16 squares) before it joins the double total. */
+        /* Squares summed in double: memory-bound anyway, and exact enough for any model. */
         double sum = 0;
-        size_t i = lo;
-        for (; i + 16 <= hi; i += 16) {
-            float s = 0;
-            for (int k = 0; k < 16; k++) s += j->g[i + k] * j->g[i + k];
-            sum += s;
-        }
-        for (; i < hi; i++) sum += (double)j->g[i] * j->g[i];
+        for (size_t i = lo; i < hi; i++) sum += (double)j->g[i] * j->g[i];
         j->partial[b] = sum;
     }
 }

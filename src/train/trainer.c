@@ -3,6 +3,7 @@
 */
 #include "trainer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +56,10 @@ static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err
         return err_set(err, "--val-frac: expected a value in [0, 1), found %g", o->val_frac);
     if (o->eval_batches < 0)
         return err_set(err, "--eval-batches: expected an integer >= 0, found %d", o->eval_batches);
+    if (o->loss_scaling != LOSS_SCALE_OFF && !(o->loss_scale_init >= 1 && o->loss_scale_init <= 16777216.0f))
+        return err_set(err, "--loss-scale: expected a scale in [1, 2^24], found %g", (double)o->loss_scale_init);
+    if (o->loss_scaling == LOSS_SCALE_DYNAMIC && o->loss_scale_window < 1)
+        return err_set(err, "--loss-scale-window: expected a positive integer, found %d", o->loss_scale_window);
     return 0;
 }
 
@@ -105,7 +110,7 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     } else {
         tr->state.loader = tr->loader.state;
         rng_seed(&tr->state.rng, opt->seed ^ 0x5eedull);
-        tr->state.loss_scale = 1.0f;
+        tr->state.loss_scale = opt->loss_scaling == LOSS_SCALE_OFF ? 1.0f : opt->loss_scale_init;
     }
     tr->backend = backend_cpu_create(&tr->layout, opt->batch, opt->seq, err);
     if (!tr->backend) goto fail;
@@ -127,32 +132,57 @@ void trainer_free(Trainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
+/* Largest dynamic scale: beyond 2^24 the scaled fp32 gradients lose nothing more to gain. */
+#define LOSS_SCALE_MAX 16777216.0f
+
 int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     const TrainOptions *o = &tr->opt;
+    TrainState *st = &tr->state;
     size_t n = tr->layout.n_floats;
+    float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
     memset(tr->grads, 0, n * sizeof(float));
     double loss_sum = 0;
     for (int a = 0; a < o->accum; a++) {
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
         if (tr->backend->step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
-                              1.0f / (float)o->accum, &loss, NULL, err) != 0)
+                              scale / (float)o->accum, &loss, NULL, err) != 0)
             return -1;
         loss_sum += loss;
     }
-    long step = (long)tr->state.step; /* 0-based index of this step */
+    long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
-    double norm = grad_global_norm(tr->grads, n);
-    adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, step + 1,
-               grad_clip_coef(norm, o->clip));
-    tr->state.step++;
-    tr->state.tokens_seen += (int64_t)o->accum * o->batch * o->seq;
-    tr->state.loader = tr->loader.state;
-    stats->step = (long)tr->state.step;
+    double norm = grad_global_norm(tr->grads, n) / scale;
+    stats->skipped = 0;
+    stats->loss_scale = scale;
+    if (!isfinite(norm)) {
+        if (o->loss_scaling != LOSS_SCALE_DYNAMIC)
+            return err_set(err,
+                           "gradients are not finite at step %ld (norm %g)%s", step + 1, norm,
+                           o->loss_scaling == LOSS_SCALE_OFF ? "; lower --lr or check the data"
+                                                             : "; --loss-scale dynamic adapts the scale");
+        /* Overflow: leave the weights and moments untouched, halve the scale, move on. */
+        st->loss_scale = scale / 2 < 1.0f ? 1.0f : scale / 2;
+        st->clean_steps = 0;
+        st->skipped_steps++;
+        stats->skipped = 1;
+    } else {
+        long t = (long)(st->step - st->skipped_steps) + 1; /* AdamW counts applied updates */
+        adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, t,
+                   grad_clip_coef(norm, o->clip) / scale);
+        if (o->loss_scaling == LOSS_SCALE_DYNAMIC && ++st->clean_steps >= o->loss_scale_window) {
+            st->loss_scale = scale * 2 > LOSS_SCALE_MAX ? LOSS_SCALE_MAX : scale * 2;
+            st->clean_steps = 0;
+        }
+    }
+    st->step++;
+    st->tokens_seen += (int64_t)o->accum * o->batch * o->seq;
+    st->loader = tr->loader.state;
+    stats->step = (long)st->step;
     stats->loss = loss_sum / o->accum;
     stats->lr = lr;
     stats->grad_norm = norm;
-    stats->tokens = tr->state.tokens_seen;
+    stats->tokens = st->tokens_seen;
     return 0;
 }
 

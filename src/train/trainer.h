@@ -21,6 +21,10 @@
 #include "checkpoint.h"
 #include "optim.h"
 
+/* Loss scaling for fp16 backends: the loss gradient is multiplied by the scale so small
+** gradients survive fp16, and the weight gradients are divided by it before the update. */
+typedef enum { LOSS_SCALE_OFF = 0, LOSS_SCALE_FIXED = 1, LOSS_SCALE_DYNAMIC = 2 } LossScaling;
+
 typedef struct {
     /* model: exactly one source. resume_path set => continue that checkpoint (moments, state). */
     ModelConfig cfg;          /* used when init_path and resume_path are NULL (fresh init) */
@@ -38,6 +42,11 @@ typedef struct {
     uint64_t seed;
     /* evaluation */
     int eval_batches; /* validation batches per evaluation; 0 = the whole split */
+    /* loss scaling: DYNAMIC halves the scale and skips the step on inf/NaN gradients, and
+    ** doubles it after loss_scale_window clean steps (as torch.cuda.amp.GradScaler) */
+    LossScaling loss_scaling;
+    float loss_scale_init;
+    int loss_scale_window;
 } TrainOptions;
 
 typedef struct {
@@ -56,8 +65,10 @@ typedef struct {
     long step;         /* 1-based number of the step just taken */
     double loss;       /* mean over its accum micro-batches */
     float lr;
-    double grad_norm;  /* before clipping */
+    double grad_norm;  /* before clipping (unscaled); inf or NaN when skipped */
     long long tokens;  /* tokens seen so far in the run */
+    float loss_scale;  /* the scale this step ran with */
+    int skipped;       /* 1: inf/NaN gradients, weights untouched, scale halved */
 } StepStats;
 
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
