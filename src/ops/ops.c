@@ -259,72 +259,63 @@ void OPS(swiglu_backward)(Real *dh1, Real *dh3, const Real *dg, const Real *h1, 
 
 /* ---------------------------------------------------------------- cross-entropy */
 
+enum { CE_CHUNK = 64 }; /* columns per pass: each pass streams the rows with a contiguous inner loop */
+
+/* Columns t0..t0+m-1 (m <= CE_CHUNK): out[v][t] = exp(logits[v][t] - max_v logits[:, t]),
+** loss[t] = logsumexp - logits[target][t], and scale[t] = 1 / sum_v out[v][t]. out may alias
+** logits (the target's logit is read before it is overwritten). */
+static void ce_exp_columns(Real *loss, Real *out, Real *scale, const Real *logits, const int32_t *targets, int V,
+                           int m, int ld) {
+    Real mx[CE_CHUNK], sum[CE_CHUNK];
+    for (int t = 0; t < m; t++) {
+        mx[t] = logits[t];
+        sum[t] = 0;
+    }
+    for (int v = 1; v < V; v++) {
+        const Real *row = logits + (size_t)v * ld;
+        for (int t = 0; t < m; t++) mx[t] = row[t] > mx[t] ? row[t] : mx[t];
+    }
+    for (int t = 0; t < m; t++) loss[t] = mx[t] - logits[(size_t)targets[t] * ld + t];
+    for (int v = 0; v < V; v++) {
+        const Real *row = logits + (size_t)v * ld;
+        Real *orow = out + (size_t)v * ld;
+        for (int t = 0; t < m; t++) {
+            orow[t] = EXP(row[t] - mx[t]);
+            sum[t] += orow[t];
+        }
+    }
+    for (int t = 0; t < m; t++) {
+        loss[t] += LOG(sum[t]);
+        scale[t] = 1 / sum[t];
+    }
+}
+
+/* out[v][t] *= scale[t] over columns 0..m-1. */
+static void ce_scale_columns(Real *out, const Real *scale, int V, int m, int ld) {
+    for (int v = 0; v < V; v++) {
+        Real *orow = out + (size_t)v * ld;
+        for (int t = 0; t < m; t++) orow[t] *= scale[t];
+    }
+}
+
 void OPS(cross_entropy_forward)(Real *loss, Real *probs, const Real *logits, const int32_t *targets, int V, int n,
                                 int ld) {
-    enum { CHUNK = 64 };
-    Real mx[CHUNK], sum[CHUNK];
-    /* Columns in chunks: each pass streams the rows of the chunk with a contiguous inner loop. */
-    for (int t0 = 0; t0 < n; t0 += CHUNK) {
-        int m = n - t0 < CHUNK ? n - t0 : CHUNK;
-        for (int t = 0; t < m; t++) {
-            mx[t] = logits[t0 + t];
-            sum[t] = 0;
-        }
-        for (int v = 1; v < V; v++) {
-            const Real *row = logits + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) mx[t] = row[t] > mx[t] ? row[t] : mx[t];
-        }
-        for (int t = 0; t < m; t++) loss[t0 + t] = mx[t] - logits[(size_t)targets[t0 + t] * ld + t0 + t];
-        for (int v = 0; v < V; v++) {
-            const Real *row = logits + (size_t)v * ld + t0;
-            Real *prow = probs + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) {
-                prow[t] = EXP(row[t] - mx[t]);
-                sum[t] += prow[t];
-            }
-        }
-        for (int t = 0; t < m; t++) {
-            loss[t0 + t] += LOG(sum[t]);
-            sum[t] = 1 / sum[t];
-        }
-        for (int v = 0; v < V; v++) {
-            Real *prow = probs + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) prow[t] *= sum[t];
-        }
+    Real scale[CE_CHUNK];
+    for (int t0 = 0; t0 < n; t0 += CE_CHUNK) {
+        int m = n - t0 < CE_CHUNK ? n - t0 : CE_CHUNK;
+        ce_exp_columns(loss + t0, probs + t0, scale, logits + t0, targets + t0, V, m, ld);
+        ce_scale_columns(probs + t0, scale, V, m, ld);
     }
 }
 
 void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
                               const Real *dloss, int V, int n, int ld) {
-    enum { CHUNK = 64 };
-    Real mx[CHUNK], sum[CHUNK];
-    for (int t0 = 0; t0 < n; t0 += CHUNK) {
-        int m = n - t0 < CHUNK ? n - t0 : CHUNK;
-        for (int t = 0; t < m; t++) {
-            mx[t] = logits[t0 + t];
-            sum[t] = 0;
-        }
-        for (int v = 1; v < V; v++) {
-            const Real *row = logits + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) mx[t] = row[t] > mx[t] ? row[t] : mx[t];
-        }
-        for (int t = 0; t < m; t++) loss[t0 + t] = mx[t] - logits[(size_t)targets[t0 + t] * ld + t0 + t];
-        for (int v = 0; v < V; v++) {
-            const Real *row = logits + (size_t)v * ld + t0;
-            Real *drow = dlogits + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) {
-                drow[t] = EXP(row[t] - mx[t]);
-                sum[t] += drow[t];
-            }
-        }
-        for (int t = 0; t < m; t++) {
-            loss[t0 + t] += LOG(sum[t]);
-            sum[t] = dloss[t0 + t] / sum[t]; /* now the factor turning exp into dlogits */
-        }
-        for (int v = 0; v < V; v++) {
-            Real *drow = dlogits + (size_t)v * ld + t0;
-            for (int t = 0; t < m; t++) drow[t] *= sum[t];
-        }
+    Real scale[CE_CHUNK];
+    for (int t0 = 0; t0 < n; t0 += CE_CHUNK) {
+        int m = n - t0 < CE_CHUNK ? n - t0 : CE_CHUNK;
+        ce_exp_columns(loss + t0, dlogits + t0, scale, logits + t0, targets + t0, V, m, ld);
+        for (int t = 0; t < m; t++) scale[t] *= dloss[t0 + t]; /* exp -> dloss * probs */
+        ce_scale_columns(dlogits + t0, scale, V, m, ld);
         for (int t = 0; t < m; t++) dlogits[(size_t)targets[t0 + t] * ld + t0 + t] -= dloss[t0 + t];
     }
 }
