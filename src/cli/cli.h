@@ -9,5 +9,7 @@ int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_convert(int argc, char **argv);
 int cli_plot(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_tokenizer(int argc, char **argv);
 
 #endif
