@@ -18,7 +18,14 @@ CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -g -std=c11 -D_GNU_SOURCE $(WARN
 LDLIBS  := -lm -pthread
 
 ifeq ($(UNAME),Darwin)
-  LDLIBS += -framework Accelerate
+  # Accelerate for BLAS; the rest for the ANE bridge (src/backend/ane/darwin.c)
+  LDLIBS += -framework Accelerate -framework CoreFoundation -framework IOSurface -framework Foundation -lobjc
+  # Homebrew's cjson, pcre2 and utf8proc
+  BREW_PREFIX := $(shell brew --prefix 2>/dev/null)
+  ifneq ($(BREW_PREFIX),)
+    CFLAGS += -I$(BREW_PREFIX)/include
+    LDLIBS += -L$(BREW_PREFIX)/lib
+  endif
 else
   BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
   BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
@@ -30,6 +37,10 @@ LDLIBS += -lcjson -lz -lpcre2-8 -lutf8proc
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
+ifeq ($(UNAME),Darwin)
+  # The bridge's test double stands in for the real framework: a Linux-only test.
+  TEST_SRC := $(filter-out tests/test_darwin_bridge.c,$(TEST_SRC))
+endif
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # The ops compiled a second time in double precision, for the finite-difference tests.
 OPS64_OBJ := $(BUILD)/src/ops/ops64.o
@@ -56,6 +67,16 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libanetrain.a $(OPS64_OBJ) tests/test.h
 	$(CC) $(CFLAGS) -Isrc $< $(OPS64_OBJ) $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
 
 # The whole suite: C unit tests, PyTorch parity, CLI end-to-end. See tests/run.sh.
+# The macOS bridge on Linux: darwin.c compiled against the fake framework in tests/fake_ane/,
+# which checks every message against the facts sheet and runs the programs on the emulator.
+FAKE_ANE_SRC := $(sort $(wildcard tests/fake_ane/*.c))
+FAKE_ANE_DEP := $(FAKE_ANE_SRC) $(wildcard tests/fake_ane/*.h) src/backend/ane/darwin.c src/backend/ane/darwin.h \
+                src/backend/ane/objc_shim.h
+$(BUILD)/tests/test_darwin_bridge: tests/test_darwin_bridge.c $(FAKE_ANE_DEP) $(BUILD)/libanetrain.a tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DANE_FAKE_FRAMEWORK -Isrc -Itests $< src/backend/ane/darwin.c $(FAKE_ANE_SRC) \
+		$(BUILD)/libanetrain.a -o $@ $(LDLIBS)
+
 # Tools the Python and shell tests drive (tests/tool_*.c), built like the test binaries.
 TOOL_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(sort $(wildcard tests/tool_*.c)))
 
@@ -66,7 +87,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 sanitize:
 	$(MAKE) BUILD=build-san OPT=-O1 ARCH_FLAGS= EXTRA_CFLAGS="$(SAN_FLAGS)" test
 
-bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train
+bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane
 	sh bench/run.sh $(BUILD)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libanetrain.a

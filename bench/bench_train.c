@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
@@ -168,11 +169,6 @@ static int parse_options(Options *opt, int argc, char **argv, Err *err) {
 
 /* ------------------------------------------------------------------ clock and statistics */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -211,9 +207,9 @@ static int sgemm_peak(int N, int reps, double *gflops, Err *err) {
     memset(c, 0, n2 * sizeof(float));
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
-        double t0 = now_s();
+        double t0 = now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f, c, N);
-        double dt = now_s() - t0;
+        double dt = now_seconds() - t0;
         if (r > 0 && dt < best) best = dt; /* call 0 warms caches and the BLAS threads */
     }
     free(a);
@@ -285,17 +281,17 @@ static int bench_setup(Bench *bn, const char *model, const Options *opt, Err *er
 static int bench_step(Bench *bn, const Options *opt, long step, double *loss, double t[4], Err *err) {
     static const AdamWConfig adamw = {0.9f, 0.95f, 1e-8f, 0.1f}; /* llama2.c's train.py */
     size_t n = bn->layout.n_floats;
-    double t0 = now_s();
+    double t0 = now_seconds();
     memset(bn->grads, 0, n * sizeof(float));
-    double t1 = now_s();
+    double t1 = now_seconds();
     if (bn->backend->step(bn->backend, bn->params, bn->grads, bn->inputs, bn->targets, opt->B, opt->T, 1.0f, loss,
                           NULL, err) != 0)
         return -1;
-    double t2 = now_s();
+    double t2 = now_seconds();
     float coef = grad_clip_coef(grad_global_norm(bn->grads, n), 1.0f);
-    double t3 = now_s();
+    double t3 = now_seconds();
     adamw_step(&bn->layout, &adamw, bn->params, bn->grads, bn->m, bn->v, 5e-4f, step, coef);
-    double t4 = now_s();
+    double t4 = now_seconds();
     t[0] = t1 - t0;
     t[1] = t2 - t1;
     t[2] = t3 - t2;

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "util/clock.h"
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
@@ -34,11 +35,6 @@
 #include "util/parallel.h"
 #include "util/rng.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------------ the event log */
 
@@ -69,7 +65,7 @@ static void log_add(const Event *e) {
 }
 
 static void log_mark(const char *mark) {
-    Event e = {EV_MARK, 1, now_s(), 0, 0, 0, 0, 0, 0, mark};
+    Event e = {EV_MARK, 1, now_seconds(), 0, 0, 0, 0, 0, 0, mark};
     e.t1 = e.t0;
     log_add(&e);
 }
@@ -100,10 +96,10 @@ void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta, co
         real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    Event e = {EV_GEMM, pthread_equal(pthread_self(), log_.main), now_s(), 0, ta == CblasTrans, tb == CblasTrans,
+    Event e = {EV_GEMM, pthread_equal(pthread_self(), log_.main), now_seconds(), 0, ta == CblasTrans, tb == CblasTrans,
                (int)M, (int)N, (int)K, NULL};
     real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    e.t1 = now_s();
+    e.t1 = now_seconds();
     log_add(&e);
 }
 
@@ -112,9 +108,9 @@ void openblas_set_num_threads(int n) {
         real_set_threads(n);
         return;
     }
-    Event e = {EV_THREADS, pthread_equal(pthread_self(), log_.main), now_s(), 0, 0, 0, n, 0, 0, NULL};
+    Event e = {EV_THREADS, pthread_equal(pthread_self(), log_.main), now_seconds(), 0, 0, 0, n, 0, 0, NULL};
     real_set_threads(n);
-    e.t1 = now_s();
+    e.t1 = now_seconds();
     log_add(&e);
 }
 
@@ -211,10 +207,10 @@ static double gemm_gflops(int ta, int tb, int M, int N, int K, float *buf) {
     double best = 1e30, flops = 2.0 * M * (double)N * K;
     int reps = (int)(2e9 / flops) + 3; /* about 2 GFLOP of work, at least 3 calls */
     for (int r = 0; r <= reps; r++) {
-        double t0 = now_s();
+        double t0 = now_seconds();
         real_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
                    lda, Bm, ldb, 1.0f, Cm, N);
-        double dt = now_s() - t0;
+        double dt = now_seconds() - t0;
         if (r > 0 && dt < best) best = dt;
     }
     return flops / best / 1e9;
@@ -358,9 +354,9 @@ int main(int argc, char **argv) {
 
     double t_zero = 0, t_step = 0, t_clip = 0, t_adamw = 0, loss = 0;
     for (int s = 0; s <= steps; s++) { /* step 0 is the warm-up, not recorded */
-        double t0 = now_s();
+        double t0 = now_seconds();
         memset(g, 0, n * sizeof(float));
-        double t1 = now_s();
+        double t1 = now_seconds();
         log_.recording = s > 0;
         if (s > 0) log_mark("step");
         if (be->step(be, p, g, tok, tok + bt, B, T, 1.0f, &loss, NULL, &err) != 0) {
@@ -369,11 +365,11 @@ int main(int argc, char **argv) {
         }
         if (s > 0) log_mark("end");
         log_.recording = 0;
-        double t2 = now_s();
+        double t2 = now_seconds();
         float coef = grad_clip_coef(grad_global_norm(g, n), 1.0f);
-        double t3 = now_s();
+        double t3 = now_seconds();
         adamw_step(&layout, &adamw, p, g, m, v, 5e-4f, s + 1, coef);
-        double t4 = now_s();
+        double t4 = now_seconds();
         if (s > 0) t_zero += t1 - t0, t_step += t2 - t1, t_clip += t3 - t2, t_adamw += t4 - t3;
     }
     if (log_.overflow) fprintf(stderr, "profile_step: event log full; the profile covers the first steps only\n");

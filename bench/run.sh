@@ -98,3 +98,9 @@ awk -v models="$MODELS" -v p1="$PEAK" -v p2="$PEAK2" '
             else printf "%-12s %13.1f %14s %8s %13s %11s\n", m, ours[m], "-", "-", "-", pct
         }
     }' "$ROWS"
+
+# The ANE backend on the emulated device, next to the CPU backend, with its efficiency report.
+echo
+echo "ANE backend on the emulated device (same shapes; the emulator runs the device's fp16 work on the CPU):"
+"$BUILD/bench/bench_ane" --model "$(echo "$MODELS" | tr ' ' ,)" --batch "$B" --seq "$T" --steps "$STEPS" \
+    --threads "$THREADS"

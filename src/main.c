@@ -21,6 +21,7 @@ static const char *usage =
     "  plot      draw the loss curve of a metrics log (JSON lines) as an SVG file\n"
     "  tokenize  turn text files into token files (or print their ids as JSON lines)\n"
     "  tokenizer train a BPE vocabulary on text and write a HF tokenizer.json\n"
+    "  doctor    check the Neural Engine (or its emulator): framework, classes, a test kernel\n"
     "  help      this text\n"
     "  version   print the version\n"
     "\n"
@@ -43,9 +44,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "plot")) return cli_plot(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cli_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "doctor")) return cli_doctor(argc - 1, argv + 1);
     fprintf(stderr,
-            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, help, "
-            "version)\n",
+            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, doctor, "
+            "help, version)\n",
             cmd);
     return 2;
 }

@@ -95,6 +95,28 @@ expect_ok "dynamic loss scale" "$BIN" train $TINY --data pattern.bin --steps 6 -
 if grep -q '"step": 6,.*"loss_scale": 262144, "skipped": false' ls/metrics.jsonl; then ok "loss scale logged and grown"
 else bad "loss scale logged and grown"; tail -n 2 ls/metrics.jsonl; fi
 
+# ---- the ANE backend on the emulated device: trains, logs its counters (2 kernels x 2 layers x 4
+# sequences = 16 evaluations a step), reports efficiency
+expect_ok "train --backend ane" "$BIN" train $TINY --data pattern.bin --steps 30 --lr 3e-3 --backend ane --device emu --out ane/model.ckpt
+if grep -q "^efficiency report, ane (emulated device)" "$W/out"; then ok "efficiency report"; else bad "efficiency report"; fi
+if grep -q '"step": 30,.*"loss_scale": .*"device_evals": 16, "bytes_staged": [1-9].*"cpu_share": ' ane/metrics.jsonl; then
+    ok "per-step device counters logged"; else bad "per-step device counters logged"; tail -n 1 ane/metrics.jsonl; fi
+ane_loss=$(json_field ane/metrics.jsonl loss)
+if [ -n "$ane_loss" ] && awk "BEGIN{exit !($ane_loss < 5.5)}"; then ok "ane loss falls ($ane_loss)"; else bad "ane loss falls ('$ane_loss')"; fi
+expect_ok "eval --backend ane" "$BIN" eval --model ane/model.ckpt --data pattern.bin --seq 64 --max-windows 8 --json --backend ane --device emu
+ev_ane=$(json_field "$W/out" loss)
+"$BIN" eval --model ane/model.ckpt --data pattern.bin --seq 64 --max-windows 8 --json >"$W/out" 2>"$W/err"
+ev_cpu=$(json_field "$W/out" loss)
+if [ -n "$ev_ane" ] && awk "BEGIN{d=$ev_ane-$ev_cpu; if(d<0)d=-d; exit !(d < 5e-3)}"; then ok "ane eval matches cpu ($ev_ane vs $ev_cpu)"
+else bad "ane eval matches cpu ('$ev_ane' vs '$ev_cpu')"; fi
+expect_fail "device bogus" "--device: expected auto, emu or darwin" "$BIN" train $TINY --data pattern.bin --backend ane --device tpu
+
+# ---- doctor: on Linux it checks the emulator with a small kernel against the CPU
+expect_ok "doctor" "$BIN" doctor --evals 1
+if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out"; then ok "doctor reports PASS on the emulator"
+else bad "doctor reports PASS on the emulator"; fi
+expect_fail "doctor --device darwin off macOS" "darwin|macOS" "$BIN" doctor --device darwin
+
 # ---- eval, convert, plot
 expect_ok "eval checkpoint" "$BIN" eval --model run1/model.ckpt --data pattern.bin --seq 64 --max-windows 40 --json
 ev_ckpt=$(json_field "$W/out" loss)

@@ -5,7 +5,7 @@
 ** asked for) the backward pass, accumulating parameter gradients into the one gradient
 ** buffer laid out like the parameters. The trainer owns everything around it: data,
 ** accumulation, clipping, the optimizer, checkpoints. Backends: "cpu" (fp32 reference,
-** backend/cpu.c); "ane" arrives with the ANE issue behind this same interface.
+** backend/cpu.c) and "ane" (MIL kernels on an ANE device, backend/ane/ane.c).
 */
 #ifndef ANETRAIN_BACKEND_H
 #define ANETRAIN_BACKEND_H
@@ -17,6 +17,29 @@
 
 typedef struct Backend Backend;
 
+/* Efficiency counters of a backend, cumulative since it was created (a caller wanting per-step
+** figures takes the difference of two snapshots). FLOPs count matmul-class work only (2 per
+** multiply-add, as config_train_flops_per_seq); elementwise work is not counted. Times are
+** wall-clock seconds on the thread that called step, except t_dw (the dW worker's busy time,
+** which overlaps the others when the worker runs concurrently). */
+typedef struct {
+    uint64_t steps;           /* step() calls */
+    uint64_t evaluations;     /* device evaluations (kernel dispatches) */
+    uint64_t bytes_staged;    /* bytes the CPU wrote into device input surfaces (weights + activations) */
+    uint64_t bytes_staged_weights; /* the weight part of bytes_staged */
+    uint64_t bytes_read;      /* bytes the CPU read back from device output surfaces */
+    uint64_t device_bytes_in, device_bytes_out; /* surface bytes the device read / wrote in evaluations */
+    double flops_device, flops_cpu;
+    uint64_t compiles, compile_failures;
+    double compile_seconds;
+    double t_device;          /* inside device evaluate calls */
+    double t_stage;           /* converting and copying into input surfaces, reading outputs back */
+    double t_cpu_ops;         /* other CPU work of the step: embedding, norms, classifier, loss, ... */
+    double t_dw;              /* weight-gradient GEMMs (busy time of the dW worker) */
+    double t_dw_wait;         /* time step spent waiting for the dW worker (the part not overlapped) */
+    double t_total;           /* wall time inside step */
+} BackendStats;
+
 struct Backend {
     const char *name;
     /* inputs, targets [B][T] token ids (< vocab, checked by the caller); B <= max_B, T <= max_T.
@@ -26,6 +49,8 @@ struct Backend {
     int (*step)(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
                 int B, int T, float grad_scale, double *loss, float *logits, Err *err);
     void (*destroy)(Backend *self);
+    /* Optional (NULL for cpu): fills *out with the counters above. */
+    void (*stats)(Backend *self, BackendStats *out);
 };
 
 /* The fp32 reference backend. Allocates every activation buffer for max_B x max_T now;
@@ -35,5 +60,26 @@ Backend *backend_cpu_create(const ParamLayout *layout, int max_B, int max_T, Err
 
 /* Bytes the CPU backend would allocate for these sizes (for messages and --help). */
 double backend_cpu_bytes(const ModelConfig *cfg, int max_B, int max_T);
+
+/* The ANE backend (backend/ane/ane.c): forward and backward-dx of every layer as MIL kernels
+** with dynamic weights on an ANE device, weight gradients with BLAS on the CPU (in a worker
+** thread overlapped with the device), classifier and loss on the CPU. */
+typedef struct {
+    const char *device;   /* "auto" (the real device where there is one, else the emulator), "emu", or
+                          ** "darwin" (the real device; an error where it is not available) */
+    int accumulate_fp32;  /* emulator: 1 (default) matmuls and sums accumulate in fp32; 0: rounded to
+                          ** fp16 every 32 addends (a pessimistic model of fp16 accumulation) */
+    int flush_subnormals; /* emulator: 1 flushes fp16 subnormal results to zero (default 0) */
+    int compile_budget;   /* emulator: compiles allowed per process (default 119, as the real device) */
+    int overlap_dw;       /* 1: dW GEMMs run in a worker thread while the device evaluates; 0: on the
+                          ** calling thread after each layer's backward; -1 (default): 1 on a real
+                          ** device, 0 on the emulator (whose device work already uses every core) */
+} AneBackendOptions;
+
+void backend_ane_default_options(AneBackendOptions *opt);
+
+/* Compiles the kernels (2 programs for any model) and allocates every surface and buffer for
+** max_B sequences of up to max_T tokens; nothing is allocated inside step. opt may be NULL. */
+Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, const AneBackendOptions *opt, Err *err);
 
 #endif

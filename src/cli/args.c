@@ -37,7 +37,7 @@ int parse_long(const char *flag, const char *s, long min, long max, long *out, E
 }
 
 int parse_int(const char *flag, const char *s, long min, long max, int *out, Err *err) {
-    long v;
+    long v = 0;
     if (parse_long(flag, s, min, max, &v, err) != 0) return -1;
     *out = (int)v;
     return 0;
@@ -65,7 +65,7 @@ int parse_double(const char *flag, const char *s, double min, double max, double
 }
 
 int parse_float(const char *flag, const char *s, double min, double max, float *out, Err *err) {
-    double v;
+    double v = 0;
     if (parse_double(flag, s, min, max, &v, err) != 0) return -1;
     *out = (float)v;
     return 0;
@@ -103,7 +103,7 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n_specs, const c
                 matched = 1;
                 if (parse_one(sp, NULL, err) != 0) return -1;
             } else {
-                const char *v;
+                const char *v = NULL;
                 int r = arg_value(argc, argv, &i, sp->name, &v, err);
                 if (r < 0) return -1;
                 if (r == 0) continue;
@@ -135,11 +135,6 @@ void format_duration(double seconds, char *buf, int size) {
     else snprintf(buf, (size_t)size, "%ld:%02ld", s / 60, s % 60);
 }
 
-double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int cli_fail(const char *command, const Err *err) {
     fprintf(stderr, "anetrain %s: error: %s\n", command, err->msg);

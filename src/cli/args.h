@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "../util/clock.h"
 #include "../util/err.h"
 
 /* 1 if argv[*i] is `name` or `name=...`: *value gets the value and *i is advanced past a
@@ -45,8 +46,6 @@ int args_want_help(int argc, char **argv);
 int term_is_tty(void);
 /* Formats seconds as "1:02:03" or "2:03". */
 void format_duration(double seconds, char *buf, int size);
-/* Monotonic wall clock in seconds. */
-double now_seconds(void);
 
 /* Prints "anetrain: <message>" and a hint to run --help, for the CLI's error exits. */
 int cli_fail(const char *command, const Err *err);

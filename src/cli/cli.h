@@ -11,5 +11,6 @@ int cli_convert(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_tokenizer(int argc, char **argv);
+int cli_doctor(int argc, char **argv);
 
 #endif

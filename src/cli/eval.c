@@ -27,6 +27,8 @@ static const char *eval_help =
     "  --batch B         windows evaluated together (default 8)\n"
     "  --max-windows N   evaluate at most N windows (default 0 = all)\n"
     "  --threads N       threads (default: all cores)\n"
+    "  --backend cpu|ane the backend running the forward pass (default cpu; see train --help)\n"
+    "  --device auto|emu|darwin   the ANE device for --backend ane (default auto)\n"
     "  --json            print one JSON object instead of text\n";
 
 int cli_eval(int argc, char **argv) {
@@ -37,12 +39,14 @@ int cli_eval(int argc, char **argv) {
     Err err = {{0}};
     const char *model = NULL, *data = NULL;
     int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
+    const char *backend = "cpu", *device = "auto";
     long max_windows = 0;
     const ArgSpec specs[] = {
         {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
         {"--seq", ARG_INT, &seq, 1, 1 << 20, NULL},     {"--batch", ARG_INT, &batch, 1, 65536, NULL},
         {"--max-windows", ARG_LONG, &max_windows, 0, 1e12, NULL},
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
+        {"--backend", ARG_STR, &backend, 0, 0, NULL},   {"--device", ARG_STR, &device, 0, 0, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("eval", &err);
@@ -76,7 +80,10 @@ int cli_eval(int argc, char **argv) {
     }
     if (max_windows > 0 && (size_t)max_windows < windows) windows = (size_t)max_windows;
     if ((size_t)batch > windows) batch = (int)windows;
-    Backend *be = backend_cpu_create(&layout, batch, seq, &err);
+    AneBackendOptions ane;
+    backend_ane_default_options(&ane);
+    ane.device = device;
+    Backend *be = backend_create(backend, &layout, batch, seq, &ane, &err);
     int32_t *inputs = malloc((size_t)batch * seq * sizeof(int32_t));
     int32_t *targets = malloc((size_t)batch * seq * sizeof(int32_t));
     int rc = 0;

@@ -75,8 +75,22 @@ static const char *train_help =
     "                        (default 10); on a terminal the line is redrawn every step\n"
     "\n"
     "Execution:\n"
-    "  --backend cpu|ane     cpu: fp32 reference with BLAS (default). ane: Apple Neural Engine\n"
-    "                        (or its emulator) — not available in this build yet.\n"
+    "  --backend cpu|ane     cpu: fp32 reference with BLAS (default). ane: every layer's forward\n"
+    "                        and backward-dx as fp16 MIL kernels on the Neural Engine (two kernels\n"
+    "                        per layer, compiled once, weights packed into the input), weight\n"
+    "                        gradients, classifier, loss and AdamW on the CPU in fp32. Prints an\n"
+    "                        efficiency report and logs its counters per step.\n"
+    "  --device auto|emu|darwin\n"
+    "                        ANE device: the real one on macOS (darwin), else the emulator, which\n"
+    "                        runs the same MIL in fp16 under the device's constraints (default\n"
+    "                        auto; emu forces the emulator anywhere)\n"
+    "  --emu-accumulate fp32|fp16\n"
+    "                        emulator's matmul/sum accumulation (default fp32; fp16 rounds every\n"
+    "                        32 addends, a pessimistic model of the unknown hardware)\n"
+    "  --overlap-dw auto|on|off\n"
+    "                        run weight-gradient GEMMs in a worker thread while the device\n"
+    "                        evaluates (default auto: on for the real device, off for the\n"
+    "                        emulator, which already uses every core)\n"
     "  --threads N           threads for BLAS and the rest (default: all cores). Results are\n"
     "                        deterministic for a given seed and thread count.\n"
     "  --loss-scale dynamic|off|N\n"
@@ -113,6 +127,23 @@ typedef struct {
     int seq_given, warmup_given, min_lr_given;
     const char *loss_scale;
 } TrainArgs;
+
+/* --backend ane: --device, --emu-accumulate, --overlap-dw into AneBackendOptions. */
+static int parse_ane_flags(const char *device, const char *accumulate, const char *overlap, AneBackendOptions *o,
+                           Err *err) {
+    backend_ane_default_options(o);
+    o->device = device;
+    if (strcmp(device, "auto") && strcmp(device, "emu") && strcmp(device, "darwin"))
+        return err_set(err, "--device: expected auto, emu or darwin, found '%s'", device);
+    if (!strcmp(accumulate, "fp32")) o->accumulate_fp32 = 1;
+    else if (!strcmp(accumulate, "fp16")) o->accumulate_fp32 = 0;
+    else return err_set(err, "--emu-accumulate: expected fp32 or fp16, found '%s'", accumulate);
+    if (!strcmp(overlap, "auto")) o->overlap_dw = -1;
+    else if (!strcmp(overlap, "on")) o->overlap_dw = 1;
+    else if (!strcmp(overlap, "off")) o->overlap_dw = 0;
+    else return err_set(err, "--overlap-dw: expected auto, on or off, found '%s'", overlap);
+    return 0;
+}
 
 static int shape_flag_given(const TrainArgs *a) {
     return a->dim >= 0 || a->hidden_dim >= 0 || a->layers >= 0 || a->heads >= 0 || a->kv_heads >= 0 ||
@@ -173,6 +204,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
     a->rope_theta = a->norm_eps = NAN;
     const char *order = "random", *backend = "cpu", *rope = NULL;
+    const char *device = "auto", *accumulate = "fp32", *overlap = "auto";
     int qk_norm = 0, untied = 0;
     const double BIG = 1e9;
     const ArgSpec specs[] = {
@@ -202,6 +234,9 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},
+        {"--device", ARG_STR, &device, 0, 0, NULL},
+        {"--emu-accumulate", ARG_STR, &accumulate, 0, 0, NULL},
+        {"--overlap-dw", ARG_STR, &overlap, 0, 0, NULL},
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
         {"--loss-scale-window", ARG_INT, &o->loss_scale_window, 1, BIG, NULL},
@@ -229,11 +264,10 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     if (!strcmp(order, "random")) o->order = ORDER_RANDOM;
     else if (!strcmp(order, "sequential")) o->order = ORDER_SEQUENTIAL;
     else return err_set(err, "--order: expected random or sequential, found '%s'", order);
-    if (strcmp(backend, "cpu") != 0) {
-        if (!strcmp(backend, "ane"))
-            return err_set(err, "--backend ane: the ANE backend is not part of this build yet; use --backend cpu");
+    if (strcmp(backend, "cpu") != 0 && strcmp(backend, "ane") != 0)
         return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
-    }
+    o->backend = backend;
+    if (parse_ane_flags(device, accumulate, overlap, &o->ane, err) != 0) return -1;
     const char *ls = a->loss_scale ? a->loss_scale : !strcmp(backend, "cpu") ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
     else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;
@@ -297,6 +331,62 @@ static void print_progress(const TrainArgs *a, const StepStats *s, double ms, do
     if (tty) fprintf(stderr, "\r%s\033[K", line);
     else fprintf(stdout, "%s\n", line);
     fflush(tty ? stderr : stdout);
+}
+
+/* a + sign*b over every counter: sign -1 gives one step's counters from two cumulative
+** snapshots, +1 adds a step's counters to a running total. */
+static BackendStats stats_combine(const BackendStats *a, const BackendStats *b, int sign) {
+    BackendStats r;
+    r.steps = sign > 0 ? a->steps + b->steps : a->steps - b->steps;
+    r.evaluations = sign > 0 ? a->evaluations + b->evaluations : a->evaluations - b->evaluations;
+    r.bytes_staged = sign > 0 ? a->bytes_staged + b->bytes_staged : a->bytes_staged - b->bytes_staged;
+    r.bytes_staged_weights = sign > 0 ? a->bytes_staged_weights + b->bytes_staged_weights : a->bytes_staged_weights - b->bytes_staged_weights;
+    r.bytes_read = sign > 0 ? a->bytes_read + b->bytes_read : a->bytes_read - b->bytes_read;
+    r.device_bytes_in = sign > 0 ? a->device_bytes_in + b->device_bytes_in : a->device_bytes_in - b->device_bytes_in;
+    r.device_bytes_out = sign > 0 ? a->device_bytes_out + b->device_bytes_out : a->device_bytes_out - b->device_bytes_out;
+    r.compiles = sign > 0 ? a->compiles + b->compiles : a->compiles - b->compiles;
+    r.compile_failures = sign > 0 ? a->compile_failures + b->compile_failures : a->compile_failures - b->compile_failures;
+    r.flops_device = a->flops_device + sign * b->flops_device;
+    r.flops_cpu = a->flops_cpu + sign * b->flops_cpu;
+    r.compile_seconds = a->compile_seconds + sign * b->compile_seconds;
+    r.t_device = a->t_device + sign * b->t_device;
+    r.t_stage = a->t_stage + sign * b->t_stage;
+    r.t_cpu_ops = a->t_cpu_ops + sign * b->t_cpu_ops;
+    r.t_dw = a->t_dw + sign * b->t_dw;
+    r.t_dw_wait = a->t_dw_wait + sign * b->t_dw_wait;
+    r.t_total = a->t_total + sign * b->t_total;
+    return r;
+}
+
+/* Appends the step's efficiency counters to its metrics-log object. */
+static void log_efficiency(FILE *log, const BackendStats *d, double t_optim) {
+    double flops = d->flops_device + d->flops_cpu;
+    fprintf(log,
+            ", \"device_evals\": %llu, \"bytes_staged\": %llu, \"bytes_read\": %llu, \"flops_device\": %.6g, "
+            "\"flops_cpu\": %.6g, \"cpu_share\": %.4f, \"compiles\": %llu, \"ms_device\": %.3f, \"ms_stage\": %.3f, "
+            "\"ms_cpu_ops\": %.3f, \"ms_dw\": %.3f, \"ms_optim\": %.3f",
+            (unsigned long long)d->evaluations, (unsigned long long)d->bytes_staged, (unsigned long long)d->bytes_read,
+            d->flops_device, d->flops_cpu, flops > 0 ? d->flops_cpu / flops : 0.0, (unsigned long long)d->compiles,
+            d->t_device * 1e3, d->t_stage * 1e3, d->t_cpu_ops * 1e3, d->t_dw * 1e3, t_optim * 1e3);
+}
+
+/* The end-of-run efficiency report: per-step averages of the training steps. */
+static void print_efficiency(const char *backend, const BackendStats *d, const BackendStats *lifetime, long steps,
+                             double t_optim, double wall) {
+    if (steps <= 0) return;
+    double n = (double)steps, flops = d->flops_device + d->flops_cpu;
+    printf("efficiency report, %s, per training step (mean of %ld):\n", backend, steps);
+    printf("  device     %.1f evaluations; %.1f MB staged in (%.1f MB weights), %.1f MB read back\n",
+           (double)d->evaluations / n, (double)d->bytes_staged / n / 1e6, (double)d->bytes_staged_weights / n / 1e6,
+           (double)d->bytes_read / n / 1e6);
+    printf("  FLOPs      %.2f G on the device, %.2f G on the CPU (CPU share %.0f%%)\n", d->flops_device / n / 1e9,
+           d->flops_cpu / n / 1e9, flops > 0 ? 100.0 * d->flops_cpu / flops : 0.0);
+    printf("  compiles   %llu (%.3f s; %llu during training steps), %llu failed\n",
+           (unsigned long long)lifetime->compiles, lifetime->compile_seconds, (unsigned long long)d->compiles,
+           (unsigned long long)lifetime->compile_failures);
+    printf("  time       %.0f ms/step: device %.0f, staging %.0f, CPU ops %.0f, dW %.0f (waited %.0f), optimizer %.0f\n",
+           wall / n * 1e3, d->t_device / n * 1e3, d->t_stage / n * 1e3, d->t_cpu_ops / n * 1e3, d->t_dw / n * 1e3,
+           d->t_dw_wait / n * 1e3, t_optim / n * 1e3);
 }
 
 int cli_train(int argc, char **argv) {
@@ -364,8 +454,11 @@ int cli_train(int argc, char **argv) {
            tr.loader.n_train, tr.loader.n_val, o->order == ORDER_RANDOM ? "random" : "sequential");
     printf("batch   %d x %d tokens x %d accum = %d tokens/step; %ld steps, lr %.2e -> %.2e, warmup %ld\n", o->batch,
            o->seq, o->accum, o->batch * o->seq * o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup);
-    printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
-           backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
+    if (tr.backend->stats)
+        printf("backend %s, BLAS %s, %d threads\n", tr.backend->name, blas_name(), a.threads);
+    else
+        printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
+               backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
     if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
     printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
     fflush(stdout);
@@ -375,14 +468,20 @@ int cli_train(int argc, char **argv) {
     int tty = term_is_tty();
     RunSummary sum = {now_seconds(), (long)tr.state.step, 0, 0, NAN, INFINITY, -1, 0, 0};
     int rc = 0;
+    BackendStats train_sum = {0}, before = {0}, after = {0};
+    double train_optim = 0, train_wall = 0;
     while (tr.state.step < o->steps && !interrupted) {
         double t0 = now_seconds();
         StepStats s;
+        if (tr.backend->stats) tr.backend->stats(tr.backend, &before);
         if (trainer_step(&tr, &s, &err) != 0) {
             rc = cli_fail("train", &err);
             break;
         }
         double ms = (now_seconds() - t0) * 1000.0;
+        if (tr.backend->stats) tr.backend->stats(tr.backend, &after);
+        train_optim += s.t_optim;
+        train_wall += ms / 1000.0;
         sum.steps_done++;
         if (!isfinite(s.loss)) {
             if (tty) fputc('\n', stderr);
@@ -415,6 +514,11 @@ int cli_train(int argc, char **argv) {
         fprintf(log, ", \"tokens\": %lld, \"ms\": %.3f", s.tokens, ms);
         if (o->loss_scaling != LOSS_SCALE_OFF)
             fprintf(log, ", \"loss_scale\": %g, \"skipped\": %s", (double)s.loss_scale, s.skipped ? "true" : "false");
+        if (tr.backend->stats) {
+            BackendStats d = stats_combine(&after, &before, -1);
+            train_sum = stats_combine(&train_sum, &d, +1);
+            log_efficiency(log, &d, s.t_optim);
+        }
         if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
         fprintf(log, "}\n");
         fflush(log);
@@ -455,6 +559,11 @@ int cli_train(int argc, char **argv) {
             if (!isnan(sum.last_val))
                 printf("; val_loss %.4f (best %.4f at step %ld)", sum.last_val, sum.best_val, sum.best_val_step);
             printf("\n");
+            if (tr.backend->stats) {
+                BackendStats lifetime;
+                tr.backend->stats(tr.backend, &lifetime);
+                print_efficiency(tr.backend->name, &train_sum, &lifetime, sum.steps_done, train_optim, train_wall);
+            }
             printf("saved   %s (checkpoint), %s (metrics); plot with: anetrain plot %s\n", a.out, log_path,
                    log_path);
         }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../util/clock.h"
 #include "../util/fileio.h"
 #include "tokenizer_internal.h"
 
@@ -95,12 +96,6 @@ struct BpeTrainer {
 };
 
 /* ---------------------------------------------------------------- small helpers */
-
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Grows the array whose pointer is at pp (elem-sized items, capacity *cap) to hold at least
 ** need items. The pointer is read and written with memcpy: pp may point to any object pointer. */
@@ -743,7 +738,7 @@ static int learn_merges(BpeTrainer *t, Err *err) {
 
 int bpe_trainer_train(BpeTrainer *t, BpeTrainStats *stats, Err *err) {
     if (t->trained) return err_set(err, "bpe_trainer_train: the trainer has already been trained");
-    double t0 = seconds_now();
+    double t0 = now_seconds();
     t->stats.distinct_words = t->n_words;
     /* reserved pieces: never merged (their length is above any limit) */
     static const char *const specials[3] = {"<unk>", "<s>", "</s>"};
@@ -764,7 +759,7 @@ int bpe_trainer_train(BpeTrainer *t, BpeTrainStats *stats, Err *err) {
     t->trained = 1;
     t->stats.merges = t->n_merges;
     t->stats.vocab_size = t->n_pieces;
-    t->stats.seconds = seconds_now() - t0;
+    t->stats.seconds = now_seconds() - t0;
     if (stats) *stats = t->stats;
     if (t->n_pieces < t->opt.vocab_size) {
         t->trained = 0;

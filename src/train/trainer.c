@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../io/model_file.h"
+#include "../util/clock.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 
@@ -31,6 +32,14 @@ int model_load_any(const char *path, ParamLayout *layout, float **params, Err *e
                        "directory with config.json and model.safetensors)",
                        path);
     }
+}
+
+Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
+                        const AneBackendOptions *ane, Err *err) {
+    if (!name || !strcmp(name, "cpu")) return backend_cpu_create(layout, max_B, max_T, err);
+    if (!strcmp(name, "ane")) return backend_ane_create(layout, max_B, max_T, ane, err);
+    err_set(err, "--backend: expected cpu or ane, found '%s'", name);
+    return NULL;
 }
 
 static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err) {
@@ -112,7 +121,7 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         rng_seed(&tr->state.rng, opt->seed ^ 0x5eedull);
         tr->state.loss_scale = opt->loss_scaling == LOSS_SCALE_OFF ? 1.0f : opt->loss_scale_init;
     }
-    tr->backend = backend_cpu_create(&tr->layout, opt->batch, opt->seq, err);
+    tr->backend = backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
     if (!tr->backend) goto fail;
     return 0;
 fail:
@@ -152,6 +161,7 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
+    double t0 = now_seconds();
     double norm = grad_global_norm(tr->grads, n) / scale;
     stats->skipped = 0;
     stats->loss_scale = scale;
@@ -175,6 +185,7 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
             st->clean_steps = 0;
         }
     }
+    stats->t_optim = now_seconds() - t0;
     st->step++;
     st->tokens_seen += (int64_t)o->accum * o->batch * o->seq;
     st->loader = tr->loader.state;

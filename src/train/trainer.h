@@ -47,6 +47,9 @@ typedef struct {
     LossScaling loss_scaling;
     float loss_scale_init;
     int loss_scale_window;
+    /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`) */
+    const char *backend;
+    AneBackendOptions ane;
 } TrainOptions;
 
 typedef struct {
@@ -69,6 +72,7 @@ typedef struct {
     long long tokens;  /* tokens seen so far in the run */
     float loss_scale;  /* the scale this step ran with */
     int skipped;       /* 1: inf/NaN gradients, weights untouched, scale halved */
+    double t_optim;    /* seconds in the gradient norm and AdamW */
 } StepStats;
 
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
@@ -79,6 +83,10 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err);
 int trainer_eval(Trainer *tr, double *val_loss, Err *err);
 /* Writes the resumable checkpoint (params, moments, state) to path. */
 int trainer_save(Trainer *tr, const char *path, Err *err);
+
+/* Creates the backend `name` ("cpu" or "ane") for max_B x max_T; ane may be NULL (defaults). */
+Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
+                        const AneBackendOptions *ane, Err *err);
 
 /* Loads weights from any model file anetrain reads (checkpoint, llama2.c .bin, HF directory).
 ** Used by train --init, eval, convert and sample. */

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../../util/clock.h"
 #include "emu.h"
 #include "mil.h"
 
@@ -46,11 +47,6 @@ typedef struct {
     AneEmuOptions opt;
 } EmuDevice;
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Takes one slot of the process budget, or returns 0 (count unchanged) when none is left. */
 static int budget_reserve(int budget, uint64_t *count_out) {

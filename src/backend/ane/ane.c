@@ -1,0 +1,829 @@
+/*
+** ane.c — the ANE backend: one training micro-batch with every layer's forward and
+** backward-dx on an ANE device (the emulator, or the real one behind the same seam), and the
+** rest on the CPU.
+**
+** Per step (B sequences of T tokens, S = T padded to a multiple of 32):
+**
+**   stage weights   every layer's fp32 weights -> fp16 regions of that layer's input surface,
+**                   which both of its kernels read. Restaged at every call: the trainer's AdamW
+**                   changes them in place between calls and the interface carries no version.
+**                   Measured: 45 ms of a 4.1 s stories110m step (1%), so a version counter
+**                   would save little even with gradient accumulation.
+**   forward         embedding (CPU); per layer and sequence: rstd1 (CPU, fp32), stage x and
+**                   rstd1, evaluate layer_fwd, keep its taps (fp16) and x_next (fp32)
+**   head            final norm, classifier, cross-entropy and its gradient, classifier dx (CPU,
+**                   BLAS); the classifier's dW is a dW job
+**   backward        per layer (last first) and sequence: stage dy and the taps, evaluate
+**                   layer_bwd, then on the CPU the residual gradient through both norms (fp32,
+**                   from dxn2/dxn1) while the dW job of the layer runs
+**   embedding       after the dW jobs drain (tied models share tok_emb with the classifier)
+**
+** dW jobs (a layer of a sequence, or a classifier sequence) are a few BLAS sgemms and
+** elementwise loops over buffers nobody else writes while the job is in flight. With
+** overlap_dw they run on one worker thread, fed by a small queue, concurrently with the device;
+** the worker never calls parallel_for (the emulator evaluates on the pool, which is not
+** re-entrant). OpenBLAS's thread count is global, so while jobs can be in flight (head and
+** backward) each of the two BLAS callers gets half the threads. Overlap pays when the device is
+** not this CPU; on the emulator, whose device work already runs on every core, it only adds
+** contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step; stories110m 4.08 -> 3.99 s with
+** the split, 4.45 s without), so its default (-1) turns it on for a real device only.
+**
+** Gradient contract (backend.h): dloss is scaled by grad_scale before anything is rounded to
+** fp16, so the scaled gradient is what flows through the device; weight gradients accumulate
+** into grads in fp32 (scaled); nothing is clipped or unscaled here; an fp16 overflow on the
+** device shows up as inf/NaN in grads.
+**
+** Nothing is allocated inside step. This file knows the kernels' layouts only through
+** kernels.h and the device only through device.h.
+*/
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../ops/ops.h"
+#include "../../util/clock.h"
+#include "../../util/blas.h"
+#include "../../util/parallel.h"
+#include "../backend.h"
+#include "darwin.h"
+#include "device.h"
+#include "half.h"
+#include "kernels.h"
+#include "mil_write.h"
+
+enum { N_SLOTS = 3 }; /* backward outputs in flight to the dW worker */
+
+/* ------------------------------------------------------------------ state */
+
+typedef enum { JOB_LAYER, JOB_CLS } JobKind;
+
+/* One layer backward's results handed to the dW worker. */
+typedef struct {
+    uint16_t *bout; /* [bwd_C][S] copy of layer_bwd's output */
+    float *dy;      /* [C][S] d loss / d x_next (scaled) */
+    float *dxm;     /* [C][S] d loss / d x_mid */
+    int busy;
+} Slot;
+
+typedef struct {
+    JobKind kind;
+    int layer, b, T, slot; /* slot: Slot index (JOB_LAYER) or dlogits buffer (JOB_CLS) */
+} Job;
+
+/* The worker's private fp32 scratch, [rows][S] each (Qwen3's only with q/k-norm). */
+typedef struct {
+    float *xn1, *att, *xn2, *g, *h3, *dh1, *dh3, *dq, *dk, *dv, *dxn1, *dxn2;
+    float *tq, *tk, *rq, *rk, *dq_raw, *dk_raw;
+} WorkerScratch;
+
+typedef struct AneBackend AneBackend;
+
+struct AneBackend {
+    Backend base;
+    ParamLayout layout;
+    AneBackendOptions opt;
+    AneDevice *dev;
+    AneLayerPlan plan;
+    int max_B, max_T, S;
+    AneProgram *k_fwd, *k_bwd;
+    AneSurface **in; /* [L] layer input surfaces (weights + activation regions) */
+    uint16_t **bases; /* [L] their locked addresses while weights are staged */
+    AneSurface *out_f, *out_b;
+    size_t in_elems, fwd_elems, bwd_elems;
+
+    /* CPU-side activations, stride S per row, padding columns 0 (rstd 1) */
+    uint16_t *taps;  /* [L][max_B][fwd_C][S] layer_fwd outputs */
+    float *x;        /* [L+1][max_B][C][S] residual stream (fp16 values after layer 0) */
+    float *rstd1;    /* [L][max_B][S] */
+    float *xf;       /* [max_B][C][S] final norm output */
+    float *rstd_f;   /* [max_B][S] */
+    float *dcur;     /* [max_B][C][S] d loss / d residual stream at the current layer */
+    float *dxf;      /* [C][S] */
+    float *f32a, *f32b, *f32c; /* [C][S] main-thread scratch */
+    float *logit_buf[2]; /* [V][max_T] logits, then dlogits, ping-pong with the worker */
+    int logit_busy[2];
+    float *losses;   /* [max_B][max_T] */
+    float *dloss;    /* [max_T] */
+
+    /* dW worker */
+    Slot slots[N_SLOTS];
+    WorkerScratch ws;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_job, cv_done;
+    Job queue[N_SLOTS + 4];
+    int q_head, q_len, quit;
+    /* what the jobs read and write: set by step before any job is submitted */
+    ParamViews w, dw;
+
+    /* counters */
+    BackendStats st;
+    double t_dw_worker; /* written by the worker under mu */
+};
+
+
+static size_t lbs(const AneBackend *m, int l, int b) { return (size_t)l * m->max_B + (size_t)b; }
+static float *x_at(AneBackend *m, int l, int b) { return m->x + lbs(m, l, b) * m->plan.C * m->S; }
+static float *r1_at(AneBackend *m, int l, int b) { return m->rstd1 + lbs(m, l, b) * m->S; }
+static uint16_t *taps_at(AneBackend *m, int l, int b) { return m->taps + lbs(m, l, b) * m->plan.fwd_C * m->S; }
+static uint16_t *tap(AneBackend *m, int l, int b, int id) {
+    return taps_at(m, l, b) + (size_t)m->plan.fwd[id].off * m->S;
+}
+
+/* ------------------------------------------------------------------ small CPU pieces */
+
+/* Padding columns [T, S) of a sequence's taps: 0, and 1 in the rstd rows. The backward then
+** computes exactly zero there (tested in test_ane_kernels) whatever the forward produced in
+** those columns, so nothing from them can reach the real keys through the attention backward. */
+static void clean_tap_padding(const AneLayerPlan *p, uint16_t *taps, int T, int S) {
+    if (T == S) return;
+    for (int r = 0; r < p->fwd_C; r++) {
+        int is_rstd = (r >= p->fwd[AF_RSTD2].off && r < p->fwd[AF_RSTD2].off + p->fwd[AF_RSTD2].rows) ||
+                      (r >= p->fwd[AF_RSTDQ].off && r < p->fwd[AF_RSTDQ].off + p->fwd[AF_RSTDQ].rows) ||
+                      (r >= p->fwd[AF_RSTDK].off && r < p->fwd[AF_RSTDK].off + p->fwd[AF_RSTDK].rows);
+        uint16_t *row = taps + (size_t)r * S;
+        for (int t = T; t < S; t++) row[t] = is_rstd ? 0x3C00 : 0; /* fp16 1.0 : +0 */
+    }
+}
+
+/* rstd[t] = 1/sqrt(mean_c x[c][t]^2 + eps) for t < T, 1 for the padding (x [C][S]). */
+static void rstd_cols(float *rstd, const float *x, int C, int T, int S, float eps) {
+    for (int t = 0; t < S; t++) rstd[t] = 0;
+    for (int c = 0; c < C; c++) {
+        const float *row = x + (size_t)c * S;
+        for (int t = 0; t < T; t++) rstd[t] += row[t] * row[t];
+    }
+    for (int t = 0; t < S; t++) rstd[t] = t < T ? 1.0f / sqrtf(rstd[t] / (float)C + eps) : 1.0f;
+}
+
+/* RMSNorm backward in terms of the normalized input xh = x * rstd (all [C][S], t < T):
+** dx = base + rstd * (g - xh * mean_c(g * xh)), g = dxn * w. dx may alias base. */
+static void norm_bwd_cols(float *dx, const float *base, const float *dxn, const float *xh, const float *rstd,
+                          const float *w, int C, int T, int S, float *dot /* [S] */) {
+    for (int t = 0; t < T; t++) dot[t] = 0;
+    for (int c = 0; c < C; c++) {
+        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S;
+        float wc = w[c];
+        for (int t = 0; t < T; t++) dot[t] += wc * d[t] * h[t];
+    }
+    for (int t = 0; t < T; t++) dot[t] /= (float)C;
+    for (int c = 0; c < C; c++) {
+        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S, *b = base + (size_t)c * S;
+        float *o = dx + (size_t)c * S, wc = w[c];
+        for (int t = 0; t < T; t++) o[t] = b[t] + rstd[t] * (wc * d[t] - h[t] * dot[t]);
+        for (int t = T; t < S; t++) o[t] = 0;
+    }
+}
+
+/* dw[c] += sum_{t<T} dxn[c][t] * xh[c][t]. */
+static void norm_dw(float *dw, const float *dxn, const float *xh, int C, int T, int S) {
+    for (int c = 0; c < C; c++) {
+        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S;
+        float acc = 0;
+        for (int t = 0; t < T; t++) acc += d[t] * h[t];
+        dw[c] += acc;
+    }
+}
+
+/* dW [O][In] += dY [O][T] X^T, both with row stride S (only the T real columns). */
+static void gemm_dw(float *dW, const float *dY, const float *X, int O, int In, int T, int S) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, 1.0f, dY, S, X, S, 1.0f, dW, In);
+}
+
+/* ------------------------------------------------------------------ the dW worker */
+
+/* Qwen3's per-head norm backward on the CPU: from d(normed, weighted q) [NH*D][S] and the
+** normalized taps (qhat, rstd), writes d q_raw and accumulates the norm weight gradient. */
+static void head_norm_bwd(float *dq_raw, float *dwn, const float *dqn, const float *qhat, const float *rq,
+                          const float *wn, int NH, int D, int T, int S) {
+    for (int h = 0; h < NH; h++) {
+        const float *dn = dqn + (size_t)h * D * S, *qh = qhat + (size_t)h * D * S, *r = rq + (size_t)h * S;
+        float *o = dq_raw + (size_t)h * D * S;
+        for (int t = 0; t < T; t++) {
+            float dot = 0;
+            for (int d = 0; d < D; d++) dot += wn[d] * dn[(size_t)d * S + t] * qh[(size_t)d * S + t];
+            dot /= (float)D;
+            for (int d = 0; d < D; d++)
+                o[(size_t)d * S + t] = r[t] * (wn[d] * dn[(size_t)d * S + t] - qh[(size_t)d * S + t] * dot);
+        }
+        for (int d = 0; d < D; d++) {
+            float acc = 0;
+            for (int t = 0; t < T; t++) acc += dn[(size_t)d * S + t] * qh[(size_t)d * S + t];
+            dwn[d] += acc;
+        }
+    }
+}
+
+static void f16_rows(float *dst, const uint16_t *src, int rows, int S) { half_to_f32(dst, src, (size_t)rows * S); }
+
+/* dst[c][t] *= w[c] over [C][S]. */
+static void scale_rows(float *x, const float *w, int C, int S) {
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < S; t++) x[(size_t)c * S + t] *= w[c];
+}
+
+/* Weight gradients of layer l for sequence b: the inputs of every linear layer come from the
+** saved residual stream and the forward taps, the output gradients from the slot. */
+static void job_layer(AneBackend *m, const Job *j) {
+    const AneLayerPlan *p = &m->plan;
+    int l = j->layer, b = j->b, T = j->T, S = m->S;
+    int C = p->C, F = p->F, Q = p->Q, K = p->K, D = p->D;
+    const Slot *s = &m->slots[j->slot];
+    WorkerScratch *w = &m->ws;
+    const ParamViews *P = &m->w;
+    ParamViews *G = &m->dw;
+    const uint16_t *bout = s->bout;
+#define BOUT(id) (bout + (size_t)p->bwd[id].off * S)
+    /* norm1: xhat1 = x * rstd1 (the weight gradient), then xn1 = xhat1 * rms_att */
+    const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < S; t++) w->xn1[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
+    f16_rows(w->dxn1, BOUT(AB_DXN1), C, S);
+    norm_dw(G->rms_att + (size_t)l * C, w->dxn1, w->xn1, C, T, S);
+    scale_rows(w->xn1, P->rms_att + (size_t)l * C, C, S);
+    /* norm2: xhat2 is a tap */
+    f16_rows(w->xn2, tap(m, l, b, AF_XH2), C, S);
+    f16_rows(w->dxn2, BOUT(AB_DXN2), C, S);
+    norm_dw(G->rms_ffn + (size_t)l * C, w->dxn2, w->xn2, C, T, S);
+    scale_rows(w->xn2, P->rms_ffn + (size_t)l * C, C, S);
+    /* g = silu(h1) * h3, recomputed from the taps (cheaper than moving F more rows) */
+    f16_rows(w->g, tap(m, l, b, AF_H1), F, S);
+    f16_rows(w->h3, tap(m, l, b, AF_H3), F, S);
+    for (size_t i = 0; i < (size_t)F * S; i++) {
+        float h = w->g[i];
+        w->g[i] = h / (1.0f + expf(-h)) * w->h3[i];
+    }
+    f16_rows(w->att, tap(m, l, b, AF_ATT), Q, S);
+    f16_rows(w->dh1, BOUT(AB_DH1), F, S);
+    f16_rows(w->dh3, BOUT(AB_DH3), F, S);
+    f16_rows(w->dq, BOUT(AB_DQ), Q, S);
+    f16_rows(w->dk, BOUT(AB_DK), K, S);
+    f16_rows(w->dv, BOUT(AB_DV), K, S);
+#undef BOUT
+    const float *dq_raw = w->dq, *dk_raw = w->dk;
+    if (p->qk_norm) { /* the device returned d(normed, weighted q, k): back through the head norms */
+        f16_rows(w->tq, tap(m, l, b, AF_Q), Q, S);
+        f16_rows(w->tk, tap(m, l, b, AF_K), K, S);
+        f16_rows(w->rq, tap(m, l, b, AF_RSTDQ), p->H, S);
+        f16_rows(w->rk, tap(m, l, b, AF_RSTDK), p->KV, S);
+        head_norm_bwd(w->dq_raw, G->q_norm + (size_t)l * D, w->dq, w->tq, w->rq, P->q_norm + (size_t)l * D, p->H, D,
+                      T, S);
+        head_norm_bwd(w->dk_raw, G->k_norm + (size_t)l * D, w->dk, w->tk, w->rk, P->k_norm + (size_t)l * D, p->KV, D,
+                      T, S);
+        dq_raw = w->dq_raw;
+        dk_raw = w->dk_raw;
+    }
+    gemm_dw(G->w2 + (size_t)l * C * F, s->dy, w->g, C, F, T, S);
+    gemm_dw(G->w1 + (size_t)l * F * C, w->dh1, w->xn2, F, C, T, S);
+    gemm_dw(G->w3 + (size_t)l * F * C, w->dh3, w->xn2, F, C, T, S);
+    gemm_dw(G->wo + (size_t)l * C * Q, s->dxm, w->att, C, Q, T, S);
+    gemm_dw(G->wq + (size_t)l * Q * C, dq_raw, w->xn1, Q, C, T, S);
+    gemm_dw(G->wk + (size_t)l * K * C, dk_raw, w->xn1, K, C, T, S);
+    gemm_dw(G->wv + (size_t)l * K * C, w->dv, w->xn1, K, C, T, S);
+}
+
+/* The classifier's weight gradient for sequence b: dWcls [V][C] += dlogits [V][T] xf^T. */
+static void job_cls(AneBackend *m, const Job *j) {
+    const ModelConfig *cfg = &m->layout.cfg;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cfg->vocab_size, cfg->dim, j->T, 1.0f, m->logit_buf[j->slot],
+                j->T, m->xf + (size_t)j->b * cfg->dim * m->S, m->S, 1.0f, m->dw.wcls, cfg->dim);
+}
+
+static void job_run(AneBackend *m, const Job *j) {
+    if (j->kind == JOB_LAYER) job_layer(m, j);
+    else job_cls(m, j);
+}
+
+/* Marks a finished job's buffers free (under mu when the worker runs). */
+static void job_release(AneBackend *m, const Job *j) {
+    if (j->kind == JOB_LAYER) m->slots[j->slot].busy = 0;
+    else m->logit_busy[j->slot] = 0;
+}
+
+static void *worker_main(void *arg) {
+    AneBackend *m = arg;
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        while (!m->q_len && !m->quit) pthread_cond_wait(&m->cv_job, &m->mu);
+        if (!m->q_len && m->quit) break;
+        Job j = m->queue[m->q_head]; /* stays queued (counted in q_len) until done: drain waits on it */
+        pthread_mutex_unlock(&m->mu);
+        double t0 = now_seconds();
+        job_run(m, &j);
+        double dt = now_seconds() - t0;
+        pthread_mutex_lock(&m->mu);
+        m->t_dw_worker += dt;
+        job_release(m, &j);
+        m->q_head = (m->q_head + 1) % (int)(sizeof m->queue / sizeof m->queue[0]);
+        m->q_len--;
+        pthread_cond_broadcast(&m->cv_done);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* Runs the job now (overlap off) or queues it for the worker. */
+static void submit(AneBackend *m, Job j) {
+    if (!m->thread_started) {
+        double t0 = now_seconds();
+        job_run(m, &j);
+        m->st.t_dw += now_seconds() - t0;
+        job_release(m, &j);
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    if (j.kind == JOB_LAYER) m->slots[j.slot].busy = 1;
+    else m->logit_busy[j.slot] = 1;
+    int cap = (int)(sizeof m->queue / sizeof m->queue[0]);
+    m->queue[(m->q_head + m->q_len) % cap] = j; /* never full: at most N_SLOTS + 2 jobs hold buffers */
+    m->q_len++;
+    pthread_cond_signal(&m->cv_job);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Waits until *flag is 0 (a buffer the worker holds), or until the queue is empty (flag NULL). */
+static void wait_for(AneBackend *m, const int *flag) {
+    if (!m->thread_started) return;
+    double t0 = now_seconds();
+    pthread_mutex_lock(&m->mu);
+    while (flag ? *flag : m->q_len > 0) pthread_cond_wait(&m->cv_done, &m->mu);
+    pthread_mutex_unlock(&m->mu);
+    m->st.t_dw_wait += now_seconds() - t0;
+}
+
+/* ------------------------------------------------------------------ staging */
+
+typedef struct {
+    AneBackend *m;
+    uint16_t **base; /* [L] locked input surfaces */
+} StageJob;
+
+static const int weight_regions[] = {AR_RMS_ATT, AR_RMS_FFN, AR_QNORM, AR_KNORM, AR_WQ, AR_WK,
+                                     AR_WV,      AR_WO,      AR_W1,    AR_W3,    AR_W2};
+enum { N_WEIGHT_REGIONS = sizeof weight_regions / sizeof weight_regions[0] };
+
+/* The parameters of region `id` of layer l. */
+static const float *weight_src(const AneBackend *m, int id, int l) {
+    const AneLayerPlan *p = &m->plan;
+    const ParamViews *w = &m->w;
+    switch (id) {
+    case AR_RMS_ATT: return w->rms_att + (size_t)l * p->C;
+    case AR_RMS_FFN: return w->rms_ffn + (size_t)l * p->C;
+    case AR_QNORM: return w->q_norm + (size_t)l * p->D;
+    case AR_KNORM: return w->k_norm + (size_t)l * p->D;
+    case AR_WQ: return w->wq + (size_t)l * p->Q * p->C;
+    case AR_WK: return w->wk + (size_t)l * p->K * p->C;
+    case AR_WV: return w->wv + (size_t)l * p->K * p->C;
+    case AR_WO: return w->wo + (size_t)l * p->C * p->Q;
+    case AR_W1: return w->w1 + (size_t)l * p->F * p->C;
+    case AR_W3: return w->w3 + (size_t)l * p->F * p->C;
+    default: return w->w2 + (size_t)l * p->C * p->F;
+    }
+}
+
+static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    StageJob *j = ctx;
+    for (int task = begin; task < end; task++) {
+        int l = task / N_WEIGHT_REGIONS, id = weight_regions[task % N_WEIGHT_REGIONS];
+        if (j->m->plan.reg[id].n) ane_region_put_f32(&j->m->plan, j->base[l], id, weight_src(j->m, id, l));
+    }
+}
+
+/* Every layer's weights into its surface, fp32 -> fp16 (on the pool: nothing evaluates now). */
+static void stage_weights(AneBackend *m) {
+    int L = m->layout.cfg.n_layers;
+    for (int l = 0; l < L; l++) m->bases[l] = m->dev->surface_lock(m->dev, m->in[l], 0);
+    StageJob j = {m, m->bases};
+    parallel_for(L * N_WEIGHT_REGIONS, stage_weights_worker, &j);
+    for (int l = 0; l < L; l++) m->dev->surface_unlock(m->dev, m->in[l], 0);
+    uint64_t bytes = 0;
+    for (int i = 0; i < N_WEIGHT_REGIONS; i++) bytes += 2 * (uint64_t)m->plan.reg[weight_regions[i]].n;
+    m->st.bytes_staged += bytes * L;
+    m->st.bytes_staged_weights += bytes * L;
+}
+
+static void put32(AneBackend *m, uint16_t *base, int id, const float *src) {
+    ane_region_put_f32(&m->plan, base, id, src);
+    m->st.bytes_staged += 2 * (uint64_t)m->plan.reg[id].n;
+}
+
+static void put16(AneBackend *m, uint16_t *base, int id, const uint16_t *src) {
+    ane_region_put_f16(&m->plan, base, id, src);
+    m->st.bytes_staged += 2 * (uint64_t)m->plan.reg[id].n;
+}
+
+static int evaluate(AneBackend *m, AneProgram *k, AneSurface *in, AneSurface *out, const char *what, int l, int b,
+                    Err *err) {
+    double t0 = now_seconds();
+    int rc = m->dev->evaluate(m->dev, k, in, out, err);
+    m->st.t_device += now_seconds() - t0;
+    if (rc) return err_wrap(err, "ane backend: %s of layer %d, sequence %d", what, l, b);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the step */
+
+typedef struct {
+    float *logits; /* [V][T], in place: probabilities, then dlogits */
+    const int32_t *targets;
+    float *losses;
+    const float *dloss;
+    int V, T, backward;
+} LossJob;
+
+static void loss_worker(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    LossJob *j = ctx;
+    float *cols = j->logits + begin;
+    if (j->backward)
+        ops_cross_entropy_fused(j->losses + begin, cols, cols, j->targets + begin, j->dloss + begin, j->V, end - begin,
+                                j->T);
+    else
+        ops_cross_entropy_forward(j->losses + begin, cols, cols, j->targets + begin, j->V, end - begin, j->T);
+}
+
+static int ane_step(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
+                    int B, int T, float grad_scale, double *loss_out, float *logits_out, Err *err) {
+    AneBackend *m = (AneBackend *)self;
+    const ModelConfig *cfg = &m->layout.cfg;
+    const AneLayerPlan *p = &m->plan;
+    AneDevice *dev = m->dev;
+    if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
+        return err_set(err, "ane backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
+    double t_start = now_seconds();
+    int C = p->C, L = cfg->n_layers, V = cfg->vocab_size, S = m->S;
+    size_t CS = (size_t)C * S;
+    params_views(&m->layout, (float *)params, &m->w);
+    if (grads) params_views(&m->layout, grads, &m->dw);
+    const ParamViews *w = &m->w;
+    m->st.steps++;
+
+    double t0 = now_seconds();
+    stage_weights(m);
+    m->st.t_stage += now_seconds() - t0;
+
+    /* ---- forward ---- */
+    for (int b = 0; b < B; b++) {
+        float *x0 = x_at(m, 0, b);
+        memset(x0, 0, CS * sizeof(float));
+        const int32_t *tok = inputs + (size_t)b * T;
+        for (int t = 0; t < T; t++) {
+            const float *row = w->tok_emb + (size_t)tok[t] * C;
+            for (int c = 0; c < C; c++) x0[(size_t)c * S + t] = row[c];
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        for (int b = 0; b < B; b++) {
+            float *x = x_at(m, l, b), *r1 = r1_at(m, l, b), *xn = x_at(m, l + 1, b);
+            rstd_cols(r1, x, C, T, S, cfg->norm_eps);
+            t0 = now_seconds();
+            uint16_t *base = dev->surface_lock(dev, m->in[l], 0);
+            put32(m, base, AR_X, x);
+            put32(m, base, AR_RSTD1, r1);
+            dev->surface_unlock(dev, m->in[l], 0);
+            m->st.t_stage += now_seconds() - t0;
+            if (evaluate(m, m->k_fwd, m->in[l], m->out_f, "layer_fwd", l, b, err)) return -1;
+            t0 = now_seconds();
+            const uint16_t *o = dev->surface_lock(dev, m->out_f, 1);
+            if (grads) { /* keep every tap for the backward */
+                memcpy(taps_at(m, l, b), o, m->fwd_elems * 2);
+                clean_tap_padding(p, taps_at(m, l, b), T, S);
+                m->st.bytes_read += m->fwd_elems * 2;
+            } else {
+                m->st.bytes_read += CS * 2;
+            }
+            half_to_f32(xn, o + (size_t)p->fwd[AF_XNEXT].off * S, CS);
+            dev->surface_unlock(dev, m->out_f, 1);
+            for (int c = 0; c < C; c++) memset(xn + (size_t)c * S + T, 0, (size_t)(S - T) * sizeof(float));
+            m->st.t_stage += now_seconds() - t0;
+        }
+    }
+    m->st.flops_device += (double)B * L * p->fwd_flops;
+
+    /* ---- head: final norm, classifier, loss; with grads its backward too ---- */
+    /* From here until the worker drains, two threads call BLAS at once: its thread count is
+    ** global (OpenBLAS), so each gets half the cores instead of both spinning on all of them. */
+    int threads = parallel_threads(), split = grads && m->thread_started && threads > 1;
+    if (split) blas_set_threads(threads / 2);
+    double total = 0;
+    int lb = 0; /* logits buffer in use */
+    for (int b = 0; b < B; b++) {
+        float *xf = m->xf + (size_t)b * CS, *rf = m->rstd_f + (size_t)b * S;
+        ops_rmsnorm_forward(xf, rf, x_at(m, L, b), w->rms_final, C, S, cfg->norm_eps); /* padding: x = 0 -> 0 */
+        wait_for(m, &m->logit_busy[lb]);
+        float *lg = m->logit_buf[lb];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, V, T, C, 1.0f, w->wcls, C, xf, S, 0.0f, lg, T);
+        if (logits_out) memcpy(logits_out + (size_t)b * V * T, lg, (size_t)V * T * sizeof(float));
+        for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
+        LossJob lj = {lg, targets + (size_t)b * T, m->losses + (size_t)b * T, m->dloss, V, T, grads != NULL};
+        parallel_for(T, loss_worker, &lj);
+        for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
+        m->st.flops_cpu += 2.0 * V * C * T;
+        if (!grads) continue;
+        /* dxf = wcls^T dlogits; dWcls on the worker; final norm backward */
+        memset(m->dxf, 0, CS * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, T, V, 1.0f, w->wcls, C, lg, T, 0.0f, m->dxf, S);
+        submit(m, (Job){JOB_CLS, 0, b, T, lb});
+        lb ^= 1;
+        float *d = m->dcur + (size_t)b * CS;
+        memset(d, 0, CS * sizeof(float));
+        ops_rmsnorm_backward(d, m->dw.rms_final, m->dxf, x_at(m, L, b), w->rms_final, rf, C, S);
+        m->st.flops_cpu += 4.0 * V * C * T;
+    }
+    *loss_out = total / ((double)B * T);
+    if (!grads) {
+        m->st.t_total += now_seconds() - t_start;
+        return 0;
+    }
+
+    /* ---- backward ---- */
+    int si = 0;
+    double dw_flops = 2.0 * T * ((double)p->Q * C + 2.0 * p->K * C + (double)C * p->Q + 3.0 * p->F * C);
+    for (int l = L - 1; l >= 0; l--) {
+        const float *wa = w->rms_att + (size_t)l * C, *wf = w->rms_ffn + (size_t)l * C;
+        for (int b = 0; b < B; b++) {
+            float *d = m->dcur + (size_t)b * CS;
+            t0 = now_seconds();
+            uint16_t *base = dev->surface_lock(dev, m->in[l], 0);
+            put32(m, base, AR_DY, d);
+            static const struct {
+                int reg, tap;
+            } from_taps[] = {{AR_XH2, AF_XH2}, {AR_RSTD2, AF_RSTD2}, {AR_H1, AF_H1}, {AR_H3, AF_H3},
+                             {AR_Q, AF_Q},     {AR_K, AF_K},         {AR_V, AF_V},   {AR_RSTDQ, AF_RSTDQ},
+                             {AR_RSTDK, AF_RSTDK}};
+            for (size_t i = 0; i < sizeof from_taps / sizeof from_taps[0]; i++)
+                if (p->reg[from_taps[i].reg].n) put16(m, base, from_taps[i].reg, tap(m, l, b, from_taps[i].tap));
+            dev->surface_unlock(dev, m->in[l], 0);
+            m->st.t_stage += now_seconds() - t0;
+            if (evaluate(m, m->k_bwd, m->in[l], m->out_b, "layer_bwd", l, b, err)) {
+                wait_for(m, NULL); /* no job may outlive the step */
+                if (split) blas_set_threads(threads);
+                return -1;
+            }
+            Slot *sl = &m->slots[si];
+            wait_for(m, &sl->busy);
+            t0 = now_seconds();
+            memcpy(sl->bout, dev->surface_lock(dev, m->out_b, 1), m->bwd_elems * 2);
+            dev->surface_unlock(dev, m->out_b, 1);
+            m->st.bytes_read += m->bwd_elems * 2;
+            m->st.t_stage += now_seconds() - t0;
+            /* The residual gradient in fp32: dx_mid = dy + norm2'(dxn2), dx = dx_mid + norm1'(dxn1). */
+            memcpy(sl->dy, d, CS * sizeof(float));
+            float *dxn = m->f32a, *xh = m->f32b, *rs = m->f32c;
+            half_to_f32(dxn, sl->bout + (size_t)p->bwd[AB_DXN2].off * S, CS);
+            half_to_f32(xh, tap(m, l, b, AF_XH2), CS);
+            half_to_f32(rs, tap(m, l, b, AF_RSTD2), (size_t)S);
+            norm_bwd_cols(sl->dxm, sl->dy, dxn, xh, rs, wf, C, T, S, rs + S);
+            half_to_f32(dxn, sl->bout + (size_t)p->bwd[AB_DXN1].off * S, CS);
+            const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < S; t++) xh[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
+            norm_bwd_cols(d, sl->dxm, dxn, xh, r1, wa, C, T, S, rs + S);
+            submit(m, (Job){JOB_LAYER, l, b, T, si});
+            si = (si + 1) % N_SLOTS;
+            m->st.flops_cpu += dw_flops;
+        }
+    }
+    m->st.flops_device += (double)B * L * p->bwd_flops;
+    wait_for(m, NULL);
+    if (split) blas_set_threads(threads);
+    for (int b = 0; b < B; b++) { /* embedding backward: after the worker (tied: the same rows as wcls) */
+        const float *d = m->dcur + (size_t)b * CS;
+        const int32_t *tok = inputs + (size_t)b * T;
+        for (int t = 0; t < T; t++) {
+            float *row = m->dw.tok_emb + (size_t)tok[t] * C;
+            for (int c = 0; c < C; c++) row[c] += d[(size_t)c * S + t];
+        }
+    }
+    m->st.t_total += now_seconds() - t_start;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ stats, lifetime */
+
+static void ane_stats(Backend *self, BackendStats *out) {
+    AneBackend *m = (AneBackend *)self;
+    *out = m->st;
+    const AneCounters *c = &m->dev->counters;
+    out->evaluations = c->evaluations;
+    out->device_bytes_in = c->bytes_in;
+    out->device_bytes_out = c->bytes_out;
+    out->compiles = c->compiles;
+    out->compile_failures = c->compile_failures;
+    out->compile_seconds = c->compile_seconds;
+    double inline_dw = m->st.t_dw;
+    if (m->thread_started) {
+        pthread_mutex_lock(&m->mu);
+        out->t_dw = m->t_dw_worker;
+        pthread_mutex_unlock(&m->mu);
+        inline_dw = 0;
+    }
+    out->t_cpu_ops = m->st.t_total - m->st.t_device - m->st.t_stage - m->st.t_dw_wait - inline_dw;
+    if (out->t_cpu_ops < 0) out->t_cpu_ops = 0;
+}
+
+static void ane_destroy(Backend *self) {
+    AneBackend *m = (AneBackend *)self;
+    if (!m) return;
+    if (m->thread_started) {
+        pthread_mutex_lock(&m->mu);
+        m->quit = 1;
+        pthread_cond_broadcast(&m->cv_job);
+        pthread_mutex_unlock(&m->mu);
+        pthread_join(m->thread, NULL);
+        pthread_mutex_destroy(&m->mu);
+        pthread_cond_destroy(&m->cv_job);
+        pthread_cond_destroy(&m->cv_done);
+    }
+    if (m->dev) {
+        AneDevice *d = m->dev;
+        for (int l = 0; m->in && l < m->layout.cfg.n_layers; l++) d->surface_free(d, m->in[l]);
+        d->surface_free(d, m->out_f);
+        d->surface_free(d, m->out_b);
+        if (m->k_fwd) d->release(d, m->k_fwd);
+        if (m->k_bwd) d->release(d, m->k_bwd);
+        d->destroy(d);
+    }
+    free(m->in);
+    free(m->bases);
+    float *fs[] = {m->x, m->rstd1, m->xf, m->rstd_f, m->dcur, m->dxf, m->f32a, m->f32b, m->f32c, m->logit_buf[0],
+                   m->logit_buf[1], m->losses, m->dloss};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) free(fs[i]);
+    free(m->taps);
+    for (int i = 0; i < N_SLOTS; i++) {
+        free(m->slots[i].bout);
+        free(m->slots[i].dy);
+        free(m->slots[i].dxm);
+    }
+    float **ws[] = {&m->ws.xn1, &m->ws.att, &m->ws.xn2, &m->ws.g,  &m->ws.h3, &m->ws.dh1, &m->ws.dh3,
+                    &m->ws.dq,  &m->ws.dk,  &m->ws.dv,  &m->ws.dxn1, &m->ws.dxn2, &m->ws.tq, &m->ws.tk,
+                    &m->ws.rq,  &m->ws.rk,  &m->ws.dq_raw, &m->ws.dk_raw};
+    for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free(*ws[i]);
+    free(m);
+}
+
+void backend_ane_default_options(AneBackendOptions *opt) {
+    opt->device = "auto";
+    opt->accumulate_fp32 = 1;
+    opt->flush_subnormals = 0;
+    opt->compile_budget = 119;
+    opt->overlap_dw = -1;
+}
+
+static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
+    int want_emu = !strcmp(o->device, "emu"), want_darwin = !strcmp(o->device, "darwin");
+    if (!want_emu && !want_darwin && strcmp(o->device, "auto") != 0) {
+        err_set(err, "--device: expected auto, emu or darwin, found '%s'", o->device);
+        return NULL;
+    }
+    if (want_darwin || (!want_emu && ane_darwin_available())) {
+        /* darwin forces the real device: where it is missing, its constructor says why. */
+        AneDarwinOptions d;
+        ane_darwin_default_options(&d);
+        d.compile_budget = o->compile_budget;
+        return ane_darwin_create(&d, err);
+    }
+    AneEmuOptions e;
+    ane_emu_default_options(&e);
+    e.compile_budget = o->compile_budget;
+    e.accumulate_fp32 = o->accumulate_fp32;
+    e.flush_subnormals = o->flush_subnormals;
+    return ane_emu_create(&e, err);
+}
+
+static int compile_kernel(AneBackend *m, int bwd, AneProgram **out, Err *err) {
+    char *mil;
+    AneBlob *blobs;
+    int nb;
+    int rc = bwd ? ane_kernel_bwd(&m->plan, &mil, &blobs, &nb, err) : ane_kernel_fwd(&m->plan, &mil, &blobs, &nb, err);
+    if (rc) return -1;
+    *out = m->dev->compile(m->dev, mil, blobs, nb, err);
+    free(mil);
+    milw_free_blobs(blobs, nb);
+    if (!*out) return err_wrap(err, "ane backend: compiling %s", bwd ? "layer_bwd" : "layer_fwd");
+    AneShape si, so;
+    m->dev->program_io(*out, &si, &so);
+    int want_out = bwd ? m->plan.bwd_C : m->plan.fwd_C;
+    if (si.channels != m->plan.C || si.spatial != m->plan.in_S || so.channels != want_out || so.spatial != m->S)
+        return err_set(err, "ane backend: %s compiled with I/O [%d x %d] -> [%d x %d], the plan says [%d x %d] -> "
+                            "[%d x %d]",
+                       bwd ? "layer_bwd" : "layer_fwd", si.channels, si.spatial, so.channels, so.spatial, m->plan.C,
+                       m->plan.in_S, want_out, m->S);
+    return 0;
+}
+
+static float *falloc(size_t n, int *fail) {
+    float *p = calloc(n ? n : 1, sizeof *p);
+    if (!p) *fail = 1;
+    return p;
+}
+
+Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, const AneBackendOptions *opt, Err *err) {
+    if (max_B < 1 || max_T < 1) {
+        err_set(err, "ane backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
+        return NULL;
+    }
+    AneBackend *m = err_calloc(1, sizeof *m, "ane backend", err);
+    if (!m) return NULL;
+    m->base.name = "ane";
+    m->base.step = ane_step;
+    m->base.destroy = ane_destroy;
+    m->base.stats = ane_stats;
+    m->layout = *layout;
+    backend_ane_default_options(&m->opt);
+    if (opt) m->opt = *opt;
+    if (!m->opt.device) m->opt.device = "auto";
+    m->max_B = max_B;
+    m->max_T = max_T;
+    const ModelConfig *cfg = &layout->cfg;
+    if (ane_plan_layer(&m->plan, cfg, max_T, err)) goto fail;
+    m->S = m->plan.S;
+    m->dev = make_device(&m->opt, err);
+    if (!m->dev) goto fail;
+    m->base.name = strcmp(m->dev->name, "emu") == 0 ? "ane (emulated device)" : "ane (Apple Neural Engine)";
+    /* auto: overlap only when the device is not this CPU. The emulator already runs the device's
+    ** work on every core (pool + BLAS threads), so a concurrent dW thread only adds contention
+    ** (bench_ane, 2 cores: stories15m 329 -> 728 ms/step, stories110m 4.08 -> 4.45 s). */
+    if (m->opt.overlap_dw < 0) m->opt.overlap_dw = strcmp(m->dev->name, "emu") != 0;
+    if (compile_kernel(m, 0, &m->k_fwd, err) || compile_kernel(m, 1, &m->k_bwd, err)) goto fail;
+
+    const AneLayerPlan *p = &m->plan;
+    int L = cfg->n_layers, S = m->S, C = p->C, V = cfg->vocab_size;
+    size_t CS = (size_t)C * S;
+    m->in_elems = (size_t)C * p->in_S;
+    m->fwd_elems = (size_t)p->fwd_C * S;
+    m->bwd_elems = (size_t)p->bwd_C * S;
+    m->in = calloc((size_t)L, sizeof *m->in);
+    m->bases = calloc((size_t)L, sizeof *m->bases);
+    if (!m->in || !m->bases) goto oom;
+    for (int l = 0; l < L; l++) {
+        m->in[l] = m->dev->surface_create(m->dev, m->in_elems * 2, err);
+        if (!m->in[l]) goto fail;
+        memset(m->dev->surface_lock(m->dev, m->in[l], 0), 0, m->in_elems * 2);
+        m->dev->surface_unlock(m->dev, m->in[l], 0);
+    }
+    m->out_f = m->dev->surface_create(m->dev, m->fwd_elems * 2, err);
+    m->out_b = m->dev->surface_create(m->dev, m->bwd_elems * 2, err);
+    if (!m->out_f || !m->out_b) goto fail;
+
+    int fail = 0;
+    size_t LB = (size_t)L * max_B;
+    m->taps = calloc(LB * m->fwd_elems, sizeof *m->taps);
+    if (!m->taps) fail = 1;
+    m->x = falloc((LB + max_B) * CS, &fail);
+    m->rstd1 = falloc(LB * S, &fail);
+    m->xf = falloc((size_t)max_B * CS, &fail);
+    m->rstd_f = falloc((size_t)max_B * S, &fail);
+    m->dcur = falloc((size_t)max_B * CS, &fail);
+    m->dxf = falloc(CS, &fail);
+    m->f32a = falloc(CS, &fail);
+    m->f32b = falloc(CS, &fail);
+    m->f32c = falloc(CS > 2 * (size_t)S ? CS : 2 * (size_t)S, &fail);
+    m->logit_buf[0] = falloc((size_t)V * max_T, &fail);
+    m->logit_buf[1] = falloc((size_t)V * max_T, &fail);
+    m->losses = falloc((size_t)max_B * max_T, &fail);
+    m->dloss = falloc((size_t)max_T, &fail);
+    for (int i = 0; i < N_SLOTS; i++) {
+        m->slots[i].bout = calloc(m->bwd_elems, sizeof(uint16_t));
+        if (!m->slots[i].bout) fail = 1;
+        m->slots[i].dy = falloc(CS, &fail);
+        m->slots[i].dxm = falloc(CS, &fail);
+    }
+    size_t FS = (size_t)p->F * S, QS = (size_t)p->Q * S, KS = (size_t)p->K * S;
+    int qk = p->qk_norm;
+    WorkerScratch *ws = &m->ws;
+    ws->xn1 = falloc(CS, &fail), ws->att = falloc(QS, &fail), ws->xn2 = falloc(CS, &fail);
+    ws->g = falloc(FS, &fail), ws->h3 = falloc(FS, &fail), ws->dh1 = falloc(FS, &fail), ws->dh3 = falloc(FS, &fail);
+    ws->dq = falloc(QS, &fail), ws->dk = falloc(KS, &fail), ws->dv = falloc(KS, &fail);
+    ws->dxn1 = falloc(CS, &fail), ws->dxn2 = falloc(CS, &fail);
+    ws->tq = falloc(qk ? QS : 0, &fail), ws->tk = falloc(qk ? KS : 0, &fail);
+    ws->rq = falloc(qk ? (size_t)p->H * S : 0, &fail), ws->rk = falloc(qk ? (size_t)p->KV * S : 0, &fail);
+    ws->dq_raw = falloc(qk ? QS : 0, &fail), ws->dk_raw = falloc(qk ? KS : 0, &fail);
+    if (fail) goto oom;
+
+    if (m->opt.overlap_dw) {
+        if (pthread_mutex_init(&m->mu, NULL) || pthread_cond_init(&m->cv_job, NULL) ||
+            pthread_cond_init(&m->cv_done, NULL)) {
+            err_set(err, "ane backend: cannot initialize the dW worker's lock");
+            goto fail;
+        }
+        if (pthread_create(&m->thread, NULL, worker_main, m)) {
+            err_set(err, "ane backend: cannot start the dW worker thread");
+            goto fail;
+        }
+        m->thread_started = 1;
+    }
+    return &m->base;
+oom:
+    err_set(err, "ane backend: out of memory for batch %d x %d (taps %.1f MiB per layer and sequence)", max_B, max_T,
+            (double)m->fwd_elems * 2 / 1048576.0);
+fail:
+    ane_destroy(&m->base);
+    return NULL;
+}

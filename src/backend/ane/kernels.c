@@ -1,0 +1,520 @@
+/*
+** kernels.c — the MIL kernels of a training step with dynamic weights (see kernels.h).
+**
+** ===== Overview =====================================================================
+**
+** Shapes: C dim, F hidden, H query heads, KV kv heads, D head dim, Q = H*D, K = KV*D,
+** S padded sequence (multiple of 32), r = H/KV. All I/O fp16, [1, rows, 1, cols].
+**
+**  kernel      input (one surface per layer)           output [1, rows, 1, S]
+**  ----------  --------------------------------------  -----------------------------------------
+**  layer_fwd   [1, C, 1, in_S]: x, rstd1 + weights      x_next C | att Q | xh2 C | rstd2 1 |
+**              (wq wk wv wo w1 w3 w2, rms_att, rms_ffn,  h1 F | h3 F | q Q | k K | v K
+**              q/k_norm)                                 (+ rstd_q H | rstd_k KV for Qwen3)
+**  layer_bwd   the same surface: dy, xh2, rstd2, h1,    dxn2 C | dh1 F | dh3 F | dq Q | dk K |
+**              h3, q, k, v (rstd_q, rstd_k) + weights   dv K | dxn1 C
+**
+**  Per evaluation (one sequence, S = 256):
+**    model        input surface (weights)   fwd out    bwd out    fwd FLOPs  bwd FLOPs
+**    stories15m   [288 x 6368]    3.7 (2.0) MB  1.7 MB   1.5 MB     0.59 G     0.70 G
+**    stories110m  [768 x 12128]  18.6 (14.2) MB 4.5 MB   4.1 MB     3.83 G     4.13 G
+**    qwen3-0.6b   [1024 x 18720] 38.3 (31.5) MB 7.4 MB   6.3 MB     8.59 G     9.40 G
+**  (FLOPs: 2S(2QC + 2KC + 3FC) for the matmuls, plus 4 S^2 D H forward, 10 S^2 D H backward.)
+**
+**  layer_fwd computes norm1 (x * rstd1 * w; rstd1 comes from the CPU, which has x in fp32
+**  anyway), q/k/v, q/k-norm (Qwen3), RoPE (the model's convention), causal attention with the
+**  additive mask and softmax (query head h uses KV head h / r), wo, the residual add, norm2
+**  (its rstd computed here, pre-scaled by rstd1 so that no square overflows or underflows
+**  fp16), w1/w3, SwiGLU, w2 and the second residual add.
+**  layer_bwd computes w2^T dy, the SwiGLU backward, w1^T dh1 + w3^T dh3 = dxn2, norm2's
+**  backward and the residual (dx_mid), wo^T dx_mid, attention backward (recomputing the
+**  probabilities from q and k: cheaper than moving [H][S][S] across), the GQA reduction of
+**  dk/dv, RoPE backward, q/k-norm backward (Qwen3), and wq^T dq + wk^T dk + wv^T dv = dxn1.
+**
+**  Dynamic weights: every weight lives in the input surface as a flattened [out][in] matrix
+**  folded into the C rows (kernels.h), so staging is a straight fp32 -> fp16 copy of the
+**  parameter buffer with no transpose, and the matmuls need none either: y = W x is
+**  matmul(W [1,1,out,in], x [1,1,in,S]) and dx = W^T dy is the same call with transpose_x.
+**  Channel-first activations are the right operand as they are. Kernels are compiled once per
+**  model shape (2 compiles in all) and never again when the weights change.
+**
+**  What stays on the CPU, and why:
+**   - embedding, final norm, classifier, cross-entropy (vocab 32000/151936: a [V][C] weight in
+**     the input and a [V][S] output would dominate the bytes moved, and conv with 32000 input
+**     channels is rejected by the device; the CPU does them with three BLAS calls);
+**   - rstd1 (the CPU has x in fp32; one pass), norm1/norm2 backward and the residual gradient
+**     stream (fp32, from dxn1/dxn2 which the CPU needs anyway for the norm weight gradients),
+**     the q/k-norm backward for Qwen3 (likewise), g = silu(h1) h3 for dW2 (cheaper to recompute
+**     than to move F rows);
+**   - every weight gradient (BLAS, in a worker thread overlapped with the device) and AdamW.
+**
+**  Per layer and sequence: 2 dispatches (the seed: 10 for MHA and GQA alike, ane-facts §4.2).
+**  Activation bytes across the boundary, in rows of S fp16 values (stories110m, C=Q=K=768,
+**  F=2048): fwd in x + rstd1 769, out 8705; bwd in dy + taps 7937, out 7936: 25347 rows =
+**  13.0 MB per layer at S=256 (156 MB per step for 12 layers), against the seed's 46848 rows =
+**  24.0 MB (288 MB). Weights are staged once per step into one surface per layer that both
+**  kernels read: 14.2 MB per layer (170 MB per step), the seed stages them into two kernels'
+**  surfaces (340 MB). Measured by bench/bench_ane.c, which prints these per model.
+**
+** ===== Numerics ========================================================================
+**  Norms: squares are formed of values already scaled to about 1 (x * rstd1 / sqrt(C) for
+**  norm2, q / sqrt(D) for q/k-norm), so fp16 neither overflows (|x| > 256) nor underflows.
+**  Attention: q is scaled by 1/sqrt(D) before QK^T; the mask is ANE_MASK_NEG; the softmax
+**  backward is P * (dP - rowsum(P dP)). Gradients arrive scaled by the loss scale and are
+**  never rescaled here, so an fp16 overflow shows as inf/NaN in the gradients.
+*/
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "half.h"
+#include "mil_write.h"
+
+/* ------------------------------------------------------------------ the plan */
+
+static void add_region(AneLayerPlan *p, int id, long long n, int *col) {
+    AneRegion *r = &p->reg[id];
+    r->n = n;
+    r->off = *col;
+    r->width = n > 0 ? (int)((n + p->C - 1) / p->C) : 0;
+    *col += r->width;
+}
+
+static void add_tap(AneTap *taps, int id, int rows, int *ch) {
+    taps[id].off = *ch;
+    taps[id].rows = rows;
+    *ch += rows;
+}
+
+int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err) {
+    memset(p, 0, sizeof *p);
+    if (T_max < 1) return err_set(err, "ane plan: sequence length must be positive, found %d", T_max);
+    if (cfg->n_kv_heads < 1 || cfg->n_heads % cfg->n_kv_heads)
+        return err_set(err, "ane plan: n_heads %d is not a multiple of n_kv_heads %d", cfg->n_heads, cfg->n_kv_heads);
+    if (cfg->head_dim % 2) return err_set(err, "ane plan: head_dim must be even, found %d", cfg->head_dim);
+    p->C = cfg->dim;
+    p->F = cfg->hidden_dim;
+    p->H = cfg->n_heads;
+    p->KV = cfg->n_kv_heads;
+    p->D = cfg->head_dim;
+    p->Q = p->H * p->D;
+    p->K = p->KV * p->D;
+    p->T_max = T_max;
+    p->S = (T_max + 31) / 32 * 32;
+    p->qk_norm = cfg->qk_norm;
+    p->rope = cfg->rope_style;
+    p->theta = cfg->rope_theta;
+    p->eps = cfg->norm_eps;
+    long long C = p->C, F = p->F, Q = p->Q, K = p->K, S = p->S;
+    int qk = p->qk_norm, col = 0;
+    add_region(p, AR_X, C * S, &col);
+    add_region(p, AR_RSTD1, S, &col);
+    add_region(p, AR_DY, C * S, &col);
+    add_region(p, AR_XH2, C * S, &col);
+    add_region(p, AR_RSTD2, S, &col);
+    add_region(p, AR_H1, F * S, &col);
+    add_region(p, AR_H3, F * S, &col);
+    add_region(p, AR_Q, Q * S, &col);
+    add_region(p, AR_K, K * S, &col);
+    add_region(p, AR_V, K * S, &col);
+    add_region(p, AR_RSTDQ, qk ? p->H * S : 0, &col);
+    add_region(p, AR_RSTDK, qk ? p->KV * S : 0, &col);
+    add_region(p, AR_RMS_ATT, C, &col);
+    add_region(p, AR_RMS_FFN, C, &col);
+    add_region(p, AR_QNORM, qk ? p->D : 0, &col);
+    add_region(p, AR_KNORM, qk ? p->D : 0, &col);
+    add_region(p, AR_WQ, Q * C, &col);
+    add_region(p, AR_WK, K * C, &col);
+    add_region(p, AR_WV, K * C, &col);
+    add_region(p, AR_WO, C * Q, &col);
+    add_region(p, AR_W1, F * C, &col);
+    add_region(p, AR_W3, F * C, &col);
+    add_region(p, AR_W2, C * F, &col);
+    p->in_S = (col + 31) / 32 * 32;
+    int ch = 0;
+    add_tap(p->fwd, AF_XNEXT, p->C, &ch);
+    add_tap(p->fwd, AF_ATT, p->Q, &ch);
+    add_tap(p->fwd, AF_XH2, p->C, &ch);
+    add_tap(p->fwd, AF_RSTD2, 1, &ch);
+    add_tap(p->fwd, AF_H1, p->F, &ch);
+    add_tap(p->fwd, AF_H3, p->F, &ch);
+    add_tap(p->fwd, AF_Q, p->Q, &ch);
+    add_tap(p->fwd, AF_K, p->K, &ch);
+    add_tap(p->fwd, AF_V, p->K, &ch);
+    add_tap(p->fwd, AF_RSTDQ, qk ? p->H : 0, &ch);
+    add_tap(p->fwd, AF_RSTDK, qk ? p->KV : 0, &ch);
+    p->fwd_C = ch;
+    ch = 0;
+    add_tap(p->bwd, AB_DXN2, p->C, &ch);
+    add_tap(p->bwd, AB_DH1, p->F, &ch);
+    add_tap(p->bwd, AB_DH3, p->F, &ch);
+    add_tap(p->bwd, AB_DQ, p->Q, &ch);
+    add_tap(p->bwd, AB_DK, p->K, &ch);
+    add_tap(p->bwd, AB_DV, p->K, &ch);
+    add_tap(p->bwd, AB_DXN1, p->C, &ch);
+    p->bwd_C = ch;
+    double lin = 2.0 * (double)S * (double)(Q * C + 2 * K * C + C * Q + 3 * F * C);
+    double att = 2.0 * (double)S * (double)S * (double)p->D * p->H; /* one S x S x D product per head */
+    p->fwd_flops = lin + 2 * att;                                   /* QK^T, PV */
+    p->bwd_flops = lin + 5 * att;                                   /* QK^T again, dV, dP, dQ, dK */
+    return 0;
+}
+
+/* Region r of a surface [C][in_S]: value i at row i / width, column off + i % width. */
+void ane_region_put_f32(const AneLayerPlan *p, uint16_t *surface, int id, const float *src) {
+    const AneRegion *r = &p->reg[id];
+    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        half_from_f32(surface + row * p->in_S + r->off, src + i, (size_t)cnt);
+    }
+}
+
+void ane_region_put_f16(const AneLayerPlan *p, uint16_t *surface, int id, const uint16_t *src) {
+    const AneRegion *r = &p->reg[id];
+    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        memcpy(surface + row * p->in_S + r->off, src + i, (size_t)cnt * sizeof *src);
+    }
+}
+
+void ane_region_get_f16(const AneLayerPlan *p, const uint16_t *surface, int id, uint16_t *dst) {
+    const AneRegion *r = &p->reg[id];
+    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        memcpy(dst + i, surface + row * p->in_S + r->off, (size_t)cnt * sizeof *dst);
+    }
+}
+
+/* ------------------------------------------------------------------ building blocks */
+
+/* Region `id` of the input X read as a tensor of shape dims (product = the region's n). */
+static MilT region(MilW *w, MilT X, const AneLayerPlan *p, int id, int a, int b, int c, int d) {
+    const AneRegion *r = &p->reg[id];
+    int begin[4] = {0, 0, 0, r->off}, size[4] = {1, p->C, 1, r->width};
+    MilT s = milw_slice(w, X, begin, size);
+    if ((long long)p->C * r->width != r->n) { /* the last row is partial: flatten, cut, reshape */
+        int z[4] = {0, 0, 0, 0}, cut[4] = {1, 1, 1, (int)r->n};
+        s = milw_slice(w, milw_reshape4(w, s, 1, 1, 1, p->C * r->width), z, cut);
+    }
+    return milw_reshape4(w, s, a, b, c, d);
+}
+
+/* Causal mask [1, 1, S, S] and RoPE tables [1, 1, D, S] (cos, and sin signed per pair member)
+** as blob constants. */
+static void tables(MilW *w, const AneLayerPlan *p, MilT *mask, MilT *cosv, MilT *sinv) {
+    int S = p->S, D = p->D, half = D / 2;
+    float *m = malloc(sizeof(float) * (size_t)S * S), *c = malloc(sizeof(float) * (size_t)D * S),
+          *s = malloc(sizeof(float) * (size_t)D * S);
+    if (m && c && s) {
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) m[(size_t)i * S + j] = j <= i ? 0.0f : ANE_MASK_NEG;
+        for (int d = 0; d < D; d++) {
+            int pair = p->rope == ROPE_INTERLEAVED ? d / 2 : d % half;
+            int first = p->rope == ROPE_INTERLEAVED ? d % 2 == 0 : d < half;
+            for (int t = 0; t < S; t++) {
+                double angle = (double)t * pow(p->theta, -2.0 * pair / D);
+                c[(size_t)d * S + t] = (float)cos(angle);
+                s[(size_t)d * S + t] = (float)(first ? -sin(angle) : sin(angle));
+            }
+        }
+        int dm[4] = {1, 1, S, S}, dt[4] = {1, 1, D, S};
+        *mask = milw_blob(w, "mask.bin", 4, dm, m);
+        *cosv = milw_blob(w, "rope_cos.bin", 4, dt, c);
+        *sinv = milw_blob(w, "rope_sin.bin", 4, dt, s);
+    } else { /* out of memory: an invalid blob makes milw_finish fail */
+        int bad[1] = {0};
+        *mask = *cosv = *sinv = milw_blob(w, "oom.bin", 0, bad, NULL);
+    }
+    free(m);
+    free(c);
+    free(s);
+}
+
+/* The partner of every channel in its RoPE pair, x [1, NH, D, S] -> [1, NH, D, S]:
+** interleaved (2i, 2i+1) -> (2i+1, 2i); half (i, i+D/2) -> (i+D/2, i). Only reshapes and
+** slices/concats on the last axis (as the seed's RoPE), no axis-2 slicing: a pair's two
+** channels are adjacent blocks of one row once [D][S] is flattened suitably. */
+static MilT rope_partner(MilW *w, const AneLayerPlan *p, MilT x) {
+    int NH = x.d[1], D = p->D, S = x.d[3];
+    /* half: per head one row [first half's D/2*S | second half's]; interleaved: per pair one
+    ** row [channel 2i's S | channel 2i+1's S] */
+    int rows = p->rope == ROPE_HALF ? NH : NH * D / 2, len = p->rope == ROPE_HALF ? D / 2 * S : S;
+    MilT y = milw_reshape4(w, x, 1, rows, 1, 2 * len);
+    int b0[4] = {0, 0, 0, 0}, b1[4] = {0, 0, 0, len}, sz[4] = {1, rows, 1, len};
+    MilT v[2] = {milw_slice(w, y, b1, sz), milw_slice(w, y, b0, sz)};
+    return milw_reshape4(w, milw_concat(w, 3, 2, v), 1, NH, D, S);
+}
+
+/* Sum over dim 2 of x [1, NH, D, S] -> [1, NH, 1, S], as a matmul with a row of ones (the fact
+** sheet reports reduce_sum over axes 1 and -1 only). */
+static MilT sum_heads(MilW *w, MilT x, MilT ones) { return milw_matmul(w, ones, 0, x, 0); }
+
+/* RoPE forward x*cos + partner(x)*sin, or its transpose (backward) x*cos - partner(x)*sin. */
+static MilT rope(MilW *w, const AneLayerPlan *p, MilT x, MilT cosv, MilT sinv, int backward) {
+    MilT a = milw_mul(w, x, cosv), b = milw_mul(w, rope_partner(w, p, x), sinv);
+    return backward ? milw_sub(w, a, b) : milw_add(w, a, b);
+}
+
+/* RMSNorm statistics over dim 2 of x [1, NH, D, S] (Qwen3's per-head q/k-norm):
+** *rstd = (mean_d x^2 + eps)^-1/2 [1, NH, 1, S]; returns xhat = x * rstd. ones: [1, NH, 1, D]. */
+static MilT head_norm(MilW *w, const AneLayerPlan *p, MilT x, MilT ones, MilT *rstd) {
+    MilT xs = milw_mul_s(w, x, 1.0 / sqrt((double)p->D)); /* squares of values near 1: no under/overflow */
+    MilT ms = sum_heads(w, milw_mul(w, xs, xs), ones);
+    *rstd = milw_pow_s(w, milw_add_s(w, ms, p->eps), -0.5);
+    return milw_mul(w, x, *rstd);
+}
+
+/* Backward of xn = xhat * wn, given d xn: returns d x = rstd * (g - xhat * mean(g * xhat)) with
+** g = dxn * wn, the mean over the n channels of dim 1 (the model norms, [1, C, 1, S]) or, with
+** ones, of dim 2 (the head norms, [1, NH, D, S]). */
+static MilT norm_backward(MilW *w, MilT dxn, MilT xhat, MilT rstd, MilT wn, int n, const MilT *ones) {
+    MilT g = milw_mul(w, dxn, wn);
+    MilT gx = milw_mul_s(w, milw_mul(w, g, xhat), 1.0 / n);
+    MilT dot = ones ? sum_heads(w, gx, *ones) : milw_reduce_sum(w, gx, 1);
+    return milw_mul(w, milw_sub(w, g, milw_mul(w, xhat, dot)), rstd);
+}
+
+/* A [1, NH, 1, D] blob of ones named file. */
+static MilT ones_blob(MilW *w, const char *file, int NH, int D) {
+    float *v = malloc(sizeof(float) * (size_t)NH * D);
+    int d[4] = {1, NH, 1, D}, bad[1] = {0};
+    if (!v) return milw_blob(w, "oom.bin", 0, bad, NULL); /* records the failure */
+    for (int i = 0; i < NH * D; i++) v[i] = 1.0f;
+    MilT t = milw_blob(w, file, 4, d, v);
+    free(v);
+    return t;
+}
+
+/* Causal attention probabilities from q [1, H, D, S] and k [1, KV, D, S] (after RoPE):
+** P [1, H, S, S], row = query, col = key, query head h with KV head h / r. */
+static MilT probs(MilW *w, const AneLayerPlan *p, MilT q, MilT k, MilT mask) {
+    int H = p->H, KV = p->KV, D = p->D, S = p->S, r = H / KV;
+    MilT qs = milw_mul_s(w, q, 1.0 / sqrt((double)D));
+    MilT sc;
+    if (r == 1) {
+        sc = milw_matmul(w, qs, 1, k, 0); /* [1,H,S,S] = qs^T k */
+    } else {
+        /* The r query heads of a KV head are consecutive: stack them as r*S rows. */
+        MilT q5 = milw_reshape4(w, milw_transpose(w, qs), 1, KV, r * S, D);
+        sc = milw_reshape4(w, milw_matmul(w, q5, 0, k, 0), 1, H, S, S);
+    }
+    return milw_softmax(w, milw_add(w, sc, mask), -1);
+}
+
+/* ------------------------------------------------------------------ layer_fwd */
+
+/* FLOPs per sequence: 2S(2QC + 2KC + 3FC) + 4 S^2 D H. Input [1, C, 1, in_S] (bytes 2 C in_S),
+** output [1, fwd_C, 1, S] (bytes 2 fwd_C S). */
+static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
+    int C = p->C, F = p->F, H = p->H, KV = p->KV, D = p->D, Q = p->Q, K = p->K, S = p->S, r = H / KV;
+    MilT X = milw_input(w, C, p->in_S);
+    MilT mask, cosv, sinv;
+    milw_scope(w, "tab");
+    tables(w, p, &mask, &cosv, &sinv);
+
+    milw_scope(w, "norm1"); /* xn1 = x * rstd1 * rms_att */
+    MilT x = region(w, X, p, AR_X, 1, C, 1, S);
+    MilT r1 = region(w, X, p, AR_RSTD1, 1, 1, 1, S);
+    MilT xn = milw_mul(w, milw_mul(w, x, r1), region(w, X, p, AR_RMS_ATT, 1, C, 1, 1));
+    MilT xn4 = milw_reshape4(w, xn, 1, 1, C, S);
+
+    milw_scope(w, "qkv"); /* q = wq xn1 [Q][S], k, v = wk xn1, wv xn1 [K][S] */
+    MilT q = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 0, xn4, 0);
+    MilT k = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 0, xn4, 0);
+    MilT v = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 0, xn4, 0);
+    MilT q4 = milw_reshape4(w, q, 1, H, D, S), k4 = milw_reshape4(w, k, 1, KV, D, S);
+    MilT v4 = milw_reshape4(w, v, 1, KV, D, S);
+    MilT q_tap = q4, k_tap = k4, rq = {-1, 0, {0}}, rk = {-1, 0, {0}};
+    if (p->qk_norm) {
+        milw_scope(w, "qknorm");
+        MilT ones_q = ones_blob(w, "ones_q.bin", H, D), ones_k = ones_blob(w, "ones_k.bin", KV, D);
+        MilT qh = head_norm(w, p, q4, ones_q, &rq), kh = head_norm(w, p, k4, ones_k, &rk);
+        q_tap = qh;
+        k_tap = kh;
+        q4 = milw_mul(w, qh, region(w, X, p, AR_QNORM, 1, 1, D, 1));
+        k4 = milw_mul(w, kh, region(w, X, p, AR_KNORM, 1, 1, D, 1));
+    }
+    milw_scope(w, "rope");
+    q4 = rope(w, p, q4, cosv, sinv, 0);
+    k4 = rope(w, p, k4, cosv, sinv, 0);
+    if (!p->qk_norm) {
+        q_tap = q4;
+        k_tap = k4;
+    }
+
+    milw_scope(w, "attn"); /* att_h = v_{h/r} P_h^T, [D][S] per head */
+    MilT P = probs(w, p, q4, k4, mask), att4;
+    if (r == 1) {
+        att4 = milw_matmul(w, v4, 0, P, 1);
+    } else {
+        MilT o5 = milw_matmul(w, milw_reshape4(w, P, 1, KV, r * S, S), 0, v4, 1); /* [1,KV,r*S,D] */
+        att4 = milw_transpose(w, milw_reshape4(w, o5, 1, H, S, D));
+    }
+    MilT att = milw_reshape4(w, att4, 1, 1, Q, S);
+
+    milw_scope(w, "wo"); /* x_mid = x + wo att */
+    MilT o = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 0, att, 0);
+    MilT xm = milw_add(w, x, milw_reshape4(w, o, 1, C, 1, S));
+
+    milw_scope(w, "norm2"); /* rstd2 = rstd1 / sqrt(mean((x_mid rstd1)^2) + eps rstd1^2) */
+    MilT u = milw_mul_s(w, milw_mul(w, xm, r1), 1.0 / sqrt((double)C));
+    MilT m2 = milw_reduce_sum(w, milw_mul(w, u, u), 1);
+    MilT e = milw_mul_s(w, r1, sqrt((double)p->eps)); /* rstd1 sqrt(eps) <= 1 */
+    MilT r2 = milw_mul(w, milw_pow_s(w, milw_add(w, m2, milw_mul(w, e, e)), -0.5), r1);
+    MilT xh2 = milw_mul(w, xm, r2);
+    MilT xn2 = milw_reshape4(w, milw_mul(w, xh2, region(w, X, p, AR_RMS_FFN, 1, C, 1, 1)), 1, 1, C, S);
+
+    milw_scope(w, "ffn"); /* x_next = x_mid + w2 (silu(w1 xn2) * w3 xn2) */
+    MilT h1 = milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 0, xn2, 0);
+    MilT h3 = milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 0, xn2, 0);
+    MilT g = milw_mul(w, milw_mul(w, h1, milw_sigmoid(w, h1)), h3);
+    MilT fo = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 0, g, 0);
+    MilT xnext = milw_add(w, xm, milw_reshape4(w, fo, 1, C, 1, S));
+
+    milw_scope(w, "out");
+    MilT outs[AF_COUNT];
+    int n = 0;
+    outs[n++] = xnext;
+    outs[n++] = milw_reshape4(w, att, 1, Q, 1, S);
+    outs[n++] = xh2;
+    outs[n++] = r2;
+    outs[n++] = milw_reshape4(w, h1, 1, F, 1, S);
+    outs[n++] = milw_reshape4(w, h3, 1, F, 1, S);
+    outs[n++] = milw_reshape4(w, q_tap, 1, Q, 1, S);
+    outs[n++] = milw_reshape4(w, k_tap, 1, K, 1, S);
+    outs[n++] = milw_reshape4(w, v4, 1, K, 1, S);
+    if (p->qk_norm) {
+        outs[n++] = rq; /* [1, H, 1, S] */
+        outs[n++] = rk;
+    }
+    return milw_concat(w, 1, n, outs);
+}
+
+/* ------------------------------------------------------------------ layer_bwd */
+
+/* FLOPs per sequence: 2S(2QC + 2KC + 3FC) + 10 S^2 D H. Same input surface as layer_fwd;
+** output [1, bwd_C, 1, S]. */
+static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
+    int C = p->C, F = p->F, H = p->H, KV = p->KV, D = p->D, Q = p->Q, K = p->K, S = p->S, r = H / KV;
+    MilT X = milw_input(w, C, p->in_S);
+    MilT mask, cosv, sinv;
+    milw_scope(w, "tab");
+    tables(w, p, &mask, &cosv, &sinv);
+
+    milw_scope(w, "ffn"); /* dg = w2^T dy; SwiGLU backward; dxn2 = w1^T dh1 + w3^T dh3 */
+    MilT dy = region(w, X, p, AR_DY, 1, C, 1, S);
+    MilT dg = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 1, milw_reshape4(w, dy, 1, 1, C, S), 0);
+    MilT h1 = region(w, X, p, AR_H1, 1, 1, F, S), h3 = region(w, X, p, AR_H3, 1, 1, F, S);
+    MilT sg = milw_sigmoid(w, h1), si = milw_mul(w, h1, sg);
+    MilT dh3 = milw_mul(w, dg, si);
+    /* silu'(h) = s + silu(h) (1 - s) */
+    MilT dsilu = milw_add(w, sg, milw_mul(w, si, milw_rsub_s(w, 1.0, sg)));
+    MilT dh1 = milw_mul(w, milw_mul(w, dg, h3), dsilu);
+    MilT dxn2 = milw_add(w, milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 1, dh1, 0),
+                         milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 1, dh3, 0));
+    dxn2 = milw_reshape4(w, dxn2, 1, C, 1, S);
+
+    milw_scope(w, "norm2"); /* dx_mid = dy + norm2 backward */
+    MilT xh2 = region(w, X, p, AR_XH2, 1, C, 1, S), r2 = region(w, X, p, AR_RSTD2, 1, 1, 1, S);
+    MilT dxm = milw_add(w, dy, norm_backward(w, dxn2, xh2, r2, region(w, X, p, AR_RMS_FFN, 1, C, 1, 1), C, NULL));
+
+    milw_scope(w, "wo"); /* datt = wo^T dx_mid */
+    MilT datt = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 1, milw_reshape4(w, dxm, 1, 1, C, S), 0);
+    MilT dO = milw_reshape4(w, datt, 1, H, D, S);
+
+    milw_scope(w, "attn"); /* q, k after RoPE again (Qwen3: from the normalized taps) */
+    MilT q = region(w, X, p, AR_Q, 1, H, D, S), k = region(w, X, p, AR_K, 1, KV, D, S);
+    MilT v = region(w, X, p, AR_V, 1, KV, D, S);
+    MilT wqn = {-1, 0, {0}}, wkn = {-1, 0, {0}};
+    if (p->qk_norm) {
+        wqn = region(w, X, p, AR_QNORM, 1, 1, D, 1);
+        wkn = region(w, X, p, AR_KNORM, 1, 1, D, 1);
+        q = rope(w, p, milw_mul(w, q, wqn), cosv, sinv, 0);
+        k = rope(w, p, milw_mul(w, k, wkn), cosv, sinv, 0);
+    }
+    MilT P = probs(w, p, q, k, mask);
+    MilT dv, dP;
+    if (r == 1) {
+        dv = milw_matmul(w, dO, 0, P, 0); /* dv_h [D][S] = dO_h P_h */
+        dP = milw_matmul(w, dO, 1, v, 0); /* dP_h [S][S] = dO_h^T v_h */
+    } else {
+        MilT dO5 = milw_reshape4(w, milw_transpose(w, dO), 1, KV, r * S, D);
+        dv = milw_matmul(w, dO5, 1, milw_reshape4(w, P, 1, KV, r * S, S), 0); /* sums the r heads */
+        dP = milw_reshape4(w, milw_matmul(w, dO5, 0, v, 0), 1, H, S, S);
+    }
+    /* softmax backward, then the 1/sqrt(D) of the scores */
+    MilT dd = milw_sub(w, dP, milw_reduce_sum(w, milw_mul(w, P, dP), -1));
+    MilT dS = milw_mul_s(w, milw_mul(w, P, dd), 1.0 / sqrt((double)D));
+    MilT dq, dk;
+    if (r == 1) {
+        dq = milw_matmul(w, k, 0, dS, 1); /* dq_h [D][S] = k_h dS_h^T */
+        dk = milw_matmul(w, q, 0, dS, 0); /* dk_h [D][S] = q_h dS_h */
+    } else {
+        MilT dS5 = milw_reshape4(w, dS, 1, KV, r * S, S);
+        MilT dq5 = milw_matmul(w, dS5, 0, k, 1); /* [1, KV, r*S, D] */
+        dq = milw_transpose(w, milw_reshape4(w, dq5, 1, H, S, D));
+        MilT q5 = milw_reshape4(w, milw_transpose(w, q), 1, KV, r * S, D);
+        dk = milw_matmul(w, q5, 1, dS5, 0); /* sums the r heads */
+    }
+
+    milw_scope(w, "rope");
+    dq = rope(w, p, dq, cosv, sinv, 1);
+    dk = rope(w, p, dk, cosv, sinv, 1);
+    MilT dq_out = dq, dk_out = dk, dq_raw = dq, dk_raw = dk;
+    if (p->qk_norm) {
+        milw_scope(w, "qknorm");
+        MilT qh = region(w, X, p, AR_Q, 1, H, D, S), kh = region(w, X, p, AR_K, 1, KV, D, S);
+        MilT rq = region(w, X, p, AR_RSTDQ, 1, H, 1, S), rk = region(w, X, p, AR_RSTDK, 1, KV, 1, S);
+        MilT ones_q = ones_blob(w, "ones_q.bin", H, D), ones_k = ones_blob(w, "ones_k.bin", KV, D);
+        dq_raw = norm_backward(w, dq, qh, rq, wqn, D, &ones_q);
+        dk_raw = norm_backward(w, dk, kh, rk, wkn, D, &ones_k);
+    }
+
+    milw_scope(w, "qkv"); /* dxn1 = wq^T dq + wk^T dk + wv^T dv */
+    MilT a = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 1, milw_reshape4(w, dq_raw, 1, 1, Q, S), 0);
+    MilT b = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 1, milw_reshape4(w, dk_raw, 1, 1, K, S), 0);
+    MilT c = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 1, milw_reshape4(w, dv, 1, 1, K, S), 0);
+    MilT dxn1 = milw_reshape4(w, milw_add(w, milw_add(w, a, b), c), 1, C, 1, S);
+
+    milw_scope(w, "out");
+    MilT outs[AB_COUNT] = {
+        dxn2,
+        milw_reshape4(w, dh1, 1, F, 1, S),
+        milw_reshape4(w, dh3, 1, F, 1, S),
+        milw_reshape4(w, dq_out, 1, Q, 1, S),
+        milw_reshape4(w, dk_out, 1, K, 1, S),
+        milw_reshape4(w, dv, 1, K, 1, S),
+        dxn1,
+    };
+    return milw_concat(w, 1, AB_COUNT, outs);
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+static int generate(const AneLayerPlan *p, MilT (*gen)(MilW *, const AneLayerPlan *), const char *what, char **mil,
+                    AneBlob **blobs, int *n_blobs, Err *err) {
+    *mil = NULL;
+    *blobs = NULL;
+    *n_blobs = 0;
+    MilW *w = milw_create();
+    if (!w) return err_set(err, "%s: out of memory", what);
+    MilT out = gen(w, p);
+    *mil = milw_finish(w, out, err);
+    if (!*mil) {
+        milw_free(w);
+        return err_wrap(err, "%s", what);
+    }
+    milw_take_blobs(w, blobs, n_blobs);
+    milw_free(w);
+    return 0;
+}
+
+int ane_kernel_fwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_blobs, Err *err) {
+    return generate(p, layer_fwd, "layer_fwd", mil, blobs, n_blobs, err);
+}
+
+int ane_kernel_bwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_blobs, Err *err) {
+    return generate(p, layer_bwd, "layer_bwd", mil, blobs, n_blobs, err);
+}

@@ -1,0 +1,131 @@
+/*
+** kernels.h — the ANE kernels of a training step: their input and output layouts (the plan)
+** and the generators of their MIL text (kernels.c; the README-style overview is at its top).
+**
+** Two kernels per layer, compiled once per model shape and shared by every layer:
+**   layer_fwd   x, rstd1 + the layer's weights  ->  x_next and the taps backward needs
+**   layer_bwd   dy + forward taps + weights     ->  dxn2, dh1, dh3, dq, dk, dv, dxn1
+** Both read the same input layout: one surface per layer, [1, C, 1, in_S], whose columns hold
+** regions. Region r holds n values (an activation [c][S] flattened, or a weight [out][in]
+** flattened) folded row-major into the C rows: value i sits at row i / width, column
+** off + i % width, width = ceil(n / C). Weights are staged once per step into their regions and
+** stay while the activation regions are rewritten per sequence. Outputs are channel
+** concatenations of [rows][S] taps. S is the padded sequence length, a multiple of 32.
+*/
+#ifndef ANETRAIN_ANE_KERNELS_H
+#define ANETRAIN_ANE_KERNELS_H
+
+#include <stdint.h>
+
+#include "../../model/config.h"
+#include "../../util/err.h"
+#include "device.h"
+
+/* Input regions of a layer's surface. */
+typedef enum {
+    /* layer_fwd activations */
+    AR_X,        /* [C][S] the residual stream entering the layer */
+    AR_RSTD1,    /* [S] 1/rms of x (computed on the CPU in fp32; padding columns hold 1) */
+    /* layer_bwd activations */
+    AR_DY,       /* [C][S] d loss / d x_next (scaled by the loss scale) */
+    AR_XH2,      /* [C][S] x_mid * rstd2 (forward tap) */
+    AR_RSTD2,    /* [S] */
+    AR_H1,       /* [F][S] w1 xn2 */
+    AR_H3,       /* [F][S] w3 xn2 */
+    AR_Q,        /* [H*D][S] Llama: q after RoPE; Qwen3: qhat = q_raw * rstd_q (before weight, RoPE) */
+    AR_K,        /* [KV*D][S] likewise */
+    AR_V,        /* [KV*D][S] */
+    AR_RSTDQ,    /* [H][S] Qwen3 only */
+    AR_RSTDK,    /* [KV][S] Qwen3 only */
+    /* weights, [out][in] as in the parameter buffer */
+    AR_RMS_ATT,  /* [C] */
+    AR_RMS_FFN,  /* [C] */
+    AR_QNORM,    /* [D] Qwen3 only */
+    AR_KNORM,    /* [D] Qwen3 only */
+    AR_WQ,       /* [H*D][C] */
+    AR_WK,       /* [KV*D][C] */
+    AR_WV,       /* [KV*D][C] */
+    AR_WO,       /* [C][H*D] */
+    AR_W1,       /* [F][C] */
+    AR_W3,       /* [F][C] */
+    AR_W2,       /* [C][F] */
+    AR_COUNT
+} AneRegionId;
+
+enum { AR_FIRST_WEIGHT = AR_RMS_ATT };
+
+/* Output taps of layer_fwd, in channel order. */
+typedef enum {
+    AF_XNEXT,  /* [C] x_next = x_mid + w2 g */
+    AF_ATT,    /* [H*D] attention output (input of wo; for dWo) */
+    AF_XH2,    /* [C] x_mid * rstd2 (ffn norm input, normalized) */
+    AF_RSTD2,  /* [1] */
+    AF_H1,     /* [F] */
+    AF_H3,     /* [F] */
+    AF_Q,      /* [H*D] as AR_Q */
+    AF_K,      /* [KV*D] */
+    AF_V,      /* [KV*D] */
+    AF_RSTDQ,  /* [H] Qwen3 only */
+    AF_RSTDK,  /* [KV] Qwen3 only */
+    AF_COUNT
+} AneFwdTap;
+
+/* Output of layer_bwd, in channel order. */
+typedef enum {
+    AB_DXN2,  /* [C] d loss / d xn2 (ffn norm output) */
+    AB_DH1,   /* [F] */
+    AB_DH3,   /* [F] */
+    AB_DQ,    /* [H*D] Llama: d q_raw; Qwen3: d of the normed, weighted q before RoPE */
+    AB_DK,    /* [KV*D] likewise */
+    AB_DV,    /* [KV*D] */
+    AB_DXN1,  /* [C] d loss / d xn1 (attention norm output) */
+    AB_COUNT
+} AneBwdTap;
+
+typedef struct {
+    int off;        /* first column */
+    int width;      /* columns: ceil(n / C) */
+    long long n;    /* values held (0: region absent) */
+} AneRegion;
+
+typedef struct {
+    int off, rows;  /* channel range in the output (rows 0: absent) */
+} AneTap;
+
+typedef struct {
+    int C, F, H, KV, D, Q, K; /* Q = H*D, K = KV*D */
+    int S;                    /* padded sequence length (multiple of 32) */
+    int T_max;                /* the longest real sequence (<= S) */
+    int qk_norm;
+    RopeStyle rope;
+    double theta;
+    float eps;
+    int in_S;                 /* input [1, C, 1, in_S] */
+    AneRegion reg[AR_COUNT];
+    int fwd_C;                /* layer_fwd output [1, fwd_C, 1, S] */
+    AneTap fwd[AF_COUNT];
+    int bwd_C;                /* layer_bwd output [1, bwd_C, 1, S] */
+    AneTap bwd[AB_COUNT];
+    double fwd_flops, bwd_flops; /* per evaluation (one sequence), matmul-class, at width S */
+} AneLayerPlan;
+
+/* Lays out the kernels of cfg for sequences of up to T_max tokens. */
+int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err);
+
+/* MIL text and weight blobs (causal mask, RoPE tables) of each kernel; free the text with free
+** and the blobs with milw_free_blobs. */
+int ane_kernel_fwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_blobs, Err *err);
+int ane_kernel_bwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_blobs, Err *err);
+
+/* Writes region `id` of a layer's input surface (fp16, [C][in_S] row-major) from n values:
+** fp32 (converted, round to nearest even) or fp16 bits (copied). */
+void ane_region_put_f32(const AneLayerPlan *p, uint16_t *surface, int id, const float *src);
+void ane_region_put_f16(const AneLayerPlan *p, uint16_t *surface, int id, const uint16_t *src);
+/* Reads region `id` back as n fp16 values (for tests). */
+void ane_region_get_f16(const AneLayerPlan *p, const uint16_t *surface, int id, uint16_t *dst);
+
+/* The additive mask value for keys after the query (large enough that exp underflows to 0 in
+** fp32, small enough that adding a score cannot overflow fp16 to -inf). */
+#define ANE_MASK_NEG (-30000.0f)
+
+#endif

@@ -1,0 +1,94 @@
+/*
+** mil_write.h — a small MIL text builder with typed helpers, so a kernel generator reads like
+** the math it computes (kernels.c).
+**
+** It writes only the dialect the fact sheet reports as compiling (ane-facts.md §2):
+**   program(1.3), the seed's buildInfo line, one `func main<ios18>` with exactly one input
+**   tensor<fp16, [1, C, 1, S]> and one output, S a multiple of 32 (the caller's job; checked);
+**   the statement form `TYPE NAME = OP(arg = name, ...)[name = string("NAME")];`;
+**   every argument a named earlier value; every parameter an explicit const() (int32 scalars,
+**   tensor<int32, [N]> vectors, bool, fp16 scalars: no literal shorthand), declared once and
+**   shared; fp16 everywhere (no cast); BLOBFILE constants as canonical single-blob MILBlob files
+**   (64-byte storage header, 64-byte metadata record, fp16 data at 128; offset=uint64(64)).
+** Ops: slice_by_size, reshape, transpose (only perm [0,1,3,2]), matmul (equal batch dims, no
+** broadcast), add/sub/mul (numpy trailing broadcast), pow and mul/add/sub by an fp16 scalar,
+** sigmoid, softmax, reduce_sum (keep_dims), concat (interleave false).
+**
+** The writer infers every result type itself (the device requires declared types to equal the
+** inferred ones) and checks shapes as it goes. A mistake is a bug in a kernel generator, not bad
+** input: the first one is recorded, later calls return an invalid value, and milw_finish
+** reports it. Tensors are at most rank 4; the name of every value is "<scope>_<n>".
+*/
+#ifndef ANETRAIN_ANE_MIL_WRITE_H
+#define ANETRAIN_ANE_MIL_WRITE_H
+
+#include "../../util/err.h"
+#include "device.h"
+
+enum { MILW_MAX_RANK = 4 };
+
+/* An fp16 tensor value of the program being written. id < 0: invalid (after an error). */
+typedef struct {
+    int id;
+    int rank;
+    int d[MILW_MAX_RANK];
+} MilT;
+
+typedef struct MilW MilW;
+
+MilW *milw_create(void);
+/* Frees the writer and any blobs not taken with milw_take_blobs. */
+void milw_free(MilW *w);
+
+/* Values named after this get "<scope>_<n>" names (scope <= 15 chars; copied). */
+void milw_scope(MilW *w, const char *scope);
+
+/* The single input, tensor<fp16, [1, C, 1, S]> x. Call once, first. */
+MilT milw_input(MilW *w, int C, int S);
+
+/* x[begin : begin + size] over every dim (rank of x). */
+MilT milw_slice(MilW *w, MilT x, const int *begin, const int *size);
+/* Row-major reinterpretation to `rank` dims (same element count). */
+MilT milw_reshape(MilW *w, MilT x, int rank, const int *dims);
+/* Convenience: reshape to the rank-4 shape [a, b, c, d]. */
+MilT milw_reshape4(MilW *w, MilT x, int a, int b, int c, int d);
+/* Swaps the last two dims (perm [0, 1, 3, 2] at rank 4). */
+MilT milw_transpose(MilW *w, MilT x);
+/* op(x) @ op(y) over the last two dims; batch dims must be equal. */
+MilT milw_matmul(MilW *w, MilT x, int transpose_x, MilT y, int transpose_y);
+/* Elementwise with numpy trailing broadcast (ranks equal). */
+MilT milw_add(MilW *w, MilT x, MilT y);
+MilT milw_sub(MilW *w, MilT x, MilT y);
+MilT milw_mul(MilW *w, MilT x, MilT y);
+/* With an fp16 scalar const (rounded to fp16 by the writer). */
+MilT milw_add_s(MilW *w, MilT x, double s);
+MilT milw_mul_s(MilW *w, MilT x, double s);
+MilT milw_rsub_s(MilW *w, double s, MilT x); /* s - x: the scalar on the x side, as the seed writes it */
+MilT milw_pow_s(MilW *w, MilT x, double e);
+MilT milw_sigmoid(MilW *w, MilT x);
+/* softmax along `axis` (negative counts from the end). */
+MilT milw_softmax(MilW *w, MilT x, int axis);
+/* Sum over one axis, keep_dims true. */
+MilT milw_reduce_sum(MilW *w, MilT x, int axis);
+/* Concatenation of n values along `axis` (interleave false). */
+MilT milw_concat(MilW *w, int axis, int n, const MilT *values);
+/* A constant fp16 tensor stored in its own blob file "@model_path/weights/<file>" (file is a
+** short name such as "mask.bin"); data holds the product of dims floats, rounded to fp16. */
+MilT milw_blob(MilW *w, const char *file, int rank, const int *dims, const float *data);
+
+/* Closes the program with `out` as its output and returns the MIL text (malloc'd), or NULL
+** with the first recorded error. The output must be [1, C, 1, S] with S a multiple of 32. */
+char *milw_finish(MilW *w, MilT out, Err *err);
+
+/* Moves the blobs written so far to the caller (arrays and data malloc'd; free with
+** milw_free_blobs). */
+void milw_take_blobs(MilW *w, AneBlob **blobs, int *n_blobs);
+void milw_free_blobs(AneBlob *blobs, int n_blobs);
+
+/* Number of statements (ops, not consts) written so far, for reports and tests. */
+int milw_op_count(const MilW *w);
+
+/* A canonical single-blob MILBlob file (ane-facts §3) holding n fp16 values; malloc'd, *size set. */
+unsigned char *milw_blob_file_fp16(const float *data, size_t n, size_t *size);
+
+#endif
