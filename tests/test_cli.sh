@@ -115,7 +115,9 @@ expect_fail "device bogus" "--device: expected auto, emu or darwin" "$BIN" train
 expect_ok "doctor" "$BIN" doctor --evals 1
 if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out"; then ok "doctor reports PASS on the emulator"
 else bad "doctor reports PASS on the emulator"; fi
-expect_fail "doctor --device darwin off macOS" "darwin|macOS" "$BIN" doctor --device darwin
+if "$BIN" doctor --device darwin >"$W/out" 2>&1; then bad "doctor --device darwin off macOS (exit 0)"
+elif grep -q "^result  *FAIL" "$W/out" && grep -q "needs macOS" "$W/out"; then ok "doctor --device darwin off macOS fails clearly"
+else bad "doctor --device darwin off macOS"; fi
 
 # ---- eval, convert, plot
 expect_ok "eval checkpoint" "$BIN" eval --model run1/model.ckpt --data pattern.bin --seq 64 --max-windows 40 --json
