@@ -14,7 +14,10 @@ endif
 # EXTRA_CFLAGS adds flags (sanitizers, -DNDEBUG, ...) without replacing the required ones.
 EXTRA_CFLAGS ?=
 # -fno-math-errno lets sqrtf and friends inline and vectorize; it changes no result.
-CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -g -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
+# FEATURES: the POSIX/GNU feature macros. `make strict` builds with strict POSIX C11 and
+# -pedantic (no _GNU_SOURCE), a proxy on Linux for what macOS's libc offers.
+FEATURES ?= -D_GNU_SOURCE
+CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -g -std=c11 $(FEATURES) $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
 ifeq ($(UNAME),Darwin)
@@ -45,7 +48,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # The ops compiled a second time in double precision, for the finite-difference tests.
 OPS64_OBJ := $(BUILD)/src/ops/ops64.o
 
-.PHONY: all test sanitize bench clean
+.PHONY: all test sanitize strict bench clean
 all: $(BUILD)/anetrain
 
 $(BUILD)/%.o: %.c
@@ -86,6 +89,11 @@ test: $(BUILD)/anetrain $(TEST_BIN) $(TOOL_BIN)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 sanitize:
 	$(MAKE) BUILD=build-san OPT=-O1 ARCH_FLAGS= EXTRA_CFLAGS="$(SAN_FLAGS)" test
+
+# Everything (library, program, tests, tools) with clang in strict POSIX C11 and -pedantic.
+strict:
+	$(MAKE) BUILD=build-strict CC=clang FEATURES="-D_POSIX_C_SOURCE=200809L -pedantic" \
+	  build-strict/anetrain $(TEST_BIN:$(BUILD)/%=build-strict/%) $(TOOL_BIN:$(BUILD)/%=build-strict/%)
 
 bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane
 	sh bench/run.sh $(BUILD)

@@ -69,7 +69,7 @@ static void test_lr_schedule(void) {
     CHECK_CLOSE(lr_schedule(10, 100, 10, 1.0f, 0.1f), 1.0, 1e-7, 0, "decay start");
     CHECK_CLOSE(lr_schedule(99, 100, 10, 1.0f, 0.1f), 0.1, 1e-7, 0, "last step");
     CHECK_CLOSE(lr_schedule(54, 100, 10, 1.0f, 0.1f), /* (54 - 10) / 89 of the way */
-                0.1 + 0.45 * (1 + cos(M_PI * 44.0 / 89.0)), 1e-6, 0, "middle");
+                0.1 + 0.45 * (1 + cos(3.14159265358979323846 * 44.0 / 89.0)), 1e-6, 0, "middle");
     CHECK_CLOSE(lr_schedule(500, 100, 10, 1.0f, 0.1f), 0.1, 1e-7, 0, "past the end stays at min_lr");
     CHECK_CLOSE(lr_schedule(37, 100, 0, 2e-3f, 2e-3f), 2e-3, 1e-10, 0, "constant");
     CHECK_CLOSE(lr_schedule(0, 1, 0, 2e-3f, 1e-4f), 2e-3, 1e-10, 0, "one step, no warmup");

@@ -29,7 +29,8 @@
 #define META "\xE2\x96\x81" /* U+2581 '▁', which stands for a space */
 enum { META_LEN = 3 };
 
-enum { NO_WORD = UINT32_MAX, NO_PAIR = UINT32_MAX };
+#define NO_WORD UINT32_MAX /* "no word" / "no pair" markers in uint32_t links */
+#define NO_PAIR UINT32_MAX
 
 typedef struct {
     int64_t count;

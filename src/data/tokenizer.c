@@ -568,7 +568,7 @@ static int normalize_replace(const char *text, size_t n, const TokNorm *r, TokBu
     if (tokbuf_reserve(out, n, err)) return -1;
     size_t i = 0;
     while (i < n) {
-        const char *hit = r->alen ? memmem(text + i, n - i, r->a, r->alen) : NULL;
+        const char *hit = r->alen ? mem_find(text + i, n - i, r->a, r->alen) : NULL;
         size_t stop = hit ? (size_t)(hit - text) : n;
         if (tokbuf_append(out, text + i, stop - i, err)) return -1;
         if (!hit) break;
@@ -593,7 +593,7 @@ static int normalize(const Tokenizer *t, TokState *s, const char **text, size_t 
             out->n = 0;
             if (tokbuf_append(out, st->a, st->alen, err) || tokbuf_append(out, *text, *n, err)) return -1;
         } else {
-            if (!memmem(*text, *n, st->a, st->alen)) continue;
+            if (!mem_find(*text, *n, st->a, st->alen)) continue;
             if (normalize_replace(*text, *n, st, out, err)) return -1;
         }
         *text = out->p;

@@ -119,7 +119,7 @@ static int hf_require_false(const HfJson *j, const char *key, const char *why) {
 
 /* Options that would change the computation: activation, biases, RoPE scaling, sliding windows. */
 static int hf_config_check_unsupported(const HfJson *j) {
-    const char *act;
+    const char *act = NULL;
     if (hf_get_string(j, "hidden_act", "silu", &act) != 0) return -1;
     if (strcmp(act, "silu") != 0)
         return err_set(j->err, "%s: field hidden_act: expected \"silu\", found \"%.40s\"", j->path, act);
@@ -150,7 +150,7 @@ static int hf_config_rope_parameters(const HfJson *j, double *theta) {
     if (!cJSON_IsObject(v))
         return err_set(j->err, "%s: field rope_parameters: expected an object, found %s", j->path, io_json_type(v));
     HfJson sub = {j->path, v, j->err};
-    const char *type;
+    const char *type = NULL;
     if (hf_get_string(&sub, "rope_type", "default", &type) != 0) return -1;
     if (strcmp(type, "default") != 0)
         return err_set(j->err, "%s: field rope_parameters.rope_type: expected \"default\" (plain RoPE), found \"%.40s\"",
@@ -163,7 +163,7 @@ static int hf_config_rope_parameters(const HfJson *j, double *theta) {
 
 static int hf_config_parse(const HfJson *j, ModelConfig *cfg) {
     memset(cfg, 0, sizeof *cfg);
-    const char *type;
+    const char *type = NULL;
     if (hf_get_string(j, "model_type", NULL, &type) != 0) return -1;
     if (strcmp(type, "llama") == 0) cfg->family = FAMILY_LLAMA;
     else if (strcmp(type, "qwen3") == 0) cfg->family = FAMILY_QWEN3;

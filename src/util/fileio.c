@@ -3,6 +3,7 @@
 */
 #include "fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -160,6 +161,46 @@ int dir_ensure(const char *path, Err *err) {
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return err_set(err, "%s: cannot create directory: %s", path, strerror(errno));
     return 0;
+}
+
+int path_remove_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
+    int rc = 0;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) return -1;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            size_t len = strlen(path) + strlen(e->d_name) + 2;
+            char *child = malloc(len);
+            if (!child) {
+                rc = -1;
+                continue;
+            }
+            snprintf(child, len, "%s/%s", path, e->d_name);
+            if (path_remove_tree(child) != 0) rc = -1;
+            free(child);
+        }
+        closedir(d);
+        if (rmdir(path) != 0) rc = -1;
+    } else if (unlink(path) != 0) {
+        rc = -1;
+    }
+    return rc;
+}
+
+const void *mem_find(const void *haystack, size_t n, const void *needle, size_t m) {
+    if (m == 0) return haystack;
+    const unsigned char *h = haystack, *nd = needle;
+    for (size_t i = 0; m <= n && i <= n - m; i++) {
+        const unsigned char *p = memchr(h + i, nd[0], n - m - i + 1);
+        if (!p) return NULL;
+        i = (size_t)(p - h);
+        if (memcmp(p, nd, m) == 0) return p;
+    }
+    return NULL;
 }
 
 uint32_t crc32_update(uint32_t crc, const void *data, size_t n) {

@@ -48,6 +48,14 @@ int path_exists(const char *path);
 /* Creates the directory (one level) if it does not exist. */
 int dir_ensure(const char *path, Err *err);
 
+/* Removes path and, if it is a directory, everything below it (links are removed, never
+** followed). Best effort: keeps going past entries it cannot remove; returns -1 if any remain. */
+int path_remove_tree(const char *path);
+
+/* The first occurrence of needle (m bytes) in haystack (n bytes), or NULL: memmem, which is
+** not in standard C or POSIX. An empty needle matches at the start. */
+const void *mem_find(const void *haystack, size_t n, const void *needle, size_t m);
+
 /* CRC-32 (IEEE 802.3) via zlib, continuing from crc (start with 0). */
 uint32_t crc32_update(uint32_t crc, const void *data, size_t n);
 

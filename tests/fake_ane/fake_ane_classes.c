@@ -12,7 +12,6 @@
 */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include <unistd.h>
 
 #include "backend/ane/darwin.h"
+#include "util/fileio.h"
 #include "fake_internal.h"
 
 FakeAneFaults fake_ane_faults;
@@ -538,13 +538,7 @@ AneDevice *fake_ane_emulator(void) { return fake_emu(); }
 unsigned fake_ane_last_qos(void) { return last_qos; }
 int fake_ane_loaded_models(void) { return loaded_models; }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void fake_rmtree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+void fake_rmtree(const char *path) { path_remove_tree(path); }
 
 void fake_classes_reset(void) {
     if (emulator) emulator->destroy(emulator);

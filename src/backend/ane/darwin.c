@@ -32,6 +32,7 @@
 
 #include "../../util/clock.h"
 #include "../../util/err.h"
+#include "../../util/fileio.h"
 
 void ane_darwin_default_options(AneDarwinOptions *opt) {
     opt->framework_path = ANE_DARWIN_FRAMEWORK_PATH;
@@ -44,7 +45,6 @@ void ane_darwin_default_options(AneDarwinOptions *opt) {
 #if defined(__APPLE__) || defined(ANE_FAKE_FRAMEWORK)
 
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -402,12 +402,6 @@ static int write_file(const char *path, const void *data, size_t size, Err *err)
     return ok ? 0 : err_set(err, "darwin ANE: cannot write %s: %s", path, strerror(errno));
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    remove(path);
-    return 0; /* keep going: a leftover file is not worth failing a release for */
-}
-
 /* NSTemporaryDirectory()/<hex>/ with model.mil and every weight file written, shared with
 ** any live program of the same identifier. Called with the device lock held. */
 static TempDir *temp_dir_acquire(DarwinDevice *D, const char *hex, const char *mil, const AneBlob *blobs, int n_blobs,
@@ -463,7 +457,7 @@ static TempDir *temp_dir_acquire(DarwinDevice *D, const char *hex, const char *m
     free(file);
     if (rc != 0) {
         if (fresh) {
-            nftw(t->path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+            path_remove_tree(t->path); /* best effort: a leftover file is not worth failing for */
             free(t->path);
             free(t);
         }
@@ -482,7 +476,7 @@ static TempDir *temp_dir_acquire(DarwinDevice *D, const char *hex, const char *m
 ** Called with the device lock held. */
 static void temp_dir_release(DarwinDevice *D, TempDir *t) {
     if (!t || --t->refs > 0) return;
-    nftw(t->path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    path_remove_tree(t->path); /* best effort: a leftover file is not worth failing for */
     for (TempDir **pp = &D->dirs; *pp; pp = &(*pp)->next)
         if (*pp == t) {
             *pp = t->next;
