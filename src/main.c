@@ -28,7 +28,10 @@ static const char *usage =
     "example (a 15M-parameter llama2.c 'stories' model on a token file):\n"
     "  anetrain train --model stories15m --data tokens.bin --steps 2000 --out out/model.ckpt\n";
 
+const char *cli_program = "anetrain";
+
 int main(int argc, char **argv) {
+    if (argc > 0 && argv[0]) cli_program = argv[0];
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, stdout);
         return argc < 2 ? 1 : 0;

@@ -111,6 +111,19 @@ if [ -n "$ev_ane" ] && awk "BEGIN{d=$ev_ane-$ev_cpu; if(d<0)d=-d; exit !(d < 5e-
 else bad "ane eval matches cpu ('$ev_ane' vs '$ev_cpu')"; fi
 expect_fail "device bogus" "--device: expected auto, emu or darwin" "$BIN" train $TINY --data pattern.bin --backend ane --device tpu
 
+# ---- the compile-budget restart: validation at another length builds a backend (2 compiles) per
+# evaluation; with a budget of 5 the run checkpoints and re-executes itself several times, and
+# must log exactly what a run without restarts logs (timings and compile counts aside)
+BUDGET="$TINY --data pattern.bin --steps 12 --lr 3e-3 --backend ane --device emu --eval-every 2 --eval-seq 32 --eval-batches 4"
+expect_ok "ane run, default budget" "$BIN" train $BUDGET --out nb/model.ckpt
+expect_ok "ane run, budget 5" "$BIN" train $BUDGET --out b5/model.ckpt --compile-budget 5
+n_restarts=$(grep -c "^compile budget: .* restarting to continue" "$W/out")
+if [ "$n_restarts" -ge 3 ]; then ok "restarts happened ($n_restarts)"; else bad "restarts happened ($n_restarts)"; fi
+nots() { sed -E 's/"ms[a-z_]*": [0-9.]+//g; s/"compiles": [0-9]+//' "$1"; }
+if [ "$(nots nb/metrics.jsonl)" = "$(nots b5/metrics.jsonl)" ]; then ok "restarted run logs the same losses and val_losses"
+else bad "restarted run logs the same losses and val_losses"; fi
+expect_fail "budget too small" "--compile-budget 3: too small" "$BIN" train $BUDGET --out b3/model.ckpt --compile-budget 3
+
 # ---- doctor: on Linux it checks the emulator with a small kernel against the CPU
 expect_ok "doctor" "$BIN" doctor --evals 1
 if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out"; then ok "doctor reports PASS on the emulator"

@@ -78,7 +78,15 @@ typedef struct {
 
 void backend_ane_default_options(AneBackendOptions *opt);
 
-/* Compiles the kernels (2 programs for any model) and allocates every surface and buffer for
+/* Programs backend_ane_create compiles (for any model: the layer forward and backward). */
+#define ANE_BACKEND_COMPILES 2
+
+/* Compiles so far in this process on any ANE device (emulated or real). The real device's
+** compiler leaks resources and fails past about 119 compiles per process, whatever was
+** released; the emulator enforces the same budget. */
+uint64_t backend_ane_process_compiles(void);
+
+/* Compiles the kernels (ANE_BACKEND_COMPILES programs for any model) and allocates every surface and buffer for
 ** max_B sequences of up to max_T tokens; nothing is allocated inside step. opt may be NULL. */
 Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, const AneBackendOptions *opt, Err *err);
 

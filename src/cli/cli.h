@@ -5,6 +5,9 @@
 #ifndef ANETRAIN_CLI_H
 #define ANETRAIN_CLI_H
 
+/* argv[0] of the process, set by main (the compile-budget restart re-executes it). */
+extern const char *cli_program;
+
 int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_convert(int argc, char **argv);

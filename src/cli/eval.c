@@ -8,6 +8,7 @@
 
 #include "../backend/backend.h"
 #include "../data/tokfile.h"
+#include "../train/evaluate.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"
@@ -30,6 +31,8 @@ static const char *eval_help =
     "  --backend cpu|ane the backend running the forward pass (default cpu; see train --help)\n"
     "  --device auto|emu|darwin   the ANE device for --backend ane (default auto)\n"
     "  --json            print one JSON object instead of text\n";
+
+static void show_progress(size_t done, size_t total) { fprintf(stderr, "\reval %zu/%zu windows", done, total); }
 
 int cli_eval(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
@@ -70,7 +73,7 @@ int cli_eval(int argc, char **argv) {
         free(params);
         return cli_fail("eval", &err);
     }
-    size_t windows = tf.n_tokens > (size_t)seq ? (tf.n_tokens - 1) / (size_t)seq : 0;
+    size_t windows = eval_windows(tf.n_tokens, seq);
     if (windows == 0) {
         err_set(&err, "%s: expected at least %d tokens (one window of --seq %d plus its target), found %zu", data,
                 seq + 1, seq, tf.n_tokens);
@@ -91,26 +94,13 @@ int cli_eval(int argc, char **argv) {
         if (be) err_set(&err, "out of memory for a %d x %d batch", batch, seq);
         rc = cli_fail("eval", &err);
     }
-    double total = 0, t0 = now_seconds();
-    for (size_t w = 0; rc == 0 && w < windows; w += (size_t)batch) {
-        int nb = windows - w < (size_t)batch ? (int)(windows - w) : batch;
-        for (int b = 0; b < nb; b++) {
-            const int32_t *src = tf.tokens + (w + (size_t)b) * seq;
-            memcpy(inputs + (size_t)b * seq, src, (size_t)seq * sizeof(int32_t));
-            memcpy(targets + (size_t)b * seq, src + 1, (size_t)seq * sizeof(int32_t));
-        }
-        double loss;
-        if (be->step(be, params, NULL, inputs, targets, nb, seq, 1.0f, &loss, NULL, &err) != 0) {
-            rc = cli_fail("eval", &err);
-            break;
-        }
-        total += loss * nb;
-        if (term_is_tty())
-            fprintf(stderr, "\reval %zu/%zu windows", w + (size_t)nb, windows);
-    }
+    double loss = 0, t0 = now_seconds();
+    if (rc == 0 && eval_loss(be, params, tf.tokens, windows, batch, seq, inputs, targets, &loss,
+                             term_is_tty() ? show_progress : NULL, &err) != 0)
+        rc = cli_fail("eval", &err);
     if (term_is_tty()) fputc('\n', stderr);
     if (rc == 0) {
-        double loss = total / (double)windows, secs = now_seconds() - t0;
+        double secs = now_seconds() - t0;
         size_t tokens = windows * (size_t)seq;
         if (json)
             printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %zu, \"windows\": %zu, \"seq\": %d}\n", loss,

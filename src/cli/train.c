@@ -5,14 +5,17 @@
 ** line, appends the metrics log, evaluates and checkpoints on schedule, saves on Ctrl-C
 ** so `--resume` continues exactly, and prints an end-of-run summary.
 */
+#include <errno.h>
 #include <libgen.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../io/model_file.h"
+#include "../train/evaluate.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
@@ -69,6 +72,9 @@ static const char *train_help_more =
     "  --eval-every N        validation loss every N steps and at the end (default 100; 0 = only\n"
     "                        at the end)\n"
     "  --eval-batches N      validation batches per evaluation (default 20; 0 = the whole split)\n"
+    "  --eval-seq T          validate with windows of T tokens instead of --seq (e.g. the model's\n"
+    "                        full context); the evaluation then builds a backend of its own each\n"
+    "                        time, which on the ANE costs compiles (see --compile-budget)\n"
     "  --out PATH            checkpoint file (default out/model.ckpt; its directory is created)\n"
     "  --save-every N        also checkpoint every N steps (default 500; 0 = only at the end)\n"
     "  --log FILE            metrics log, one JSON object per step (default: metrics.jsonl next\n"
@@ -90,6 +96,10 @@ static const char *train_help_more =
     "  --emu-accumulate fp32|fp16\n"
     "                        emulator's matmul/sum accumulation (default fp32; fp16 rounds every\n"
     "                        32 addends, a pessimistic model of the unknown hardware)\n"
+    "  --compile-budget N    ANE compiles allowed per process (default 119, the real device's\n"
+    "                        limit; the emulator enforces it too). When the next compile would\n"
+    "                        pass it, training saves the checkpoint and re-executes itself with\n"
+    "                        the same flags plus --resume, continuing exactly where it was.\n"
     "  --overlap-dw auto|on|off\n"
     "                        run weight-gradient GEMMs in a worker thread while the device\n"
     "                        evaluates (default auto: on for the real device, off for the\n"
@@ -129,6 +139,7 @@ typedef struct {
     int rope; /* -1, ROPE_INTERLEAVED or ROPE_HALF */
     int seq_given, warmup_given, min_lr_given;
     const char *loss_scale;
+    int eval_seq; /* 0: validate at --seq */
 } TrainArgs;
 
 /* --backend ane: --device, --emu-accumulate, --overlap-dw into AneBackendOptions. */
@@ -208,6 +219,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->rope_theta = a->norm_eps = NAN;
     const char *order = "random", *backend = "cpu", *rope = NULL;
     const char *device = "auto", *accumulate = "fp32", *overlap = "auto";
+    int compile_budget = 119;
     int qk_norm = 0, untied = 0;
     const double BIG = 1e9;
     const ArgSpec specs[] = {
@@ -232,6 +244,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--seed", ARG_U64, &o->seed, 0, 0, NULL},
         {"--eval-every", ARG_INT, &a->eval_every, 0, BIG, NULL},
         {"--eval-batches", ARG_INT, &o->eval_batches, 0, BIG, NULL},
+        {"--eval-seq", ARG_INT, &a->eval_seq, 1, 1 << 20, NULL},
         {"--out", ARG_STR, &a->out, 0, 0, NULL},
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
@@ -240,6 +253,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--emu-accumulate", ARG_STR, &accumulate, 0, 0, NULL},
         {"--overlap-dw", ARG_STR, &overlap, 0, 0, NULL},
+        {"--compile-budget", ARG_INT, &compile_budget, 1, 1000000, NULL},
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
         {"--loss-scale-window", ARG_INT, &o->loss_scale_window, 1, BIG, NULL},
@@ -271,6 +285,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
     o->backend = backend;
     if (parse_ane_flags(device, accumulate, overlap, &o->ane, err) != 0) return -1;
+    o->ane.compile_budget = compile_budget;
     const char *ls = a->loss_scale ? a->loss_scale : !strcmp(backend, "cpu") ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
     else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;
@@ -334,6 +349,49 @@ static void print_progress(const TrainArgs *a, const StepStats *s, double ms, do
     if (tty) fprintf(stderr, "\r%s\033[K", line);
     else fprintf(stdout, "%s\n", line);
     fflush(tty ? stderr : stdout);
+}
+
+/* Validation at --eval-seq: a backend of that length built for this evaluation and released
+** after it (its activations are not kept for the rest of the run); on the ANE every build
+** compiles ANE_BACKEND_COMPILES programs, which is what the compile-budget restart is for. */
+static int eval_at_seq(Trainer *tr, int T, int32_t *inputs, int32_t *targets, double *loss, Err *err) {
+    const TrainOptions *o = &tr->opt;
+    size_t windows = eval_windows(tr->loader.n_val, T);
+    if (o->eval_batches > 0 && windows > (size_t)o->eval_batches * o->batch) windows = (size_t)o->eval_batches * o->batch;
+    if (windows == 0)
+        return err_set(err, "%s: the validation split (%zu tokens) is shorter than one --eval-seq window of %d",
+                       o->data_path, tr->loader.n_val, T + 1);
+    Backend *be = backend_create(o->backend, &tr->layout, o->batch, T, &o->ane, err);
+    if (!be) return err_wrap(err, "--eval-seq %d", T);
+    int rc = eval_loss(be, tr->params, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
+                       loss, NULL, err);
+    be->destroy(be);
+    return rc;
+}
+
+/* Re-executes this program with the same arguments plus --resume (the compile-budget restart).
+** Returns only if exec fails. ANETRAIN_RESTARTS counts the restarts, for the one-line notice. */
+static int restart_process(int argc, char **argv, int restarts, Err *err) {
+    char **args = calloc((size_t)argc + 3, sizeof *args);
+    if (!args) return err_set(err, "restart: out of memory");
+    int n = 0, has_resume = 0;
+    args[n++] = (char *)cli_program;
+    for (int i = 0; i < argc; i++) { /* argv[0] is "train" */
+        has_resume |= !strcmp(argv[i], "--resume");
+        args[n++] = argv[i];
+    }
+    if (!has_resume) args[n++] = "--resume";
+    args[n] = NULL;
+    char count[16];
+    snprintf(count, sizeof count, "%d", restarts + 1);
+    setenv("ANETRAIN_RESTARTS", count, 1);
+    fflush(stdout);
+    fflush(stderr);
+    if (access("/proc/self/exe", X_OK) == 0) execv("/proc/self/exe", args); /* robust to a relative argv[0] */
+    execvp(cli_program, args);
+    int e = errno;
+    free(args);
+    return err_set(err, "restart: cannot re-execute %s: %s", cli_program, strerror(e));
 }
 
 /* a + sign*b over every counter: sign -1 gives one step's counters from two cumulative
@@ -439,6 +497,12 @@ int cli_train(int argc, char **argv) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
+    if (a.eval_seq > tr.layout.cfg.max_seq_len) {
+        err_set(&err, "--eval-seq: expected at most the model's max_seq_len %d, found %d", tr.layout.cfg.max_seq_len,
+                a.eval_seq);
+        trainer_free(&tr);
+        return cli_fail("train", &err);
+    }
     /* Output directories only once every input has been checked. */
     if (ensure_parent_dir(a.out, &err) != 0 || ensure_parent_dir(log_path, &err) != 0) {
         trainer_free(&tr);
@@ -451,21 +515,40 @@ int cli_train(int argc, char **argv) {
         return cli_fail("train", &err);
     }
 
+    const char *restarts_env = getenv("ANETRAIN_RESTARTS");
+    int restarts = restarts_env ? atoi(restarts_env) : 0;
     char desc[512];
     config_describe(&tr.layout.cfg, desc, sizeof desc);
-    printf("model   %s\n", desc);
-    printf("data    %s: %zu tokens (%zu train, %zu validation), %s order\n", o->data_path, tr.data.n_tokens,
-           tr.loader.n_train, tr.loader.n_val, o->order == ORDER_RANDOM ? "random" : "sequential");
-    printf("batch   %d x %d tokens x %d accum = %d tokens/step; %ld steps, lr %.2e -> %.2e, warmup %ld\n", o->batch,
-           o->seq, o->accum, o->batch * o->seq * o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup);
-    if (tr.backend->stats)
-        printf("backend %s, BLAS %s, %d threads\n", tr.backend->name, blas_name(), a.threads);
-    else
-        printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
-               backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
-    if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
-    printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
+    if (restarts > 0 && a.resume) {
+        printf("restart %d: continuing at step %lld with a fresh compile budget\n", restarts,
+               (long long)tr.state.step);
+    } else {
+        printf("model   %s\n", desc);
+        printf("data    %s: %zu tokens (%zu train, %zu validation), %s order\n", o->data_path, tr.data.n_tokens,
+               tr.loader.n_train, tr.loader.n_val, o->order == ORDER_RANDOM ? "random" : "sequential");
+        printf("batch   %d x %d tokens x %d accum = %d tokens/step; %ld steps, lr %.2e -> %.2e, warmup %ld\n", o->batch,
+               o->seq, o->accum, o->batch * o->seq * o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup);
+        if (tr.backend->stats)
+            printf("backend %s, BLAS %s, %d threads\n", tr.backend->name, blas_name(), a.threads);
+        else
+            printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
+                   backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
+        if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
+        printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
+    }
     fflush(stdout);
+    int eval_seq = a.eval_seq && a.eval_seq != o->seq ? a.eval_seq : 0;
+    int32_t *eval_in = NULL, *eval_tg = NULL;
+    if (eval_seq) {
+        eval_in = malloc((size_t)o->batch * eval_seq * sizeof(int32_t));
+        eval_tg = malloc((size_t)o->batch * eval_seq * sizeof(int32_t));
+        if (!eval_in || !eval_tg) {
+            err_set(&err, "--eval-seq: out of memory for a %d x %d batch", o->batch, eval_seq);
+            free(eval_in), free(eval_tg), fclose(log), trainer_free(&tr);
+            return cli_fail("train", &err);
+        }
+    }
+    int uses_device = !strcmp(o->backend, "ane");
 
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
@@ -475,6 +558,33 @@ int cli_train(int argc, char **argv) {
     BackendStats train_sum = {0}, before = {0}, after = {0};
     double train_optim = 0, train_wall = 0;
     while (tr.state.step < o->steps && !interrupted) {
+        long next = (long)tr.state.step + 1;
+        int eval_next = tr.loader.n_val > 0 && ((a.eval_every > 0 && next % a.eval_every == 0) || next == o->steps);
+        if (uses_device && eval_seq && eval_next &&
+            backend_ane_process_compiles() + ANE_BACKEND_COMPILES > (uint64_t)o->ane.compile_budget) {
+            /* The device's compiler would refuse: checkpoint, and continue in a fresh process. */
+            if (sum.steps_done == 0) { /* a fresh process is no better off: restarting would loop */
+                err_set(&err, "--compile-budget %d: too small even for a fresh process (%llu compiles used before "
+                        "the first evaluation needs %d more)", o->ane.compile_budget,
+                        (unsigned long long)backend_ane_process_compiles(), ANE_BACKEND_COMPILES);
+                rc = cli_fail("train", &err);
+                break;
+            }
+            if (trainer_save(&tr, a.out, &err) != 0) {
+                rc = cli_fail("train", &err);
+                break;
+            }
+            if (tty) fputc('\n', stderr);
+            printf("compile budget: %llu of %d compiles used, the evaluation after step %ld needs %d more: checkpoint "
+                   "saved at step %lld, restarting to continue\n",
+                   (unsigned long long)backend_ane_process_compiles(), o->ane.compile_budget, next,
+                   ANE_BACKEND_COMPILES, (long long)tr.state.step);
+            fclose(log);
+            log = NULL;
+            restart_process(argc, argv, restarts, &err);
+            rc = cli_fail("train", &err); /* only reached if exec failed */
+            break;
+        }
         double t0 = now_seconds();
         StepStats s;
         if (tr.backend->stats) tr.backend->stats(tr.backend, &before);
@@ -502,7 +612,8 @@ int cli_train(int argc, char **argv) {
                        ((a.eval_every > 0 && s.step % a.eval_every == 0) || s.step == o->steps);
         double val = NAN;
         if (eval_now) {
-            if (trainer_eval(&tr, &val, &err) != 0) {
+            if ((eval_seq ? eval_at_seq(&tr, eval_seq, eval_in, eval_tg, &val, &err) : trainer_eval(&tr, &val, &err)) !=
+                0) {
                 rc = cli_fail("train", &err);
                 break;
             }
@@ -542,7 +653,9 @@ int cli_train(int argc, char **argv) {
         }
     }
     if (tty && sum.steps_done > 0) fputc('\n', stderr);
-    fclose(log);
+    if (log) fclose(log);
+    free(eval_in);
+    free(eval_tg);
     if (rc == 0 || interrupted) {
         if (trainer_save(&tr, a.out, &err) != 0) rc = cli_fail("train", &err);
     }

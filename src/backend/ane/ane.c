@@ -50,6 +50,7 @@
 #include "../../util/parallel.h"
 #include "../backend.h"
 #include "darwin.h"
+#include "emu/emu.h"
 #include "device.h"
 #include "half.h"
 #include "kernels.h"
@@ -675,6 +676,8 @@ void backend_ane_default_options(AneBackendOptions *opt) {
     opt->compile_budget = 119;
     opt->overlap_dw = -1;
 }
+
+uint64_t backend_ane_process_compiles(void) { return ane_emu_process_compiles() + ane_darwin_process_compiles(); }
 
 static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
     int want_emu = !strcmp(o->device, "emu"), want_darwin = !strcmp(o->device, "darwin");

@@ -1,0 +1,29 @@
+/*
+** evaluate.c — windowed evaluation loss (see evaluate.h).
+*/
+#include "evaluate.h"
+
+#include <string.h>
+
+size_t eval_windows(size_t n_tokens, int T) { return n_tokens > (size_t)T ? (n_tokens - 1) / (size_t)T : 0; }
+
+int eval_loss(Backend *backend, const float *params, const int32_t *tokens, size_t n_windows, int B, int T,
+              int32_t *inputs, int32_t *targets, double *loss, void (*progress)(size_t done, size_t total),
+              Err *err) {
+    if (n_windows == 0) return err_set(err, "evaluation: no window of %d tokens to evaluate", T + 1);
+    double total = 0;
+    for (size_t w = 0; w < n_windows; w += (size_t)B) {
+        int nb = n_windows - w < (size_t)B ? (int)(n_windows - w) : B;
+        for (int b = 0; b < nb; b++) {
+            const int32_t *src = tokens + (w + (size_t)b) * (size_t)T;
+            memcpy(inputs + (size_t)b * T, src, (size_t)T * sizeof(int32_t));
+            memcpy(targets + (size_t)b * T, src + 1, (size_t)T * sizeof(int32_t));
+        }
+        double l;
+        if (backend->step(backend, params, NULL, inputs, targets, nb, T, 1.0f, &l, NULL, err) != 0) return -1;
+        total += l * nb;
+        if (progress) progress(w + (size_t)nb, n_windows);
+    }
+    *loss = total / (double)n_windows;
+    return 0;
+}
