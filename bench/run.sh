@@ -104,3 +104,7 @@ echo
 echo "ANE backend on the emulated device (same shapes; the emulator runs the device's fp16 work on the CPU):"
 "$BUILD/bench/bench_ane" --model "$(echo "$MODELS" | tr ' ' ,)" --batch "$B" --seq "$T" --steps "$STEPS" \
     --threads "$THREADS"
+
+# Text generation (KV cache) tokens/s, next to llama2.c's run.c when BENCH_RUNC names one.
+echo
+sh "$HERE/bench_sample.sh" "$BUILD"

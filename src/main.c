@@ -21,6 +21,8 @@ static const char *usage =
     "  plot      draw the loss curve of a metrics log (JSON lines) as an SVG file\n"
     "  tokenize  turn text files into token files (or print their ids as JSON lines)\n"
     "  tokenizer train a BPE vocabulary on text and write a HF tokenizer.json\n"
+    "  sample    generate text from a model (KV cache, temperature, top-p)\n"
+    "  chat      chat with a Qwen3 model using its chat template\n"
     "  doctor    check the Neural Engine (or its emulator): framework, classes, a test kernel\n"
     "  help      this text\n"
     "  version   print the version\n"
@@ -47,10 +49,12 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "plot")) return cli_plot(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cli_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sample")) return cli_sample(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat")) return cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "doctor")) return cli_doctor(argc - 1, argv + 1);
     fprintf(stderr,
-            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, doctor, "
-            "help, version)\n",
+            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, sample, "
+            "chat, doctor, help, version)\n",
             cmd);
     return 2;
 }

@@ -44,6 +44,7 @@ run_part test_parity.py "$PY" tests/test_parity.py --build "$BUILD"
 run_part test_tokenizer_ref.py "$PY" tests/test_tokenizer_ref.py --build "$BUILD"
 run_part test_tokenize.py "$PY" tests/test_tokenize.py --build "$BUILD"
 run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
+run_part test_generate.sh sh tests/test_generate.sh "$BUILD"
 
 echo "==="
 if [ -n "$failed_parts" ]; then echo "failed parts:$failed_parts"; fi

@@ -14,6 +14,8 @@ int cli_convert(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_tokenizer(int argc, char **argv);
+int cli_sample(int argc, char **argv);
+int cli_chat(int argc, char **argv);
 int cli_doctor(int argc, char **argv);
 
 #endif
