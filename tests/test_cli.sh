@@ -124,6 +124,25 @@ if [ "$(nots nb/metrics.jsonl)" = "$(nots b5/metrics.jsonl)" ]; then ok "restart
 else bad "restarted run logs the same losses and val_losses"; fi
 expect_fail "budget too small" "--compile-budget 3: too small" "$BIN" train $BUDGET --out b3/model.ckpt --compile-budget 3
 
+# ---- the main job's pieces on a tiny budget: text -> vocabulary -> token files -> train -> eval -> sample
+"$PY" -c "
+import random
+r = random.Random(4)
+words = 'and the lord said unto moses behold I will come out of the land of egypt with my people'.split()
+with open('text.txt', 'w') as f:
+    for i in range(3000):
+        f.write(' '.join(r.choice(words) for _ in range(r.randrange(5, 15))).capitalize() + '.\\n')
+"
+expect_ok "tokenizer train" "$BIN" tokenizer train --vocab 300 text.txt -o job/tokenizer.json
+expect_ok "tokenize with a split" "$BIN" tokenize --tokenizer job/tokenizer.json text.txt -o job/train.bin --val-frac 0.1 --val-out job/val.bin
+expect_ok "train on it" "$BIN" train --data job/train.bin --val-frac 0 --dim 64 --hidden-dim 172 --layers 2 --heads 4 --vocab 300 --max-seq 64 --seq 32 --batch 8 --steps 60 --lr 3e-3 --eval-every 0 --out job/model.ckpt
+expect_ok "eval held out" "$BIN" eval --model job/model.ckpt --data job/val.bin --seq 32 --json
+job_val=$(json_field "$W/out" loss)
+if [ -n "$job_val" ] && awk "BEGIN{exit !($job_val < 3.5)}"; then ok "held-out loss well below log(300) = 5.7 ($job_val)"
+else bad "held-out loss well below log(300) ('$job_val')"; fi
+expect_ok "sample from it" "$BIN" sample --model job/model.ckpt --tokenizer job/tokenizer.json --prompt "And the" --steps 20 --temperature 0
+if grep -q "^And the" "$W/out" && [ "$(wc -c < "$W/out")" -gt 20 ]; then ok "sample continues the prompt"; else bad "sample continues the prompt"; fi
+
 # ---- doctor: on Linux it checks the emulator with a small kernel against the CPU
 expect_ok "doctor" "$BIN" doctor --evals 1
 if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out"; then ok "doctor reports PASS on the emulator"
