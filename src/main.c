@@ -19,6 +19,7 @@ static const char *usage =
     "  eval      loss and perplexity of a model on a token file\n"
     "  convert   convert a model between anetrain checkpoints, llama2.c .bin and HF safetensors\n"
     "  plot      draw the loss curve of a metrics log (JSON lines) as an SVG file\n"
+    "  finetune  LoRA fine-tuning of a model on a text file; saves a PEFT adapter\n"
     "  tokenize  turn text files into token files (or print their ids as JSON lines)\n"
     "  tokenizer train a BPE vocabulary on text and write a HF tokenizer.json\n"
     "  sample    generate text from a model (KV cache, temperature, top-p)\n"
@@ -47,13 +48,14 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cli_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "convert")) return cli_convert(argc - 1, argv + 1);
     if (!strcmp(cmd, "plot")) return cli_plot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "finetune")) return cli_finetune(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenizer")) return cli_tokenizer(argc - 1, argv + 1);
     if (!strcmp(cmd, "sample")) return cli_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat")) return cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "doctor")) return cli_doctor(argc - 1, argv + 1);
     fprintf(stderr,
-            "anetrain: unknown command '%s' (expected train, eval, convert, plot, tokenize, tokenizer, sample, "
+            "anetrain: unknown command '%s' (expected train, finetune, eval, convert, plot, tokenize, tokenizer, sample, "
             "chat, doctor, help, version)\n",
             cmd);
     return 2;

@@ -41,10 +41,12 @@ done
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 run_part test_parity.py "$PY" tests/test_parity.py --build "$BUILD"
+run_part test_lora_parity.py "$PY" tests/test_lora_parity.py --build "$BUILD"
 run_part test_tokenizer_ref.py "$PY" tests/test_tokenizer_ref.py --build "$BUILD"
 run_part test_tokenize.py "$PY" tests/test_tokenize.py --build "$BUILD"
 run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
 run_part test_generate.sh sh tests/test_generate.sh "$BUILD"
+run_part test_finetune.sh sh tests/test_finetune.sh "$BUILD"
 
 echo "==="
 if [ -n "$failed_parts" ]; then echo "failed parts:$failed_parts"; fi

@@ -341,8 +341,12 @@ def repeat_kv(x, n_rep):
     return x[:, :, None, :, :].expand(B, KV, n_rep, T, D).reshape(B, KV * n_rep, T, D)
 
 
-def forward(cfg, P, idx, rope_style):
-    """P: dict HF name -> tensor; idx [B, T] long. Returns logits [B, T, V]."""
+def forward(cfg, P, idx, rope_style, linear=None):
+    """P: dict HF name -> tensor; idx [B, T] long. Returns logits [B, T, V].
+    linear(name, x), if given, computes each projection of a layer in place of
+    F.linear(x, P[name]) (name: the weight's HF name), e.g. a LoRA-wrapped linear."""
+    if linear is None:
+        linear = lambda name, x: F.linear(x, P[name])
     B, T = idx.shape
     H, KV, D, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
     emb = P["model.embed_tokens.weight"]
@@ -352,9 +356,9 @@ def forward(cfg, P, idx, rope_style):
     for l in range(cfg.num_hidden_layers):
         p = "model.layers.%d." % l
         h = rms_norm(x, P[p + "input_layernorm.weight"], eps)
-        q = F.linear(h, P[p + "self_attn.q_proj.weight"]).view(B, T, H, D)
-        k = F.linear(h, P[p + "self_attn.k_proj.weight"]).view(B, T, KV, D)
-        v = F.linear(h, P[p + "self_attn.v_proj.weight"]).view(B, T, KV, D)
+        q = linear(p + "self_attn.q_proj.weight", h).view(B, T, H, D)
+        k = linear(p + "self_attn.k_proj.weight", h).view(B, T, KV, D)
+        v = linear(p + "self_attn.v_proj.weight", h).view(B, T, KV, D)
         if cfg.qk_norm:
             q = rms_norm(q, P[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, P[p + "self_attn.k_norm.weight"], eps)
@@ -366,10 +370,10 @@ def forward(cfg, P, idx, rope_style):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(D)
         att = att.masked_fill(mask, float("-inf")).softmax(dim=-1)
         a = (att @ v).transpose(1, 2).reshape(B, T, H * D)
-        x = x + F.linear(a, P[p + "self_attn.o_proj.weight"])
+        x = x + linear(p + "self_attn.o_proj.weight", a)
         h = rms_norm(x, P[p + "post_attention_layernorm.weight"], eps)
-        x = x + F.linear(F.silu(F.linear(h, P[p + "mlp.gate_proj.weight"])) * F.linear(h, P[p + "mlp.up_proj.weight"]),
-                         P[p + "mlp.down_proj.weight"])
+        x = x + linear(p + "mlp.down_proj.weight",
+                       F.silu(linear(p + "mlp.gate_proj.weight", h)) * linear(p + "mlp.up_proj.weight", h))
     x = rms_norm(x, P["model.norm.weight"], eps)
     wcls = emb if cfg.tie_word_embeddings else P["lm_head.weight"]
     return F.linear(x, wcls)

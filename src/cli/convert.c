@@ -7,12 +7,13 @@
 
 #include "../io/model_file.h"
 #include "../train/checkpoint.h"
+#include "../train/lora.h"
 #include "../train/trainer.h"
 #include "args.h"
 #include "cli.h"
 
 static const char *convert_help =
-    "usage: anetrain convert IN OUT [--to llama2c|hf|checkpoint]\n"
+    "usage: anetrain convert IN OUT [--to llama2c|hf|checkpoint] [--adapter DIR]\n"
     "\n"
     "Converts model weights between the formats anetrain reads. IN's format is detected:\n"
     "  anetrain checkpoint   file starting with ANECKPT (training state is dropped on export)\n"
@@ -23,9 +24,14 @@ static const char *convert_help =
     "needs, so the converted model computes the same logits. llama2.c cannot hold Qwen3\n"
     "(q/k-norm) or a head_dim other than dim/heads; such a conversion is refused.\n"
     "\n"
+    "  --adapter DIR   merge a LoRA adapter (a PEFT directory: adapter_config.json and\n"
+    "                  adapter_model.safetensors, e.g. from `anetrain finetune`) into the weights\n"
+    "                  before writing: W + (alpha/r) B A for every adapted matrix\n"
+    "\n"
     "examples:\n"
     "  anetrain convert stories15M.bin stories15M-hf          # llama2.c -> HF directory\n"
-    "  anetrain convert out/model.ckpt model.bin              # checkpoint -> llama2.c\n";
+    "  anetrain convert out/model.ckpt model.bin              # checkpoint -> llama2.c\n"
+    "  anetrain convert stories15M.bin merged-hf --adapter out/finetune   # base + LoRA, merged\n";
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -38,10 +44,10 @@ int cli_convert(int argc, char **argv) {
         return 0;
     }
     Err err = {{0}};
-    const char *to = NULL, *pos[2];
+    const char *to = NULL, *adapter = NULL, *pos[2];
     int npos = 0;
-    const ArgSpec specs[] = {{"--to", ARG_STR, &to, 0, 0, NULL}};
-    if (args_parse(argc, argv, specs, 1, pos, 2, &npos, &err) != 0) return cli_fail("convert", &err);
+    const ArgSpec specs[] = {{"--to", ARG_STR, &to, 0, 0, NULL}, {"--adapter", ARG_STR, &adapter, 0, 0, NULL}};
+    if (args_parse(argc, argv, specs, 2, pos, 2, &npos, &err) != 0) return cli_fail("convert", &err);
     if (npos != 2) {
         err_set(&err, "expected two arguments IN and OUT, found %d", npos);
         return cli_fail("convert", &err);
@@ -66,6 +72,11 @@ int cli_convert(int argc, char **argv) {
     ParamLayout layout;
     float *params = NULL;
     if (model_load_any(in, &layout, &params, &err) != 0) return cli_fail("convert", &err);
+    if (adapter && lora_apply(adapter, &layout, params, &err) != 0) {
+        free(params);
+        err_wrap(&err, "--adapter");
+        return cli_fail("convert", &err);
+    }
     int rc;
     if (target == MODEL_FORMAT_LLAMA2C) rc = llama2c_save(out, &layout, params, &err);
     else if (target == MODEL_FORMAT_HF) rc = hf_save(out, &layout, params, &err);
@@ -81,8 +92,8 @@ int cli_convert(int argc, char **argv) {
     }
     char desc[512];
     config_describe(&layout.cfg, desc, sizeof desc);
-    printf("%s (%s) -> %s (%s)\nmodel %s\n", in, model_format_name(model_format_detect(in)), out,
-           model_format_name(target), desc);
+    printf("%s (%s)%s%s -> %s (%s)\nmodel %s\n", in, model_format_name(model_format_detect(in)),
+           adapter ? " + LoRA adapter " : "", adapter ? adapter : "", out, model_format_name(target), desc);
     free(params);
     return 0;
 }

@@ -27,6 +27,7 @@
 
 #include "../data/tokenizer.h"
 #include "../generate/generate.h"
+#include "../train/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
@@ -46,6 +47,8 @@ static const char *sample_help =
     "\n"
     "  --model PATH        an anetrain checkpoint, a llama2.c .bin, or a HF directory\n"
     "                      (config.json + model.safetensors)\n"
+    "  --adapter DIR       a LoRA adapter (a PEFT directory, e.g. from `anetrain finetune`),\n"
+    "                      merged into the weights as they load: W + (alpha/r) B A\n"
     "  --tokenizer FILE    a HF tokenizer.json or a llama2.c tokenizer.bin (default: the HF\n"
     "                      directory's tokenizer.json). A tokenizer.bin must hold exactly the\n"
     "                      model's vocab_size pieces; a tokenizer.json may have fewer ids than\n"
@@ -140,7 +143,7 @@ static const char *chat_help =
 /* ------------------------------------------------------------------ shared setup */
 
 typedef struct {
-    const char *model, *tokenizer;
+    const char *model, *tokenizer, *adapter;
     int threads, max_seq, prefill, steps;
     float temperature, top_p;
     uint64_t seed;
@@ -228,6 +231,10 @@ static int session_open(Session *s, const CommonArgs *a, float temperature, floa
     }
     blas_set_threads(1); /* the generator's threads call BLAS, each on its own share */
     if (model_load_any(a->model, &s->layout, &s->params, err) != 0) return err_wrap(err, "--model");
+    if (a->adapter && lora_apply(a->adapter, &s->layout, s->params, err) != 0) {
+        session_free(s);
+        return err_wrap(err, "--adapter");
+    }
     params_to_huge_pages(s);
     const ModelConfig *cfg = &s->layout.cfg;
     int json = file_looks_json(s->tok_path);
@@ -300,6 +307,7 @@ static uint64_t default_seed(void) {
 /* Flags both commands share; the ranges are checked by the parser, the rest after it. */
 #define COMMON_SPECS(a)                                                                            \
     {"--model", ARG_STR, &(a).model, 0, 0, NULL}, {"--tokenizer", ARG_STR, &(a).tokenizer, 0, 0, NULL}, \
+        {"--adapter", ARG_STR, &(a).adapter, 0, 0, NULL},                                          \
         {"--steps", ARG_INT, &(a).steps, 1, 1 << 30, NULL},                                        \
         {"--temperature", ARG_FLOAT, &(a).temperature, 0, 1e6, NULL},                              \
         {"--top-p", ARG_FLOAT, &(a).top_p, 0, 1, NULL}, {"--seed", ARG_U64, &(a).seed, 0, 0, &(a).seed_given}, \

@@ -72,10 +72,40 @@ static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err
     return 0;
 }
 
+/* LoRA: the frozen copy of the targeted matrices, a fresh adapter (PEFT's init, so the model
+** starts as the base), its gradients and moments, and the working buffer's first merge. */
+static int lora_setup(Trainer *tr, Err *err) {
+    const TrainOptions *o = &tr->opt;
+    if (lora_check_trainable(&o->lora, err) != 0 || lora_layout(&tr->lora, &tr->layout.cfg, &o->lora, "LoRA", err) != 0)
+        return -1;
+    size_t n = tr->lora.n_floats;
+    tr->lora_base = err_malloc(tr->lora.n_base_floats * sizeof(float), "frozen copy of the LoRA-targeted matrices", err);
+    if (!tr->lora_base) return -1;
+    tr->adapter = err_malloc(n * sizeof(float), "LoRA adapter", err);
+    if (!tr->adapter) return -1;
+    tr->adapter_grads = err_calloc(n, sizeof(float), "LoRA adapter gradients", err);
+    if (!tr->adapter_grads) return -1;
+    tr->adapter_m = err_calloc(n, sizeof(float), "LoRA AdamW first moment", err);
+    if (!tr->adapter_m) return -1;
+    tr->adapter_v = err_calloc(n, sizeof(float), "LoRA AdamW second moment", err);
+    if (!tr->adapter_v) return -1;
+    lora_base_copy(&tr->lora, &tr->layout, tr->params, tr->lora_base);
+    Rng rng;
+    rng_seed(&rng, o->seed ^ 0x10ada9ull);
+    lora_init(&tr->lora, tr->adapter, &rng);
+    lora_optim_layout(&tr->lora, &tr->lora_optim);
+    lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
+    return 0;
+}
+
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->opt = *opt;
     int have_moments = 0;
+    int lora = opt->lora.rank > 0;
+    if (lora && opt->resume_path)
+        return err_set(err, "--resume: not supported for LoRA runs yet (they save the adapter, not a resumable "
+                            "checkpoint); start again from the base model");
     if (opt->resume_path) {
         if (ckpt_load(opt->resume_path, &tr->layout, &tr->params, &tr->m, &tr->v, &tr->state, err) != 0)
             return err_wrap(err, "--resume");
@@ -101,7 +131,9 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     if (check_options(opt, cfg, err) != 0) goto fail;
     tr->grads = err_calloc(n, sizeof(float), "gradients", err);
     if (!tr->grads) goto fail;
-    if (!have_moments) {
+    if (lora) {
+        if (lora_setup(tr, err) != 0) goto fail;
+    } else if (!have_moments) {
         tr->m = err_calloc(n, sizeof(float), "AdamW first moment", err);
         tr->v = err_calloc(n, sizeof(float), "AdamW second moment", err);
         if (!tr->m || !tr->v) goto fail;
@@ -137,6 +169,11 @@ void trainer_free(Trainer *tr) {
     free(tr->v);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->lora_base);
+    free(tr->adapter);
+    free(tr->adapter_grads);
+    free(tr->adapter_m);
+    free(tr->adapter_v);
     tokfile_free(&tr->data);
     memset(tr, 0, sizeof *tr);
 }
@@ -162,7 +199,14 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
     double t0 = now_seconds();
-    double norm = grad_global_norm(tr->grads, n) / scale;
+    double norm;
+    if (tr->adapter) { /* LoRA: the backend's dL/dW_eff projected onto the adapter, which alone trains */
+        memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
+        lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
+        norm = grad_global_norm(tr->adapter_grads, tr->lora.n_floats) / scale;
+    } else {
+        norm = grad_global_norm(tr->grads, n) / scale;
+    }
     stats->skipped = 0;
     stats->loss_scale = scale;
     if (!isfinite(norm)) {
@@ -178,8 +222,14 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
         stats->skipped = 1;
     } else {
         long t = (long)(st->step - st->skipped_steps) + 1; /* AdamW counts applied updates */
-        adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, t,
-                   grad_clip_coef(norm, o->clip) / scale);
+        if (tr->adapter) {
+            adamw_step(&tr->lora_optim, &o->adam, tr->adapter, tr->adapter_grads, tr->adapter_m, tr->adapter_v, lr, t,
+                       grad_clip_coef(norm, o->clip) / scale);
+            lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
+        } else {
+            adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, t,
+                       grad_clip_coef(norm, o->clip) / scale);
+        }
         if (o->loss_scaling == LOSS_SCALE_DYNAMIC && ++st->clean_steps >= o->loss_scale_window) {
             st->loss_scale = scale * 2 > LOSS_SCALE_MAX ? LOSS_SCALE_MAX : scale * 2;
             st->clean_steps = 0;
@@ -218,6 +268,18 @@ int trainer_eval(Trainer *tr, double *val_loss, Err *err) {
 }
 
 int trainer_save(Trainer *tr, const char *path, Err *err) {
+    if (tr->adapter)
+        return err_set(err, "%s: a LoRA run has no resumable checkpoint yet; its adapter is saved as a PEFT "
+                            "directory (trainer_save_adapter)", path);
     tr->state.loader = tr->loader.state;
     return ckpt_save(path, &tr->layout, tr->params, tr->m, tr->v, &tr->state, err);
+}
+
+int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, Err *err) {
+    if (!tr->adapter) return err_set(err, "%s: this run trains every parameter; it has no LoRA adapter to save", dir);
+    return lora_save(dir, &tr->lora, tr->adapter, base_model, err);
+}
+
+size_t trainer_optimizer_bytes(const Trainer *tr) {
+    return 2 * sizeof(float) * (tr->adapter ? tr->lora.n_floats : tr->layout.n_floats);
 }

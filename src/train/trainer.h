@@ -8,6 +8,13 @@
 **
 ** The trainer never prints and never exits: the CLI (cli/train.c) drives it step by step
 ** and decides what the user sees. Everything is allocated in trainer_init.
+**
+** LoRA fine-tuning (TrainOptions.lora.rank > 0, see lora.h): the base model is frozen and
+** only the adapter trains. params is then the working buffer the backend runs on, whose
+** targeted matrices are W + s B A (refreshed after every update from the frozen copy
+** lora_base); the backend's full gradient is projected onto the adapter; the norm, clipping
+** and AdamW see only the adapter's gradients; the AdamW moments exist for the adapter alone
+** (m and v stay NULL). Loss scaling and accumulation work as in full training.
 */
 #ifndef ANETRAIN_TRAINER_H
 #define ANETRAIN_TRAINER_H
@@ -19,6 +26,7 @@
 #include "../data/tokfile.h"
 #include "../model/params.h"
 #include "checkpoint.h"
+#include "lora.h"
 #include "optim.h"
 
 /* Loss scaling for fp16 backends: the loss gradient is multiplied by the scale so small
@@ -50,6 +58,9 @@ typedef struct {
     /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`) */
     const char *backend;
     AneBackendOptions ane;
+    /* LoRA: rank 0 (the zeroed default) trains every parameter; rank > 0 trains an adapter
+    ** with this config on the frozen model (needs init_path or a fresh cfg; no resume_path) */
+    LoraConfig lora;
 } TrainOptions;
 
 typedef struct {
@@ -61,6 +72,12 @@ typedef struct {
     Loader loader;
     TrainState state;
     int32_t *inputs, *targets; /* [B][T] */
+    /* LoRA runs only (all NULL otherwise): the adapter's layout, the frozen copies of the
+    ** targeted matrices [lora.n_base_floats], and the adapter, its gradients and AdamW moments
+    ** [lora.n_floats each]; lora_optim is the adapter's one-tensor layout for adamw_step. */
+    LoraLayout lora;
+    ParamLayout lora_optim;
+    float *lora_base, *adapter, *adapter_grads, *adapter_m, *adapter_v;
 } Trainer;
 
 /* What one optimizer step did. */
@@ -81,8 +98,12 @@ void trainer_free(Trainer *tr);
 int trainer_step(Trainer *tr, StepStats *stats, Err *err);
 /* Mean loss over the validation split (or eval_batches batches of it). Fails if there is none. */
 int trainer_eval(Trainer *tr, double *val_loss, Err *err);
-/* Writes the resumable checkpoint (params, moments, state) to path. */
+/* Writes the resumable checkpoint (params, moments, state) to path. Not for LoRA runs. */
 int trainer_save(Trainer *tr, const char *path, Err *err);
+/* LoRA runs: writes the adapter as a PEFT directory (lora_save); base_model names the base. */
+int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, Err *err);
+/* Bytes of optimizer state (AdamW m and v) the run holds: 2 x 4 x (trainable parameters). */
+size_t trainer_optimizer_bytes(const Trainer *tr);
 
 /* Creates the backend `name` ("cpu" or "ane") for max_B x max_T; ane may be NULL (defaults). */
 Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,

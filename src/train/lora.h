@@ -1,0 +1,139 @@
+/*
+** lora.h — low-rank adapters (LoRA) on a frozen base model, in PEFT's convention.
+**
+** A targeted weight matrix W [out][in] of every layer computes with
+**
+**     W_eff = W + s * B A        A [r][in], B [out][r], s = alpha / r  (rsLoRA: alpha / sqrt(r))
+**
+** as PEFT's LoraLayer (lora_A, lora_B, scaling). A fresh adapter is initialized as PEFT's
+** default: A Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)); B zeros, so the
+** adapted model starts exactly as the base. Targets are the seven matrices of a layer:
+**
+**     module  q     k     v     o     gate  up    down
+**     base    wq    wk    wv    wo    w1    w3    w2
+**     PEFT    self_attn.{q,k,v,o}_proj       mlp.{gate,up,down}_proj
+**
+** How a step trains it (this increment: backend-agnostic, the same on every backend):
+** lora_merge writes W_eff of every targeted matrix into the working parameter buffer the
+** backend runs on (the base of those matrices is kept aside, frozen, in a copy); the backend
+** returns the full gradient dL/dW_eff; lora_grad projects it onto the adapter:
+**
+**     dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
+**
+** The cost of this simplicity: the backend still computes dW of every matrix, frozen ones
+** included, and the full gradient buffer exists. A later increment can hand A and B to the
+** backends so they compute only x·Aᵀ-sized work. LoRA dropout acts on the input x of the
+** adapter path alone, which a merged W_eff cannot express: only dropout 0 trains here.
+**
+** All adapter tensors are one contiguous fp32 buffer with named views (like params.h), so
+** the adapter's gradients and AdamW moments are each one buffer of the same layout:
+**
+**     for each targeted module m, in the order above:   A_m [L][r][in_m],  then  B_m [L][out_m][r]
+**
+** Files: PEFT's adapter directory, which PEFT's PeftModel.from_pretrained loads on the HF export
+** of the base (`anetrain convert BASE DIR`):
+**     DIR/adapter_model.safetensors   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight
+**                                     [r][in], ...lora_B.weight [out][r] (F32; F16/BF16 read)
+**     DIR/adapter_config.json         peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
+**                                     lora_dropout, target_modules, bias "none", fan_in_fan_out
+**                                     false, use_rslora, base_model_name_or_path, ...
+** RoPE: a base with interleaved RoPE (llama2.c) has its wq/wk rows permuted when exported to
+** HF (rotate-half). Since the rows of B A are the rows of B, the saver permutes the rows of B
+** for q and k the same way, so the file matches the HF export; the loader applies the inverse.
+*/
+#ifndef ANETRAIN_LORA_H
+#define ANETRAIN_LORA_H
+
+#include <stddef.h>
+
+#include "../model/params.h"
+#include "../util/err.h"
+#include "../util/rng.h"
+
+typedef enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_MODULES } LoraModule;
+
+typedef struct {
+    int rank;          /* r; 0 means no adapter (full training) */
+    float alpha;       /* lora_alpha */
+    float dropout;     /* lora_dropout (kept in the file; only 0 can be trained, see lora_layout) */
+    int rslora;        /* 1: s = alpha / sqrt(r) (PEFT use_rslora) instead of alpha / r */
+    unsigned targets;  /* bit m set: module m is adapted in every layer */
+} LoraConfig;
+
+/* One adapted module: the base matrix it adapts and where its A and B live in the buffer. */
+typedef struct {
+    int present;
+    TensorKind base;   /* T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3 or T_W2 */
+    int out, in;       /* the base matrix's rows and columns */
+    size_t a_offset;   /* A: [L][r][in] floats from the start of the adapter buffer */
+    size_t b_offset;   /* B: [L][out][r] */
+    size_t base_offset;/* this module's frozen base copy [L][out][in] in the base buffer */
+} LoraTensor;
+
+typedef struct {
+    LoraConfig cfg;
+    ModelConfig model;    /* the base model (shapes, RoPE style of the buffers) */
+    float scale;          /* s */
+    LoraTensor t[LORA_MODULES];
+    size_t n_floats;      /* adapter buffer length (= trainable parameters) */
+    size_t n_base_floats; /* frozen copy of the targeted base matrices (lora_base_copy) */
+} LoraLayout;
+
+/* "q", "k", ... and PEFT's "q_proj", ... */
+const char *lora_module_name(LoraModule m);
+const char *lora_module_peft_name(LoraModule m);
+
+/* Parses a comma-separated target list: q k v o gate up down, PEFT's names (q_proj, ...), or
+** the groups attn (q,k,v,o), mlp (gate,up,down) and all. */
+int lora_parse_targets(const char *list, unsigned *targets, Err *err);
+/* "q,k,v,o" into buf. */
+void lora_targets_format(unsigned targets, char *buf, size_t size);
+
+/* Lays out the adapter of cfg on the model. Checks rank (1..4096), alpha (> 0), dropout in
+** [0, 1) and targets (at least one). `what` names the source for messages ("--lora-rank" or a
+** file). Does not refuse dropout > 0: trainers do (lora_check_trainable). */
+int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg, const char *what, Err *err);
+
+/* Fails, saying why, for a configuration this trainer cannot train faithfully (dropout > 0). */
+int lora_check_trainable(const LoraConfig *cfg, Err *err);
+
+/* Views: A [r][in] and B [out][r] of module m in layer l. */
+float *lora_A(const LoraLayout *lo, float *adapter, LoraModule m, int layer);
+float *lora_B(const LoraLayout *lo, float *adapter, LoraModule m, int layer);
+
+/* PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (Kaiming-uniform, a = sqrt(5)), B = 0. */
+void lora_init(const LoraLayout *lo, float *adapter, Rng *rng);
+
+/* Copies the targeted matrices of params into base [n_base_floats] (the frozen originals). */
+void lora_base_copy(const LoraLayout *lo, const ParamLayout *pl, const float *params, float *base);
+
+/* The working buffer for a step: every targeted matrix of params becomes base + s B A
+** (sgemm on a copy of the frozen base). Other tensors of params are not touched. */
+void lora_merge(const LoraLayout *lo, const ParamLayout *pl, const float *base, const float *adapter, float *params);
+
+/* params += s B A for every targeted matrix, in place (merging for export or inference). */
+void lora_merge_into(const LoraLayout *lo, const ParamLayout *pl, float *params, const float *adapter);
+
+/* adapter_grads += the projection of the full gradient grads (laid out by pl) onto the adapter:
+** dA = s Bᵀ dW, dB = s dW Aᵀ, with A and B from adapter. */
+void lora_grad(const LoraLayout *lo, const ParamLayout *pl, const float *grads, const float *adapter,
+               float *adapter_grads);
+
+/* A ParamLayout whose one tensor spans the adapter buffer (with weight decay), so adamw_step
+** updates the adapter exactly as it updates parameters. Only the optimizer may use it. */
+void lora_optim_layout(const LoraLayout *lo, ParamLayout *out);
+
+/* Writes dir/adapter_model.safetensors and dir/adapter_config.json (creating dir), each
+** atomically. base_model goes to base_model_name_or_path (may be NULL: null). */
+int lora_save(const char *dir, const LoraLayout *lo, const float *adapter, const char *base_model, Err *err);
+
+/* Reads a PEFT LoRA adapter directory for the model `model` (its shapes and RoPE style); *adapter
+** is malloc'ed. Refuses, naming the file and field, what would not compute as PEFT does:
+** DoRA, fan_in_fan_out, biases, per-module ranks or alphas, layer subsets, modules_to_save,
+** regex target_modules, targets other than the seven matrices, missing or extra tensors. */
+int lora_load(const char *dir, const ModelConfig *model, LoraLayout *lo, float **adapter, Err *err);
+
+/* Loads the adapter in dir and merges it into params (laid out by pl) in place. */
+int lora_apply(const char *dir, const ParamLayout *pl, float *params, Err *err);
+
+#endif

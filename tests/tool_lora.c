@@ -1,0 +1,173 @@
+/*
+** tool_lora.c — the C side of the LoRA PyTorch parity test (tests/test_lora_parity.py).
+**
+** Not a test by itself: test_lora_parity.py writes a model, a PEFT adapter (random A and B,
+** so every gradient is non-zero) and a batch, runs this tool, and compares what it writes with
+** a float64 PyTorch reference whose linear layers are LoRA-wrapped the way PEFT computes them
+** (x Wᵀ + s (x Aᵀ) Bᵀ, unmerged).
+**
+**   tool_lora MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n]
+**
+**   MODEL    a HF directory or a llama2.c .bin (interleaved RoPE: the adapter's B rows for q/k
+**            are permuted on load, and back when written)
+**   TOKENS   raw little-endian int32, B*(T+1) ids (as tool_parity)
+**   ADAPTER  a PEFT adapter directory (lora_load)
+**   N        adapter-only AdamW steps on the same batch after the gradient dump (betas 0.9/0.999,
+**            eps 1e-8, decay WD on A and B, global-norm clip CLIP over the adapter's gradients,
+**            constant LR)
+**   OUT      a directory, created, that receives:
+**              result.safetensors  logits [B][V][T], loss [1]; metadata "loss", "train_losses",
+**                                  "train_grad_norms", "final_loss" at full precision
+**              grad/               dL/dA and dL/dB at the given adapter, as a PEFT directory
+**                                  (lora_save: the same names and row order as the adapter)
+**              final/              the adapter after the N steps, as a PEFT directory
+*/
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "io/model_file.h"
+#include "io/safetensors.h"
+#include "train/lora.h"
+#include "train/optim.h"
+#include "util/fileio.h"
+#include "util/parallel.h"
+
+static int fail(const char *what, const Err *err) {
+    fprintf(stderr, "tool_lora: %s: %s\n", what, err ? err->msg : "failed");
+    return 1;
+}
+
+static void join_doubles(char *buf, size_t size, const double *x, int n) {
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%.17g", i ? "," : "", x[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 11) {
+        fprintf(stderr, "usage: %s MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n]\n", argv[0]);
+        return 2;
+    }
+    const char *model_path = argv[1], *tok_path = argv[2], *adapter_dir = argv[5], *out_dir = argv[10];
+    int B = atoi(argv[3]), T = atoi(argv[4]), N = atoi(argv[6]), threads = 2;
+    float lr = strtof(argv[7], NULL), wd = strtof(argv[8], NULL), clip = strtof(argv[9], NULL);
+    for (int i = 11; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "tool_lora: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (B < 1 || T < 1 || N < 0 || N > 1000 || threads < 1) {
+        fprintf(stderr, "tool_lora: bad sizes B=%d T=%d N=%d threads=%d\n", B, T, N, threads);
+        return 2;
+    }
+    parallel_init(threads);
+    Err err = {{0}};
+
+    /* ---- model, adapter, batch ---- */
+    ParamLayout pl;
+    float *params = NULL;
+    ModelFormat fmt = model_format_detect(model_path);
+    if (fmt == MODEL_FORMAT_HF) {
+        if (hf_load(model_path, &pl, &params, &err) != 0) return fail("hf_load", &err);
+    } else if (fmt == MODEL_FORMAT_LLAMA2C) {
+        if (llama2c_load(model_path, &pl, &params, &err) != 0) return fail("llama2c_load", &err);
+    } else {
+        fprintf(stderr, "tool_lora: %s: expected a HF directory or a llama2.c .bin\n", model_path);
+        return 1;
+    }
+    LoraLayout lo;
+    float *adapter = NULL;
+    if (lora_load(adapter_dir, &pl.cfg, &lo, &adapter, &err) != 0) return fail("lora_load", &err);
+    const int V = pl.cfg.vocab_size;
+    size_t n_ids = (size_t)B * (T + 1);
+    int32_t *ids = malloc(n_ids * sizeof *ids), *inputs = malloc((size_t)B * T * sizeof *inputs),
+            *targets = malloc((size_t)B * T * sizeof *targets);
+    if (!ids || !inputs || !targets) return fail("malloc", NULL);
+    FILE *tf = fopen(tok_path, "rb");
+    if (!tf) return fail(tok_path, NULL);
+    size_t got = fread(ids, sizeof *ids, n_ids, tf);
+    fclose(tf);
+    if (got != n_ids) return fail(tok_path, NULL);
+    for (size_t i = 0; i < n_ids; i++)
+        if (ids[i] < 0 || ids[i] >= V) return fail("token id out of range", NULL);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            inputs[(size_t)b * T + t] = ids[(size_t)b * (T + 1) + t];
+            targets[(size_t)b * T + t] = ids[(size_t)b * (T + 1) + t + 1];
+        }
+
+    /* ---- the LoRA state as the trainer keeps it ---- */
+    Backend *be = backend_cpu_create(&pl, B, T, &err);
+    if (!be) return fail("backend_cpu_create", &err);
+    size_t n = pl.n_floats, na = lo.n_floats;
+    float *base = malloc(lo.n_base_floats * sizeof *base), *grads = calloc(n, sizeof *grads);
+    float *agrads = calloc(na, sizeof *agrads), *m = calloc(na, sizeof *m), *v = calloc(na, sizeof *v);
+    float *logits = malloc((size_t)B * V * T * sizeof *logits);
+    if (!base || !grads || !agrads || !m || !v || !logits) return fail("malloc", NULL);
+    lora_base_copy(&lo, &pl, params, base);
+    ParamLayout optim;
+    lora_optim_layout(&lo, &optim);
+
+    /* ---- gradient at the given adapter ---- */
+    double loss = 0;
+    lora_merge(&lo, &pl, base, adapter, params);
+    if (be->step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0) return fail("step", &err);
+    lora_grad(&lo, &pl, grads, adapter, agrads);
+    char path[1200];
+    snprintf(path, sizeof path, "%s/grad", out_dir);
+    if (dir_ensure(out_dir, &err) != 0 || lora_save(path, &lo, agrads, NULL, &err) != 0) return fail("grad", &err);
+
+    /* ---- N adapter-only AdamW steps ---- */
+    AdamWConfig acfg = {0.9f, 0.999f, 1e-8f, wd};
+    double losses[1001], norms[1001];
+    for (int i = 0; i < N; i++) {
+        lora_merge(&lo, &pl, base, adapter, params);
+        memset(grads, 0, n * sizeof *grads);
+        if (be->step(be, params, grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
+            return fail("train step", &err);
+        memset(agrads, 0, na * sizeof *agrads);
+        lora_grad(&lo, &pl, grads, adapter, agrads);
+        norms[i] = grad_global_norm(agrads, na);
+        adamw_step(&optim, &acfg, adapter, agrads, m, v, lr, i + 1, grad_clip_coef(norms[i], clip));
+    }
+    double final_loss = 0;
+    lora_merge(&lo, &pl, base, adapter, params);
+    if (be->step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
+        return fail("final forward", &err);
+    snprintf(path, sizeof path, "%s/final", out_dir);
+    if (lora_save(path, &lo, adapter, NULL, &err) != 0) return fail("final", &err);
+
+    /* ---- logits and scalars ---- */
+    char loss_s[64], final_s[64], losses_s[32 * 1001 + 8], norms_s[32 * 1001 + 8];
+    snprintf(loss_s, sizeof loss_s, "%.17g", loss);
+    snprintf(final_s, sizeof final_s, "%.17g", final_loss);
+    join_doubles(losses_s, sizeof losses_s, losses, N);
+    join_doubles(norms_s, sizeof norms_s, norms, N);
+    float loss_f = (float)loss;
+    StWriteTensor wt[2] = {{"logits", logits, 3, {B, V, T}}, {"loss", &loss_f, 1, {1}}};
+    const char *meta[] = {"loss", loss_s, "train_losses", losses_s, "train_grad_norms", norms_s,
+                          "final_loss", final_s, NULL};
+    snprintf(path, sizeof path, "%s/result.safetensors", out_dir);
+    if (st_write_f32(path, wt, 2, meta, &err) != 0) return fail("result", &err);
+
+    be->destroy(be);
+    free(params);
+    free(adapter);
+    free(base);
+    free(grads);
+    free(agrads);
+    free(m);
+    free(v);
+    free(logits);
+    free(ids);
+    free(inputs);
+    free(targets);
+    parallel_shutdown();
+    return 0;
+}
