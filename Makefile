@@ -13,11 +13,12 @@ ARCH_FLAGS ?= -march=native
 endif
 # EXTRA_CFLAGS adds flags (sanitizers, -DNDEBUG, ...) without replacing the required ones.
 EXTRA_CFLAGS ?=
-# -fno-math-errno lets sqrtf and friends inline and vectorize; it changes no result.
+# -fno-math-errno lets sqrtf and friends inline and vectorize, -fno-trapping-math lets loops
+# with float comparisons (clamps, selects) vectorize; neither changes any result.
 # FEATURES: the POSIX/GNU feature macros. `make strict` builds with strict POSIX C11 and
 # -pedantic (no _GNU_SOURCE), a proxy on Linux for what macOS's libc offers.
 FEATURES ?= -D_GNU_SOURCE
-CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -g -std=c11 $(FEATURES) $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
+CFLAGS  := $(OPT) $(ARCH_FLAGS) -fno-math-errno -fno-trapping-math -g -std=c11 $(FEATURES) $(WARN) -pthread -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
 ifeq ($(UNAME),Darwin)
