@@ -6,31 +6,7 @@
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-cd "$W" || exit 2
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/     | /' "$W/err" | head -n 8; }
-
-# expect_fail NAME PATTERN CMD...: CMD must exit non-zero and print PATTERN (grep -E) on stderr.
-expect_fail() {
-    name=$1 pattern=$2
-    shift 2
-    if "$@" >"$W/out" 2>"$W/err"; then bad "$name (exit 0)"; return; fi
-    if grep -Eq -- "$pattern" "$W/err"; then ok "$name"; else bad "$name (message lacks: $pattern)"; fi
-}
-# expect_ok NAME CMD...
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$W/out" 2>"$W/err"; then ok "$name"; else bad "$name (exit $?)"; cat "$W/out" | tail -n 5; fi
-}
-# json_field FILE KEY: the KEY value of the last line of a JSON-lines file that has it.
-json_field() { grep "\"$2\"" "$1" | tail -n 1 | sed -E "s/.*\"$2\": ([^,}]*).*/\1/"; }
+. "$(dirname "$0")/cli_lib.sh"
 
 "$PY" "$ROOT/tests/make_tokens.py" pattern.bin pattern 60000 512 1 || exit 2
 "$PY" "$ROOT/tests/make_tokens.py" pattern32.bin raw32 20000 512 2 || exit 2

@@ -8,26 +8,7 @@
 # Usage: sh tests/test_finetune.sh BUILD_DIR   (ends with "N passed, N failed")
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-cd "$W" || exit 2
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/     | /' "$W/err" | tail -n 8; }
-expect_fail() {
-    name=$1 pattern=$2
-    shift 2
-    if "$@" >"$W/out" 2>"$W/err"; then bad "$name (exit 0)"; return; fi
-    if grep -Eq -- "$pattern" "$W/err"; then ok "$name"; else bad "$name (message lacks: $pattern)"; fi
-}
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$W/out" 2>"$W/err"; then ok "$name"; else bad "$name (exit $?)"; tail -n 5 "$W/out"; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 # eval_loss MODEL TOKENS: the loss `anetrain eval --json` prints
 eval_loss() { "$BIN" eval --model "$1" --data "$2" --seq 64 --threads 2 --json 2>/dev/null | sed -E 's/.*"loss": ([^,]*),.*/\1/'; }
 lt() { awk "BEGIN{exit !($1 < $2)}"; }

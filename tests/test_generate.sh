@@ -15,29 +15,7 @@ TBIN=$DATA/llama2-tokenizer.bin
 TJSON=$DATA/llama2-tokenizer.json
 QJSON=$DATA/qwen3-tokenizer.json
 QCONF=$DATA/qwen3-tokenizer_config.json
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-W=$(mktemp -d)
-trap 'rm -rf "$W"' EXIT
-cd "$W" || exit 2
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok   $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; [ -f "$W/err" ] && sed 's/^/     | /' "$W/err" | head -n 8; }
-
-# expect_fail NAME PATTERN CMD...: CMD must exit non-zero and print PATTERN (grep -E) on stderr.
-expect_fail() {
-    name=$1 pattern=$2
-    shift 2
-    if "$@" >"$W/out" 2>"$W/err"; then bad "$name (exit 0)"; return; fi
-    if grep -Eq -- "$pattern" "$W/err"; then ok "$name"; else bad "$name (message lacks: $pattern)"; fi
-}
-# expect_ok NAME CMD...
-expect_ok() {
-    name=$1
-    shift
-    if "$@" >"$W/out" 2>"$W/err"; then ok "$name"; else bad "$name (exit $?)"; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 # ---- models: random weights (train --steps 0 writes the initialization)
 "$PY" "$ROOT/tests/make_tokens.py" tok.bin pattern 4000 512 1 || exit 2
