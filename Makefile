@@ -89,12 +89,12 @@ test: $(BUILD)/anetrain $(TEST_BIN) $(TOOL_BIN)
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 sanitize:
-	$(MAKE) BUILD=build-san OPT=-O1 ARCH_FLAGS= EXTRA_CFLAGS="$(SAN_FLAGS)" test
+	$(MAKE) --no-print-directory BUILD=build-san OPT=-O1 ARCH_FLAGS= EXTRA_CFLAGS="$(SAN_FLAGS)" test
 
 # Everything (library, program, tests, tools) with clang in strict POSIX C11, -pedantic, and
 # warnings as errors.
 strict:
-	$(MAKE) BUILD=build-strict CC=clang FEATURES="-D_POSIX_C_SOURCE=200809L -pedantic -Werror" \
+	$(MAKE) --no-print-directory BUILD=build-strict CC=clang FEATURES="-D_POSIX_C_SOURCE=200809L -pedantic -Werror" \
 	  build-strict/anetrain $(TEST_BIN:$(BUILD)/%=build-strict/%) $(TOOL_BIN:$(BUILD)/%=build-strict/%)
 
 bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane

