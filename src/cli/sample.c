@@ -19,9 +19,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #include <cjson/cJSON.h>
 
@@ -31,6 +28,7 @@
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
+#include "../util/memory.h"
 #include "../util/parallel.h" /* parallel_cpu_count */
 #include "args.h"
 #include "cli.h"
@@ -202,14 +200,12 @@ static int tokenizer_check_vocab(const Tokenizer *tok, const char *path, int jso
 ** cost up to a fifth of the speed; run.c gets large pages for free by mapping the file. The
 ** copy briefly doubles the weights' memory, so it is skipped unless twice that is free. */
 static void params_to_huge_pages(Session *s) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    size_t huge = (size_t)2 << 20, bytes = s->layout.n_floats * sizeof(float);
-    size_t rounded = (bytes + huge - 1) & ~(huge - 1);
+#if defined(_SC_AVPHYS_PAGES) /* free memory is knowable (Linux); elsewhere keep the weights where they are */
+    size_t bytes = s->layout.n_floats * sizeof(float);
     long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0 || (double)pages * (double)page < 2.0 * (double)rounded) return;
-    void *p = NULL;
-    if (posix_memalign(&p, huge, rounded) != 0) return;
-    madvise(p, rounded, MADV_HUGEPAGE);
+    if (pages <= 0 || page <= 0 || (double)pages * (double)page < 2.0 * (double)mem_huge_size(bytes)) return;
+    float *p = mem_alloc_huge(bytes);
+    if (!p) return;
     memcpy(p, s->params, bytes);
     free(s->params);
     s->params = p;

@@ -39,9 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -53,6 +50,7 @@
 
 #include "../ops/ops.h"
 #include "../util/clock.h"
+#include "../util/memory.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"
 
@@ -426,17 +424,8 @@ double gen_bytes(const ModelConfig *cfg, const GenOptions *opt) {
     return 4.0 * (double)carve(&probe, NULL, threads);
 }
 
-/* A 2 MiB-aligned allocation, backed by huge pages where Linux offers them (the cache is
-** read in full at every step). */
-static float *arena_alloc(size_t bytes) {
-    size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) & ~(huge - 1);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, rounded) != 0) return NULL;
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, rounded, MADV_HUGEPAGE);
-#endif
-    return p;
-}
+/* The arena is read in full at every step: huge pages where the system has them. */
+static float *arena_alloc(size_t bytes) { return mem_alloc_huge(bytes); }
 
 int gen_create(Generator **out, const ParamLayout *layout, const float *params, const GenOptions *opt, Err *err) {
     *out = NULL;
