@@ -27,6 +27,7 @@
 #include "../backend/ane/device.h"
 #include "../backend/ane/emu/emu.h"
 #include "../backend/ane/emu/fp16.h"
+#include "../backend/ane/mil_write.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"
 #include "../util/rng.h"
@@ -133,39 +134,21 @@ static void platform_info(Report *r) {
 
 /* ------------------------------------------------------------------ kernels */
 
-/* ane-facts §2.4: input [1, IC, 1, S + OC], output [1, OC, 1, S], y[oc][s] = sum_ic act[ic][s] W[ic][oc]. */
-static char *matmul_mil(int IC, int OC, int S) {
-    const char *fmt =
-        "program(1.3)\n"
-        "[buildInfo = dict<string, string>({{\"coremlc-component-MIL\", \"3510.2.1\"}, {\"coremlc-version\", "
-        "\"3505.4.1\"}, {\"coremltools-component-milinternal\", \"\"}, {\"coremltools-version\", \"9.0\"}})]\n"
-        "{\n"
-        "    func main<ios18>(tensor<fp16, [1, %d, 1, %d]> x) {\n"
-        "        tensor<int32, [4]> ba = const()[name=string(\"ba\"), val=tensor<int32, [4]>([0,0,0,0])];\n"
-        "        tensor<int32, [4]> sa = const()[name=string(\"sa\"), val=tensor<int32, [4]>([1,%d,1,%d])];\n"
-        "        tensor<fp16, [1,%d,1,%d]> act = slice_by_size(x=x,begin=ba,size=sa)[name=string(\"act\")];\n"
-        "        tensor<int32, [4]> bw = const()[name=string(\"bw\"), val=tensor<int32, [4]>([0,0,0,%d])];\n"
-        "        tensor<int32, [4]> sw = const()[name=string(\"sw\"), val=tensor<int32, [4]>([1,%d,1,%d])];\n"
-        "        tensor<fp16, [1,%d,1,%d]> wt = slice_by_size(x=x,begin=bw,size=sw)[name=string(\"wt\")];\n"
-        "        tensor<int32, [4]> ra = const()[name=string(\"ra\"), val=tensor<int32, [4]>([1,1,%d,%d])];\n"
-        "        tensor<fp16, [1,1,%d,%d]> a2 = reshape(shape=ra,x=act)[name=string(\"a2\")];\n"
-        "        tensor<int32, [4]> pm = const()[name=string(\"pm\"), val=tensor<int32, [4]>([0,1,3,2])];\n"
-        "        tensor<fp16, [1,1,%d,%d]> a3 = transpose(perm=pm,x=a2)[name=string(\"a3\")];\n"
-        "        tensor<int32, [4]> rw = const()[name=string(\"rw\"), val=tensor<int32, [4]>([1,1,%d,%d])];\n"
-        "        tensor<fp16, [1,1,%d,%d]> W = reshape(shape=rw,x=wt)[name=string(\"W\")];\n"
-        "        bool bF = const()[name=string(\"bF\"), val=bool(false)];\n"
-        "        tensor<fp16, [1,1,%d,%d]> yh = matmul(transpose_x=bF,transpose_y=bF,x=a3,y=W)[name=string(\"yh\")];\n"
-        "        tensor<fp16, [1,1,%d,%d]> yt = transpose(perm=pm,x=yh)[name=string(\"yt\")];\n"
-        "        tensor<int32, [4]> ro = const()[name=string(\"ro\"), val=tensor<int32, [4]>([1,%d,1,%d])];\n"
-        "        tensor<fp16, [1,%d,1,%d]> y = reshape(shape=ro,x=yt)[name=string(\"y\")];\n"
-        "    } -> (y);\n"
-        "}\n";
-    int n = snprintf(NULL, 0, fmt, IC, S + OC, IC, S, IC, S, S, IC, OC, IC, OC, IC, S, IC, S, S, IC, IC, OC, IC, OC, S,
-                     OC, OC, S, OC, S, OC, S);
-    char *mil = malloc((size_t)n + 1);
-    if (mil)
-        snprintf(mil, (size_t)n + 1, fmt, IC, S + OC, IC, S, IC, S, S, IC, OC, IC, OC, IC, S, IC, S, S, IC, IC, OC, IC,
-                 OC, S, OC, OC, S, OC, S, OC, S);
+/* ane-facts §2.4, written with the training kernels' MIL writer: input [1, IC, 1, S + OC]
+** (act | W[ic][oc]), output [1, OC, 1, S], y[oc][s] = sum_ic act[ic][s] W[ic][oc]. */
+static char *matmul_mil(int IC, int OC, int S, Err *err) {
+    MilW *w = milw_create();
+    if (!w) {
+        err_set(err, "out of memory writing a MIL program");
+        return NULL;
+    }
+    MilT x = milw_input(w, IC, S + OC);
+    MilT act = milw_slice(w, x, (const int[]){0, 0, 0, 0}, (const int[]){1, IC, 1, S});
+    MilT wt = milw_slice(w, x, (const int[]){0, 0, 0, S}, (const int[]){1, IC, 1, OC});
+    MilT a = milw_transpose(w, milw_reshape4(w, act, 1, 1, IC, S));               /* [1, 1, S, IC] */
+    MilT y = milw_matmul(w, a, 0, milw_reshape4(w, wt, 1, 1, IC, OC), 0);          /* [1, 1, S, OC] */
+    char *mil = milw_finish(w, milw_reshape4(w, milw_transpose(w, y), 1, OC, 1, S), err);
+    milw_free(w);
     return mil;
 }
 
@@ -188,8 +171,8 @@ static void kernel_free(Kernel *k) {
 static int kernel_make(Kernel *k, AneDevice *dev, int IC, int OC, int S, const float *act, const float *W, Err *err) {
     memset(k, 0, sizeof *k);
     k->dev = dev;
-    char *mil = matmul_mil(IC, OC, S);
-    if (!mil) return err_set(err, "out of memory writing a MIL program");
+    char *mil = matmul_mil(IC, OC, S, err);
+    if (!mil) return -1;
     double t0 = now_seconds();
     k->prog = dev->compile(dev, mil, NULL, 0, err);
     k->compile_ms = (now_seconds() - t0) * 1e3;
