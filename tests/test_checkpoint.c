@@ -17,41 +17,9 @@
 #include "util/fileio.h"
 #include "util/rng.h"
 #include "test.h"
+#include "test_tmp.h"
 
 enum { HEADER_BYTES = 192, OFF_CONFIG = 16, OFF_STATE = 72, OFF_N_FLOATS = 176, OFF_N_MOMENTS = 184, OFF_CRC = 188 };
-
-static char tmp_dir[512];
-
-static void tmp_dir_make(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/anetrain-test-ckpt-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
-static void tmp_dir_remove(void) {
-    DIR *d = opendir(tmp_dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", tmp_dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmp_dir);
-}
-
-static const char *tmp_path(const char *name) {
-    static char p[8][1024];
-    static int next;
-    char *s = p[next++ % 8];
-    snprintf(s, 1024, "%s/%s", tmp_dir, name);
-    return s;
-}
 
 static int tmp_dir_count(const char *needle) {
     DIR *d = opendir(tmp_dir);
@@ -484,7 +452,7 @@ static void test_failed_save(void) {
 }
 
 int main(void) {
-    tmp_dir_make();
+    tmp_dir_make("ckpt");
     RUN(test_round_trip_tiny);
     RUN(test_round_trip_tiny_qwen3);
     RUN(test_round_trip_untied);

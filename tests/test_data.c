@@ -12,39 +12,7 @@
 #include "data/loader.h"
 #include "data/tokfile.h"
 #include "test.h"
-
-static char tmp_dir[512];
-
-static void tmp_dir_make(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/anetrain-test-data-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
-static void tmp_dir_remove(void) {
-    DIR *d = opendir(tmp_dir);
-    if (!d) return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", tmp_dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmp_dir);
-}
-
-static const char *tmp_path(const char *name) {
-    static char p[8][1024];
-    static int next;
-    char *s = p[next++ % 8];
-    snprintf(s, 1024, "%s/%s", tmp_dir, name);
-    return s;
-}
+#include "test_tmp.h"
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *fp = fopen(path, "wb");
@@ -510,7 +478,7 @@ static void test_loader_errors(void) {
 }
 
 int main(void) {
-    tmp_dir_make();
+    tmp_dir_make("data");
     RUN(test_tokfile_raw_round_trip);
     RUN(test_tokfile_anetok_round_trip);
     RUN(test_tokfile_raw_errors);

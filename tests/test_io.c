@@ -8,12 +8,8 @@
 **
 ** Files go to a fresh directory under $TMPDIR (or /tmp) that is removed at the end.
 */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw, mkdtemp, even when CFLAGS is overridden (make sanitize) */
-#endif
 #include <cjson/cJSON.h>
 #include <dirent.h>
-#include <ftw.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,42 +22,19 @@
 #include "util/fileio.h"
 #include "util/rng.h"
 #include "test.h"
+#include "test_tmp.h"
 
 /* ================================================================ scaffolding */
-
-static char tmp_dir[512];
 
 static void die(const char *what, const Err *err) {
     fprintf(stderr, "test setup failed: %s: %s\n", what, err ? err->msg : "");
     exit(2);
 }
 
-static void tmp_dir_make(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/anetrain-test-io-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmp_dir)) die("mkdtemp", NULL);
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void tmp_dir_remove(void) { nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 /* Every test starts from an empty directory, so "nothing left behind" can be counted. */
 static void tmp_dir_reset(void) {
     tmp_dir_remove();
     if (mkdir(tmp_dir, 0700) != 0) die(tmp_dir, NULL);
-}
-
-/* tmp_dir/name; eight rotating buffers so a call can take several paths. */
-static const char *tmp_path(const char *name) {
-    static char p[8][1024];
-    static int next;
-    char *s = p[next++ % 8];
-    snprintf(s, 1024, "%s/%s", tmp_dir, name);
-    return s;
 }
 
 static int dir_entries(const char *dir) {
@@ -1448,7 +1421,7 @@ static void test_format_detect(void) {
     } while (0)
 
 int main(void) {
-    tmp_dir_make();
+    tmp_dir_make("io");
     RUN_CLEAN(test_st_round_trip);
     RUN_CLEAN(test_st_half_types);
     RUN_CLEAN(test_st_half_exhaustive);
