@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include "../io/model_file.h"
-#include "../train/evaluate.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
@@ -356,15 +355,9 @@ static void print_progress(const TrainArgs *a, const StepStats *s, double ms, do
 ** compiles ANE_BACKEND_COMPILES programs, which is what the compile-budget restart is for. */
 static int eval_at_seq(Trainer *tr, int T, int32_t *inputs, int32_t *targets, double *loss, Err *err) {
     const TrainOptions *o = &tr->opt;
-    size_t windows = eval_windows(tr->loader.n_val, T);
-    if (o->eval_batches > 0 && windows > (size_t)o->eval_batches * o->batch) windows = (size_t)o->eval_batches * o->batch;
-    if (windows == 0)
-        return err_set(err, "%s: the validation split (%zu tokens) is shorter than one --eval-seq window of %d",
-                       o->data_path, tr->loader.n_val, T + 1);
     Backend *be = backend_create(o->backend, &tr->layout, o->batch, T, &o->ane, err);
     if (!be) return err_wrap(err, "--eval-seq %d", T);
-    int rc = eval_loss(be, tr->params, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
-                       loss, NULL, err);
+    int rc = trainer_eval_with(tr, be, T, inputs, targets, loss, err);
     be->destroy(be);
     return rc;
 }

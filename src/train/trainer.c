@@ -11,6 +11,7 @@
 #include "../util/clock.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
+#include "evaluate.h"
 
 int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err) {
     switch (model_format_detect(path)) {
@@ -247,24 +248,21 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     return 0;
 }
 
+int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
+                      Err *err) {
+    const TrainOptions *o = &tr->opt;
+    if (tr->loader.n_val == 0) return err_set(err, "%s: no validation split (--val-frac is 0)", o->data_path);
+    size_t windows = eval_windows(tr->loader.n_val, T);
+    if (windows == 0)
+        return err_set(err, "%s: the validation split (%zu tokens) is shorter than one window of %d tokens",
+                       o->data_path, tr->loader.n_val, T + 1);
+    if (o->eval_batches > 0 && windows > (size_t)o->eval_batches * o->batch) windows = (size_t)o->eval_batches * o->batch;
+    return eval_loss(be, tr->params, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
+                     val_loss, NULL, err);
+}
+
 int trainer_eval(Trainer *tr, double *val_loss, Err *err) {
-    size_t windows = loader_val_windows(&tr->loader);
-    if (windows == 0) return err_set(err, "%s: no validation split (--val-frac is 0)", tr->opt.data_path);
-    int B = tr->opt.batch, T = tr->opt.seq;
-    size_t limit = tr->opt.eval_batches > 0 ? (size_t)tr->opt.eval_batches * B : windows;
-    if (limit > windows) limit = windows;
-    double total = 0;
-    for (size_t w = 0; w < limit; w += B) {
-        int nb = (int)(limit - w < (size_t)B ? limit - w : (size_t)B);
-        loader_val_batch(&tr->loader, w, nb, tr->inputs, tr->targets);
-        double loss;
-        if (tr->backend->step(tr->backend, tr->params, NULL, tr->inputs, tr->targets, nb, T, 1.0f, &loss, NULL, err) !=
-            0)
-            return -1;
-        total += loss * nb;
-    }
-    *val_loss = total / (double)limit;
-    return 0;
+    return trainer_eval_with(tr, tr->backend, tr->opt.seq, tr->inputs, tr->targets, val_loss, err);
 }
 
 int trainer_save(Trainer *tr, const char *path, Err *err) {

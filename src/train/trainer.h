@@ -96,8 +96,13 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
 void trainer_free(Trainer *tr);
 /* One optimizer step over `accum` micro-batches. */
 int trainer_step(Trainer *tr, StepStats *stats, Err *err);
-/* Mean loss over the validation split (or eval_batches batches of it). Fails if there is none. */
+/* Mean loss over the validation split (or eval_batches batches of it), in windows of --seq
+** tokens through the trainer's backend. Fails if there is no split. */
 int trainer_eval(Trainer *tr, double *val_loss, Err *err);
+/* The same with windows of T tokens through `be` (created for batch x T), with inputs and
+** targets holding batch x T ids: validation at another length (train --eval-seq). */
+int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
+                      Err *err);
 /* Writes the resumable checkpoint (params, moments, state) to path. Not for LoRA runs. */
 int trainer_save(Trainer *tr, const char *path, Err *err);
 /* LoRA runs: writes the adapter as a PEFT directory (lora_save); base_model names the base. */
