@@ -463,19 +463,7 @@ int cli_train(int argc, char **argv) {
         }
         o->resume_path = a.out;
     }
-    if (!a.seq_given) {
-        /* Default sequence length: 256, or the model's maximum if shorter. Needs the config. */
-        ModelConfig cfg = o->cfg;
-        if (o->init_path || o->resume_path) {
-            ParamLayout layout;
-            float *params = NULL;
-            if (model_load_any(o->init_path ? o->init_path : o->resume_path, &layout, &params, &err) != 0)
-                return cli_fail("train", &err);
-            cfg = layout.cfg;
-            free(params);
-        }
-        if (cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
-    }
+    if (!a.seq_given) o->seq = 0; /* trainer_init picks min(256, the model's max_seq_len) */
     parallel_init(a.threads);
     blas_set_threads(a.threads);
 
@@ -484,6 +472,7 @@ int cli_train(int argc, char **argv) {
     else default_log_path(a.out, log_path, sizeof log_path);
     Trainer tr;
     if (trainer_init(&tr, o, &err) != 0) return cli_fail("train", &err);
+    o->seq = tr.opt.seq;
     char diff[256];
     if (a.resume && model_flags && config_difference(&o->cfg, &tr.layout.cfg, diff, sizeof diff)) {
         err_set(&err, "--resume: the checkpoint %s is not the model the flags describe (%s)", a.out, diff);

@@ -129,6 +129,9 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     }
     const ModelConfig *cfg = &tr->layout.cfg;
     size_t n = tr->layout.n_floats;
+    /* seq 0: the default, known only now that the model is: 256, or its maximum if shorter. */
+    if (tr->opt.seq == 0) tr->opt.seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
+    opt = &tr->opt;
     if (check_options(opt, cfg, err) != 0) goto fail;
     tr->grads = err_calloc(n, sizeof(float), "gradients", err);
     if (!tr->grads) goto fail;

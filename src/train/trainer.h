@@ -42,7 +42,7 @@ typedef struct {
     const char *data_path;
     double val_frac;
     LoaderOrder order;
-    int batch, seq, accum;
+    int batch, seq, accum; /* seq 0: min(256, the model's max_seq_len) */
     /* optimization */
     long steps, warmup;
     float lr, min_lr, clip;
