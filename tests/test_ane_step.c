@@ -116,7 +116,7 @@ static double run(Backend *be, const float *params, float *grads, const int32_t 
                   float scale, float *logits) {
     double loss = NAN;
     Err err = {{0}};
-    int rc = be->step(be, params, grads, in, tg, B, T, scale, &loss, logits, &err);
+    int rc = backend_step(be, params, grads, in, tg, B, T, scale, &loss, logits, &err);
     CHECK(rc == 0, "%s step: %s", be->name, err.msg);
     return loss;
 }
@@ -246,7 +246,7 @@ static void test_contract(void) {
     check_grads("B=1 T=1", &lay, g1, gc);
     Err err = {{0}};
     double loss;
-    CHECK(ane->step(ane, p, g1, in, tg, 3, T, 1.0f, &loss, NULL, &err) == -1 && strstr(err.msg, "outside"),
+    CHECK(backend_step(ane, p, g1, in, tg, 3, T, 1.0f, &loss, NULL, &err) == -1 && strstr(err.msg, "outside"),
           "a batch larger than allocated is refused: %s", err.msg);
     /* stats: 2 compiles; per step 2 evaluations per layer and sequence */
     BackendStats st;

@@ -652,7 +652,7 @@ static void backend_steps(const char *preset, const char *device, int steps, dou
     CHECK(be != NULL, "%s on %s: %s", preset, device, err.msg);
     for (int s = 0; be && s < steps; s++) {
         memset(g, 0, lay.n_floats * sizeof *g);
-        CHECK(be->step(be, p, g, in, tg, B, T, 256.0f, &losses[s], NULL, &err) == 0, "%s", err.msg);
+        CHECK(backend_step(be, p, g, in, tg, B, T, 256.0f, &losses[s], NULL, &err) == 0, "%s", err.msg);
         for (size_t i = 0; i < lay.n_floats; i++)
             p[i] -= 0.5f / 256.0f * g[i];
     }

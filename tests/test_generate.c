@@ -85,7 +85,7 @@ static void backend_logits(const Model *m, const int32_t *tokens, int T, float *
     float *lg = malloc((size_t)V * T * sizeof *lg);
     double loss;
     if (!targets || !lg) die("malloc", NULL);
-    if (be->step(be, m->params, NULL, tokens, targets, 1, T, 1.0f, &loss, lg, &err) != 0) die("backend step", &err);
+    if (backend_step(be, m->params, NULL, tokens, targets, 1, T, 1.0f, &loss, lg, &err) != 0) die("backend step", &err);
     for (int v = 0; v < V; v++)
         for (int t = 0; t < T; t++) out[(size_t)t * V + v] = lg[(size_t)v * T + t];
     be->destroy(be);

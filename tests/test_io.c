@@ -165,7 +165,7 @@ static float *model_logits(const Model *m) {
     if (!b) die("backend_cpu_create", &err);
     float *logits = malloc((size_t)LB * V * LT * sizeof(float));
     double loss;
-    if (b->step(b, m->p, NULL, in, tg, LB, LT, 1.0f, &loss, logits, &err) != 0) die("backend step", &err);
+    if (backend_step(b, m->p, NULL, in, tg, LB, LT, 1.0f, &loss, logits, &err) != 0) die("backend step", &err);
     b->destroy(b);
     return logits;
 }

@@ -262,7 +262,7 @@ static double loss_at(Backend *be, const LoraLayout *lo, const ParamLayout *pl, 
     lora_merge(lo, pl, base, a, work);
     double loss = NAN;
     Err err = {{0}};
-    CHECK(be->step(be, work, NULL, in, tg, FB, FT, 1.0f, &loss, NULL, &err) == 0, "%s", err.msg);
+    CHECK(backend_step(be, work, NULL, in, tg, FB, FT, 1.0f, &loss, NULL, &err) == 0, "%s", err.msg);
     return loss;
 }
 
@@ -285,7 +285,7 @@ static void fd_check(const Variant *v, LoraConfig cfg) {
     if (!be) return;
     lora_merge(&lo, &pl, base, a, work);
     double loss;
-    CHECK(be->step(be, work, grads, in, tg, FB, FT, 1.0f, &loss, NULL, &err) == 0, "%s", err.msg);
+    CHECK(backend_step(be, work, grads, in, tg, FB, FT, 1.0f, &loss, NULL, &err) == 0, "%s", err.msg);
     lora_grad(&lo, &pl, grads, a, ga);
 
     /* the projection against the same products in double */
@@ -549,8 +549,8 @@ static void test_rope_export_consistency(void) {
     float *l1 = falloc(nl), *l2 = falloc(nl);
     double loss1, loss2;
     if (b1 && b2) {
-        b1->step(b1, merged, NULL, in, tg, B, T, 1, &loss1, l1, &err);
-        b2->step(b2, h_base, NULL, in, tg, B, T, 1, &loss2, l2, &err);
+        backend_step(b1, merged, NULL, in, tg, B, T, 1, &loss1, l1, &err);
+        backend_step(b2, h_base, NULL, in, tg, B, T, 1, &loss2, l2, &err);
         double d = 0, s = 0;
         for (size_t i = 0; i < nl; i++) d = fmax(d, fabs((double)l1[i] - l2[i])), s = fmax(s, fabs((double)l1[i]));
         CHECK(d < 1e-5 * s, "logits: max |diff| %.3g of %.3g", d, s);

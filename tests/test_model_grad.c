@@ -114,7 +114,7 @@ static int model_setup(Model *m, const Variant *v, uint64_t seed) {
 static double run_step(Backend *be, const Model *m, float *grads, float scale, float *logits) {
     Err err = {{0}};
     double loss = NAN;
-    int rc = be->step(be, m->params, grads, m->inputs, m->targets, B, T, scale, &loss, logits, &err);
+    int rc = backend_step(be, m->params, grads, m->inputs, m->targets, B, T, scale, &loss, logits, &err);
     CHECK(rc == 0, "%s: step failed: %s", m->variant->name, err.msg);
     return rc == 0 ? loss : NAN;
 }

@@ -114,12 +114,11 @@ typedef struct {
     float last_grad_scale;
 } PoisonBackend;
 
-static int poison_step(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
-                       int B, int T, float grad_scale, double *loss, float *logits, Err *err) {
+static int poison_step(Backend *self, const StepArgs *args, double *loss, Err *err) {
     PoisonBackend *pb = (PoisonBackend *)self;
-    pb->last_grad_scale = grad_scale;
-    int rc = pb->inner->step(pb->inner, params, grads, inputs, targets, B, T, grad_scale, loss, logits, err);
-    if (rc == 0 && grads && pb->calls++ == pb->poison_call) grads[17] = INFINITY;
+    pb->last_grad_scale = args->grad_scale;
+    int rc = pb->inner->step(pb->inner, args, loss, err);
+    if (rc == 0 && args->grads && pb->calls++ == pb->poison_call) args->grads[17] = INFINITY;
     return rc;
 }
 

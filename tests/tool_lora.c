@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
     /* ---- gradient at the given adapter ---- */
     double loss = 0;
     lora_merge(&lo, &pl, base, adapter, params);
-    if (be->step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0) return fail("step", &err);
+    if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0) return fail("step", &err);
     lora_grad(&lo, &pl, grads, adapter, agrads);
     char path[1200];
     snprintf(path, sizeof path, "%s/grad", out_dir);
@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) {
         lora_merge(&lo, &pl, base, adapter, params);
         memset(grads, 0, n * sizeof *grads);
-        if (be->step(be, params, grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
+        if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
             return fail("train step", &err);
         memset(agrads, 0, na * sizeof *agrads);
         lora_grad(&lo, &pl, grads, adapter, agrads);
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
     }
     double final_loss = 0;
     lora_merge(&lo, &pl, base, adapter, params);
-    if (be->step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
+    if (backend_step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
         return fail("final forward", &err);
     snprintf(path, sizeof path, "%s/final", out_dir);
     if (lora_save(path, &lo, adapter, NULL, &err) != 0) return fail("final", &err);

@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
     float *out_params = malloc(n * sizeof *out_params);
     if (!grads || !m || !v || !logits || !out_params) return fail("malloc", NULL);
     double loss = 0;
-    if (be->step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0)
+    if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0)
         return fail("step", &err);
     /* The permutation is linear, so the gradient permutes back like the parameters. */
     ParamLayout back = layout;
@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
     if (!train_grads) return fail("malloc", NULL);
     for (int i = 0; i < N; i++) {
         memset(train_grads, 0, n * sizeof *train_grads);
-        if (be->step(be, params, train_grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
+        if (backend_step(be, params, train_grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
             return fail("train step", &err);
         norms[i] = grad_global_norm(train_grads, n);
         adamw_step(&layout, &acfg, params, train_grads, m, v, lr, i + 1, grad_clip_coef(norms[i], clip));
@@ -259,7 +259,7 @@ int main(int argc, char **argv) {
         norms_f[i] = (float)norms[i];
     }
     double final_loss = 0;
-    if (be->step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
+    if (backend_step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
         return fail("final forward", &err);
     float final_loss_f = (float)final_loss;
     memcpy(out_params, params, n * sizeof *params);

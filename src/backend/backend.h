@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #include "../model/params.h"
+#include "../model/quant.h"
+#include "../train/lora.h"
 #include "../util/err.h"
 
 typedef struct Backend Backend;
@@ -40,18 +42,56 @@ typedef struct {
     double t_total;           /* wall time inside step */
 } BackendStats;
 
+/* One micro-batch for Backend.step.
+**
+** Full training: params is the parameter buffer (laid out by the backend's ParamLayout); grads is
+** NULL (forward only) or receives grads += grad_scale * dloss/dparams.
+** Fine-tuning with a frozen base (a backend created with a FrozenBase holding a LoraLayout, see
+** backend_*_create): params is the frozen base and grads must be NULL; adapter [lora.n_floats] is
+** the adapter the step computes with, and adapter_grads is NULL (forward only) or receives
+** adapter_grads += grad_scale * dloss/dadapter. dropout_seed picks this micro-batch's LoRA dropout
+** masks (a pure function of the seed and the position, so a step is reproducible). */
+typedef struct {
+    const float *params;
+    float *grads;
+    const float *adapter;
+    float *adapter_grads;
+    const int32_t *inputs, *targets; /* [B][T] token ids (< vocab, checked by the caller) */
+    int B, T;                        /* B <= max_B, T <= max_T */
+    float grad_scale;
+    float *logits;                   /* NULL, or receives the logits [B][V][T] (channel-first per sequence) */
+    uint64_t dropout_seed;
+} StepArgs;
+
 struct Backend {
     const char *name;
-    /* inputs, targets [B][T] token ids (< vocab, checked by the caller); B <= max_B, T <= max_T.
-    ** Returns the mean cross-entropy over the B*T positions in *loss.
-    ** grads == NULL: forward only. Otherwise grads += grad_scale * dloss/dparams.
-    ** logits != NULL: also copies the logits out, [B][V][T] (channel-first per sequence). */
-    int (*step)(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
-                int B, int T, float grad_scale, double *loss, float *logits, Err *err);
+    /* Runs one micro-batch (StepArgs); *loss receives the mean cross-entropy over the B*T positions. */
+    int (*step)(Backend *self, const StepArgs *args, double *loss, Err *err);
     void (*destroy)(Backend *self);
     /* Optional (NULL for cpu): fills *out with the counters above. */
     void (*stats)(Backend *self, BackendStats *out);
 };
+
+/* Backend.step for full training (or a forward pass): the common case in one call. */
+static inline int backend_step(Backend *be, const float *params, float *grads, const int32_t *inputs,
+                               const int32_t *targets, int B, int T, float grad_scale, double *loss, float *logits,
+                               Err *err) {
+    StepArgs a = {params, grads, NULL, NULL, inputs, targets, B, T, grad_scale, logits, 0};
+    return be->step(be, &a, loss, err);
+}
+
+/* A frozen base, given to a backend at creation (NULL: every parameter trains, all fp32).
+** lora: the adapter's layout; steps then compute every targeted matrix unmerged,
+**     y = W x + s B A drop(x)     (drop: LoRA dropout on the adapter path's input, lora.cfg.dropout)
+**   take the adapter in StepArgs, and accumulate gradients for the adapter only: no gradient of
+**   any base tensor is computed, and no buffer for one exists.
+** int8: the seven layer matrices as per-row int8 (model/quant.h), dequantized on the fly; the
+**   fp32 copies of those matrices in StepArgs.params are then never read. Needs lora or
+**   forward-only steps (int8 weights cannot train). */
+typedef struct {
+    const LoraLayout *lora;
+    const Int8Weights *int8;
+} FrozenBase;
 
 /* The fp32 reference backend. Allocates every activation buffer for max_B x max_T now;
 ** nothing is allocated inside step. Per-thread scratch is sized for parallel_threads() at
@@ -60,6 +100,9 @@ Backend *backend_cpu_create(const ParamLayout *layout, int max_B, int max_T, Err
 
 /* Bytes the CPU backend would allocate for these sizes (for messages and --help). */
 double backend_cpu_bytes(const ModelConfig *cfg, int max_B, int max_T);
+/* The same over a frozen base (frozen may be NULL: backend_cpu_create). */
+Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
+                                   Err *err);
 
 /* The ANE backend (backend/ane/ane.c): forward and backward-dx of every layer as MIL kernels
 ** with dynamic weights on an ANE device, weight gradients with BLAS on the CPU (in a worker
@@ -89,5 +132,8 @@ uint64_t backend_ane_process_compiles(void);
 /* Compiles the kernels (ANE_BACKEND_COMPILES programs for any model) and allocates every surface and buffer for
 ** max_B sequences of up to max_T tokens; nothing is allocated inside step. opt may be NULL. */
 Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, const AneBackendOptions *opt, Err *err);
+/* The same over a frozen base (frozen may be NULL: backend_ane_create). */
+Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
+                                   const AneBackendOptions *opt, Err *err);
 
 #endif

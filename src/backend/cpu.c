@@ -404,9 +404,15 @@ static void add_into(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-static int cpu_step(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
-                    int B, int T, float grad_scale, double *loss_out, float *logits_out, Err *err) {
+static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
     CpuBackend *m = (CpuBackend *)self;
+    const float *params = args->params;
+    float *grads = args->grads, *logits_out = args->logits;
+    const int32_t *inputs = args->inputs, *targets = args->targets;
+    int B = args->B, T = args->T;
+    float grad_scale = args->grad_scale;
+    if (args->adapter || args->adapter_grads)
+        return err_set(err, "cpu backend: an adapter was passed to a backend created without one");
     const ModelConfig *cfg = &m->layout.cfg;
     if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
         return err_set(err, "cpu backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
@@ -550,6 +556,15 @@ static void cpu_destroy(Backend *self) {
 }
 
 Backend *backend_cpu_create(const ParamLayout *layout, int max_B, int max_T, Err *err) {
+    return backend_cpu_create_frozen(layout, NULL, max_B, max_T, err);
+}
+
+Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
+                                   Err *err) {
+    if (frozen && (frozen->lora || frozen->int8)) {
+        err_set(err, "cpu backend: a frozen base (unmerged LoRA, int8) is not implemented yet");
+        return NULL;
+    }
     if (max_B < 1 || max_T < 1) {
         err_set(err, "cpu backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
         return NULL;

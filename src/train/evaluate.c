@@ -20,7 +20,7 @@ int eval_loss(Backend *backend, const float *params, const int32_t *tokens, size
             memcpy(targets + (size_t)b * T, src + 1, (size_t)T * sizeof(int32_t));
         }
         double l;
-        if (backend->step(backend, params, NULL, inputs, targets, nb, T, 1.0f, &l, NULL, err) != 0) return -1;
+        if (backend_step(backend, params, NULL, inputs, targets, nb, T, 1.0f, &l, NULL, err) != 0) return -1;
         total += l * nb;
         if (progress) progress(w + (size_t)nb, n_windows);
     }

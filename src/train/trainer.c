@@ -195,7 +195,7 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     for (int a = 0; a < o->accum; a++) {
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
-        if (tr->backend->step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
+        if (backend_step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
                               scale / (float)o->accum, &loss, NULL, err) != 0)
             return -1;
         loss_sum += loss;

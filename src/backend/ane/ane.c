@@ -449,9 +449,15 @@ static void loss_worker(void *ctx, int begin, int end, int worker) {
         ops_cross_entropy_forward(j->losses + begin, cols, cols, j->targets + begin, j->V, end - begin, j->T);
 }
 
-static int ane_step(Backend *self, const float *params, float *grads, const int32_t *inputs, const int32_t *targets,
-                    int B, int T, float grad_scale, double *loss_out, float *logits_out, Err *err) {
+static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
     AneBackend *m = (AneBackend *)self;
+    const float *params = args->params;
+    float *grads = args->grads, *logits_out = args->logits;
+    const int32_t *inputs = args->inputs, *targets = args->targets;
+    int B = args->B, T = args->T;
+    float grad_scale = args->grad_scale;
+    if (args->adapter || args->adapter_grads)
+        return err_set(err, "ane backend: an adapter was passed to a backend created without one");
     const ModelConfig *cfg = &m->layout.cfg;
     const AneLayerPlan *p = &m->plan;
     AneDevice *dev = m->dev;
@@ -728,6 +734,15 @@ static float *falloc(size_t n, int *fail) {
 }
 
 Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, const AneBackendOptions *opt, Err *err) {
+    return backend_ane_create_frozen(layout, NULL, max_B, max_T, opt, err);
+}
+
+Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
+                                   const AneBackendOptions *opt, Err *err) {
+    if (frozen && (frozen->lora || frozen->int8)) {
+        err_set(err, "ane backend: a frozen base (unmerged LoRA, int8) is not implemented yet");
+        return NULL;
+    }
     if (max_B < 1 || max_T < 1) {
         err_set(err, "ane backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
         return NULL;
