@@ -575,7 +575,8 @@ MilT milw_blob(MilW *w, const char *file, int rank, const int *dims, const float
     for (int i = 0; i < rank; i++) probe.d[i] = dims[i];
     size_t n = (size_t)numel(&probe), size = 0;
     char path[128];
-    if (add_blob(w, file, milw_blob_file_fp16(data, n, &size), size, path, sizeof path)) return BAD;
+    unsigned char *file_data = milw_blob_file_fp16(data, n, &size);
+    if (add_blob(w, file, file_data, size, path, sizeof path)) return BAD;
     /* A blob constant is declared like any tensor value, right here. */
     MilT t = new_value(w, rank, dims);
     if (!valid(&t)) return BAD;
@@ -630,7 +631,8 @@ MilT milw_affine_dequantize(MilW *w, const char *file, int rank, const int *dims
     for (int i = 0; i < rank; i++) probe.d[i] = dims[i];
     size_t n = (size_t)numel(&probe), size = 0;
     char path[128];
-    if (add_blob(w, file, milw_blob_file_int8(q, n, &size), size, path, sizeof path)) {
+    unsigned char *file_data = milw_blob_file_int8(q, n, &size);
+    if (add_blob(w, file, file_data, size, path, sizeof path)) {
         free(lit.s);
         return BAD;
     }
