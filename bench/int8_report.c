@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *placement_name = "per-channel";
     int T = 128, threads = 2;
     long windows = 8, calib = 2;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(usage, stdout), 0;
         if (!v) return fprintf(stderr, "int8_report: %s needs a value\n%s", a, usage), 2;
@@ -69,7 +69,6 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--placement")) placement_name = v;
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else return fprintf(stderr, "int8_report: unknown option %s\n%s", a, usage), 2;
-        i++;
     }
     if (!model || !data || T < 1 || windows < 1 || calib < 1 || threads < 1)
         return fputs(usage, stderr), 2;
