@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "test.h"
+#include "train/evaluate.h"
 #include "train/lora.h"
 #include "train/trainer.h"
 #include "util/fileio.h"
@@ -154,7 +155,7 @@ static void test_targets_and_layout(void) {
     CHECK(lora_layout(&lo, c, &cfg, "test", &err) != 0, "no targets accepted");
     cfg = lcfg(2, 4, "q", 0);
     cfg.dropout = 0.05f;
-    CHECK(lora_check_trainable(&cfg, &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "merged"),
+    CHECK(lora_check_merged(&cfg, "ane", &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "merged"),
           "dropout: %s", err.msg);
     free(p);
 }
@@ -618,6 +619,28 @@ static TrainOptions lora_options(const char *backend) {
     return o;
 }
 
+/* Trains a LoRA run of o for o.steps; returns 0 and the val losses before and after. */
+static int lora_run(const TrainOptions *o, Trainer *tr, double *val0, double *val1, double *first, double *last) {
+    Err err = {{0}};
+    if (trainer_init(tr, o, &err) != 0) {
+        CHECK(0, "trainer_init: %s", err.msg);
+        return -1;
+    }
+    *first = *last = 0;
+    CHECK(trainer_eval(tr, val0, &err) == 0, "%s", err.msg);
+    for (int s = 0; s < o->steps; s++) {
+        StepStats st;
+        if (trainer_step(tr, &st, &err) != 0) {
+            CHECK(0, "step: %s", err.msg);
+            return -1;
+        }
+        if (s < 5) *first += st.loss / 5;
+        if (s >= o->steps - 5) *last += st.loss / 5;
+    }
+    CHECK(trainer_eval(tr, val1, &err) == 0, "%s", err.msg);
+    return 0;
+}
+
 static void test_trainer_trains_only_the_adapter(void) {
     TrainOptions o = lora_options("cpu");
     Trainer tr;
@@ -626,60 +649,97 @@ static void test_trainer_trains_only_the_adapter(void) {
         CHECK(0, "trainer_init: %s", err.msg);
         return;
     }
+    size_t n = tr.layout.n_floats;
+    float *before = falloc(n), *check = falloc(n);
+    memcpy(before, tr.params, n * sizeof(float));
+    trainer_free(&tr);
+    double val0, val1, first, last;
+    if (lora_run(&o, &tr, &val0, &val1, &first, &last) != 0) {
+        trainer_free(&tr);
+        free(before), free(check);
+        return;
+    }
     CHECK(tr.m == NULL && tr.v == NULL, "no moments for the frozen model");
     CHECK(tr.adapter_m && tr.adapter_v && trainer_optimizer_bytes(&tr) == 8 * tr.lora.n_floats,
           "moments for the adapter alone (%zu bytes for %zu adapter floats; full: %zu)", trainer_optimizer_bytes(&tr),
           tr.lora.n_floats, 8 * tr.layout.n_floats);
-    size_t n = tr.layout.n_floats;
-    float *before = falloc(n), *base_before = falloc(tr.lora.n_base_floats), *check = falloc(n);
-    memcpy(before, tr.params, n * sizeof(float));
-    memcpy(base_before, tr.lora_base, tr.lora.n_base_floats * sizeof(float));
-    double val0, val1, first = 0, last = 0;
-    CHECK(trainer_eval(&tr, &val0, &err) == 0, "%s", err.msg);
-    for (int s = 0; s < o.steps; s++) {
-        StepStats st;
-        if (trainer_step(&tr, &st, &err) != 0) {
-            CHECK(0, "step: %s", err.msg);
-            break;
-        }
-        if (s < 5) first += st.loss / 5;
-        if (s >= o.steps - 5) last += st.loss / 5;
-    }
-    CHECK(trainer_eval(&tr, &val1, &err) == 0, "%s", err.msg);
+    CHECK(tr.grads == NULL && tr.lora_base == NULL && !tr.lora_merged,
+          "unmerged on cpu: no full gradient buffer, no copy of the base");
     printf("     %zu adapter parameters of %zu: train loss %.3f -> %.3f, val_loss %.3f -> %.3f\n", tr.lora.n_floats, n,
            first, last, val0, val1);
     CHECK(val1 < val0 - 0.3 && last < first - 0.3, "the adapter learns (val %.3f -> %.3f)", val0, val1);
-    /* frozen: every tensor the adapter does not target, and the base copy of those it does */
-    for (int k = 0; k < T_COUNT; k++) {
-        const TensorSpec *t = &tr.layout.t[k];
-        int targeted = 0;
-        for (int m = 0; m < LORA_MODULES; m++) targeted |= tr.lora.t[m].present && tr.lora.t[m].base == (TensorKind)k;
-        if (!t->present) continue;
-        int same = memcmp(before + t->offset, tr.params + t->offset, t->numel * sizeof(float)) == 0;
-        if (targeted) CHECK(!same, "%s: the adapted weight did not change", t->name);
-        else CHECK(same, "%s: a frozen tensor changed", t->name);
-    }
-    CHECK(memcmp(base_before, tr.lora_base, tr.lora.n_base_floats * sizeof(float)) == 0, "the frozen base changed");
-    /* the working buffer is exactly base + s B A of the current adapter */
-    memcpy(check, tr.params, n * sizeof(float));
-    lora_merge(&tr.lora, &tr.layout, tr.lora_base, tr.adapter, check);
-    CHECK(memcmp(check, tr.params, n * sizeof(float)) == 0, "working buffer != merge(base, adapter)");
+    CHECK(memcmp(before, tr.params, n * sizeof(float)) == 0, "the frozen base changed");
     char dir[400];
     snprintf(dir, sizeof dir, "%s/trained", tmpdir);
     CHECK(trainer_save(&tr, dir, &err) != 0 && strstr(err.msg, "LoRA"), "trainer_save refuses: %s", err.msg);
     CHECK(trainer_save_adapter(&tr, dir, "tiny", &err) == 0, "%s", err.msg);
-    /* the saved adapter merged into the original weights gives the trained working buffer */
+    /* the saved adapter merged into the base evaluates as the trained run (merged vs unmerged) */
     memcpy(check, before, n * sizeof(float));
     CHECK(lora_apply(dir, &tr.layout, check, &err) == 0, "%s", err.msg);
-    CHECK(memcmp(check, tr.params, n * sizeof(float)) == 0, "saved adapter + base != trained weights");
+    Backend *plain = backend_cpu_create(&tr.layout, o.batch, o.seq, &err);
+    CHECK(plain != NULL, "%s", err.msg);
+    if (plain) {
+        double val_merged;
+        CHECK(eval_loss(plain, check, NULL, tr.data.tokens + tr.loader.n_train,
+                        (size_t)o.eval_batches * o.batch, o.batch, o.seq, tr.inputs, tr.targets, &val_merged, NULL,
+                        &err) == 0, "%s", err.msg);
+        CHECK(fabs(val_merged - val1) < 1e-5 * val1, "merged model val_loss %.7f vs the unmerged run's %.7f",
+              val_merged, val1);
+        plain->destroy(plain);
+    }
     trainer_free(&tr);
-    free(before), free(base_before), free(check);
+    free(before), free(check);
 
     o.resume_path = "whatever.ckpt";
     CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "--resume"), "resume refused: %s", err.msg);
     o.resume_path = NULL;
-    o.lora.dropout = 0.1f;
-    CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "dropout"), "dropout refused: %s", err.msg);
+    TrainOptions oa = lora_options("ane");
+    oa.lora.dropout = 0.1f;
+    CHECK(trainer_init(&tr, &oa, &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "ane"),
+          "dropout refused on the merged (ane) path: %s", err.msg);
+    oa.lora.dropout = 0;
+    oa.int8 = 1;
+    CHECK(trainer_init(&tr, &oa, &err) != 0 && strstr(err.msg, "--int8"), "int8 refused on ane: %s", err.msg);
+    TrainOptions full = lora_options("cpu");
+    full.lora.rank = 0;
+    full.int8 = 1;
+    CHECK(trainer_init(&tr, &full, &err) != 0 && strstr(err.msg, "--int8") && strstr(err.msg, "cannot train"),
+          "int8 full training refused: %s", err.msg);
+}
+
+/* LoRA dropout trains (p = 0.1 on every module) and the run is a pure function of its seed:
+** two runs give bit-identical adapters; another seed other masks. With an int8 base too. */
+static void test_trainer_dropout_and_int8(void) {
+    for (int int8 = 0; int8 < 2; int8++) {
+        TrainOptions o = lora_options("cpu");
+        o.lora = lcfg(4, 8, "all", 0);
+        o.lora.dropout = 0.1f;
+        o.int8 = int8;
+        o.steps = 30;
+        Trainer t1, t2;
+        double v0, v1, f, l, w0, w1, g, h;
+        if (lora_run(&o, &t1, &v0, &v1, &f, &l) != 0) {
+            trainer_free(&t1);
+            return;
+        }
+        printf("     dropout 0.1%s: train loss %.3f -> %.3f, val_loss %.3f -> %.3f; int8 base %.2f MiB, fp32 pages "
+               "released %.2f MiB\n",
+               int8 ? ", int8 base" : "", f, l, v0, v1, t1.has_int8 ? quant_int8_bytes(&t1.int8) / 1048576.0 : 0.0,
+               t1.int8_released_bytes / 1048576.0);
+        CHECK(v1 < v0 - 0.3, "the adapter learns with dropout%s (val %.3f -> %.3f)", int8 ? " (int8 base)" : "", v0,
+              v1);
+        CHECK(!int8 || (t1.has_int8 && t1.int8_released_bytes > 0), "int8 run: quantized, fp32 pages released");
+        if (lora_run(&o, &t2, &w0, &w1, &g, &h) == 0)
+            CHECK(memcmp(t1.adapter, t2.adapter, t1.lora.n_floats * sizeof(float)) == 0 && w1 == v1,
+                  "the same seed gives the same run");
+        trainer_free(&t2);
+        o.lora.dropout = 0.0f;
+        if (lora_run(&o, &t2, &w0, &w1, &g, &h) == 0)
+            CHECK(memcmp(t1.adapter, t2.adapter, t1.lora.n_floats * sizeof(float)) != 0,
+                  "dropout 0.1 changes the run (vs 0)");
+        trainer_free(&t2);
+        trainer_free(&t1);
+    }
 }
 
 /* One LoRA step on the ANE backend (emulated device, fp16, loss scale 1024) against the CPU
@@ -708,8 +768,7 @@ static void test_ane_step_vs_cpu(void) {
     CHECK(memcmp(tc.adapter, ta.adapter, tc.lora.n_floats * sizeof(float)) == 0, "the same initial adapter");
     random_adapter(&tc.lora, tc.adapter, 50, 0.05);
     memcpy(ta.adapter, tc.adapter, tc.lora.n_floats * sizeof(float));
-    lora_merge(&tc.lora, &tc.layout, tc.lora_base, tc.adapter, tc.params);
-    lora_merge(&ta.lora, &ta.layout, ta.lora_base, ta.adapter, ta.params);
+    lora_merge(&ta.lora, &ta.layout, ta.lora_base, ta.adapter, ta.params); /* ane: merged; cpu: unmerged */
     StepStats sc, sa;
     CHECK(trainer_step(&tc, &sc, &err) == 0, "cpu step: %s", err.msg);
     CHECK(trainer_step(&ta, &sa, &err) == 0, "ane step: %s", err.msg);
@@ -752,6 +811,7 @@ int main(int argc, char **argv) {
     RUN(test_load_refuses_what_it_cannot_compute);
     RUN(test_rope_export_consistency);
     RUN(test_trainer_trains_only_the_adapter);
+    RUN(test_trainer_dropout_and_int8);
     RUN(test_ane_step_vs_cpu);
     parallel_shutdown();
     char cmd[400];

@@ -95,7 +95,7 @@ int cli_eval(int argc, char **argv) {
         rc = cli_fail("eval", &err);
     }
     double loss = 0, t0 = now_seconds();
-    if (rc == 0 && eval_loss(be, params, tf.tokens, windows, batch, seq, inputs, targets, &loss,
+    if (rc == 0 && eval_loss(be, params, NULL, tf.tokens, windows, batch, seq, inputs, targets, &loss,
                              term_is_tty() ? show_progress : NULL, &err) != 0)
         rc = cli_fail("eval", &err);
     if (term_is_tty()) fputc('\n', stderr);

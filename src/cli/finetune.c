@@ -181,8 +181,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     if (!o->data_path) return err_set(err, "--data: a text file is required");
     if (strcmp(a->format, "paragraphs") && strcmp(a->format, "lines") && strcmp(a->format, "file"))
         return err_set(err, "--format: expected paragraphs, lines or file, found '%s'", a->format);
-    if (lora_parse_targets(a->targets, &o->lora.targets, err) != 0 || lora_check_trainable(&o->lora, err) != 0)
-        return -1;
+    if (lora_parse_targets(a->targets, &o->lora.targets, err) != 0) return -1;
     if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "ane") != 0)
         return err_set(err, "--backend: expected cpu or ane, found '%s'", a->backend);
     o->backend = a->backend;
