@@ -22,6 +22,7 @@
 #include "io/model_file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/quant.h"
 #include "test.h"
 #include "train/evaluate.h"
 #include "train/lora.h"
@@ -267,6 +268,74 @@ static double loss_at(Backend *be, const LoraLayout *lo, const ParamLayout *pl, 
     return loss;
 }
 
+/* The loss as a function of the adapter, for fd_compare. */
+typedef double (*AdapterLoss)(void *ctx, const float *adapter);
+
+typedef struct {
+    Backend *be;
+    const LoraLayout *lo;
+    const ParamLayout *pl;
+    const float *base;
+    float *work;
+    const int32_t *in, *tg;
+} MergedLoss;
+
+static double merged_loss(void *ctx, const float *a) {
+    MergedLoss *c = ctx;
+    return loss_at(c->be, c->lo, c->pl, c->base, a, c->work, c->in, c->tg);
+}
+
+/* The adapter gradient ga against fourth-order differences of loss(a): 6 elements of every A and
+** B (half of them among the larger ones), each within FD_RTOL relative (FD_FLOOR absolute floor);
+** and a quarter of them significant, so the check cannot pass vacuously. */
+static void fd_compare(const char *name, const LoraLayout *lo, float *a, const float *ga, AdapterLoss loss, void *ctx,
+                       uint64_t seed, double *worst_out) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    double worst = 0;
+    int bad = 0, checked = 0, significant = 0;
+    for (int m = 0; m < LORA_MODULES; m++) {
+        const LoraTensor *t = &lo->t[m];
+        if (!t->present) continue;
+        for (int which = 0; which < 2; which++) {
+            size_t off = which ? t->b_offset : t->a_offset;
+            size_t len = (size_t)lo->model.n_layers * lo->cfg.rank * (which ? t->out : t->in);
+            double ss = 0;
+            for (size_t i = 0; i < len; i++) ss += (double)ga[off + i] * ga[off + i];
+            double rms = sqrt(ss / (double)len);
+            for (int s = 0; s < 6; s++) {
+                size_t i = off + rng_below(&rng, len);
+                for (int tries = 0; s % 2 && tries < 10000 && fabs(ga[i]) < rms; tries++) i = off + rng_below(&rng, len);
+                float keep = a[i];
+                double L[4];
+                const double step[4] = {FD_H, -FD_H, 2 * FD_H, -2 * FD_H};
+                for (int j = 0; j < 4; j++) {
+                    a[i] = (float)(keep + step[j]);
+                    L[j] = loss(ctx, a);
+                }
+                a[i] = keep;
+                double num = (8 * (L[0] - L[1]) - (L[2] - L[3])) / (12 * FD_H), an = ga[i];
+                double e = fabs(an - num) / fmax(FD_FLOOR, fabs(an) + fabs(num));
+                if (verbose)
+                    printf("    %-5s %c [%5zu] analytic % .6e fd % .6e err %.2e\n", lora_module_name((LoraModule)m),
+                           which ? 'B' : 'A', i - off, an, num, e);
+                if (!(e < FD_RTOL)) {
+                    if (bad < 3)
+                        fprintf(stderr, "    %s: %s lora_%c element %zu: analytic %.7g, fd %.7g\n", name,
+                                lora_module_name((LoraModule)m), which ? 'B' : 'A', i - off, an, num);
+                    bad++;
+                }
+                worst = fmax(worst, e);
+                significant += fabs(num) > 5 * FD_FLOOR;
+                checked++;
+            }
+        }
+    }
+    CHECK(bad == 0, "%s: %d of %d adapter gradients off finite differences", name, bad, checked);
+    CHECK(4 * significant >= checked, "%s: only %d of %d gradients are significant", name, significant, checked);
+    *worst_out = worst;
+}
+
 static void fd_check(const Variant *v, LoraConfig cfg) {
     ParamLayout pl;
     float *p;
@@ -318,51 +387,11 @@ static void fd_check(const Variant *v, LoraConfig cfg) {
     }
     CHECK(proj_worst < 1e-5, "%s: projection vs double: relative error %.2e", v->name, proj_worst);
 
-    Rng rng;
-    rng_seed(&rng, 13);
-    double worst = 0;
-    int bad = 0, checked = 0, significant = 0;
-    for (int m = 0; m < LORA_MODULES; m++) {
-        const LoraTensor *t = &lo.t[m];
-        if (!t->present) continue;
-        for (int which = 0; which < 2; which++) {
-            size_t off = which ? t->b_offset : t->a_offset;
-            size_t len = (size_t)pl.cfg.n_layers * cfg.rank * (which ? t->out : t->in);
-            double ss = 0;
-            for (size_t i = 0; i < len; i++) ss += (double)ga[off + i] * ga[off + i];
-            double rms = sqrt(ss / (double)len);
-            for (int s = 0; s < 6; s++) {
-                size_t i = off + rng_below(&rng, len);
-                for (int tries = 0; s % 2 && tries < 10000 && fabs(ga[i]) < rms; tries++) i = off + rng_below(&rng, len);
-                float keep = a[i];
-                double L[4];
-                const double step[4] = {FD_H, -FD_H, 2 * FD_H, -2 * FD_H};
-                for (int j = 0; j < 4; j++) {
-                    a[i] = (float)(keep + step[j]);
-                    L[j] = loss_at(be, &lo, &pl, base, a, work, in, tg);
-                }
-                a[i] = keep;
-                double num = (8 * (L[0] - L[1]) - (L[2] - L[3])) / (12 * FD_H), an = ga[i];
-                double e = fabs(an - num) / fmax(FD_FLOOR, fabs(an) + fabs(num));
-                if (verbose)
-                    printf("    %-5s %c [%5zu] analytic % .6e fd % .6e err %.2e\n", lora_module_name((LoraModule)m),
-                           which ? 'B' : 'A', i - off, an, num, e);
-                if (!(e < FD_RTOL)) {
-                    if (bad < 3)
-                        fprintf(stderr, "    %s: %s lora_%c element %zu: analytic %.7g, fd %.7g\n", v->name,
-                                lora_module_name((LoraModule)m), which ? 'B' : 'A', i - off, an, num);
-                    bad++;
-                }
-                worst = fmax(worst, e);
-                significant += fabs(num) > 5 * FD_FLOOR;
-                checked++;
-            }
-        }
-    }
-    printf("     %s, r=%d: %d elements, worst FD error %.2e (limit %.0e), projection %.1e\n", v->name, cfg.rank,
-           checked, worst, FD_RTOL, proj_worst);
-    CHECK(bad == 0, "%s: %d of %d adapter gradients off finite differences", v->name, bad, checked);
-    CHECK(4 * significant >= checked, "%s: only %d of %d gradients are significant", v->name, significant, checked);
+    MergedLoss ml = {be, &lo, &pl, base, work, in, tg};
+    double worst;
+    fd_compare(v->name, &lo, a, ga, merged_loss, &ml, 13, &worst);
+    printf("     %s, r=%d: worst FD error %.2e (limit %.0e), projection %.1e\n", v->name, cfg.rank, worst, FD_RTOL,
+           proj_worst);
     be->destroy(be);
     free(a), free(ga), free(base), free(work), free(grads), free(p);
 }
@@ -370,6 +399,255 @@ static void fd_check(const Variant *v, LoraConfig cfg) {
 static void test_grad_finite_differences(void) {
     fd_check(&llama_interleaved, lcfg(4, 8, "all", 0));
     fd_check(&qwen3_half, lcfg(3, 2, "q,k,v,o", 1));
+}
+
+/* ------------------------------------------------------------------ the frozen-base cpu backend */
+
+/* A frozen-base training step's loss: adapter_grads go to a scratch buffer (LoRA dropout acts
+** in training steps only), so the loss is that of the masks of `seed`. */
+typedef struct {
+    Backend *be;
+    const float *params;
+    float *scratch;
+    size_t n;
+    const int32_t *in, *tg;
+    uint64_t seed;
+} FrozenLoss;
+
+static double frozen_loss(void *ctx, const float *a) {
+    FrozenLoss *c = ctx;
+    memset(c->scratch, 0, c->n * sizeof(float));
+    StepArgs args = {c->params, NULL, a, c->scratch, c->in, c->tg, FB, FT, 1.0f, NULL, c->seed};
+    double loss = NAN;
+    Err err = {{0}};
+    CHECK(c->be->step(c->be, &args, &loss, &err) == 0, "%s", err.msg);
+    return loss;
+}
+
+/* The params an int8 backend is given: the fp32 copies of the seven matrices replaced by NaN,
+** so any read of them shows in the loss. */
+static float *params_without_int8_kinds(const ParamLayout *pl, const float *p) {
+    float *q = falloc(pl->n_floats);
+    memcpy(q, p, pl->n_floats * sizeof(float));
+    for (int k = 0; k < T_COUNT; k++)
+        if (quant_kind_is_int8((TensorKind)k))
+            for (size_t i = 0; i < pl->t[k].numel; i++) q[pl->t[k].offset + i] = NAN;
+    return q;
+}
+
+/* dA and dB of the unmerged step (backend_cpu_create_frozen) against finite differences of its
+** own loss, with LoRA dropout (the same seed, so the same masks, at every evaluation) and
+** optionally an int8 base; the step's determinism per seed and its contract around grads. */
+static void fd_check_frozen(const Variant *v, LoraConfig cfg, int int8) {
+    ParamLayout pl;
+    float *p;
+    make_model(v, &pl, &p, 20);
+    LoraLayout lo;
+    Err err = {{0}};
+    CHECK(lora_layout(&lo, &pl.cfg, &cfg, "test", &err) == 0, "%s", err.msg);
+    float *a = falloc(lo.n_floats), *ga = falloc(lo.n_floats), *ga2 = falloc(lo.n_floats),
+          *scratch = falloc(lo.n_floats);
+    random_adapter(&lo, a, 21, 0.3);
+    int32_t in[FB * FT], tg[FB * FT];
+    make_tokens(in, tg, FB * FT, pl.cfg.vocab_size, 22);
+    Int8Weights q;
+    memset(&q, 0, sizeof q);
+    float *params = p;
+    if (int8) {
+        CHECK(quant_int8_create(&q, &pl, p, &err) == 0, "%s", err.msg);
+        params = params_without_int8_kinds(&pl, p);
+    }
+    FrozenBase fb = {&lo, int8 ? &q : NULL};
+    Backend *be = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err);
+    CHECK(be != NULL, "%s", err.msg);
+    if (!be) return;
+    const uint64_t seed = 0x5eed;
+    double loss, loss2;
+    StepArgs args = {params, NULL, a, ga, in, tg, FB, FT, 1.0f, NULL, seed};
+    CHECK(be->step(be, &args, &loss, &err) == 0, "%s", err.msg);
+    CHECK(isfinite(loss), "loss %g (an int8 step read the fp32 matrices?)", loss);
+    /* the same seed: the same masks, bit for bit; another seed: other masks */
+    args.adapter_grads = ga2;
+    CHECK(be->step(be, &args, &loss2, &err) == 0 && loss2 == loss &&
+              memcmp(ga, ga2, lo.n_floats * sizeof(float)) == 0,
+          "a step is a pure function of its dropout seed");
+    if (cfg.dropout > 0) {
+        args.dropout_seed = seed + 1;
+        memset(ga2, 0, lo.n_floats * sizeof(float));
+        CHECK(be->step(be, &args, &loss2, &err) == 0 && loss2 != loss, "another seed, other masks (%.9f, %.9f)",
+              loss, loss2);
+    }
+    /* forward only is evaluation: no dropout, whatever the seed; the same as a p = 0 backend */
+    LoraLayout lo0 = lo;
+    lo0.cfg.dropout = 0;
+    FrozenBase fb0 = {&lo0, fb.int8};
+    Backend *be0 = backend_cpu_create_frozen(&pl, &fb0, FB, FT, &err);
+    if (be0) {
+        double eval_p, eval_0;
+        StepArgs e = {params, NULL, a, NULL, in, tg, FB, FT, 1.0f, NULL, seed};
+        CHECK(be->step(be, &e, &eval_p, &err) == 0 && be0->step(be0, &e, &eval_0, &err) == 0 && eval_p == eval_0,
+              "forward-only steps apply no dropout (%.9f vs %.9f)", eval_p, eval_0);
+        be0->destroy(be0);
+    }
+    /* grads must be NULL over a frozen base */
+    float *full = falloc(pl.n_floats);
+    args.grads = full;
+    CHECK(be->step(be, &args, &loss2, &err) != 0 && strstr(err.msg, "grads"), "full gradient refused: %s", err.msg);
+    args.grads = NULL;
+    args.adapter = NULL;
+    CHECK(be->step(be, &args, &loss2, &err) != 0 && strstr(err.msg, "adapter"), "missing adapter refused: %s",
+          err.msg);
+    free(full);
+
+    FrozenLoss fl = {be, params, scratch, lo.n_floats, in, tg, seed};
+    char name[200];
+    snprintf(name, sizeof name, "%s, unmerged, dropout %g%s", v->name, (double)cfg.dropout, int8 ? ", int8 base" : "");
+    double worst;
+    fd_compare(name, &lo, a, ga, frozen_loss, &fl, 23, &worst);
+    printf("     %s, r=%d: worst FD error %.2e (limit %.0e)\n", name, cfg.rank, worst, FD_RTOL);
+    be->destroy(be);
+    if (int8) {
+        quant_int8_free(&q);
+        free(params);
+    }
+    free(a), free(ga), free(ga2), free(scratch), free(p);
+}
+
+static void test_frozen_finite_differences(void) {
+    LoraConfig all = lcfg(4, 8, "all", 0), attn = lcfg(3, 2, "q,k,v,o", 1);
+    all.dropout = 0.25f;
+    attn.dropout = 0.5f;
+    fd_check_frozen(&llama_interleaved, lcfg(4, 8, "all", 0), 0);
+    fd_check_frozen(&llama_interleaved, all, 0);
+    fd_check_frozen(&qwen3_half, attn, 0);
+    fd_check_frozen(&llama_interleaved, all, 1);
+    fd_check_frozen(&qwen3_half, lcfg(3, 2, "mlp,q", 0), 1);
+}
+
+static double max_rel_diff(const float *x, const float *y, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)x[i] - y[i]));
+        m = fmax(m, fabs((double)y[i]));
+    }
+    return d / m;
+}
+
+/* Unmerged vs merged: the logits of the frozen-base backend equal the plain backend's on the
+** merged weights, and its adapter gradients equal the full gradient projected by lora_grad (the
+** old path), on the same inputs. The int8 base: its logits equal the fp32 backend's on the
+** dequantized weights (quant_int8_dequantize_into), with and without an adapter. */
+static void test_frozen_vs_merged_and_int8(void) {
+    const Variant *vs[2] = {&llama_interleaved, &qwen3_half};
+    for (int vi = 0; vi < 2; vi++) {
+        const Variant *v = vs[vi];
+        ParamLayout pl;
+        float *p;
+        make_model(v, &pl, &p, 30);
+        LoraLayout lo;
+        LoraConfig cfg = lcfg(4, 8, vi ? "q,v,up,down" : "all", 0);
+        Err err = {{0}};
+        CHECK(lora_layout(&lo, &pl.cfg, &cfg, "test", &err) == 0, "%s", err.msg);
+        size_t NL = (size_t)FB * pl.cfg.vocab_size * FT;
+        float *a = falloc(lo.n_floats), *ga = falloc(lo.n_floats), *gp = falloc(lo.n_floats);
+        float *merged = falloc(pl.n_floats), *grads = falloc(pl.n_floats), *deq = falloc(pl.n_floats);
+        float *l_frozen = falloc(NL), *l_merged = falloc(NL), *l_int8 = falloc(NL), *l_deq = falloc(NL);
+        random_adapter(&lo, a, 31, 0.3);
+        int32_t in[FB * FT], tg[FB * FT];
+        make_tokens(in, tg, FB * FT, pl.cfg.vocab_size, 32);
+        memcpy(merged, p, pl.n_floats * sizeof(float));
+        lora_merge_into(&lo, &pl, merged, a);
+        FrozenBase fb = {&lo, NULL};
+        Backend *frozen = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err), *plain = backend_cpu_create(&pl, FB, FT, &err);
+        CHECK(frozen && plain, "%s", err.msg);
+        if (!frozen || !plain) return;
+        double lf, lm;
+        StepArgs fa = {p, NULL, a, ga, in, tg, FB, FT, 1.0f, l_frozen, 7};
+        CHECK(frozen->step(frozen, &fa, &lf, &err) == 0, "%s", err.msg);
+        CHECK(backend_step(plain, merged, grads, in, tg, FB, FT, 1.0f, &lm, l_merged, &err) == 0, "%s", err.msg);
+        lora_grad(&lo, &pl, grads, a, gp);
+        double dl = max_rel_diff(l_frozen, l_merged, NL), dg = max_rel_diff(ga, gp, lo.n_floats);
+        printf("     %s: unmerged vs merged logits %.2e, adapter gradients vs lora_grad's projection %.2e (of the "
+               "largest)\n", v->name, dl, dg);
+        CHECK(dl < 1e-5 && fabs(lf - lm) < 1e-5 * lm, "logits differ by %.2e (loss %.9f vs %.9f)", dl, lf, lm);
+        CHECK(dg < 1e-4, "adapter gradients differ from the projection by %.2e", dg);
+
+        /* int8: forward only, without and with the adapter */
+        Int8Weights q;
+        CHECK(quant_int8_create(&q, &pl, p, &err) == 0, "%s", err.msg);
+        memcpy(deq, p, pl.n_floats * sizeof(float));
+        quant_int8_dequantize_into(&q, &pl, deq);
+        float *nan_params = params_without_int8_kinds(&pl, p);
+        FrozenBase fq = {NULL, &q}, fql = {&lo, &q};
+        Backend *bq = backend_cpu_create_frozen(&pl, &fq, FB, FT, &err), *bql = backend_cpu_create_frozen(&pl, &fql, FB, FT, &err);
+        CHECK(bq && bql, "%s", err.msg);
+        if (bq && bql) {
+            double l1, l2;
+            CHECK(backend_step(bq, nan_params, NULL, in, tg, FB, FT, 1.0f, &l1, l_int8, &err) == 0, "%s", err.msg);
+            CHECK(backend_step(plain, deq, NULL, in, tg, FB, FT, 1.0f, &l2, l_deq, &err) == 0, "%s", err.msg);
+            double d8 = max_rel_diff(l_int8, l_deq, NL);
+            CHECK(d8 < 1e-6 && fabs(l1 - l2) < 1e-6 * l2, "int8 logits vs fp32 on dequantized weights: %.2e", d8);
+            StepArgs qa = {nan_params, NULL, a, NULL, in, tg, FB, FT, 1.0f, l_int8, 0};
+            StepArgs da = {deq, NULL, a, NULL, in, tg, FB, FT, 1.0f, l_deq, 0};
+            CHECK(bql->step(bql, &qa, &l1, &err) == 0 && frozen->step(frozen, &da, &l2, &err) == 0, "%s", err.msg);
+            double d8l = max_rel_diff(l_int8, l_deq, NL);
+            CHECK(d8l < 1e-6, "int8 + LoRA logits vs fp32 + LoRA on dequantized weights: %.2e", d8l);
+            printf("     %s: int8 base vs fp32 on the dequantized weights: logits %.2e, with the adapter %.2e\n",
+                   v->name, d8, d8l);
+            /* int8 weights cannot train */
+            CHECK(backend_step(bq, nan_params, grads, in, tg, FB, FT, 1.0f, &l1, NULL, &err) != 0 &&
+                      strstr(err.msg, "int8"), "an int8 training step refused: %s", err.msg);
+        }
+        if (bq) bq->destroy(bq);
+        if (bql) bql->destroy(bql);
+        quant_int8_free(&q);
+        frozen->destroy(frozen);
+        plain->destroy(plain);
+        free(a), free(ga), free(gp), free(merged), free(grads), free(deq), free(nan_params);
+        free(l_frozen), free(l_merged), free(l_int8), free(l_deq), free(p);
+    }
+}
+
+/* The dropout masks: values 0 or 1/(1-p), the rate, one mask per (seed, layer, module, sequence),
+** rows computed independently of the split, lora_dropout_hash agreeing with the mask. */
+static void test_dropout_masks(void) {
+    enum { IN = 96, TT = 64 };
+    static float m1[IN * TT], m2[IN * TT];
+    const float p = 0.3f, keep = 1.0f / (1.0f - p);
+    lora_dropout_mask(m1, 42, 3, LORA_V, 1, 0, IN, TT, p);
+    int dropped = 0, other = 0, hash_bad = 0;
+    for (int i = 0; i < IN * TT; i++) {
+        dropped += m1[i] == 0;
+        other += m1[i] != 0 && m1[i] != keep;
+        uint64_t h = lora_dropout_hash(42, 3, LORA_V, 1, i / TT, i % TT);
+        hash_bad += ((double)(h >> 40) < p * 16777216.0) != (m1[i] == 0);
+    }
+    double rate = (double)dropped / (IN * TT);
+    printf("     p = %.2f: dropped %.4f of %d elements\n", (double)p, rate, IN * TT);
+    CHECK(other == 0 && hash_bad == 0, "mask values 0 or 1/(1-p) (%d others), as the hash says (%d not)", other,
+          hash_bad);
+    CHECK(fabs(rate - p) < 0.02, "drop rate %.4f for p %.2f", rate, (double)p);
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, 0, IN / 3, TT, p);
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, IN / 3, IN, TT, p);
+    CHECK(memcmp(m1, m2, sizeof m1) == 0, "rows do not depend on how they are split");
+    const struct {
+        uint64_t seed;
+        int layer;
+        LoraModule m;
+        int seq;
+    } others[] = {{43, 3, LORA_V, 1}, {42, 2, LORA_V, 1}, {42, 3, LORA_K, 1}, {42, 3, LORA_V, 0}};
+    for (int k = 0; k < 4; k++) {
+        lora_dropout_mask(m2, others[k].seed, others[k].layer, others[k].m, others[k].seq, 0, IN, TT, p);
+        int same = 0;
+        for (int i = 0; i < IN * TT; i++) same += (m1[i] == 0) == (m2[i] == 0);
+        double agree = (double)same / (IN * TT), expect = p * p + (1 - p) * (1 - p);
+        CHECK(fabs(agree - expect) < 0.03, "mask %d is independent of the first: agreement %.3f (expected %.3f)", k,
+              agree, expect);
+    }
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, 0, IN, TT, 0.0f);
+    int ones = 0;
+    for (int i = 0; i < IN * TT; i++) ones += m2[i] == 1.0f;
+    CHECK(ones == IN * TT, "p = 0 keeps everything unscaled");
 }
 
 /* ------------------------------------------------------------------ files */
@@ -807,6 +1085,9 @@ int main(int argc, char **argv) {
     RUN(test_init_leaves_model_unchanged);
     RUN(test_merge_is_the_adapter_path);
     RUN(test_grad_finite_differences);
+    RUN(test_dropout_masks);
+    RUN(test_frozen_finite_differences);
+    RUN(test_frozen_vs_merged_and_int8);
     RUN(test_save_load_roundtrip);
     RUN(test_load_refuses_what_it_cannot_compute);
     RUN(test_rope_export_consistency);
