@@ -47,6 +47,10 @@ static const char *sample_help =
     "                      (config.json + model.safetensors)\n"
     "  --adapter DIR       a LoRA adapter (a PEFT directory, e.g. from `anetrain finetune`),\n"
     "                      merged into the weights as they load: W + (alpha/r) B A\n"
+    "  --int8              generate with the int8 model: the layer matrices quantized per row\n"
+    "                      (as eval --int8, finetune --int8) and dequantized once at load, so\n"
+    "                      the output is the int8 model's (the generator keeps fp32 weights:\n"
+    "                      no memory saved here); an --adapter is added after, unquantized\n"
     "  --tokenizer FILE    a HF tokenizer.json or a llama2.c tokenizer.bin (default: the HF\n"
     "                      directory's tokenizer.json). A tokenizer.bin must hold exactly the\n"
     "                      model's vocab_size pieces; a tokenizer.json may have fewer ids than\n"
@@ -146,6 +150,7 @@ typedef struct {
     float temperature, top_p;
     uint64_t seed;
     int seed_given, max_seq_given;
+    int int8;
 } CommonArgs;
 
 typedef struct {
@@ -227,6 +232,15 @@ static int session_open(Session *s, const CommonArgs *a, float temperature, floa
     }
     blas_set_threads(1); /* the generator's threads call BLAS, each on its own share */
     if (model_load_any(a->model, &s->layout, &s->params, err) != 0) return err_wrap(err, "--model");
+    if (a->int8) { /* the int8 model's weights: quantized, then dequantized in place (quant.h) */
+        Int8Weights q;
+        if (quant_int8_create(&q, &s->layout, s->params, err) != 0) {
+            session_free(s);
+            return err_wrap(err, "--int8");
+        }
+        quant_int8_dequantize_into(&q, &s->layout, s->params);
+        quant_int8_free(&q);
+    }
     if (a->adapter && lora_apply(a->adapter, &s->layout, s->params, err) != 0) {
         session_free(s);
         return err_wrap(err, "--adapter");
@@ -303,7 +317,7 @@ static uint64_t default_seed(void) {
 /* Flags both commands share; the ranges are checked by the parser, the rest after it. */
 #define COMMON_SPECS(a)                                                                            \
     {"--model", ARG_STR, &(a).model, 0, 0, NULL}, {"--tokenizer", ARG_STR, &(a).tokenizer, 0, 0, NULL}, \
-        {"--adapter", ARG_STR, &(a).adapter, 0, 0, NULL},                                          \
+        {"--adapter", ARG_STR, &(a).adapter, 0, 0, NULL}, {"--int8", ARG_BOOL, &(a).int8, 0, 0, NULL}, \
         {"--steps", ARG_INT, &(a).steps, 1, 1 << 30, NULL},                                        \
         {"--temperature", ARG_FLOAT, &(a).temperature, 0, 1e6, NULL},                              \
         {"--top-p", ARG_FLOAT, &(a).top_p, 0, 1, NULL}, {"--seed", ARG_U64, &(a).seed, 0, 0, &(a).seed_given}, \
