@@ -1,10 +1,12 @@
 /*
-** lora.c — LoRA adapters: layout, init, merge, gradient projection, PEFT files (see lora.h).
+** lora.c — LoRA adapters: layout, init, dropout masks, merge, gradient projection, PEFT files
+** (see lora.h).
 **
 ** This module never touches the frozen base except through the copy lora_base_copy makes and
-** the working buffer lora_merge writes; it never trains what it cannot compute as PEFT does
-** (dropout on the adapter input) and never loads a file it would read differently from PEFT:
-** every adapter_config.json option that changes the function is checked, not ignored.
+** the working buffer lora_merge writes; the merged path never trains what it cannot compute as
+** PEFT does (dropout on the adapter input: lora_check_merged), and no file is loaded that it
+** would read differently from PEFT: every adapter_config.json option that changes the function
+** is checked, not ignored. The dropout masks of the unmerged path are defined here (lora.h).
 */
 #include "lora.h"
 

@@ -13,17 +13,20 @@
 **     base    wq    wk    wv    wo    w1    w3    w2
 **     PEFT    self_attn.{q,k,v,o}_proj       mlp.{gate,up,down}_proj
 **
-** How a step trains it (this increment: backend-agnostic, the same on every backend):
-** lora_merge writes W_eff of every targeted matrix into the working parameter buffer the
-** backend runs on (the base of those matrices is kept aside, frozen, in a copy); the backend
-** returns the full gradient dL/dW_eff; lora_grad projects it onto the adapter:
+** How a step trains it, two ways (trainer.h picks one per backend):
+**   unmerged (the CPU backend, backend_cpu_create_frozen with a FrozenBase): the backend takes
+**     the adapter and computes each targeted linear as y = W x + s B A drop(x), with the
+**     gradients of A and B alone (see backend/cpu.c); drop is LoRA dropout, a pure function of
+**     a seed and the position (lora_dropout_mask below);
+**   merged (backends without native adapters; the ANE backend for now): lora_merge writes
+**     W_eff of every targeted matrix into the working parameter buffer the backend runs on (the
+**     base of those matrices is kept aside, frozen, in a copy); the backend returns the full
+**     gradient dL/dW_eff; lora_grad projects it onto the adapter:
 **
-**     dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
+**         dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
 **
-** The cost of this simplicity: the backend still computes dW of every matrix, frozen ones
-** included, and the full gradient buffer exists. A later increment can hand A and B to the
-** backends so they compute only x·Aᵀ-sized work. LoRA dropout acts on the input x of the
-** adapter path alone, which a merged W_eff cannot express: only dropout 0 trains here.
+**     which costs every dW GEMM and a full gradient buffer, and cannot express dropout on the
+**     adapter path's input alone: only dropout 0 trains that way (lora_check_merged).
 **
 ** All adapter tensors are one contiguous fp32 buffer with named views (like params.h), so
 ** the adapter's gradients and AdamW moments are each one buffer of the same layout:
