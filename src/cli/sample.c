@@ -77,7 +77,10 @@ static const char *sample_help =
     "                      max_seq_len, at most 4096; up to max_seq_len when given)\n"
     "  --prefill N         prompt tokens per batched forward pass (default 64; 1 = one at a\n"
     "                      time, as run.c)\n"
-    "\n"
+    "\n";
+
+/* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
+static const char *sample_help_more =
     "Generation stops after --steps positions, or when the model emits a stop token: BOS (as\n"
     "run.c: in llama2.c data BOS starts the next document; EOS </s> is printed, not a stop),\n"
     "and for Qwen3 tokenizers <|endoftext|> and <|im_end|>. A stop token is not printed.\n"
@@ -338,6 +341,7 @@ static void common_defaults(CommonArgs *a) {
 int cli_sample(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(sample_help, stdout);
+        fputs(sample_help_more, stdout);
         return 0;
     }
     Err err = {{0}};
