@@ -448,7 +448,8 @@ static void print_row(const char *model, const Options *opt, const ModelConfig *
     else snprintf(impl, sizeof impl, "anetrain");
     if (opt->lora_rank) /* the full-training FLOP count does not apply: no GFLOP/s, no %peak */
         printf("%-8s %-12s %-7s %5d %9.1f %9.1f %8.0f %8s %6s %10.1f %8.1f", impl, model, bt, opt->steps, 1e3 * r->step,
-               1e3 * r->best, opt->B * opt->T / r->step, "-", "-", 1e3 * r->backend, 1e3 * (r->zero + r->clip + r->adamw));
+               1e3 * r->best, opt->B * opt->T / r->step, "-", "-", 1e3 * r->backend,
+               1e3 * (r->zero + r->clip + r->adamw));
     else
         printf("%-8s %-12s %-7s %5d %9.1f %9.1f %8.0f %8.1f %5.1f%% %10.1f %8.1f", impl, model, bt, opt->steps,
                1e3 * r->step, 1e3 * r->best, opt->B * opt->T / r->step, gflops, 100 * gflops / peak, 1e3 * r->backend,

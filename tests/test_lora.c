@@ -558,7 +558,8 @@ static void test_frozen_vs_merged_and_int8(void) {
         memcpy(merged, p, pl.n_floats * sizeof(float));
         lora_merge_into(&lo, &pl, merged, a);
         FrozenBase fb = {&lo, NULL};
-        Backend *frozen = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err), *plain = backend_cpu_create(&pl, FB, FT, &err);
+        Backend *frozen = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err);
+        Backend *plain = backend_cpu_create(&pl, FB, FT, &err);
         CHECK(frozen && plain, "%s", err.msg);
         if (!frozen || !plain) return;
         double lf, lm;
@@ -579,7 +580,8 @@ static void test_frozen_vs_merged_and_int8(void) {
         quant_int8_dequantize_into(&q, &pl, deq);
         float *nan_params = params_without_int8_kinds(&pl, p);
         FrozenBase fq = {NULL, &q}, fql = {&lo, &q};
-        Backend *bq = backend_cpu_create_frozen(&pl, &fq, FB, FT, &err), *bql = backend_cpu_create_frozen(&pl, &fql, FB, FT, &err);
+        Backend *bq = backend_cpu_create_frozen(&pl, &fq, FB, FT, &err);
+        Backend *bql = backend_cpu_create_frozen(&pl, &fql, FB, FT, &err);
         CHECK(bq && bql, "%s", err.msg);
         if (bq && bql) {
             double l1, l2;

@@ -421,7 +421,8 @@ static void bwd_final_norm(Stage *st, int b) {
     Sizes s = sizes_for(cfg, T);
     /* dx was zeroed; dxn holds d loss / d xf for sequence b. rms_final's gradient is shared by
     ** all sequences, so this stage runs serially (see cpu_step). */
-    ops_rmsnorm_backward(m->d.dx + (size_t)b * s.c, st->dw ? st->dw->rms_final : m->norm_dw_sink, m->d.dxn + (size_t)b * s.c,
+    ops_rmsnorm_backward(m->d.dx + (size_t)b * s.c, st->dw ? st->dw->rms_final : m->norm_dw_sink,
+                         m->d.dxn + (size_t)b * s.c,
                          m->a.x + at(st, cfg->n_layers, b, s.c), st->w->rms_final, m->a.rstd_f + (size_t)b * T,
                          cfg->dim, T);
 }

@@ -7,9 +7,9 @@
 
 size_t eval_windows(size_t n_tokens, int T) { return n_tokens > (size_t)T ? (n_tokens - 1) / (size_t)T : 0; }
 
-int eval_loss(Backend *backend, const float *params, const float *adapter, const int32_t *tokens, size_t n_windows, int B, int T,
-              int32_t *inputs, int32_t *targets, double *loss, void (*progress)(size_t done, size_t total),
-              Err *err) {
+int eval_loss(Backend *backend, const float *params, const float *adapter, const int32_t *tokens, size_t n_windows,
+              int B, int T, int32_t *inputs, int32_t *targets, double *loss,
+              void (*progress)(size_t done, size_t total), Err *err) {
     if (n_windows == 0) return err_set(err, "evaluation: no window of %d tokens to evaluate", T + 1);
     double total = 0;
     for (size_t w = 0; w < n_windows; w += (size_t)B) {
