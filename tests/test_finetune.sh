@@ -132,6 +132,8 @@ expect_fail "int8 on ane is refused" "--int8: the ane backend" \
 expect_fail "dropout 1 is refused" "--lora-dropout: expected" "$BIN" finetune --init base-hf --data b.txt --lora-dropout 1
 expect_fail "negative dropout is refused" "--lora-dropout: expected" \
     "$BIN" finetune --init base-hf --data b.txt --lora-dropout -0.1
+expect_fail "train --int8 is refused: int8 weights cannot train" "--int8: int8 weights cannot train" \
+    "$BIN" train --model tiny --vocab 320 --data a.bin --steps 2 --int8 --out x.ckpt
 expect_fail "eval --int8 on ane is refused" "--int8: the ane backend" \
     "$BIN" eval --model base-hf --data ft/tokens.bin --int8 --backend ane
 expect_fail "unknown target" "lora-targets.*'lm_head'" "$BIN" finetune --init base-hf --data b.txt --lora-targets q,lm_head
