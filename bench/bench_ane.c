@@ -151,7 +151,7 @@ static int time_steps(Backend *be, const Options *o, const ParamLayout *lay, flo
         double t0 = now_seconds();
         memset(grads, 0, n * sizeof(float));
         double t1 = now_seconds(), loss;
-        if (be->step(be, params, grads, in, tg, o->B, o->T, 1.0f, &loss, NULL, err)) return -1;
+        if (backend_step(be, params, grads, in, tg, o->B, o->T, 1.0f, &loss, NULL, err)) return -1;
         double t2 = now_seconds();
         float coef = grad_clip_coef(grad_global_norm(grads, n), 1.0f);
         adamw_step(lay, &ac, params, grads, m, v, 1e-5f, s + 1, coef);

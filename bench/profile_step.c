@@ -359,7 +359,7 @@ int main(int argc, char **argv) {
         double t1 = now_seconds();
         log_.recording = s > 0;
         if (s > 0) log_mark("step");
-        if (be->step(be, p, g, tok, tok + bt, B, T, 1.0f, &loss, NULL, &err) != 0) {
+        if (backend_step(be, p, g, tok, tok + bt, B, T, 1.0f, &loss, NULL, &err) != 0) {
             fprintf(stderr, "profile_step: %s\n", err.msg);
             return 1;
         }
