@@ -9,6 +9,13 @@
 ** prints one table row per model. bench/run.sh puts bench/torch_step.py's rows (same
 ** columns) next to ours.
 **
+** With --lora R the step is a LoRA fine-tuning step as the trainer runs it on the CPU backend
+** (the frozen-base backend: the adapter beside the frozen weights, gradients of the adapter
+** only; zero, clip and AdamW over the adapter), optionally over an int8 base (--int8: the
+** seven layer matrices quantized, their fp32 pages released). --rss adds the process's peak
+** resident memory (getrusage ru_maxrss) to the row: run one configuration per process for it
+** to mean that configuration (bench/run.sh does).
+**
 ** Everything is allocated before the first timed step; the timed loop only calls the
 ** step. This is a benchmark, not a test: it checks only that the loss stays finite.
 */
@@ -17,15 +24,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/clock.h"
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "model/quant.h"
+#include "train/lora.h"
 #include "train/optim.h"
 #include "util/blas.h"
 #include "util/err.h"
+#include "util/memory.h"
 #include "util/parallel.h"
 #include "util/rng.h"
 
@@ -46,6 +58,11 @@ typedef struct {
     int detail;
     const char *perf_ctl; /* perf's --control FIFO: profiling covers only the timed steps */
     uint64_t seed;
+    int lora_rank;            /* > 0: LoRA fine-tuning steps with this rank */
+    const char *lora_targets; /* default q,k,v,o */
+    float lora_dropout;
+    int int8;                 /* LoRA over an int8 base */
+    int rss;                  /* print the peak RSS */
 } Options;
 
 static void usage(FILE *f) {
@@ -72,6 +89,13 @@ static void usage(FILE *f) {
             "  --detail                also print zero / clip / adamw separately and the loss\n"
             "  --no-header             print only the table rows (for bench/run.sh)\n"
             "  --seed S                RNG seed for weights and tokens (default 1)\n"
+            "  --lora R                LoRA fine-tuning steps of rank R (alpha 2R) instead of full\n"
+            "                          training: the frozen-base backend, adapter-only optimizer\n"
+            "  --lora-targets LIST     adapted matrices (default q,k,v,o; see finetune --help)\n"
+            "  --lora-dropout P        LoRA dropout (default 0)\n"
+            "  --int8                  with --lora: the base's layer matrices as int8\n"
+            "  --rss                   append the process's peak RSS (ru_maxrss) and its RSS after\n"
+            "                          the steps (/proc/self/statm), MiB, to each row\n"
             "  --perf-ctl FIFO         write 'enable' / 'disable' to FIFO around the timed steps, so\n"
             "                          that perf record -D -1 --control fifo:FIFO profiles only them\n"
             "  -h, --help              this text\n"
@@ -142,6 +166,17 @@ static int parse_options(Options *opt, int argc, char **argv, Err *err) {
             int s = 0;
             rc = parse_int(a, val, 0, &s, err);
             opt->seed = (uint64_t)s;
+        } else if (strcmp(a, "--lora") == 0) {
+            rc = parse_int(a, val, 1, &opt->lora_rank, err);
+        } else if (strcmp(a, "--lora-targets") == 0) {
+            opt->lora_targets = val;
+            if (!val) rc = err_set(err, "--lora-targets: expected a list");
+        } else if (strcmp(a, "--lora-dropout") == 0) {
+            char *end;
+            double p = val ? strtod(val, &end) : -1;
+            if (!val || *end != '\0' || !(p >= 0 && p < 1))
+                rc = err_set(err, "--lora-dropout: expected a value in [0, 1), found '%s'", val ? val : "(nothing)");
+            opt->lora_dropout = (float)p;
         } else if (strcmp(a, "--perf-ctl") == 0) {
             opt->perf_ctl = val;
             if (!val) rc = err_set(err, "--perf-ctl: expected the path of perf's control FIFO");
@@ -155,11 +190,14 @@ static int parse_options(Options *opt, int argc, char **argv, Err *err) {
             if (strcmp(a, "--peak") == 0) opt->peak_only = 1;
             else if (strcmp(a, "--detail") == 0) opt->detail = 1;
             else if (strcmp(a, "--no-header") == 0) opt->header = 0;
+            else if (strcmp(a, "--int8") == 0) opt->int8 = 1;
+            else if (strcmp(a, "--rss") == 0) opt->rss = 1;
             else rc = err_set(err, "unknown option '%s' (see --help)", a);
         }
         if (rc != 0) return -1;
         if (takes_value) i++;
     }
+    if (opt->int8 && !opt->lora_rank) return err_set(err, "--int8: int8 weights cannot train: needs --lora R");
     if (opt->n_models == 0) {
         opt->models[opt->n_models++] = "stories15m";
         opt->models[opt->n_models++] = "stories110m";
@@ -224,22 +262,71 @@ typedef struct {
     double loss_first, loss_last;
 } Result;
 
-/* The training state of one model: parameters, gradients, AdamW moments, the backend. */
+/* The training state of one model: parameters, gradients, AdamW moments, the backend. Full
+** training: params, grads, m, v are views into one allocation, each layout.n_floats long. LoRA:
+** params alone (the frozen base); adapter, adapter gradients and moments in `lora_state`. */
 typedef struct {
     ModelConfig cfg;
     ParamLayout layout;
-    float *params, *grads, *m, *v; /* views into one allocation, each layout.n_floats long */
+    float *params, *grads, *m, *v;
     int32_t *inputs, *targets;     /* [B][T] */
     Backend *backend;
     double *times;                 /* [5][steps]: zero, backend, clip, adamw, whole step */
+    LoraLayout lora;
+    ParamLayout lora_optim;
+    float *lora_state, *adapter, *adapter_grads; /* adapter, grads, m, v: each lora.n_floats */
+    Int8Weights int8;
+    int has_int8;
 } Bench;
 
 static void bench_free(Bench *bn) {
     if (bn->backend) bn->backend->destroy(bn->backend);
     free(bn->params);
+    free(bn->lora_state);
+    if (bn->has_int8) quant_int8_free(&bn->int8);
     free(bn->inputs);
     free(bn->times);
     memset(bn, 0, sizeof *bn);
+}
+
+/* LoRA: the frozen base (int8 on request, its fp32 pages then released), a PEFT-initialized
+** adapter with B made non-zero (a trained adapter's work), the frozen-base backend. */
+static int bench_setup_lora(Bench *bn, const Options *opt, Err *err) {
+    size_t n = bn->layout.n_floats, bt = (size_t)opt->B * opt->T;
+    LoraConfig lc = {opt->lora_rank, 2.0f * (float)opt->lora_rank, opt->lora_dropout, 0, 0};
+    if (lora_parse_targets(opt->lora_targets ? opt->lora_targets : "q,k,v,o", &lc.targets, err) != 0 ||
+        lora_layout(&bn->lora, &bn->cfg, &lc, "--lora", err) != 0)
+        return -1;
+    size_t na = bn->lora.n_floats;
+    bn->params = err_malloc(n * sizeof(float), "parameters", err);
+    bn->lora_state = err_malloc(4 * na * sizeof(float), "adapter, its gradients and AdamW moments", err);
+    bn->inputs = err_malloc(2 * bt * sizeof(int32_t), "tokens", err);
+    bn->times = err_malloc(5 * (size_t)opt->steps * sizeof(double), "step times", err);
+    if (!bn->params || !bn->lora_state || !bn->inputs || !bn->times) return -1;
+    bn->adapter = bn->lora_state;
+    bn->adapter_grads = bn->adapter + na;
+    bn->m = bn->adapter_grads + na;
+    bn->v = bn->m + na;
+    bn->targets = bn->inputs + bt;
+    Rng rng;
+    rng_seed(&rng, opt->seed);
+    params_init(&bn->layout, bn->params, &rng);
+    lora_init(&bn->lora, bn->adapter, &rng);
+    for (size_t i = 0; i < na; i++) /* B = 0 at init; a little everywhere so dA is real work */
+        if (bn->adapter[i] == 0) bn->adapter[i] = 1e-3f * (rng_uniform(&rng) - 0.5f);
+    memset(bn->adapter_grads, 0, 3 * na * sizeof(float));
+    lora_optim_layout(&bn->lora, &bn->lora_optim);
+    for (size_t i = 0; i < 2 * bt; i++) bn->inputs[i] = (int32_t)rng_below(&rng, (uint64_t)bn->cfg.vocab_size);
+    if (opt->int8) {
+        if (quant_int8_create(&bn->int8, &bn->layout, bn->params, err) != 0) return -1;
+        bn->has_int8 = 1;
+        for (int k = 0; k < T_COUNT; k++)
+            if (quant_kind_is_int8((TensorKind)k))
+                mem_release_pages(bn->params + bn->layout.t[k].offset, bn->layout.t[k].numel * sizeof(float));
+    }
+    FrozenBase fb = {&bn->lora, bn->has_int8 ? &bn->int8 : NULL};
+    bn->backend = backend_cpu_create_frozen(&bn->layout, &fb, opt->B, opt->T, err);
+    return bn->backend ? 0 : -1;
 }
 
 static int bench_setup(Bench *bn, const char *model, const Options *opt, Err *err) {
@@ -250,6 +337,7 @@ static int bench_setup(Bench *bn, const char *model, const Options *opt, Err *er
     if (config_validate(&bn->cfg, source, err) != 0) return -1;
     params_layout(&bn->layout, &bn->cfg);
     size_t n = bn->layout.n_floats, bt = (size_t)opt->B * opt->T;
+    if (opt->lora_rank) return bench_setup_lora(bn, opt, err);
     bn->params = err_malloc(4 * n * sizeof(float), "parameters, gradients and AdamW moments", err);
     bn->inputs = err_malloc(2 * bt * sizeof(int32_t), "tokens", err);
     bn->times = err_malloc(5 * (size_t)opt->steps * sizeof(double), "step times", err);
@@ -280,17 +368,20 @@ static int bench_setup(Bench *bn, const char *model, const Options *opt, Err *er
 ** seconds: zero grads, backend, clip, adamw. */
 static int bench_step(Bench *bn, const Options *opt, long step, double *loss, double t[4], Err *err) {
     static const AdamWConfig adamw = {0.9f, 0.95f, 1e-8f, 0.1f}; /* llama2.c's train.py */
-    size_t n = bn->layout.n_floats;
+    int lora = bn->adapter != NULL;
+    size_t n = lora ? bn->lora.n_floats : bn->layout.n_floats;
+    float *g = lora ? bn->adapter_grads : bn->grads;
     double t0 = now_seconds();
-    memset(bn->grads, 0, n * sizeof(float));
+    memset(g, 0, n * sizeof(float));
     double t1 = now_seconds();
-    if (backend_step(bn->backend, bn->params, bn->grads, bn->inputs, bn->targets, opt->B, opt->T, 1.0f, loss,
-                          NULL, err) != 0)
-        return -1;
+    StepArgs args = {bn->params, lora ? NULL : bn->grads, bn->adapter, lora ? bn->adapter_grads : NULL,
+                     bn->inputs, bn->targets, opt->B, opt->T, 1.0f, NULL, (uint64_t)step};
+    if (bn->backend->step(bn->backend, &args, loss, err) != 0) return -1;
     double t2 = now_seconds();
-    float coef = grad_clip_coef(grad_global_norm(bn->grads, n), 1.0f);
+    float coef = grad_clip_coef(grad_global_norm(g, n), 1.0f);
     double t3 = now_seconds();
-    adamw_step(&bn->layout, &adamw, bn->params, bn->grads, bn->m, bn->v, 5e-4f, step, coef);
+    if (lora) adamw_step(&bn->lora_optim, &adamw, bn->adapter, g, bn->m, bn->v, 5e-4f, step, coef);
+    else adamw_step(&bn->layout, &adamw, bn->params, bn->grads, bn->m, bn->v, 5e-4f, step, coef);
     double t4 = now_seconds();
     t[0] = t1 - t0;
     t[1] = t2 - t1;
@@ -334,13 +425,41 @@ static void print_header(void) {
            "tok/s", "GFLOP/s", "%peak", "fwd+bwd ms", "optim ms");
 }
 
+/* Resident memory now, MiB (Linux /proc/self/statm; -1 elsewhere): after setup and the steps,
+** the steady state, where ru_maxrss also counts what loading touched and released (the fp32
+** pages of int8 matrices). */
+static double current_rss_mib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages_total = 0, pages_resident = -1;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2) pages_resident = -1;
+        fclose(f);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    return pages_resident < 0 || page <= 0 ? -1.0 : (double)pages_resident * (double)page / 1048576.0;
+}
+
 static void print_row(const char *model, const Options *opt, const ModelConfig *cfg, const Result *r, double peak) {
     char bt[32];
     snprintf(bt, sizeof bt, "%dx%d", opt->B, opt->T);
     double gflops = config_train_flops_per_seq(cfg, opt->T) * opt->B / r->step / 1e9;
-    printf("%-8s %-12s %-7s %5d %9.1f %9.1f %8.0f %8.1f %5.1f%% %10.1f %8.1f\n", "anetrain", model, bt, opt->steps,
-           1e3 * r->step, 1e3 * r->best, opt->B * opt->T / r->step, gflops, 100 * gflops / peak, 1e3 * r->backend,
-           1e3 * (r->zero + r->clip + r->adamw));
+    char impl[32];
+    if (opt->lora_rank) snprintf(impl, sizeof impl, "lora-r%d%s", opt->lora_rank, opt->int8 ? "-int8" : "");
+    else snprintf(impl, sizeof impl, "anetrain");
+    if (opt->lora_rank) /* the full-training FLOP count does not apply: no GFLOP/s, no %peak */
+        printf("%-8s %-12s %-7s %5d %9.1f %9.1f %8.0f %8s %6s %10.1f %8.1f", impl, model, bt, opt->steps, 1e3 * r->step,
+               1e3 * r->best, opt->B * opt->T / r->step, "-", "-", 1e3 * r->backend,
+               1e3 * (r->zero + r->clip + r->adamw));
+    else
+        printf("%-8s %-12s %-7s %5d %9.1f %9.1f %8.0f %8.1f %5.1f%% %10.1f %8.1f", impl, model, bt, opt->steps,
+               1e3 * r->step, 1e3 * r->best, opt->B * opt->T / r->step, gflops, 100 * gflops / peak, 1e3 * r->backend,
+               1e3 * (r->zero + r->clip + r->adamw));
+    if (opt->rss) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf(" %9.1f %9.1f", (double)ru.ru_maxrss / 1024.0, current_rss_mib()); /* ru_maxrss: KiB on Linux */
+    }
+    printf("\n");
     if (opt->detail)
         printf("         %-12s zero %.1f ms, clip %.1f ms, adamw %.1f ms; %.2f GFLOP/step; loss %.4f -> %.4f\n", "",
                1e3 * r->zero, 1e3 * r->clip, 1e3 * r->adamw, config_train_flops_per_seq(cfg, opt->T) * opt->B / 1e9,

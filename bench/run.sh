@@ -14,6 +14,8 @@
 #   BENCH_STEPS    timed steps per model (median shown)   [5]
 #   BENCH_THREADS  threads for BLAS, our pool and torch   [all cores]
 #   BENCH_PYTHON   interpreter for torch_step.py          [/usr/bin/python3]
+#   BENCH_FT_MODEL model of the fine-tuning comparison    [stories110m]
+#   BENCH_FT_REPS  rounds of it (fresh processes)         [3]
 #
 # Where the time of a step goes: make BUILD/bench/profile_step, then run it (see its --help).
 set -eu
@@ -34,7 +36,8 @@ if [ ! -x "$BIN" ]; then
 fi
 
 ROWS=$(mktemp)
-trap 'rm -f "$ROWS"' EXIT INT TERM
+FTROWS=$(mktemp)
+trap 'rm -f "$ROWS" "$FTROWS"' EXIT INT TERM
 
 have_torch=0
 torch_version=
@@ -98,6 +101,41 @@ awk -v models="$MODELS" -v p1="$PEAK" -v p2="$PEAK2" '
             else printf "%-12s %13.1f %14s %8s %13s %11s\n", m, ours[m], "-", "-", "-", pct
         }
     }' "$ROWS"
+
+# Fine-tuning (issue #6): full fine-tuning vs LoRA rank 8 (q,k,v,o) vs LoRA over an int8 base,
+# on the CPU backend. Each configuration runs in a fresh process (so ru_maxrss is its own peak
+# RSS), the three alternate, BENCH_FT_REPS rounds, and the medians are shown.
+FT_MODEL=${BENCH_FT_MODEL:-stories110m}
+FT_REPS=${BENCH_FT_REPS:-3}
+echo
+echo "Fine-tuning $FT_MODEL on the CPU backend, ${B}x$T, $THREADS threads: full vs LoRA r8 (q,k,v,o) vs LoRA r8 over"
+echo "an int8 base; a fresh process per run, $FT_REPS alternating rounds, medians (peak RSS: ru_maxrss, which"
+echo "counts the fp32 weights an int8 run quantizes and releases; RSS after: resident at the end, the steady state):"
+r=0
+while [ "$r" -lt "$FT_REPS" ]; do
+    for extra in "" "--lora 8" "--lora 8 --int8"; do
+        # shellcheck disable=SC2086
+        "$BIN" --model "$FT_MODEL" --peak-gflops "$PEAK" --rss $COMMON $extra >> "$FTROWS"
+    done
+    r=$((r + 1))
+done
+awk '
+    function med(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { if (!($1 in ms)) order[++k] = $1
+      ms[$1] = ms[$1] " " $5; tok[$1] = tok[$1] " " $7; rss[$1] = rss[$1] " " $12; now[$1] = now[$1] " " $13 }
+    END {
+        printf "%-14s %10s %8s %14s %16s %6s\n", "configuration", "ms/step", "tok/s", "peak RSS MiB", "RSS after MiB",
+               "runs"
+        for (i = 1; i <= k; i++) {
+            c = order[i]
+            printf "%-14s %10.1f %8.0f %14.1f %16.1f %6d\n", c == "anetrain" ? "full" : c, med(ms[c]), med(tok[c]),
+                   med(rss[c]), med(now[c]), split(ms[c], tmp, " ")
+        }
+    }' "$FTROWS"
 
 # The ANE backend on the emulated device, next to the CPU backend, with its efficiency report.
 echo

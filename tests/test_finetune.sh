@@ -3,14 +3,21 @@
 # a small model trained on one kind of text is fine-tuned on another kind; the validation
 # loss on the new domain must fall; the adapter is a PEFT directory; merging it (convert
 # --adapter) gives a model that scores what the fine-tune reported, the same from the
-# llama2.c-style base (interleaved RoPE) and from its HF export (rotate-half); the emulated
-# ANE backend fine-tunes too; bad flags are refused with a reason.
+# llama2.c-style base (interleaved RoPE) and from its HF export (rotate-half), and as eval
+# --adapter (unmerged); eval --int8 scores near fp32; a fine-tune with LoRA dropout over an int8
+# base learns; the emulated ANE backend fine-tunes too; bad flags are refused with a reason.
 # Usage: sh tests/test_finetune.sh BUILD_DIR   (ends with "N passed, N failed")
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
 . "$(dirname "$0")/cli_lib.sh"
 # eval_loss MODEL TOKENS: the loss `anetrain eval --json` prints
 eval_loss() { "$BIN" eval --model "$1" --data "$2" --seq 64 --threads 2 --json 2>/dev/null | sed -E 's/.*"loss": ([^,]*),.*/\1/'; }
+# eval_loss_with TOKENS FLAGS...: the same with any flags (--model, --adapter, --int8)
+eval_loss_with() {
+    tokens=$1
+    shift
+    "$BIN" eval --data "$tokens" --seq 64 --threads 2 --json "$@" 2>/dev/null | sed -E 's/.*"loss": ([^,]*),.*/\1/'
+}
 lt() { awk "BEGIN{exit !($1 < $2)}"; }
 
 if ! "$BIN" finetune --help >"$W/out" 2>&1 || ! grep -q "usage: anetrain finetune" "$W/out"; then
@@ -78,6 +85,17 @@ else bad "merged model is better on B ('$l_base' -> '$l_bin')"; fi
 if [ -n "$l_hf" ] && awk "BEGIN{d=$l_bin-$l_hf; if(d<0)d=-d; exit !(d < 1e-5*$l_bin)}"; then
     ok "merged from either RoPE style scores the same ($l_bin, $l_hf)"
 else bad "merged from either RoPE style scores the same ('$l_bin', '$l_hf')"; fi
+# eval --adapter runs the adapter unmerged over the base: the merged model's score
+l_adapter=$(eval_loss_with ft/tokens.bin --model base-hf --adapter ft)
+if [ -n "$l_adapter" ] && awk "BEGIN{d=$l_adapter-$l_hf; if(d<0)d=-d; exit !(d < 1e-5*$l_hf)}"; then
+    ok "eval --adapter (unmerged) scores as the merged model ($l_adapter, $l_hf)"
+else bad "eval --adapter (unmerged) scores as the merged model ('$l_adapter', '$l_hf')"; fi
+# eval --int8: the int8 model's loss, close to fp32's, and the memory it saves
+expect_ok "eval --int8" "$BIN" eval --model base/model.ckpt --data ft/tokens.bin --seq 64 --threads 2 --int8
+l_int8=$(eval_loss_with ft/tokens.bin --model base/model.ckpt --int8)
+if grep -q "int8 .*MiB saved" "$W/out" && [ -n "$l_int8" ] && awk "BEGIN{d=$l_int8-$l_base; if(d<0)d=-d; exit !(d > 0 && d < 0.02*$l_base)}"; then
+    ok "int8 loss $l_int8 near fp32 $l_base, memory reported"
+else bad "int8 loss '$l_int8' near fp32 '$l_base', memory reported"; cat "$W/out"; fi
 expect_fail "convert --adapter: not an adapter" "adapter_config.json" "$BIN" convert base-hf x-hf --adapter base-hf
 
 # ---- llama2.c-style base without a tokenizer, other targets, the emulated ANE backend
@@ -94,9 +112,30 @@ else bad "ANE fine-tune lowers the validation loss ('$b2' -> '$a2')"; cat ane.ou
 if grep -q '"gate_proj"' ft-ane/adapter_config.json && grep -q '"loss_scale"' ft-ane/metrics.jsonl; then
     ok "all targets; loss scaling logged on ane"; else bad "all targets; loss scaling logged on ane"; fi
 
+# ---- LoRA dropout and an int8 base (cpu: unmerged)
+expect_ok "finetune --lora-dropout 0.1 --int8" "$BIN" finetune --init base-hf --data b.txt --steps 40 --batch 8 --seq 64 \
+    --lr 3e-3 --eval-every 0 --threads 2 --lora-dropout 0.1 --int8 --out ft-drop
+cp "$W/out" drop.out
+b3=$(sed -nE 's/.*val_loss ([0-9.]+) -> ([0-9.]+).*/\1/p' drop.out)
+a3=$(sed -nE 's/.*val_loss ([0-9.]+) -> ([0-9.]+).*/\2/p' drop.out)
+if [ -n "$a3" ] && lt "$a3" "$b3 - 0.3" && grep -q "dropout 0.1" drop.out && grep -q "^int8 .*released" drop.out; then
+    ok "dropout + int8 fine-tune lowers the validation loss ($b3 -> $a3)"
+else bad "dropout + int8 fine-tune lowers the validation loss ('$b3' -> '$a3')"; cat drop.out; fi
+if grep -q '"lora_dropout":[[:space:]]*0.1,' ft-drop/adapter_config.json; then ok "lora_dropout in adapter_config.json"
+else bad "lora_dropout in adapter_config.json"; cat ft-drop/adapter_config.json; fi
+
 # ---- what is refused, and why
-expect_fail "dropout is refused with the reason" "lora-dropout: expected 0.*adapter path" \
-    "$BIN" finetune --init base-hf --data b.txt --lora-dropout 0.1 --out ft-x
+expect_fail "dropout on the merged (ane) path is refused with the reason" "lora-dropout: expected 0 on the ane.*adapter path" \
+    "$BIN" finetune --init base-hf --data b.txt --lora-dropout 0.1 --backend ane --device emu --out ft-x
+expect_fail "int8 on ane is refused" "--int8: the ane backend" \
+    "$BIN" finetune --init base-hf --data b.txt --int8 --backend ane --device emu --out ft-x
+expect_fail "dropout 1 is refused" "--lora-dropout: expected" "$BIN" finetune --init base-hf --data b.txt --lora-dropout 1
+expect_fail "negative dropout is refused" "--lora-dropout: expected" \
+    "$BIN" finetune --init base-hf --data b.txt --lora-dropout -0.1
+expect_fail "train --int8 is refused: int8 weights cannot train" "--int8: int8 weights cannot train" \
+    "$BIN" train --model tiny --vocab 320 --data a.bin --steps 2 --int8 --out x.ckpt
+expect_fail "eval --int8 on ane is refused" "--int8: the ane backend" \
+    "$BIN" eval --model base-hf --data ft/tokens.bin --int8 --backend ane
 expect_fail "unknown target" "lora-targets.*'lm_head'" "$BIN" finetune --init base-hf --data b.txt --lora-targets q,lm_head
 expect_fail "missing --data" "--data" "$BIN" finetune --init base-hf
 expect_fail "missing text file" "nope.txt" "$BIN" finetune --init base-hf --data nope.txt --out ft-x
@@ -111,6 +150,8 @@ if "$BIN" sample --help 2>/dev/null | grep -q -- "--adapter"; then
     expect_ok "sample --adapter" "$BIN" sample --model base-hf --adapter ft --prompt "The captain" --steps 24 \
         --temperature 0
 fi
+expect_ok "sample --int8 --adapter" "$BIN" sample --model base-hf --adapter ft --int8 --prompt "The captain" --steps 24 \
+    --temperature 0
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -22,7 +22,9 @@
 #include "io/model_file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/quant.h"
 #include "test.h"
+#include "train/evaluate.h"
 #include "train/lora.h"
 #include "train/trainer.h"
 #include "util/fileio.h"
@@ -154,7 +156,7 @@ static void test_targets_and_layout(void) {
     CHECK(lora_layout(&lo, c, &cfg, "test", &err) != 0, "no targets accepted");
     cfg = lcfg(2, 4, "q", 0);
     cfg.dropout = 0.05f;
-    CHECK(lora_check_trainable(&cfg, &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "merged"),
+    CHECK(lora_check_merged(&cfg, "ane", &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "merged"),
           "dropout: %s", err.msg);
     free(p);
 }
@@ -266,6 +268,74 @@ static double loss_at(Backend *be, const LoraLayout *lo, const ParamLayout *pl, 
     return loss;
 }
 
+/* The loss as a function of the adapter, for fd_compare. */
+typedef double (*AdapterLoss)(void *ctx, const float *adapter);
+
+typedef struct {
+    Backend *be;
+    const LoraLayout *lo;
+    const ParamLayout *pl;
+    const float *base;
+    float *work;
+    const int32_t *in, *tg;
+} MergedLoss;
+
+static double merged_loss(void *ctx, const float *a) {
+    MergedLoss *c = ctx;
+    return loss_at(c->be, c->lo, c->pl, c->base, a, c->work, c->in, c->tg);
+}
+
+/* The adapter gradient ga against fourth-order differences of loss(a): 6 elements of every A and
+** B (half of them among the larger ones), each within FD_RTOL relative (FD_FLOOR absolute floor);
+** and a quarter of them significant, so the check cannot pass vacuously. */
+static void fd_compare(const char *name, const LoraLayout *lo, float *a, const float *ga, AdapterLoss loss, void *ctx,
+                       uint64_t seed, double *worst_out) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    double worst = 0;
+    int bad = 0, checked = 0, significant = 0;
+    for (int m = 0; m < LORA_MODULES; m++) {
+        const LoraTensor *t = &lo->t[m];
+        if (!t->present) continue;
+        for (int which = 0; which < 2; which++) {
+            size_t off = which ? t->b_offset : t->a_offset;
+            size_t len = (size_t)lo->model.n_layers * lo->cfg.rank * (which ? t->out : t->in);
+            double ss = 0;
+            for (size_t i = 0; i < len; i++) ss += (double)ga[off + i] * ga[off + i];
+            double rms = sqrt(ss / (double)len);
+            for (int s = 0; s < 6; s++) {
+                size_t i = off + rng_below(&rng, len);
+                for (int tries = 0; s % 2 && tries < 10000 && fabs(ga[i]) < rms; tries++) i = off + rng_below(&rng, len);
+                float keep = a[i];
+                double L[4];
+                const double step[4] = {FD_H, -FD_H, 2 * FD_H, -2 * FD_H};
+                for (int j = 0; j < 4; j++) {
+                    a[i] = (float)(keep + step[j]);
+                    L[j] = loss(ctx, a);
+                }
+                a[i] = keep;
+                double num = (8 * (L[0] - L[1]) - (L[2] - L[3])) / (12 * FD_H), an = ga[i];
+                double e = fabs(an - num) / fmax(FD_FLOOR, fabs(an) + fabs(num));
+                if (verbose)
+                    printf("    %-5s %c [%5zu] analytic % .6e fd % .6e err %.2e\n", lora_module_name((LoraModule)m),
+                           which ? 'B' : 'A', i - off, an, num, e);
+                if (!(e < FD_RTOL)) {
+                    if (bad < 3)
+                        fprintf(stderr, "    %s: %s lora_%c element %zu: analytic %.7g, fd %.7g\n", name,
+                                lora_module_name((LoraModule)m), which ? 'B' : 'A', i - off, an, num);
+                    bad++;
+                }
+                worst = fmax(worst, e);
+                significant += fabs(num) > 5 * FD_FLOOR;
+                checked++;
+            }
+        }
+    }
+    CHECK(bad == 0, "%s: %d of %d adapter gradients off finite differences", name, bad, checked);
+    CHECK(4 * significant >= checked, "%s: only %d of %d gradients are significant", name, significant, checked);
+    *worst_out = worst;
+}
+
 static void fd_check(const Variant *v, LoraConfig cfg) {
     ParamLayout pl;
     float *p;
@@ -317,51 +387,11 @@ static void fd_check(const Variant *v, LoraConfig cfg) {
     }
     CHECK(proj_worst < 1e-5, "%s: projection vs double: relative error %.2e", v->name, proj_worst);
 
-    Rng rng;
-    rng_seed(&rng, 13);
-    double worst = 0;
-    int bad = 0, checked = 0, significant = 0;
-    for (int m = 0; m < LORA_MODULES; m++) {
-        const LoraTensor *t = &lo.t[m];
-        if (!t->present) continue;
-        for (int which = 0; which < 2; which++) {
-            size_t off = which ? t->b_offset : t->a_offset;
-            size_t len = (size_t)pl.cfg.n_layers * cfg.rank * (which ? t->out : t->in);
-            double ss = 0;
-            for (size_t i = 0; i < len; i++) ss += (double)ga[off + i] * ga[off + i];
-            double rms = sqrt(ss / (double)len);
-            for (int s = 0; s < 6; s++) {
-                size_t i = off + rng_below(&rng, len);
-                for (int tries = 0; s % 2 && tries < 10000 && fabs(ga[i]) < rms; tries++) i = off + rng_below(&rng, len);
-                float keep = a[i];
-                double L[4];
-                const double step[4] = {FD_H, -FD_H, 2 * FD_H, -2 * FD_H};
-                for (int j = 0; j < 4; j++) {
-                    a[i] = (float)(keep + step[j]);
-                    L[j] = loss_at(be, &lo, &pl, base, a, work, in, tg);
-                }
-                a[i] = keep;
-                double num = (8 * (L[0] - L[1]) - (L[2] - L[3])) / (12 * FD_H), an = ga[i];
-                double e = fabs(an - num) / fmax(FD_FLOOR, fabs(an) + fabs(num));
-                if (verbose)
-                    printf("    %-5s %c [%5zu] analytic % .6e fd % .6e err %.2e\n", lora_module_name((LoraModule)m),
-                           which ? 'B' : 'A', i - off, an, num, e);
-                if (!(e < FD_RTOL)) {
-                    if (bad < 3)
-                        fprintf(stderr, "    %s: %s lora_%c element %zu: analytic %.7g, fd %.7g\n", v->name,
-                                lora_module_name((LoraModule)m), which ? 'B' : 'A', i - off, an, num);
-                    bad++;
-                }
-                worst = fmax(worst, e);
-                significant += fabs(num) > 5 * FD_FLOOR;
-                checked++;
-            }
-        }
-    }
-    printf("     %s, r=%d: %d elements, worst FD error %.2e (limit %.0e), projection %.1e\n", v->name, cfg.rank,
-           checked, worst, FD_RTOL, proj_worst);
-    CHECK(bad == 0, "%s: %d of %d adapter gradients off finite differences", v->name, bad, checked);
-    CHECK(4 * significant >= checked, "%s: only %d of %d gradients are significant", v->name, significant, checked);
+    MergedLoss ml = {be, &lo, &pl, base, work, in, tg};
+    double worst;
+    fd_compare(v->name, &lo, a, ga, merged_loss, &ml, 13, &worst);
+    printf("     %s, r=%d: worst FD error %.2e (limit %.0e), projection %.1e\n", v->name, cfg.rank, worst, FD_RTOL,
+           proj_worst);
     be->destroy(be);
     free(a), free(ga), free(base), free(work), free(grads), free(p);
 }
@@ -369,6 +399,257 @@ static void fd_check(const Variant *v, LoraConfig cfg) {
 static void test_grad_finite_differences(void) {
     fd_check(&llama_interleaved, lcfg(4, 8, "all", 0));
     fd_check(&qwen3_half, lcfg(3, 2, "q,k,v,o", 1));
+}
+
+/* ------------------------------------------------------------------ the frozen-base cpu backend */
+
+/* A frozen-base training step's loss: adapter_grads go to a scratch buffer (LoRA dropout acts
+** in training steps only), so the loss is that of the masks of `seed`. */
+typedef struct {
+    Backend *be;
+    const float *params;
+    float *scratch;
+    size_t n;
+    const int32_t *in, *tg;
+    uint64_t seed;
+} FrozenLoss;
+
+static double frozen_loss(void *ctx, const float *a) {
+    FrozenLoss *c = ctx;
+    memset(c->scratch, 0, c->n * sizeof(float));
+    StepArgs args = {c->params, NULL, a, c->scratch, c->in, c->tg, FB, FT, 1.0f, NULL, c->seed};
+    double loss = NAN;
+    Err err = {{0}};
+    CHECK(c->be->step(c->be, &args, &loss, &err) == 0, "%s", err.msg);
+    return loss;
+}
+
+/* The params an int8 backend is given: the fp32 copies of the seven matrices replaced by NaN,
+** so any read of them shows in the loss. */
+static float *params_without_int8_kinds(const ParamLayout *pl, const float *p) {
+    float *q = falloc(pl->n_floats);
+    memcpy(q, p, pl->n_floats * sizeof(float));
+    for (int k = 0; k < T_COUNT; k++)
+        if (quant_kind_is_int8((TensorKind)k))
+            for (size_t i = 0; i < pl->t[k].numel; i++) q[pl->t[k].offset + i] = NAN;
+    return q;
+}
+
+/* dA and dB of the unmerged step (backend_cpu_create_frozen) against finite differences of its
+** own loss, with LoRA dropout (the same seed, so the same masks, at every evaluation) and
+** optionally an int8 base; the step's determinism per seed and its contract around grads. */
+static void fd_check_frozen(const Variant *v, LoraConfig cfg, int int8) {
+    ParamLayout pl;
+    float *p;
+    make_model(v, &pl, &p, 20);
+    LoraLayout lo;
+    Err err = {{0}};
+    CHECK(lora_layout(&lo, &pl.cfg, &cfg, "test", &err) == 0, "%s", err.msg);
+    float *a = falloc(lo.n_floats), *ga = falloc(lo.n_floats), *ga2 = falloc(lo.n_floats),
+          *scratch = falloc(lo.n_floats);
+    random_adapter(&lo, a, 21, 0.3);
+    int32_t in[FB * FT], tg[FB * FT];
+    make_tokens(in, tg, FB * FT, pl.cfg.vocab_size, 22);
+    Int8Weights q;
+    memset(&q, 0, sizeof q);
+    float *params = p;
+    if (int8) {
+        CHECK(quant_int8_create(&q, &pl, p, &err) == 0, "%s", err.msg);
+        params = params_without_int8_kinds(&pl, p);
+    }
+    FrozenBase fb = {&lo, int8 ? &q : NULL};
+    Backend *be = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err);
+    CHECK(be != NULL, "%s", err.msg);
+    if (!be) return;
+    const uint64_t seed = 0x5eed;
+    double loss, loss2;
+    StepArgs args = {params, NULL, a, ga, in, tg, FB, FT, 1.0f, NULL, seed};
+    CHECK(be->step(be, &args, &loss, &err) == 0, "%s", err.msg);
+    CHECK(isfinite(loss), "loss %g (an int8 step read the fp32 matrices?)", loss);
+    /* the same seed: the same masks, bit for bit; another seed: other masks */
+    args.adapter_grads = ga2;
+    CHECK(be->step(be, &args, &loss2, &err) == 0 && loss2 == loss &&
+              memcmp(ga, ga2, lo.n_floats * sizeof(float)) == 0,
+          "a step is a pure function of its dropout seed");
+    if (cfg.dropout > 0) {
+        args.dropout_seed = seed + 1;
+        memset(ga2, 0, lo.n_floats * sizeof(float));
+        CHECK(be->step(be, &args, &loss2, &err) == 0 && loss2 != loss, "another seed, other masks (%.9f, %.9f)",
+              loss, loss2);
+    }
+    /* forward only is evaluation: no dropout, whatever the seed; the same as a p = 0 backend */
+    LoraLayout lo0 = lo;
+    lo0.cfg.dropout = 0;
+    FrozenBase fb0 = {&lo0, fb.int8};
+    Backend *be0 = backend_cpu_create_frozen(&pl, &fb0, FB, FT, &err);
+    if (be0) {
+        double eval_p, eval_0;
+        StepArgs e = {params, NULL, a, NULL, in, tg, FB, FT, 1.0f, NULL, seed};
+        CHECK(be->step(be, &e, &eval_p, &err) == 0 && be0->step(be0, &e, &eval_0, &err) == 0 && eval_p == eval_0,
+              "forward-only steps apply no dropout (%.9f vs %.9f)", eval_p, eval_0);
+        be0->destroy(be0);
+    }
+    /* grads must be NULL over a frozen base */
+    float *full = falloc(pl.n_floats);
+    args.grads = full;
+    CHECK(be->step(be, &args, &loss2, &err) != 0 && strstr(err.msg, "grads"), "full gradient refused: %s", err.msg);
+    args.grads = NULL;
+    args.adapter = NULL;
+    CHECK(be->step(be, &args, &loss2, &err) != 0 && strstr(err.msg, "adapter"), "missing adapter refused: %s",
+          err.msg);
+    free(full);
+
+    FrozenLoss fl = {be, params, scratch, lo.n_floats, in, tg, seed};
+    char name[200];
+    snprintf(name, sizeof name, "%s, unmerged, dropout %g%s", v->name, (double)cfg.dropout, int8 ? ", int8 base" : "");
+    double worst;
+    fd_compare(name, &lo, a, ga, frozen_loss, &fl, 23, &worst);
+    printf("     %s, r=%d: worst FD error %.2e (limit %.0e)\n", name, cfg.rank, worst, FD_RTOL);
+    be->destroy(be);
+    if (int8) {
+        quant_int8_free(&q);
+        free(params);
+    }
+    free(a), free(ga), free(ga2), free(scratch), free(p);
+}
+
+static void test_frozen_finite_differences(void) {
+    LoraConfig all = lcfg(4, 8, "all", 0), attn = lcfg(3, 2, "q,k,v,o", 1);
+    all.dropout = 0.25f;
+    attn.dropout = 0.5f;
+    fd_check_frozen(&llama_interleaved, lcfg(4, 8, "all", 0), 0);
+    fd_check_frozen(&llama_interleaved, all, 0);
+    fd_check_frozen(&qwen3_half, attn, 0);
+    fd_check_frozen(&llama_interleaved, all, 1);
+    fd_check_frozen(&qwen3_half, lcfg(3, 2, "mlp,q", 0), 1);
+}
+
+static double max_rel_diff(const float *x, const float *y, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)x[i] - y[i]));
+        m = fmax(m, fabs((double)y[i]));
+    }
+    return d / m;
+}
+
+/* Unmerged vs merged: the logits of the frozen-base backend equal the plain backend's on the
+** merged weights, and its adapter gradients equal the full gradient projected by lora_grad (the
+** old path), on the same inputs. The int8 base: its logits equal the fp32 backend's on the
+** dequantized weights (quant_int8_dequantize_into), with and without an adapter. */
+static void test_frozen_vs_merged_and_int8(void) {
+    const Variant *vs[2] = {&llama_interleaved, &qwen3_half};
+    for (int vi = 0; vi < 2; vi++) {
+        const Variant *v = vs[vi];
+        ParamLayout pl;
+        float *p;
+        make_model(v, &pl, &p, 30);
+        LoraLayout lo;
+        LoraConfig cfg = lcfg(4, 8, vi ? "q,v,up,down" : "all", 0);
+        Err err = {{0}};
+        CHECK(lora_layout(&lo, &pl.cfg, &cfg, "test", &err) == 0, "%s", err.msg);
+        size_t NL = (size_t)FB * pl.cfg.vocab_size * FT;
+        float *a = falloc(lo.n_floats), *ga = falloc(lo.n_floats), *gp = falloc(lo.n_floats);
+        float *merged = falloc(pl.n_floats), *grads = falloc(pl.n_floats), *deq = falloc(pl.n_floats);
+        float *l_frozen = falloc(NL), *l_merged = falloc(NL), *l_int8 = falloc(NL), *l_deq = falloc(NL);
+        random_adapter(&lo, a, 31, 0.3);
+        int32_t in[FB * FT], tg[FB * FT];
+        make_tokens(in, tg, FB * FT, pl.cfg.vocab_size, 32);
+        memcpy(merged, p, pl.n_floats * sizeof(float));
+        lora_merge_into(&lo, &pl, merged, a);
+        FrozenBase fb = {&lo, NULL};
+        Backend *frozen = backend_cpu_create_frozen(&pl, &fb, FB, FT, &err);
+        Backend *plain = backend_cpu_create(&pl, FB, FT, &err);
+        CHECK(frozen && plain, "%s", err.msg);
+        if (!frozen || !plain) return;
+        double lf, lm;
+        StepArgs fa = {p, NULL, a, ga, in, tg, FB, FT, 1.0f, l_frozen, 7};
+        CHECK(frozen->step(frozen, &fa, &lf, &err) == 0, "%s", err.msg);
+        CHECK(backend_step(plain, merged, grads, in, tg, FB, FT, 1.0f, &lm, l_merged, &err) == 0, "%s", err.msg);
+        lora_grad(&lo, &pl, grads, a, gp);
+        double dl = max_rel_diff(l_frozen, l_merged, NL), dg = max_rel_diff(ga, gp, lo.n_floats);
+        printf("     %s: unmerged vs merged logits %.2e, adapter gradients vs lora_grad's projection %.2e (of the "
+               "largest)\n", v->name, dl, dg);
+        CHECK(dl < 1e-5 && fabs(lf - lm) < 1e-5 * lm, "logits differ by %.2e (loss %.9f vs %.9f)", dl, lf, lm);
+        CHECK(dg < 1e-4, "adapter gradients differ from the projection by %.2e", dg);
+
+        /* int8: forward only, without and with the adapter */
+        Int8Weights q;
+        CHECK(quant_int8_create(&q, &pl, p, &err) == 0, "%s", err.msg);
+        memcpy(deq, p, pl.n_floats * sizeof(float));
+        quant_int8_dequantize_into(&q, &pl, deq);
+        float *nan_params = params_without_int8_kinds(&pl, p);
+        FrozenBase fq = {NULL, &q}, fql = {&lo, &q};
+        Backend *bq = backend_cpu_create_frozen(&pl, &fq, FB, FT, &err);
+        Backend *bql = backend_cpu_create_frozen(&pl, &fql, FB, FT, &err);
+        CHECK(bq && bql, "%s", err.msg);
+        if (bq && bql) {
+            double l1, l2;
+            CHECK(backend_step(bq, nan_params, NULL, in, tg, FB, FT, 1.0f, &l1, l_int8, &err) == 0, "%s", err.msg);
+            CHECK(backend_step(plain, deq, NULL, in, tg, FB, FT, 1.0f, &l2, l_deq, &err) == 0, "%s", err.msg);
+            double d8 = max_rel_diff(l_int8, l_deq, NL);
+            CHECK(d8 < 1e-6 && fabs(l1 - l2) < 1e-6 * l2, "int8 logits vs fp32 on dequantized weights: %.2e", d8);
+            StepArgs qa = {nan_params, NULL, a, NULL, in, tg, FB, FT, 1.0f, l_int8, 0};
+            StepArgs da = {deq, NULL, a, NULL, in, tg, FB, FT, 1.0f, l_deq, 0};
+            CHECK(bql->step(bql, &qa, &l1, &err) == 0 && frozen->step(frozen, &da, &l2, &err) == 0, "%s", err.msg);
+            double d8l = max_rel_diff(l_int8, l_deq, NL);
+            CHECK(d8l < 1e-6, "int8 + LoRA logits vs fp32 + LoRA on dequantized weights: %.2e", d8l);
+            printf("     %s: int8 base vs fp32 on the dequantized weights: logits %.2e, with the adapter %.2e\n",
+                   v->name, d8, d8l);
+            /* int8 weights cannot train */
+            CHECK(backend_step(bq, nan_params, grads, in, tg, FB, FT, 1.0f, &l1, NULL, &err) != 0 &&
+                      strstr(err.msg, "int8"), "an int8 training step refused: %s", err.msg);
+        }
+        if (bq) bq->destroy(bq);
+        if (bql) bql->destroy(bql);
+        quant_int8_free(&q);
+        frozen->destroy(frozen);
+        plain->destroy(plain);
+        free(a), free(ga), free(gp), free(merged), free(grads), free(deq), free(nan_params);
+        free(l_frozen), free(l_merged), free(l_int8), free(l_deq), free(p);
+    }
+}
+
+/* The dropout masks: values 0 or 1/(1-p), the rate, one mask per (seed, layer, module, sequence),
+** rows computed independently of the split, lora_dropout_hash agreeing with the mask. */
+static void test_dropout_masks(void) {
+    enum { IN = 96, TT = 64 };
+    static float m1[IN * TT], m2[IN * TT];
+    const float p = 0.3f, keep = 1.0f / (1.0f - p);
+    lora_dropout_mask(m1, 42, 3, LORA_V, 1, 0, IN, TT, p);
+    int dropped = 0, other = 0, hash_bad = 0;
+    for (int i = 0; i < IN * TT; i++) {
+        dropped += m1[i] == 0;
+        other += m1[i] != 0 && m1[i] != keep;
+        uint64_t h = lora_dropout_hash(42, 3, LORA_V, 1, i / TT, i % TT);
+        hash_bad += ((double)(h >> 40) < p * 16777216.0) != (m1[i] == 0);
+    }
+    double rate = (double)dropped / (IN * TT);
+    printf("     p = %.2f: dropped %.4f of %d elements\n", (double)p, rate, IN * TT);
+    CHECK(other == 0 && hash_bad == 0, "mask values 0 or 1/(1-p) (%d others), as the hash says (%d not)", other,
+          hash_bad);
+    CHECK(fabs(rate - p) < 0.02, "drop rate %.4f for p %.2f", rate, (double)p);
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, 0, IN / 3, TT, p);
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, IN / 3, IN, TT, p);
+    CHECK(memcmp(m1, m2, sizeof m1) == 0, "rows do not depend on how they are split");
+    const struct {
+        uint64_t seed;
+        int layer;
+        LoraModule m;
+        int seq;
+    } others[] = {{43, 3, LORA_V, 1}, {42, 2, LORA_V, 1}, {42, 3, LORA_K, 1}, {42, 3, LORA_V, 0}};
+    for (int k = 0; k < 4; k++) {
+        lora_dropout_mask(m2, others[k].seed, others[k].layer, others[k].m, others[k].seq, 0, IN, TT, p);
+        int same = 0;
+        for (int i = 0; i < IN * TT; i++) same += (m1[i] == 0) == (m2[i] == 0);
+        double agree = (double)same / (IN * TT), expect = p * p + (1 - p) * (1 - p);
+        CHECK(fabs(agree - expect) < 0.03, "mask %d is independent of the first: agreement %.3f (expected %.3f)", k,
+              agree, expect);
+    }
+    lora_dropout_mask(m2, 42, 3, LORA_V, 1, 0, IN, TT, 0.0f);
+    int ones = 0;
+    for (int i = 0; i < IN * TT; i++) ones += m2[i] == 1.0f;
+    CHECK(ones == IN * TT, "p = 0 keeps everything unscaled");
 }
 
 /* ------------------------------------------------------------------ files */
@@ -618,6 +899,28 @@ static TrainOptions lora_options(const char *backend) {
     return o;
 }
 
+/* Trains a LoRA run of o for o.steps; returns 0 and the val losses before and after. */
+static int lora_run(const TrainOptions *o, Trainer *tr, double *val0, double *val1, double *first, double *last) {
+    Err err = {{0}};
+    if (trainer_init(tr, o, &err) != 0) {
+        CHECK(0, "trainer_init: %s", err.msg);
+        return -1;
+    }
+    *first = *last = 0;
+    CHECK(trainer_eval(tr, val0, &err) == 0, "%s", err.msg);
+    for (int s = 0; s < o->steps; s++) {
+        StepStats st;
+        if (trainer_step(tr, &st, &err) != 0) {
+            CHECK(0, "step: %s", err.msg);
+            return -1;
+        }
+        if (s < 5) *first += st.loss / 5;
+        if (s >= o->steps - 5) *last += st.loss / 5;
+    }
+    CHECK(trainer_eval(tr, val1, &err) == 0, "%s", err.msg);
+    return 0;
+}
+
 static void test_trainer_trains_only_the_adapter(void) {
     TrainOptions o = lora_options("cpu");
     Trainer tr;
@@ -626,60 +929,97 @@ static void test_trainer_trains_only_the_adapter(void) {
         CHECK(0, "trainer_init: %s", err.msg);
         return;
     }
+    size_t n = tr.layout.n_floats;
+    float *before = falloc(n), *check = falloc(n);
+    memcpy(before, tr.params, n * sizeof(float));
+    trainer_free(&tr);
+    double val0, val1, first, last;
+    if (lora_run(&o, &tr, &val0, &val1, &first, &last) != 0) {
+        trainer_free(&tr);
+        free(before), free(check);
+        return;
+    }
     CHECK(tr.m == NULL && tr.v == NULL, "no moments for the frozen model");
     CHECK(tr.adapter_m && tr.adapter_v && trainer_optimizer_bytes(&tr) == 8 * tr.lora.n_floats,
           "moments for the adapter alone (%zu bytes for %zu adapter floats; full: %zu)", trainer_optimizer_bytes(&tr),
           tr.lora.n_floats, 8 * tr.layout.n_floats);
-    size_t n = tr.layout.n_floats;
-    float *before = falloc(n), *base_before = falloc(tr.lora.n_base_floats), *check = falloc(n);
-    memcpy(before, tr.params, n * sizeof(float));
-    memcpy(base_before, tr.lora_base, tr.lora.n_base_floats * sizeof(float));
-    double val0, val1, first = 0, last = 0;
-    CHECK(trainer_eval(&tr, &val0, &err) == 0, "%s", err.msg);
-    for (int s = 0; s < o.steps; s++) {
-        StepStats st;
-        if (trainer_step(&tr, &st, &err) != 0) {
-            CHECK(0, "step: %s", err.msg);
-            break;
-        }
-        if (s < 5) first += st.loss / 5;
-        if (s >= o.steps - 5) last += st.loss / 5;
-    }
-    CHECK(trainer_eval(&tr, &val1, &err) == 0, "%s", err.msg);
+    CHECK(tr.grads == NULL && tr.lora_base == NULL && !tr.lora_merged,
+          "unmerged on cpu: no full gradient buffer, no copy of the base");
     printf("     %zu adapter parameters of %zu: train loss %.3f -> %.3f, val_loss %.3f -> %.3f\n", tr.lora.n_floats, n,
            first, last, val0, val1);
     CHECK(val1 < val0 - 0.3 && last < first - 0.3, "the adapter learns (val %.3f -> %.3f)", val0, val1);
-    /* frozen: every tensor the adapter does not target, and the base copy of those it does */
-    for (int k = 0; k < T_COUNT; k++) {
-        const TensorSpec *t = &tr.layout.t[k];
-        int targeted = 0;
-        for (int m = 0; m < LORA_MODULES; m++) targeted |= tr.lora.t[m].present && tr.lora.t[m].base == (TensorKind)k;
-        if (!t->present) continue;
-        int same = memcmp(before + t->offset, tr.params + t->offset, t->numel * sizeof(float)) == 0;
-        if (targeted) CHECK(!same, "%s: the adapted weight did not change", t->name);
-        else CHECK(same, "%s: a frozen tensor changed", t->name);
-    }
-    CHECK(memcmp(base_before, tr.lora_base, tr.lora.n_base_floats * sizeof(float)) == 0, "the frozen base changed");
-    /* the working buffer is exactly base + s B A of the current adapter */
-    memcpy(check, tr.params, n * sizeof(float));
-    lora_merge(&tr.lora, &tr.layout, tr.lora_base, tr.adapter, check);
-    CHECK(memcmp(check, tr.params, n * sizeof(float)) == 0, "working buffer != merge(base, adapter)");
+    CHECK(memcmp(before, tr.params, n * sizeof(float)) == 0, "the frozen base changed");
     char dir[400];
     snprintf(dir, sizeof dir, "%s/trained", tmpdir);
     CHECK(trainer_save(&tr, dir, &err) != 0 && strstr(err.msg, "LoRA"), "trainer_save refuses: %s", err.msg);
     CHECK(trainer_save_adapter(&tr, dir, "tiny", &err) == 0, "%s", err.msg);
-    /* the saved adapter merged into the original weights gives the trained working buffer */
+    /* the saved adapter merged into the base evaluates as the trained run (merged vs unmerged) */
     memcpy(check, before, n * sizeof(float));
     CHECK(lora_apply(dir, &tr.layout, check, &err) == 0, "%s", err.msg);
-    CHECK(memcmp(check, tr.params, n * sizeof(float)) == 0, "saved adapter + base != trained weights");
+    Backend *plain = backend_cpu_create(&tr.layout, o.batch, o.seq, &err);
+    CHECK(plain != NULL, "%s", err.msg);
+    if (plain) {
+        double val_merged;
+        CHECK(eval_loss(plain, check, NULL, tr.data.tokens + tr.loader.n_train,
+                        (size_t)o.eval_batches * o.batch, o.batch, o.seq, tr.inputs, tr.targets, &val_merged, NULL,
+                        &err) == 0, "%s", err.msg);
+        CHECK(fabs(val_merged - val1) < 1e-5 * val1, "merged model val_loss %.7f vs the unmerged run's %.7f",
+              val_merged, val1);
+        plain->destroy(plain);
+    }
     trainer_free(&tr);
-    free(before), free(base_before), free(check);
+    free(before), free(check);
 
     o.resume_path = "whatever.ckpt";
     CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "--resume"), "resume refused: %s", err.msg);
     o.resume_path = NULL;
-    o.lora.dropout = 0.1f;
-    CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "dropout"), "dropout refused: %s", err.msg);
+    TrainOptions oa = lora_options("ane");
+    oa.lora.dropout = 0.1f;
+    CHECK(trainer_init(&tr, &oa, &err) != 0 && strstr(err.msg, "dropout") && strstr(err.msg, "ane"),
+          "dropout refused on the merged (ane) path: %s", err.msg);
+    oa.lora.dropout = 0;
+    oa.int8 = 1;
+    CHECK(trainer_init(&tr, &oa, &err) != 0 && strstr(err.msg, "--int8"), "int8 refused on ane: %s", err.msg);
+    TrainOptions full = lora_options("cpu");
+    full.lora.rank = 0;
+    full.int8 = 1;
+    CHECK(trainer_init(&tr, &full, &err) != 0 && strstr(err.msg, "--int8") && strstr(err.msg, "cannot train"),
+          "int8 full training refused: %s", err.msg);
+}
+
+/* LoRA dropout trains (p = 0.1 on every module) and the run is a pure function of its seed:
+** two runs give bit-identical adapters; another seed other masks. With an int8 base too. */
+static void test_trainer_dropout_and_int8(void) {
+    for (int int8 = 0; int8 < 2; int8++) {
+        TrainOptions o = lora_options("cpu");
+        o.lora = lcfg(4, 8, "all", 0);
+        o.lora.dropout = 0.1f;
+        o.int8 = int8;
+        o.steps = 30;
+        Trainer t1, t2;
+        double v0, v1, f, l, w0, w1, g, h;
+        if (lora_run(&o, &t1, &v0, &v1, &f, &l) != 0) {
+            trainer_free(&t1);
+            return;
+        }
+        printf("     dropout 0.1%s: train loss %.3f -> %.3f, val_loss %.3f -> %.3f; int8 base %.2f MiB, fp32 pages "
+               "released %.2f MiB\n",
+               int8 ? ", int8 base" : "", f, l, v0, v1, t1.has_int8 ? quant_int8_bytes(&t1.int8) / 1048576.0 : 0.0,
+               t1.int8_released_bytes / 1048576.0);
+        CHECK(v1 < v0 - 0.3, "the adapter learns with dropout%s (val %.3f -> %.3f)", int8 ? " (int8 base)" : "", v0,
+              v1);
+        CHECK(!int8 || (t1.has_int8 && t1.int8_released_bytes > 0), "int8 run: quantized, fp32 pages released");
+        if (lora_run(&o, &t2, &w0, &w1, &g, &h) == 0)
+            CHECK(memcmp(t1.adapter, t2.adapter, t1.lora.n_floats * sizeof(float)) == 0 && w1 == v1,
+                  "the same seed gives the same run");
+        trainer_free(&t2);
+        o.lora.dropout = 0.0f;
+        if (lora_run(&o, &t2, &w0, &w1, &g, &h) == 0)
+            CHECK(memcmp(t1.adapter, t2.adapter, t1.lora.n_floats * sizeof(float)) != 0,
+                  "dropout 0.1 changes the run (vs 0)");
+        trainer_free(&t2);
+        trainer_free(&t1);
+    }
 }
 
 /* One LoRA step on the ANE backend (emulated device, fp16, loss scale 1024) against the CPU
@@ -708,8 +1048,7 @@ static void test_ane_step_vs_cpu(void) {
     CHECK(memcmp(tc.adapter, ta.adapter, tc.lora.n_floats * sizeof(float)) == 0, "the same initial adapter");
     random_adapter(&tc.lora, tc.adapter, 50, 0.05);
     memcpy(ta.adapter, tc.adapter, tc.lora.n_floats * sizeof(float));
-    lora_merge(&tc.lora, &tc.layout, tc.lora_base, tc.adapter, tc.params);
-    lora_merge(&ta.lora, &ta.layout, ta.lora_base, ta.adapter, ta.params);
+    lora_merge(&ta.lora, &ta.layout, ta.lora_base, ta.adapter, ta.params); /* ane: merged; cpu: unmerged */
     StepStats sc, sa;
     CHECK(trainer_step(&tc, &sc, &err) == 0, "cpu step: %s", err.msg);
     CHECK(trainer_step(&ta, &sa, &err) == 0, "ane step: %s", err.msg);
@@ -748,10 +1087,14 @@ int main(int argc, char **argv) {
     RUN(test_init_leaves_model_unchanged);
     RUN(test_merge_is_the_adapter_path);
     RUN(test_grad_finite_differences);
+    RUN(test_dropout_masks);
+    RUN(test_frozen_finite_differences);
+    RUN(test_frozen_vs_merged_and_int8);
     RUN(test_save_load_roundtrip);
     RUN(test_load_refuses_what_it_cannot_compute);
     RUN(test_rope_export_consistency);
     RUN(test_trainer_trains_only_the_adapter);
+    RUN(test_trainer_dropout_and_int8);
     RUN(test_ane_step_vs_cpu);
     parallel_shutdown();
     char cmd[400];

@@ -6,12 +6,16 @@
 For each case a random small model (HF directory or llama2.c .bin) and a random PEFT adapter
 (adapter_config.json + adapter_model.safetensors with the names PEFT saves; A and B both
 random, so every gradient is non-zero) are written; BUILD_DIR/tests/tool_lora (see
-tests/tool_lora.c) loads both, runs the merged model W + s B A on the CPU backend, projects
-the gradient onto A and B, and trains the adapter alone for 3 AdamW steps. The reference is
-tests/torch_ref.py's model in float64 with every targeted projection LoRA-wrapped the way
-PEFT computes it, unmerged:  y = x Wᵀ + s (x Aᵀ) Bᵀ,  s = alpha/r (rsLoRA: alpha/sqrt(r)),
-with the base frozen (requires_grad False) and torch.optim.AdamW + clip_grad_norm_ over the
-adapter's parameters only. For a llama2.c model (interleaved RoPE) the reference runs the
+tests/tool_lora.c) loads both and, on the CPU backend, computes the adapter's gradient and
+trains the adapter alone for 3 AdamW steps, two ways: unmerged (the frozen-base backend, the
+adapter beside the weights, LoRA dropout) and, for cases without dropout, merged (W + s B A in
+the weights, the full gradient projected onto A and B). The reference is tests/torch_ref.py's
+model in float64 with every targeted projection LoRA-wrapped the way PEFT computes it,
+unmerged:  y = x Wᵀ + s (drop(x) Aᵀ) Bᵀ,  s = alpha/r (rsLoRA: alpha/sqrt(r)), with the base
+frozen (requires_grad False) and torch.optim.AdamW + clip_grad_norm_ over the adapter's
+parameters only. With lora_dropout p > 0, drop(x) = x * mask with the masks the tool dumps
+(masks.safetensors: 0 or 1/(1-p), one per step, layer, module and sequence), so both sides
+drop the same elements; the final loss is evaluation (no dropout), as the tool's. For a llama2.c model (interleaved RoPE) the reference runs the
 HF-converted weights (rotate-half) with the adapter exactly as in the file: this checks that
 the C side permutes the adapter's q/k rows as it permutes wq/wk.
 
@@ -62,7 +66,17 @@ CASES = [
                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=101, rope_theta=1e6,
                   rms_norm_eps=1e-6, tie_word_embeddings=True),
          B=2, T=19, file="hf", targets=["q", "v", "gate", "down"], r=8, alpha=4.0, rslora=True),
+    dict(name="llama-gqa-interleaved-all-dropout",  # LoRA dropout on every module (unmerged only)
+         cfg=dict(model_type="llama", hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=8, num_key_value_heads=4, vocab_size=113, tie_word_embeddings=False),
+         B=2, T=16, file="llama2c", targets=list(PATHS), r=3, alpha=5.0, rslora=False, dropout=0.3),
+    dict(name="qwen3-dropout",
+         cfg=dict(model_type="qwen3", hidden_size=40, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=101, rope_theta=1e6,
+                  rms_norm_eps=1e-6, tie_word_embeddings=True),
+         B=3, T=13, file="hf", targets=["q", "k", "o", "up"], r=4, alpha=8.0, rslora=False, dropout=0.1),
 ]
+MODULE_OF_PATH = {v: k for k, v in PATHS.items()}
 
 passed = 0
 failed = 0
@@ -126,7 +140,7 @@ def write_adapter(ref, path, case, adapter):
         tensors[peft_key(name, "B")] = B
     ref.st_write(os.path.join(path, "adapter_model.safetensors"), tensors, {"format": "pt"})
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": case["r"], "lora_alpha": case["alpha"],
-              "lora_dropout": 0.0, "target_modules": [PATHS[t].split(".")[1] for t in case["targets"]],
+              "lora_dropout": case.get("dropout", 0.0), "target_modules": [PATHS[t].split(".")[1] for t in case["targets"]],
               "bias": "none", "fan_in_fan_out": False, "use_rslora": case["rslora"], "use_dora": False,
               "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
               "base_model_name_or_path": None, "inference_mode": True, "init_lora_weights": True}
@@ -139,23 +153,32 @@ def read_adapter(ref, path, adapter):
     return {name: (tensors[peft_key(name, "A")], tensors[peft_key(name, "B")]) for name in adapter}
 
 
-def lora_linear(torch, F, P, AB, s):
-    """linear(name, x) for torch_ref.forward: PEFT's LoRA Linear, unmerged."""
+def lora_linear(torch, F, P, AB, s, masks, state):
+    """linear(name, x) for torch_ref.forward: PEFT's LoRA Linear, unmerged. masks (or None: no
+    dropout) maps "mask.STEP.LAYER.MODULE" to [B][In][T] arrays; state["step"] picks the step,
+    None for evaluation (no dropout)."""
     def linear(name, x):
         y = F.linear(x, P[name])
         if name in AB:
             A, B = AB[name]
-            y = y + s * F.linear(F.linear(x, A), B)
+            xd = x
+            if masks is not None and state["step"] is not None:
+                parts = name.split(".")  # model.layers.L.self_attn.q_proj.weight
+                key = "mask.%d.%s.%s" % (state["step"], parts[2], MODULE_OF_PATH[parts[3] + "." + parts[4]])
+                xd = x * torch.tensor(masks[key], dtype=torch.float64).permute(0, 2, 1)
+            y = y + s * F.linear(F.linear(xd, A), B)
         return y
     return linear
 
 
-def reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip):
-    """float64: logits, loss, dA/dB at the adapter, and STEPS adapter-only AdamW steps."""
+def reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip, masks=None):
+    """float64: logits, loss, dA/dB at the adapter (step 0's masks), and STEPS adapter-only AdamW
+    steps (step i with masks i); the final loss without dropout."""
     P = {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}  # frozen
     AB = {k: (torch.tensor(a, dtype=torch.float64, requires_grad=True),
               torch.tensor(b, dtype=torch.float64, requires_grad=True)) for k, (a, b) in adapter.items()}
-    lin = lora_linear(torch, F, P, AB, s)
+    state = {"step": 0}
+    lin = lora_linear(torch, F, P, AB, s, masks, state)
     logits = ref.forward(cfg, P, inputs, "half", linear=lin)
     loss = ref.loss_fn(logits, targets)
     loss.backward()
@@ -163,13 +186,15 @@ def reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip):
     trainable = [t for pair in AB.values() for t in pair]
     opt = torch.optim.AdamW(trainable, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     losses, norms = [], []
-    for _ in range(STEPS):
+    for i in range(STEPS):
+        state["step"] = i
         opt.zero_grad(set_to_none=True)
         l = ref.loss_fn(ref.forward(cfg, P, inputs, "half", linear=lin), targets)
         l.backward()
         norms.append(float(torch.nn.utils.clip_grad_norm_(trainable, clip)))
         opt.step()
         losses.append(float(l))
+    state["step"] = None
     with torch.no_grad():
         final = float(ref.loss_fn(ref.forward(cfg, P, inputs, "half", linear=lin), targets))
     final_ad = {k: (a.detach().numpy(), b.detach().numpy()) for k, (a, b) in AB.items()}
@@ -286,20 +311,31 @@ def main():
             R0 = reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip=1e30)
             norm0 = float(np.sqrt(sum(float((a ** 2).sum() + (b ** 2).sum()) for a, b in R0[2].values())))
             clip = float(np.float32(norm0 * 0.3))
-            R = reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip)
-            out = os.path.join(work, "%s-out" % label)
-            cmd = [tool, model, tok_path, str(B), str(T), adapter_dir, str(STEPS), repr(LR), repr(WD), repr(clip), out,
-                   "--threads", "2"]
-            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
-            if p.returncode != 0:
-                report(False, label, "tool_lora failed: exit %d: %s" % (p.returncode, p.stderr.decode(errors="replace")))
-                continue
-            try:
-                compare(ref, np, "%s [%s, r=%d, %s%s]" % (label, case["file"], case["r"], ",".join(case["targets"]),
-                                                           ", rslora" if case["rslora"] else ""),
+            dropout = case.get("dropout", 0.0)
+            R_plain = None if dropout else reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip)
+            for mode in ["unmerged"] + ([] if dropout else ["merged"]):
+                out = os.path.join(work, "%s-%s-out" % (label, mode))
+                cmd = [tool, model, tok_path, str(B), str(T), adapter_dir, str(STEPS), repr(LR), repr(WD), repr(clip),
+                       out, "--threads", "2"] + (["--merged"] if mode == "merged" else ["--dropout-seed", str(77 + i)])
+                p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+                if p.returncode != 0:
+                    report(False, "%s %s" % (label, mode),
+                           "tool_lora failed: exit %d: %s" % (p.returncode, p.stderr.decode(errors="replace")))
+                    continue
+                try:
+                    R = R_plain
+                    if dropout:  # the same masks as the C side
+                        masks, _ = ref.st_read(os.path.join(out, "masks.safetensors"))
+                        kept = np.concatenate([m.ravel() != 0 for m in masks.values()]).mean()
+                        report(abs((1 - kept) - dropout) < 0.05, label + " masks",
+                               "%d masks, %.3f of the elements dropped (p = %g)" % (len(masks), 1 - kept, dropout))
+                        R = reference(ref, torch, F, cfg, params, adapter, s, inputs, targets, clip, masks)
+                    compare(ref, np, "%s [%s, %s, r=%d, %s%s%s]" % (
+                        label, mode, case["file"], case["r"], ",".join(case["targets"]),
+                        ", rslora" if case["rslora"] else "", ", dropout %g" % dropout if dropout else ""),
                         case, adapter, out, R, clip)
-            except Exception as e:
-                report(False, label, "comparison failed: %s: %s" % (type(e).__name__, e))
+                except Exception as e:
+                    report(False, "%s %s" % (label, mode), "comparison failed: %s: %s" % (type(e).__name__, e))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -359,6 +359,95 @@ static void test_linear(void) {
     linear_case(40, 33, 17, 33); /* sampled */
 }
 
+/* ------------------------------------------------------------------ LoRA adapter path */
+
+typedef struct {
+    double *y, *u, *xd, *A, *B;
+    const double *y_base;
+    double s;
+    int O, r, In, T;
+} LoraCtx;
+
+/* y = y_base + s B (A xd): the op accumulates into y, so the forward restarts from y_base. */
+static void lora_fwd(void *p) {
+    LoraCtx *c = p;
+    memcpy(c->y, c->y_base, (size_t)c->O * c->T * sizeof(double));
+    ops64_lora_forward(c->y, c->u, c->xd, c->A, c->B, c->s, c->O, c->r, c->In, c->T);
+}
+
+static void lora_case(int O, int r, int In, int T, double s, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t nx = (size_t)In * T, ny = (size_t)O * T, na = (size_t)r * In, nb = (size_t)O * r, nu = (size_t)r * T;
+    double *xd = alloc(nx), *A = alloc(na), *B = alloc(nb), *y = alloc(ny), *y_base = alloc(ny), *u = alloc(nu);
+    double *R = alloc(ny), *du = alloc(nu);
+    fill(xd, nx, 0, 1, &rng);
+    fill(A, na, 0, 1, &rng);
+    fill(B, nb, 0, 1, &rng);
+    fill(y_base, ny, 0, 1, &rng);
+    fill(R, ny, 0, 1, &rng);
+    LoraCtx ctx = {y, u, xd, A, B, y_base, s, O, r, In, T};
+    char what[160];
+
+    lora_fwd(&ctx);
+    double *want = alloc(ny), *want_u = alloc(nu);
+    for (int k = 0; k < r; k++)
+        for (int t = 0; t < T; t++) {
+            double acc = 0;
+            for (int i = 0; i < In; i++) acc += A[(size_t)k * In + i] * xd[(size_t)i * T + t];
+            want_u[(size_t)k * T + t] = acc;
+        }
+    for (int o = 0; o < O; o++)
+        for (int t = 0; t < T; t++) {
+            double acc = 0;
+            for (int k = 0; k < r; k++) acc += B[(size_t)o * r + k] * want_u[(size_t)k * T + t];
+            want[(size_t)o * T + t] = y_base[(size_t)o * T + t] + s * acc;
+        }
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d forward (y += s B A xd)", O, r, In, T);
+    check_near(what, y, want, ny, 1e-13);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d saved u = A xd", O, r, In, T);
+    check_near(what, u, want_u, nu, 1e-13);
+
+    double *dxd = alloc(nx), *dA = alloc(na), *dB = alloc(nb);
+    ops64_lora_backward(dxd, dA, dB, du, R, xd, u, A, B, s, O, r, In, T);
+    Fd fd = {lora_fwd, &ctx, y, R, ny};
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dxd", O, r, In, T);
+    fd_check(what, &fd, xd, nx, dxd, 1, &rng);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dA", O, r, In, T);
+    fd_check(what, &fd, A, na, dA, 1, &rng);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dB", O, r, In, T);
+    fd_check(what, &fd, B, nb, dB, 1, &rng);
+
+    /* += into nonzero buffers; dxd NULL leaves dA and dB as they were */
+    double *ix = alloc(nx), *ia = alloc(na), *ib = alloc(nb);
+    fill(ix, nx, 0, 3, &rng);
+    fill(ia, na, 0, 3, &rng);
+    fill(ib, nb, 0, 3, &rng);
+    double *ax = dup(ix, nx), *aa = dup(ia, na), *ab = dup(ib, nb);
+    ops64_lora_backward(ax, aa, ab, du, R, xd, u, A, B, s, O, r, In, T);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dxd +=", O, r, In, T);
+    check_accumulated(what, ax, ix, dxd, nx);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dA +=", O, r, In, T);
+    check_accumulated(what, aa, ia, dA, na);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dB +=", O, r, In, T);
+    check_accumulated(what, ab, ib, dB, nb);
+    double *na_only = alloc(na), *nb_only = alloc(nb);
+    ops64_lora_backward(NULL, na_only, nb_only, du, R, xd, u, A, B, s, O, r, In, T);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dA with dxd NULL", O, r, In, T);
+    check_near(what, na_only, dA, na, 1e-14);
+    snprintf(what, sizeof what, "lora O=%d r=%d In=%d T=%d dB with dxd NULL", O, r, In, T);
+    check_near(what, nb_only, dB, nb, 1e-14);
+    free(xd), free(A), free(B), free(y), free(y_base), free(u), free(R), free(du), free(want), free(want_u);
+    free(dxd), free(dA), free(dB), free(ix), free(ia), free(ib), free(ax), free(aa), free(ab), free(na_only),
+        free(nb_only);
+}
+
+static void test_lora(void) {
+    lora_case(5, 2, 7, 3, 1.5, 41);
+    lora_case(3, 1, 4, 1, 0.25, 42);
+    lora_case(40, 4, 33, 17, 2.0, 43); /* sampled */
+}
+
 /* ------------------------------------------------------------------ RoPE */
 
 typedef struct {
@@ -761,6 +850,7 @@ int main(void) {
     RUN(test_embedding);
     RUN(test_rmsnorm);
     RUN(test_linear);
+    RUN(test_lora);
     RUN(test_rope);
     RUN(test_attention);
     RUN(test_swiglu);

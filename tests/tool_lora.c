@@ -6,8 +6,13 @@
 ** a float64 PyTorch reference whose linear layers are LoRA-wrapped the way PEFT computes them
 ** (x Wᵀ + s (x Aᵀ) Bᵀ, unmerged).
 **
-**   tool_lora MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n]
+**   tool_lora MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n] [--merged] [--dropout-seed S]
 **
+**   default: the unmerged step (backend_cpu_create_frozen: the adapter in StepArgs, gradients
+**            of the adapter alone), with the adapter's lora_dropout; step i (the gradient dump
+**            is step 0) runs with dropout seed lora_step_dropout_seed(S, i, 0) (S default 1)
+**   --merged the old path: W + s B A merged into the weights, the full gradient projected
+**            (lora_grad); only for lora_dropout 0
 **   MODEL    a HF directory or a llama2.c .bin (interleaved RoPE: the adapter's B rows for q/k
 **            are permuted on load, and back when written)
 **   TOKENS   raw little-endian int32, B*(T+1) ids (as tool_parity)
@@ -21,6 +26,9 @@
 **              grad/               dL/dA and dL/dB at the given adapter, as a PEFT directory
 **                                  (lora_save: the same names and row order as the adapter)
 **              final/              the adapter after the N steps, as a PEFT directory
+**              masks.safetensors   (unmerged, lora_dropout > 0) the dropout masks of every
+**                                  step: "mask.I.L.M" [B][In][T] for step I, layer L, module M
+**                                  (q k v o gate up down), values 0 or 1/(1-p) (lora_dropout_mask)
 */
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +40,7 @@
 #include "io/safetensors.h"
 #include "train/lora.h"
 #include "train/optim.h"
+#include "train/trainer.h"
 #include "util/fileio.h"
 #include "util/parallel.h"
 
@@ -47,16 +56,71 @@ static void join_doubles(char *buf, size_t size, const double *x, int n) {
         used += (size_t)snprintf(buf + used, size - used, "%s%.17g", i ? "," : "", x[i]);
 }
 
+/* One micro-batch's adapter gradient into agrads (+=), the way the trainer computes it: merged
+** (W + s B A into params, full gradient, lora_grad) or unmerged (the frozen-base backend). */
+static int lora_train_step(const LoraLayout *lo, const ParamLayout *pl, Backend *be, int merged, const float *base,
+                           float *params, float *grads, const float *adapter, float *agrads, const int32_t *inputs,
+                           const int32_t *targets, int B, int T, uint64_t seed, double *loss, float *logits, Err *err) {
+    if (merged) {
+        lora_merge(lo, pl, base, adapter, params);
+        memset(grads, 0, pl->n_floats * sizeof *grads);
+        if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, loss, logits, err) != 0) return -1;
+        lora_grad(lo, pl, grads, adapter, agrads);
+        return 0;
+    }
+    StepArgs args = {params, NULL, adapter, agrads, inputs, targets, B, T, 1.0f, logits, seed};
+    return be->step(be, &args, loss, err);
+}
+
+/* out/masks.safetensors: the masks of steps [0, steps) (see the header). */
+static int dump_masks(const LoraLayout *lo, const char *out_dir, uint64_t seed, int steps, int B, int T, Err *err) {
+    int L = lo->model.n_layers, count = 0;
+    for (int m = 0; m < LORA_MODULES; m++) count += lo->t[m].present;
+    size_t n_tensors = (size_t)steps * L * count;
+    StWriteTensor *wt = calloc(n_tensors, sizeof *wt);
+    char(*names)[48] = calloc(n_tensors, sizeof *names);
+    float **data = calloc(n_tensors, sizeof *data);
+    if (!wt || !names || !data) return err_set(err, "out of memory for %zu masks", n_tensors);
+    size_t k = 0;
+    int rc = 0;
+    for (int i = 0; i < steps && rc == 0; i++)
+        for (int l = 0; l < L && rc == 0; l++)
+            for (int m = 0; m < LORA_MODULES && rc == 0; m++) {
+                if (!lo->t[m].present) continue;
+                int In = lo->t[m].in;
+                data[k] = malloc((size_t)B * In * T * sizeof(float));
+                if (!data[k]) {
+                    rc = err_set(err, "out of memory for a mask");
+                    break;
+                }
+                uint64_t s = lora_step_dropout_seed(seed, (uint64_t)i, 0);
+                for (int b = 0; b < B; b++)
+                    lora_dropout_mask(data[k] + (size_t)b * In * T, s, l, (LoraModule)m, b, 0, In, T, lo->cfg.dropout);
+                snprintf(names[k], sizeof names[k], "mask.%d.%d.%s", i, l, lora_module_name((LoraModule)m));
+                wt[k] = (StWriteTensor){names[k], data[k], 3, {B, In, T}};
+                k++;
+            }
+    char path[1200];
+    snprintf(path, sizeof path, "%s/masks.safetensors", out_dir);
+    if (rc == 0) rc = st_write_f32(path, wt, (int)k, NULL, err);
+    for (size_t j = 0; j < k; j++) free(data[j]);
+    free(wt), free(names), free(data);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 11) {
         fprintf(stderr, "usage: %s MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n]\n", argv[0]);
         return 2;
     }
     const char *model_path = argv[1], *tok_path = argv[2], *adapter_dir = argv[5], *out_dir = argv[10];
-    int B = atoi(argv[3]), T = atoi(argv[4]), N = atoi(argv[6]), threads = 2;
+    int B = atoi(argv[3]), T = atoi(argv[4]), N = atoi(argv[6]), threads = 2, merged = 0;
+    uint64_t dropout_seed = 1;
     float lr = strtof(argv[7], NULL), wd = strtof(argv[8], NULL), clip = strtof(argv[9], NULL);
     for (int i = 11; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--merged") == 0) merged = 1;
+        else if (strcmp(argv[i], "--dropout-seed") == 0 && i + 1 < argc) dropout_seed = strtoull(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "tool_lora: unknown argument '%s'\n", argv[i]);
             return 2;
@@ -102,23 +166,31 @@ int main(int argc, char **argv) {
             targets[(size_t)b * T + t] = ids[(size_t)b * (T + 1) + t + 1];
         }
 
-    /* ---- the LoRA state as the trainer keeps it ---- */
-    Backend *be = backend_cpu_create(&pl, B, T, &err);
+    if (merged && lo.cfg.dropout != 0) return fail("--merged takes lora_dropout 0", NULL);
+
+    /* ---- the LoRA state as the trainer keeps it, merged or not ---- */
+    FrozenBase frozen = {&lo, NULL};
+    Backend *be = merged ? backend_cpu_create(&pl, B, T, &err) : backend_cpu_create_frozen(&pl, &frozen, B, T, &err);
     if (!be) return fail("backend_cpu_create", &err);
     size_t n = pl.n_floats, na = lo.n_floats;
-    float *base = malloc(lo.n_base_floats * sizeof *base), *grads = calloc(n, sizeof *grads);
+    float *base = NULL, *grads = NULL;
+    if (merged) {
+        base = malloc(lo.n_base_floats * sizeof *base);
+        grads = calloc(n, sizeof *grads);
+        if (!base || !grads) return fail("malloc", NULL);
+        lora_base_copy(&lo, &pl, params, base);
+    }
     float *agrads = calloc(na, sizeof *agrads), *m = calloc(na, sizeof *m), *v = calloc(na, sizeof *v);
     float *logits = malloc((size_t)B * V * T * sizeof *logits);
-    if (!base || !grads || !agrads || !m || !v || !logits) return fail("malloc", NULL);
-    lora_base_copy(&lo, &pl, params, base);
+    if (!agrads || !m || !v || !logits) return fail("malloc", NULL);
     ParamLayout optim;
     lora_optim_layout(&lo, &optim);
 
-    /* ---- gradient at the given adapter ---- */
+    /* ---- gradient at the given adapter (step 0's masks) ---- */
     double loss = 0;
-    lora_merge(&lo, &pl, base, adapter, params);
-    if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, &loss, logits, &err) != 0) return fail("step", &err);
-    lora_grad(&lo, &pl, grads, adapter, agrads);
+    if (lora_train_step(&lo, &pl, be, merged, base, params, grads, adapter, agrads, inputs, targets, B, T,
+                        lora_step_dropout_seed(dropout_seed, 0, 0), &loss, logits, &err) != 0)
+        return fail("step", &err);
     char path[1200];
     snprintf(path, sizeof path, "%s/grad", out_dir);
     if (dir_ensure(out_dir, &err) != 0 || lora_save(path, &lo, agrads, NULL, &err) != 0) return fail("grad", &err);
@@ -127,19 +199,19 @@ int main(int argc, char **argv) {
     AdamWConfig acfg = {0.9f, 0.999f, 1e-8f, wd};
     double losses[1001], norms[1001];
     for (int i = 0; i < N; i++) {
-        lora_merge(&lo, &pl, base, adapter, params);
-        memset(grads, 0, n * sizeof *grads);
-        if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, &losses[i], NULL, &err) != 0)
-            return fail("train step", &err);
         memset(agrads, 0, na * sizeof *agrads);
-        lora_grad(&lo, &pl, grads, adapter, agrads);
+        if (lora_train_step(&lo, &pl, be, merged, base, params, grads, adapter, agrads, inputs, targets, B, T,
+                            lora_step_dropout_seed(dropout_seed, (uint64_t)i, 0), &losses[i], NULL, &err) != 0)
+            return fail("train step", &err);
         norms[i] = grad_global_norm(agrads, na);
         adamw_step(&optim, &acfg, adapter, agrads, m, v, lr, i + 1, grad_clip_coef(norms[i], clip));
     }
-    double final_loss = 0;
-    lora_merge(&lo, &pl, base, adapter, params);
-    if (backend_step(be, params, NULL, inputs, targets, B, T, 1.0f, &final_loss, NULL, &err) != 0)
-        return fail("final forward", &err);
+    double final_loss = 0; /* forward only: evaluation, no dropout */
+    if (merged) lora_merge(&lo, &pl, base, adapter, params);
+    StepArgs fa = {params, NULL, merged ? NULL : adapter, NULL, inputs, targets, B, T, 1.0f, NULL, 0};
+    if (be->step(be, &fa, &final_loss, &err) != 0) return fail("final forward", &err);
+    if (!merged && lo.cfg.dropout > 0 && dump_masks(&lo, out_dir, dropout_seed, N > 0 ? N : 1, B, T, &err) != 0)
+        return fail("masks", &err);
     snprintf(path, sizeof path, "%s/final", out_dir);
     if (lora_save(path, &lo, adapter, NULL, &err) != 0) return fail("final", &err);
 

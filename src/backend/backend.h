@@ -50,7 +50,9 @@ typedef struct {
 ** backend_*_create): params is the frozen base and grads must be NULL; adapter [lora.n_floats] is
 ** the adapter the step computes with, and adapter_grads is NULL (forward only) or receives
 ** adapter_grads += grad_scale * dloss/dadapter. dropout_seed picks this micro-batch's LoRA dropout
-** masks (a pure function of the seed and the position, so a step is reproducible). */
+** masks (a pure function of the seed and the position, so a step is reproducible: lora_dropout_mask
+** in train/lora.h). Dropout acts in training steps (adapter_grads set) only; a forward-only step is
+** evaluation, without dropout, as PyTorch's eval mode. */
 typedef struct {
     const float *params;
     float *grads;

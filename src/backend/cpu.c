@@ -14,11 +14,28 @@
 **   xn2 = rmsnorm(x_mid) * rms_ffn       g = silu(w1 xn2) * (w3 xn2)
 **   x_next = x_mid + w2 g
 ** then xf = rmsnorm(x_L) * rms_final, logits = wcls xf, loss = cross-entropy.
+**
+** A frozen base (backend_cpu_create_frozen, FrozenBase in backend.h) changes only the seven
+** linear layers of each layer and what the backward pass accumulates:
+**   LoRA: a targeted linear y = W x also adds its adapter path, unmerged (PEFT's LoraLayer):
+**           xd = x ⊙ mask                       mask: lora_dropout_mask (all ones when p = 0)
+**           u  = A xd            [r][T]         saved per layer, module and sequence
+**           y += s B u
+**         and its backward (dy [O][T]):
+**           dx += Wᵀ dy + mask ⊙ (Aᵀ du)        du = s Bᵀ dy [r][T]
+**           dB += s dy uᵀ        dA += du xdᵀ
+**         No gradient of any base tensor is formed: no dW GEMM, no embedding, classifier or
+**         norm-weight gradient (the norms' dx needs a sum over channels that ops_rmsnorm_backward
+**         also spends on dw; dw goes to a [C]-float sink that is never read).
+**   int8: each of the seven matrices is dequantized (model/quant.h) into one [out][in] scratch
+**         right before its GEMMs, in the forward and again in the backward pass; the fp32
+**         copies of those matrices in StepArgs.params are never read.
 */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/quant.h"
 #include "../ops/ops.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"
@@ -78,7 +95,20 @@ typedef struct {
     int rope_T;      /* T the tables were built for */
     float *attn_scratch; /* [threads][2*T*T] */
     int n_scratch;
+    /* Frozen base (backend_cpu_create_frozen); has_lora 0 and int8 NULL for full training. */
+    int has_lora;
+    LoraLayout lora;                  /* a copy of the adapter's layout */
+    const Int8Weights *int8;          /* the caller's; outlives the backend */
+    float *lora_u[LORA_MODULES];      /* [L][B][r][T] A drop(x) of targeted module m (NULL otherwise) */
+    float *lora_mask;                 /* [maxIn][T] one sequence's dropout mask (dropout > 0 only) */
+    float *lora_xd;                   /* [maxIn][T] drop(x); in backward, then Aᵀ du (dropout > 0 only) */
+    float *lora_du;                   /* [r][T] s Bᵀ dy of one sequence */
+    float *norm_dw_sink;              /* [max(C, D)] where a frozen step's norm backward puts dw (never read) */
+    float *w_deq;                     /* [max out*in] the int8 matrix being used, dequantized (int8 only) */
 } CpuBackend;
+
+/* The base matrix each LoRA module adapts (the order of LoraModule). */
+static const TensorKind module_kind[LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
 
 /* ------------------------------------------------------------------ sizing */
 
@@ -146,6 +176,25 @@ static size_t carve(CpuBackend *m, float *base) {
     TAKE(m->rope_cos, T * (size_t)(cfg->head_dim / 2));
     TAKE(m->rope_sin, T * (size_t)(cfg->head_dim / 2));
     TAKE(m->attn_scratch, (size_t)m->n_scratch * 2 * T * T);
+    /* frozen base only */
+    size_t max_in = (size_t)(cfg->hidden_dim > cfg->dim ? cfg->hidden_dim : cfg->dim);
+    if ((size_t)cfg->n_heads * cfg->head_dim > max_in) max_in = (size_t)cfg->n_heads * cfg->head_dim;
+    int dropout = m->has_lora && m->lora.cfg.dropout > 0;
+    size_t r = m->has_lora ? (size_t)m->lora.cfg.rank : 0;
+    for (int mod = 0; mod < LORA_MODULES; mod++)
+        TAKE(m->lora_u[mod], m->has_lora && m->lora.t[mod].present ? L * B * r * T : 0);
+    TAKE(m->lora_mask, dropout ? max_in * T : 0);
+    TAKE(m->lora_xd, dropout ? max_in * T : 0);
+    TAKE(m->lora_du, r * T);
+    int frozen = m->has_lora || m->int8;
+    TAKE(m->norm_dw_sink, frozen ? (size_t)(cfg->dim > cfg->head_dim ? cfg->dim : cfg->head_dim) : 0);
+    size_t max_w = 0;
+    for (int mod = 0; mod < LORA_MODULES; mod++) {
+        const TensorSpec *t = &m->layout.t[module_kind[mod]];
+        size_t n = (size_t)t->rows * t->cols;
+        if (n > max_w) max_w = n;
+    }
+    TAKE(m->w_deq, m->int8 ? max_w : 0);
 #undef TAKE
     return used;
 }
@@ -170,6 +219,12 @@ typedef struct {
     int layer, B, T;
     const int32_t *tokens;
     const int32_t *targets;
+    /* frozen-base steps (StepArgs): the adapter, its gradients (NULL: forward only), the dropout
+    ** seed and p (LoRA dropout acts in training steps only: 0 in a forward-only step) */
+    const float *adapter;
+    float *adapter_grads;
+    uint64_t dropout_seed;
+    float dropout;
 } Stage;
 
 typedef void (*SeqFn)(Stage *st, int b);
@@ -366,7 +421,8 @@ static void bwd_final_norm(Stage *st, int b) {
     Sizes s = sizes_for(cfg, T);
     /* dx was zeroed; dxn holds d loss / d xf for sequence b. rms_final's gradient is shared by
     ** all sequences, so this stage runs serially (see cpu_step). */
-    ops_rmsnorm_backward(m->d.dx + (size_t)b * s.c, st->dw->rms_final, m->d.dxn + (size_t)b * s.c,
+    ops_rmsnorm_backward(m->d.dx + (size_t)b * s.c, st->dw ? st->dw->rms_final : m->norm_dw_sink,
+                         m->d.dxn + (size_t)b * s.c,
                          m->a.x + at(st, cfg->n_layers, b, s.c), st->w->rms_final, m->a.rstd_f + (size_t)b * T,
                          cfg->dim, T);
 }
@@ -400,6 +456,126 @@ static void linear_bwd_all(const Stage *st, float *dx, size_t dx_stride, float *
                             x + (size_t)b * x_stride, W, O, In, st->T);
 }
 
+/* ------------------------------------------------------------------ the seven linear layers of a layer
+** Each runs through linear_fwd / linear_bwd: the base matrix W (fp32, or dequantized int8) and,
+** when the module is adapted, the unmerged LoRA path beside it (see the header). */
+
+static float *kind_view(const ParamViews *v, TensorKind k) {
+    switch (k) {
+    case T_WQ: return v->wq;
+    case T_WK: return v->wk;
+    case T_WV: return v->wv;
+    case T_WO: return v->wo;
+    case T_W1: return v->w1;
+    case T_W2: return v->w2;
+    case T_W3: return v->w3;
+    default: return NULL;
+    }
+}
+
+typedef struct {
+    float *w;
+    const int8_t *q;
+    const float *scale;
+    int cols;
+} DequantJob;
+
+static void dequant_job_run(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    DequantJob *j = ctx;
+    size_t off = (size_t)begin * j->cols;
+    dequant_rows_int8(j->w + off, j->q + off, j->scale + begin, end - begin, j->cols);
+}
+
+/* Layer st->layer's base matrix of module mod, fp32 [out][in]: a view of the parameters, or
+** (int8 base) the int8 matrix dequantized into m->w_deq, valid until the next call. */
+static const float *base_matrix(const Stage *st, LoraModule mod) {
+    CpuBackend *m = st->m;
+    TensorKind k = module_kind[mod];
+    const TensorSpec *t = &m->layout.t[k];
+    if (!m->int8) return kind_view(st->w, k) + (size_t)st->layer * t->rows * t->cols;
+    DequantJob job = {m->w_deq, quant_int8_q(m->int8, k, st->layer), quant_int8_scale(m->int8, k, st->layer), t->cols};
+    parallel_for(t->rows, dequant_job_run, &job);
+    return m->w_deq;
+}
+
+/* One sequence's LoRA dropout: rows of mask [In][T] (lora_dropout_mask) and xd = x ⊙ mask. */
+typedef struct {
+    const Stage *st;
+    LoraModule mod;
+    int b;
+    const float *x; /* [In][T], or NULL: the mask only */
+    float *mask, *xd;
+} MaskJob;
+
+static void mask_job_run(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    MaskJob *j = ctx;
+    const Stage *st = j->st;
+    int T = st->T;
+    lora_dropout_mask(j->mask, st->dropout_seed, st->layer, j->mod, j->b, begin, end, T, st->dropout);
+    if (!j->x) return;
+    for (size_t i = (size_t)begin * T; i < (size_t)end * T; i++) j->xd[i] = j->x[i] * j->mask[i];
+}
+
+/* The adapter path's input of sequence b: x itself without dropout, else m->lora_xd (and the
+** mask in m->lora_mask). */
+static const float *lora_input(const Stage *st, LoraModule mod, int b, const float *x) {
+    CpuBackend *m = st->m;
+    if (!(st->dropout > 0)) return x;
+    MaskJob job = {st, mod, b, x, m->lora_mask, m->lora_xd};
+    parallel_for(m->lora.t[mod].in, mask_job_run, &job);
+    return m->lora_xd;
+}
+
+/* y_b = W x_b, then (adapted module) u_b = A drop(x_b) [r][T] saved, y_b += s B u_b.
+** x [B][In][T], y [B][O][T] with the given per-sequence strides. */
+static void linear_fwd(const Stage *st, LoraModule mod, float *y, size_t y_stride, const float *x, size_t x_stride) {
+    CpuBackend *m = st->m;
+    const TensorSpec *t = &m->layout.t[module_kind[mod]];
+    int O = t->rows, In = t->cols, T = st->T;
+    linear_fwd_all(st, y, y_stride, x, x_stride, base_matrix(st, mod), O, In);
+    if (!m->has_lora || !m->lora.t[mod].present) return;
+    int r = m->lora.cfg.rank;
+    const float *A = lora_A(&m->lora, (float *)st->adapter, mod, st->layer);
+    const float *Bm = lora_B(&m->lora, (float *)st->adapter, mod, st->layer);
+    for (int b = 0; b < st->B; b++) {
+        const float *xd = lora_input(st, mod, b, x + (size_t)b * x_stride);
+        ops_lora_forward(y + (size_t)b * y_stride, m->lora_u[mod] + at(st, st->layer, b, (size_t)r * T), xd, A, Bm,
+                         m->lora.scale, O, r, In, T);
+    }
+}
+
+/* The backward of linear_fwd, dy [B][O][T] -> dx [B][In][T] (accumulated; NULL: not needed):
+**   dx_b += Wᵀ dy_b;  full training: dW += sum_b dy_b x_bᵀ (into st->dw);
+**   adapted module: du = s Bᵀ dy_b, dB += s dy_b u_bᵀ, dA += du drop(x_b)ᵀ, dx_b += mask ⊙ Aᵀ du. */
+static void linear_bwd(const Stage *st, LoraModule mod, float *dx, size_t dx_stride, const float *dy, size_t dy_stride,
+                       const float *x, size_t x_stride) {
+    CpuBackend *m = st->m;
+    TensorKind k = module_kind[mod];
+    const TensorSpec *t = &m->layout.t[k];
+    int O = t->rows, In = t->cols, T = st->T;
+    float *dW = st->dw ? kind_view(st->dw, k) + (size_t)st->layer * O * In : NULL;
+    if (dx || dW) linear_bwd_all(st, dx, dx_stride, dW, dy, dy_stride, x, x_stride, base_matrix(st, mod), O, In);
+    if (!m->has_lora || !m->lora.t[mod].present) return;
+    int r = m->lora.cfg.rank, dropout = st->dropout > 0;
+    const float *A = lora_A(&m->lora, (float *)st->adapter, mod, st->layer);
+    const float *Bm = lora_B(&m->lora, (float *)st->adapter, mod, st->layer);
+    float *dA = lora_A(&m->lora, st->adapter_grads, mod, st->layer);
+    float *dB = lora_B(&m->lora, st->adapter_grads, mod, st->layer);
+    for (int b = 0; b < st->B; b++) {
+        const float *xd = lora_input(st, mod, b, x + (size_t)b * x_stride);
+        float *dx_b = dx ? dx + (size_t)b * dx_stride : NULL;
+        ops_lora_backward(dropout ? NULL : dx_b, dA, dB, m->lora_du, dy + (size_t)b * dy_stride, xd,
+                          m->lora_u[mod] + at(st, st->layer, b, (size_t)r * T), A, Bm, m->lora.scale, O, r, In, T);
+        if (!dropout || !dx_b) continue;
+        /* d drop(x) = Aᵀ du into lora_xd (free again), then dx_b += mask ⊙ d drop(x) */
+        memset(m->lora_xd, 0, (size_t)In * T * sizeof(float));
+        ops_linear_backward(m->lora_xd, NULL, m->lora_du, NULL, A, r, In, T);
+        for (size_t i = 0; i < (size_t)In * T; i++) dx_b[i] += m->lora_mask[i] * m->lora_xd[i];
+    }
+}
+
 static void add_into(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -411,22 +587,33 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     const int32_t *inputs = args->inputs, *targets = args->targets;
     int B = args->B, T = args->T;
     float grad_scale = args->grad_scale;
-    if (args->adapter || args->adapter_grads)
+    if (!m->has_lora && (args->adapter || args->adapter_grads))
         return err_set(err, "cpu backend: an adapter was passed to a backend created without one");
+    if (m->has_lora && !args->adapter)
+        return err_set(err, "cpu backend: StepArgs.adapter: expected the adapter (this backend computes LoRA "
+                            "unmerged over a frozen base), found NULL");
+    if ((m->has_lora || m->int8) && grads)
+        return err_set(err, "cpu backend: StepArgs.grads: expected NULL over a frozen base (%s), found a gradient "
+                            "buffer: no base tensor has a gradient%s",
+                       m->has_lora ? "LoRA" : "int8", m->has_lora ? "; the adapter's go to adapter_grads" : "");
+    if (!params) return err_set(err, "cpu backend: StepArgs.params: expected the parameters, found NULL");
     const ModelConfig *cfg = &m->layout.cfg;
     if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
         return err_set(err, "cpu backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
     if (parallel_threads() > m->n_scratch)
         return err_set(err, "cpu backend: created for %d threads, now %d (create it after parallel_init)",
                        m->n_scratch, parallel_threads());
-    int C = cfg->dim, F = cfg->hidden_dim, L = cfg->n_layers, V = cfg->vocab_size;
-    int QD = cfg->n_heads * cfg->head_dim, KD = cfg->n_kv_heads * cfg->head_dim, D = cfg->head_dim;
+    int C = cfg->dim, L = cfg->n_layers, V = cfg->vocab_size, D = cfg->head_dim;
     Sizes s = sizes_for(cfg, T);
     size_t LB = (size_t)m->max_B; /* layer stride in sequences */
     ParamViews w, dw;
     params_views(&m->layout, (float *)params, &w);
     if (grads) params_views(&m->layout, grads, &dw);
-    Stage st = {m, &w, grads ? &dw : NULL, 0, B, T, inputs, targets};
+    Stage st = {m, &w, grads ? &dw : NULL, 0, B, T, inputs, targets, args->adapter, args->adapter_grads,
+                args->dropout_seed, m->has_lora && args->adapter_grads ? m->lora.cfg.dropout : 0.0f};
+    /* backward: full training (grads) or the adapter's gradients over a frozen base; in the
+    ** latter, frozen_bwd: no gradient of any base tensor, norms' dw into a sink */
+    int backward = grads != NULL || args->adapter_grads != NULL, frozen_bwd = backward && !grads;
 
     if (m->rope_T != T) {
         ops_rope_table(m->rope_cos, m->rope_sin, T, D, 0, cfg->rope_theta);
@@ -441,42 +628,42 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
                lf = (size_t)l * LB * s.f;
         for_each_seq(&st, fwd_attn_norm);
         float *q_dst = cfg->qk_norm ? m->a.q_raw : m->a.q, *k_dst = cfg->qk_norm ? m->a.k_raw : m->a.k;
-        linear_fwd_all(&st, q_dst + lq, s.q, m->a.xn1 + lc, s.c, w.wq + (size_t)l * QD * C, QD, C);
-        linear_fwd_all(&st, k_dst + lkv, s.kv, m->a.xn1 + lc, s.c, w.wk + (size_t)l * KD * C, KD, C);
-        linear_fwd_all(&st, m->a.v + lkv, s.kv, m->a.xn1 + lc, s.c, w.wv + (size_t)l * KD * C, KD, C);
+        linear_fwd(&st, LORA_Q, q_dst + lq, s.q, m->a.xn1 + lc, s.c);    /* [H*D][T] */
+        linear_fwd(&st, LORA_K, k_dst + lkv, s.kv, m->a.xn1 + lc, s.c);  /* [KV*D][T] */
+        linear_fwd(&st, LORA_V, m->a.v + lkv, s.kv, m->a.xn1 + lc, s.c); /* [KV*D][T] */
         for_each_head(&st, fwd_qk_rope);
         run_attention(&st, 0);
-        linear_fwd_all(&st, m->a.x_mid + lc, s.c, m->a.att + lq, s.q, w.wo + (size_t)l * C * QD, C, QD);
+        linear_fwd(&st, LORA_O, m->a.x_mid + lc, s.c, m->a.att + lq, s.q); /* [C][T] */
         for (int b = 0; b < B; b++) add_into(m->a.x_mid + lc + b * s.c, m->a.x + lc + b * s.c, s.c);
         for_each_seq(&st, fwd_ffn_norm);
-        linear_fwd_all(&st, m->a.h1 + lf, s.f, m->a.xn2 + lc, s.c, w.w1 + (size_t)l * F * C, F, C);
-        linear_fwd_all(&st, m->a.h3 + lf, s.f, m->a.xn2 + lc, s.c, w.w3 + (size_t)l * F * C, F, C);
+        linear_fwd(&st, LORA_GATE, m->a.h1 + lf, s.f, m->a.xn2 + lc, s.c); /* [F][T] */
+        linear_fwd(&st, LORA_UP, m->a.h3 + lf, s.f, m->a.xn2 + lc, s.c);   /* [F][T] */
         SwigluJob sw = {m->a.g + lf, NULL, NULL, m->a.h1 + lf, m->a.h3 + lf, NULL, (size_t)B * s.f, 0};
         run_swiglu(&sw);
         float *x_next = m->a.x + (size_t)(l + 1) * LB * s.c;
-        linear_fwd_all(&st, x_next, s.c, m->a.g + lf, s.f, w.w2 + (size_t)l * C * F, C, F);
+        linear_fwd(&st, LORA_DOWN, x_next, s.c, m->a.g + lf, s.f); /* [C][T] */
         for (int b = 0; b < B; b++) add_into(x_next + b * s.c, m->a.x_mid + lc + b * s.c, s.c);
     }
     for_each_seq(&st, fwd_final_norm);
 
     /* ---- classifier and loss, one sequence at a time (logits are [V][T]); with gradients
     ** the classifier's backward runs right here so no [B][V][T] buffer is ever needed ---- */
-    if (grads) memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
+    if (backward) memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
     double total = 0;
     for (int b = 0; b < B; b++) {
         const float *xf = m->a.xf + (size_t)b * s.c;
         ops_linear_forward(m->logits, xf, w.wcls, V, C, T);
         if (logits_out) memcpy(logits_out + (size_t)b * V * T, m->logits, (size_t)V * T * sizeof(float));
-        if (grads)
+        if (backward)
             for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
-        LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, grads != NULL};
+        LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, backward};
         parallel_for(T, loss_job_run, &job); /* with grads, the logits now hold dlogits */
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
-        if (!grads) continue;
-        ops_linear_backward(m->d.dxn + (size_t)b * s.c, dw.wcls, m->logits, xf, w.wcls, V, C, T);
+        if (!backward) continue;
+        ops_linear_backward(m->d.dxn + (size_t)b * s.c, grads ? dw.wcls : NULL, m->logits, xf, w.wcls, V, C, T);
     }
     *loss_out = total / ((double)B * T);
-    if (!grads) return 0;
+    if (!backward) return 0;
 
     /* ---- backward ---- */
     memset(m->d.dx, 0, (size_t)B * s.c * sizeof(float));
@@ -487,23 +674,20 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
                lf = (size_t)l * LB * s.f;
         /* FFN: dx is d loss / d x_next, which also flows unchanged to x_mid. */
         memset(m->d.dg, 0, (size_t)B * s.f * sizeof(float));
-        linear_bwd_all(&st, m->d.dg, s.f, dw.w2 + (size_t)l * C * F, m->d.dx, s.c, m->a.g + lf, s.f,
-                       w.w2 + (size_t)l * C * F, C, F);
+        linear_bwd(&st, LORA_DOWN, m->d.dg, s.f, m->d.dx, s.c, m->a.g + lf, s.f); /* dg [F][T] */
         SwigluJob sw = {NULL, m->d.dh1, m->d.dh3, m->a.h1 + lf, m->a.h3 + lf, m->d.dg, (size_t)B * s.f, 1};
         run_swiglu(&sw);
         memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
-        linear_bwd_all(&st, m->d.dxn, s.c, dw.w1 + (size_t)l * F * C, m->d.dh1, s.f, m->a.xn2 + lc, s.c,
-                       w.w1 + (size_t)l * F * C, F, C);
-        linear_bwd_all(&st, m->d.dxn, s.c, dw.w3 + (size_t)l * F * C, m->d.dh3, s.f, m->a.xn2 + lc, s.c,
-                       w.w3 + (size_t)l * F * C, F, C);
+        linear_bwd(&st, LORA_GATE, m->d.dxn, s.c, m->d.dh1, s.f, m->a.xn2 + lc, s.c); /* dxn [C][T] */
+        linear_bwd(&st, LORA_UP, m->d.dxn, s.c, m->d.dh3, s.f, m->a.xn2 + lc, s.c);
         for (int b = 0; b < B; b++)
-            ops_rmsnorm_backward(m->d.dx + b * s.c, dw.rms_ffn + (size_t)l * C, m->d.dxn + b * s.c,
+            ops_rmsnorm_backward(m->d.dx + b * s.c, frozen_bwd ? m->norm_dw_sink : dw.rms_ffn + (size_t)l * C,
+                                 m->d.dxn + b * s.c,
                                  m->a.x_mid + lc + b * s.c, w.rms_ffn + (size_t)l * C, m->a.rstd2 + (size_t)l * LB * T + b * T,
                                  C, T);
         /* Attention: dx is now d loss / d x_mid, which also flows unchanged to x. */
         memset(m->d.datt, 0, (size_t)B * s.q * sizeof(float));
-        linear_bwd_all(&st, m->d.datt, s.q, dw.wo + (size_t)l * C * QD, m->d.dx, s.c, m->a.att + lq, s.q,
-                       w.wo + (size_t)l * C * QD, C, QD);
+        linear_bwd(&st, LORA_O, m->d.datt, s.q, m->d.dx, s.c, m->a.att + lq, s.q); /* datt [H*D][T] */
         memset(m->d.dq, 0, (size_t)B * s.q * sizeof(float));
         memset(m->d.dk, 0, (size_t)B * s.kv * sizeof(float));
         memset(m->d.dv, 0, (size_t)B * s.kv * sizeof(float));
@@ -514,7 +698,8 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
             /* The norm weights are shared by heads and sequences: accumulate serially. */
             memset(m->d.dqr, 0, (size_t)B * s.q * sizeof(float));
             memset(m->d.dkr, 0, (size_t)B * s.kv * sizeof(float));
-            float *dwq = dw.q_norm + (size_t)l * D, *dwk = dw.k_norm + (size_t)l * D;
+            float *dwq = frozen_bwd ? m->norm_dw_sink : dw.q_norm + (size_t)l * D;
+            float *dwk = frozen_bwd ? m->norm_dw_sink : dw.k_norm + (size_t)l * D;
             const float *wqn = w.q_norm + (size_t)l * D, *wkn = w.k_norm + (size_t)l * D;
             for (int b = 0; b < B; b++) {
                 size_t oq = lq + b * s.q, ok = lkv + b * s.kv;
@@ -531,18 +716,20 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
             dq_raw = m->d.dqr;
             dk_raw = m->d.dkr;
         }
+        /* Over a frozen base, layer 0's input gradient feeds only the (frozen) embedding: skip it. */
+        float *dxn = frozen_bwd && l == 0 ? NULL : m->d.dxn;
         memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
-        linear_bwd_all(&st, m->d.dxn, s.c, dw.wq + (size_t)l * QD * C, dq_raw, s.q, m->a.xn1 + lc, s.c,
-                       w.wq + (size_t)l * QD * C, QD, C);
-        linear_bwd_all(&st, m->d.dxn, s.c, dw.wk + (size_t)l * KD * C, dk_raw, s.kv, m->a.xn1 + lc, s.c,
-                       w.wk + (size_t)l * KD * C, KD, C);
-        linear_bwd_all(&st, m->d.dxn, s.c, dw.wv + (size_t)l * KD * C, m->d.dv, s.kv, m->a.xn1 + lc, s.c,
-                       w.wv + (size_t)l * KD * C, KD, C);
+        linear_bwd(&st, LORA_Q, dxn, s.c, dq_raw, s.q, m->a.xn1 + lc, s.c); /* dxn [C][T] */
+        linear_bwd(&st, LORA_K, dxn, s.c, dk_raw, s.kv, m->a.xn1 + lc, s.c);
+        linear_bwd(&st, LORA_V, dxn, s.c, m->d.dv, s.kv, m->a.xn1 + lc, s.c);
+        if (!dxn) break;
         for (int b = 0; b < B; b++)
-            ops_rmsnorm_backward(m->d.dx + b * s.c, dw.rms_att + (size_t)l * C, m->d.dxn + b * s.c,
+            ops_rmsnorm_backward(m->d.dx + b * s.c, frozen_bwd ? m->norm_dw_sink : dw.rms_att + (size_t)l * C,
+                                 m->d.dxn + b * s.c,
                                  m->a.x + lc + b * s.c, w.rms_att + (size_t)l * C, m->a.rstd1 + (size_t)l * LB * T + b * T,
                                  C, T);
     }
+    if (frozen_bwd) return 0;
     for (int b = 0; b < B; b++)
         ops_embedding_backward(dw.tok_emb, m->d.dx + (size_t)b * s.c, inputs + (size_t)b * T, T, C);
     return 0;
@@ -561,12 +748,24 @@ Backend *backend_cpu_create(const ParamLayout *layout, int max_B, int max_T, Err
 
 Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
                                    Err *err) {
-    if (frozen && (frozen->lora || frozen->int8)) {
-        err_set(err, "cpu backend: a frozen base (unmerged LoRA, int8) is not implemented yet");
-        return NULL;
-    }
     if (max_B < 1 || max_T < 1) {
         err_set(err, "cpu backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
+        return NULL;
+    }
+    const LoraLayout *lora = frozen ? frozen->lora : NULL;
+    const Int8Weights *int8 = frozen ? frozen->int8 : NULL;
+    if (lora && (lora->model.dim != layout->cfg.dim || lora->model.hidden_dim != layout->cfg.hidden_dim ||
+                 lora->model.n_layers != layout->cfg.n_layers || lora->model.n_heads != layout->cfg.n_heads ||
+                 lora->model.n_kv_heads != layout->cfg.n_kv_heads || lora->model.head_dim != layout->cfg.head_dim)) {
+        err_set(err, "cpu backend: the LoRA layout was made for another model (dim %d, %d layers; the model has dim "
+                     "%d, %d layers)", lora->model.dim, lora->model.n_layers, layout->cfg.dim, layout->cfg.n_layers);
+        return NULL;
+    }
+    if (int8 && (int8->cfg.dim != layout->cfg.dim || int8->cfg.hidden_dim != layout->cfg.hidden_dim ||
+                 int8->cfg.n_layers != layout->cfg.n_layers || int8->cfg.n_heads != layout->cfg.n_heads ||
+                 int8->cfg.n_kv_heads != layout->cfg.n_kv_heads || int8->cfg.head_dim != layout->cfg.head_dim)) {
+        err_set(err, "cpu backend: the int8 weights were made for another model (dim %d, %d layers; the model has "
+                     "dim %d, %d layers)", int8->cfg.dim, int8->cfg.n_layers, layout->cfg.dim, layout->cfg.n_layers);
         return NULL;
     }
     CpuBackend *m = err_calloc(1, sizeof *m, "cpu backend", err);
@@ -578,6 +777,11 @@ Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->max_B = max_B;
     m->max_T = max_T;
     m->n_scratch = parallel_threads();
+    if (lora) {
+        m->has_lora = 1;
+        m->lora = *lora;
+    }
+    m->int8 = int8;
     m->arena_floats = carve(m, NULL);
     m->arena = err_malloc(m->arena_floats * sizeof(float) + 64, "cpu backend activations", err);
     if (!m->arena) {

@@ -9,8 +9,10 @@
 #include "../backend/backend.h"
 #include "../data/tokfile.h"
 #include "../train/evaluate.h"
+#include "../train/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
+#include "../util/memory.h"
 #include "../util/parallel.h"
 #include "args.h"
 #include "cli.h"
@@ -23,6 +25,11 @@ static const char *eval_help =
     "token), from the start of the file.\n"
     "\n"
     "  --model PATH      an anetrain checkpoint, a llama2.c .bin, or a HF directory\n"
+    "  --adapter DIR     a LoRA adapter (PEFT directory, e.g. from `anetrain finetune`): cpu runs\n"
+    "                    it unmerged beside the weights, ane merges it into them\n"
+    "  --int8            the model's layer matrices as int8 (one fp16-valued scale per row),\n"
+    "                    dequantized on the fly (cpu backend): the loss of the int8 model, and\n"
+    "                    the memory it saves is printed\n"
     "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab\n"
     "  --seq T           tokens per window (default min(256, model max_seq))\n"
     "  --batch B         windows evaluated together (default 8)\n"
@@ -42,7 +49,8 @@ int cli_eval(int argc, char **argv) {
     Err err = {{0}};
     const char *model = NULL, *data = NULL;
     int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
-    const char *backend = "cpu", *device = "auto";
+    const char *backend = "cpu", *device = "auto", *adapter_dir = NULL;
+    int int8 = 0;
     long max_windows = 0;
     const ArgSpec specs[] = {
         {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
@@ -50,11 +58,16 @@ int cli_eval(int argc, char **argv) {
         {"--max-windows", ARG_LONG, &max_windows, 0, 1e12, NULL},
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},   {"--device", ARG_STR, &device, 0, 0, NULL},
+        {"--adapter", ARG_STR, &adapter_dir, 0, 0, NULL}, {"--int8", ARG_BOOL, &int8, 0, 0, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("eval", &err);
     if (!model) return err_set(&err, "--model: a model path is required"), cli_fail("eval", &err);
     if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
+    int on_cpu = !strcmp(backend, "cpu");
+    if (int8 && !on_cpu)
+        return err_set(&err, "--int8: the %s backend takes no int8 base yet (use --backend cpu)", backend),
+               cli_fail("eval", &err);
     parallel_init(threads);
     blas_set_threads(threads);
 
@@ -83,10 +96,43 @@ int cli_eval(int argc, char **argv) {
     }
     if (max_windows > 0 && (size_t)max_windows < windows) windows = (size_t)max_windows;
     if ((size_t)batch > windows) batch = (int)windows;
+    /* The adapter: unmerged over the frozen base on cpu, merged into the weights elsewhere. */
+    LoraLayout lora;
+    float *adapter = NULL;
+    if (adapter_dir && lora_load(adapter_dir, cfg, &lora, &adapter, &err) != 0) {
+        err_wrap(&err, "--adapter");
+        tokfile_free(&tf);
+        free(params);
+        return cli_fail("eval", &err);
+    }
+    if (adapter && !on_cpu) {
+        lora_merge_into(&lora, &layout, params, adapter);
+        free(adapter);
+        adapter = NULL;
+    }
+    /* int8: quantized here, the fp32 pages of those matrices given back (never read again). */
+    Int8Weights q;
+    memset(&q, 0, sizeof q);
+    if (int8) {
+        if (quant_int8_create(&q, &layout, params, &err) != 0) {
+            tokfile_free(&tf);
+            free(params);
+            free(adapter);
+            return cli_fail("eval", &err);
+        }
+        for (int k = 0; k < T_COUNT; k++)
+            if (quant_kind_is_int8((TensorKind)k))
+                mem_release_pages(params + layout.t[k].offset, layout.t[k].numel * sizeof(float));
+        if (!json)
+            printf("int8    layer matrices %.1f MiB as int8 + scales instead of %.1f MiB fp32 (%.1f MiB saved)\n",
+                   (double)quant_int8_bytes(&q) / 1048576.0, (double)quant_int8_fp32_bytes(&layout) / 1048576.0,
+                   ((double)quant_int8_fp32_bytes(&layout) - (double)quant_int8_bytes(&q)) / 1048576.0);
+    }
     AneBackendOptions ane;
     backend_ane_default_options(&ane);
     ane.device = device;
-    Backend *be = backend_create(backend, &layout, batch, seq, &ane, &err);
+    FrozenBase frozen = {adapter ? &lora : NULL, int8 ? &q : NULL};
+    Backend *be = backend_create_frozen(backend, &layout, adapter || int8 ? &frozen : NULL, batch, seq, &ane, &err);
     int32_t *inputs = malloc((size_t)batch * seq * sizeof(int32_t));
     int32_t *targets = malloc((size_t)batch * seq * sizeof(int32_t));
     int rc = 0;
@@ -95,7 +141,7 @@ int cli_eval(int argc, char **argv) {
         rc = cli_fail("eval", &err);
     }
     double loss = 0, t0 = now_seconds();
-    if (rc == 0 && eval_loss(be, params, tf.tokens, windows, batch, seq, inputs, targets, &loss,
+    if (rc == 0 && eval_loss(be, params, adapter, tf.tokens, windows, batch, seq, inputs, targets, &loss,
                              term_is_tty() ? show_progress : NULL, &err) != 0)
         rc = cli_fail("eval", &err);
     if (term_is_tty()) fputc('\n', stderr);
@@ -103,8 +149,9 @@ int cli_eval(int argc, char **argv) {
         double secs = now_seconds() - t0;
         size_t tokens = windows * (size_t)seq;
         if (json)
-            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %zu, \"windows\": %zu, \"seq\": %d}\n", loss,
-                   exp(loss), tokens, windows, seq);
+            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %zu, \"windows\": %zu, \"seq\": %d, "
+                   "\"int8\": %s}\n",
+                   loss, exp(loss), tokens, windows, seq, int8 ? "true" : "false");
         else
             printf("loss %.4f  perplexity %.3f  over %zu tokens (%zu windows of %d) in %.1f s\n", loss, exp(loss),
                    tokens, windows, seq, secs);
@@ -114,5 +161,7 @@ int cli_eval(int argc, char **argv) {
     free(targets);
     tokfile_free(&tf);
     free(params);
+    free(adapter);
+    if (int8) quant_int8_free(&q);
     return rc;
 }

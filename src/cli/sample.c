@@ -47,6 +47,10 @@ static const char *sample_help =
     "                      (config.json + model.safetensors)\n"
     "  --adapter DIR       a LoRA adapter (a PEFT directory, e.g. from `anetrain finetune`),\n"
     "                      merged into the weights as they load: W + (alpha/r) B A\n"
+    "  --int8              generate with the int8 model: the layer matrices quantized per row\n"
+    "                      (as eval --int8, finetune --int8) and dequantized once at load, so\n"
+    "                      the output is the int8 model's (the generator keeps fp32 weights:\n"
+    "                      no memory saved here); an --adapter is added after, unquantized\n"
     "  --tokenizer FILE    a HF tokenizer.json or a llama2.c tokenizer.bin (default: the HF\n"
     "                      directory's tokenizer.json). A tokenizer.bin must hold exactly the\n"
     "                      model's vocab_size pieces; a tokenizer.json may have fewer ids than\n"
@@ -73,7 +77,10 @@ static const char *sample_help =
     "                      max_seq_len, at most 4096; up to max_seq_len when given)\n"
     "  --prefill N         prompt tokens per batched forward pass (default 64; 1 = one at a\n"
     "                      time, as run.c)\n"
-    "\n"
+    "\n";
+
+/* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
+static const char *sample_help_more =
     "Generation stops after --steps positions, or when the model emits a stop token: BOS (as\n"
     "run.c: in llama2.c data BOS starts the next document; EOS </s> is printed, not a stop),\n"
     "and for Qwen3 tokenizers <|endoftext|> and <|im_end|>. A stop token is not printed.\n"
@@ -146,6 +153,7 @@ typedef struct {
     float temperature, top_p;
     uint64_t seed;
     int seed_given, max_seq_given;
+    int int8;
 } CommonArgs;
 
 typedef struct {
@@ -227,6 +235,15 @@ static int session_open(Session *s, const CommonArgs *a, float temperature, floa
     }
     blas_set_threads(1); /* the generator's threads call BLAS, each on its own share */
     if (model_load_any(a->model, &s->layout, &s->params, err) != 0) return err_wrap(err, "--model");
+    if (a->int8) { /* the int8 model's weights: quantized, then dequantized in place (quant.h) */
+        Int8Weights q;
+        if (quant_int8_create(&q, &s->layout, s->params, err) != 0) {
+            session_free(s);
+            return err_wrap(err, "--int8");
+        }
+        quant_int8_dequantize_into(&q, &s->layout, s->params);
+        quant_int8_free(&q);
+    }
     if (a->adapter && lora_apply(a->adapter, &s->layout, s->params, err) != 0) {
         session_free(s);
         return err_wrap(err, "--adapter");
@@ -303,7 +320,7 @@ static uint64_t default_seed(void) {
 /* Flags both commands share; the ranges are checked by the parser, the rest after it. */
 #define COMMON_SPECS(a)                                                                            \
     {"--model", ARG_STR, &(a).model, 0, 0, NULL}, {"--tokenizer", ARG_STR, &(a).tokenizer, 0, 0, NULL}, \
-        {"--adapter", ARG_STR, &(a).adapter, 0, 0, NULL},                                          \
+        {"--adapter", ARG_STR, &(a).adapter, 0, 0, NULL}, {"--int8", ARG_BOOL, &(a).int8, 0, 0, NULL}, \
         {"--steps", ARG_INT, &(a).steps, 1, 1 << 30, NULL},                                        \
         {"--temperature", ARG_FLOAT, &(a).temperature, 0, 1e6, NULL},                              \
         {"--top-p", ARG_FLOAT, &(a).top_p, 0, 1, NULL}, {"--seed", ARG_U64, &(a).seed, 0, 0, &(a).seed_given}, \
@@ -324,6 +341,7 @@ static void common_defaults(CommonArgs *a) {
 int cli_sample(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(sample_help, stdout);
+        fputs(sample_help_more, stdout);
         return 0;
     }
     Err err = {{0}};

@@ -111,6 +111,8 @@ static const char *train_help_more =
     "                        start at 65536, halve and skip the step on inf/NaN gradients\n"
     "                        (weights untouched), double after --loss-scale-window clean\n"
     "                        steps (default 1000). off (default for cpu), or a fixed N.\n"
+    "  --int8                refused: int8 weights cannot train. An int8 base is for LoRA\n"
+    "                        (finetune --int8) and forward passes (eval, sample --int8).\n"
     "\n"
     "Ctrl-C finishes the current step, writes the checkpoint and exits; --resume continues.\n"
     "\n"
@@ -256,6 +258,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
         {"--loss-scale-window", ARG_INT, &o->loss_scale_window, 1, BIG, NULL},
+        {"--int8", ARG_BOOL, &o->int8, 0, 0, NULL},
         {"--dim", ARG_INT, &a->dim, 1, 1 << 16, NULL},
         {"--hidden-dim", ARG_INT, &a->hidden_dim, 1, 1 << 18, NULL},
         {"--layers", ARG_INT, &a->layers, 1, 1024, NULL},

@@ -121,6 +121,22 @@ void OPS(linear_backward)(Real *dx, Real *dW, const Real *dy, const Real *x, con
     if (dW) GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, 1, dy, T, x, T, 1, dW, In);
 }
 
+/* ---------------------------------------------------------------- LoRA adapter path */
+
+void OPS(lora_forward)(Real *y, Real *u, const Real *xd, const Real *A, const Real *B, Real s, int O, int r, int In,
+                       int T) {
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, T, In, 1, A, In, xd, T, 0, u, T); /* u = A xd */
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, O, T, r, s, B, r, u, T, 1, y, T);    /* y += s B u */
+}
+
+void OPS(lora_backward)(Real *dxd, Real *dA, Real *dB, Real *du, const Real *dy, const Real *xd, const Real *u,
+                        const Real *A, const Real *B, Real s, int O, int r, int In, int T) {
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, O, r, T, s, dy, T, u, T, 1, dB, r);   /* dB += s dy uᵀ */
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, r, T, O, s, B, r, dy, T, 0, du, T);   /* du = s Bᵀ dy */
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, r, In, T, 1, du, T, xd, T, 1, dA, In); /* dA += du xdᵀ */
+    if (dxd) GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, In, T, r, 1, A, In, du, T, 1, dxd, T); /* dxd += Aᵀ du */
+}
+
 /* ---------------------------------------------------------------- RoPE */
 
 void OPS(rope_table)(Real *cos_tab, Real *sin_tab, int T, int D, int pos0, double theta) {

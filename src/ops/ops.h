@@ -61,6 +61,17 @@ void OPS(linear_forward)(Real *y, const Real *x, const Real *W, int O, int In, i
 /* dx [In][T] += W^T dy;  dW [O][In] += dy x^T.  Either dx or dW may be NULL (skipped). */
 void OPS(linear_backward)(Real *dx, Real *dW, const Real *dy, const Real *x, const Real *W, int O, int In, int T);
 
+/* --- LoRA adapter path beside a linear layer (PEFT's LoraLayer, unmerged) -------------
+** y += s B (A xd):  xd [In][T] is the adapter path's input (the layer input after LoRA
+** dropout, which the caller applies), A [r][In], B [O][r], s the scaling. u [r][T] receives
+** A xd (writes; the backward pass needs it), y [O][T] accumulates. */
+void OPS(lora_forward)(Real *y, Real *u, const Real *xd, const Real *A, const Real *B, Real s, int O, int r, int In,
+                       int T);
+/* du = s Bᵀ dy (writes; scratch [r][T]);  dB += s dy uᵀ;  dA += du xdᵀ;  dxd += Aᵀ du (dxd may be
+** NULL). dy [O][T]; u, xd as saved by lora_forward. */
+void OPS(lora_backward)(Real *dxd, Real *dA, Real *dB, Real *du, const Real *dy, const Real *xd, const Real *u,
+                        const Real *A, const Real *B, Real s, int O, int r, int In, int T);
+
 /* --- rotary position embedding ---------------------------------------------------
 ** Table for positions pos0..pos0+T-1: angle[t][i] = (pos0+t) * theta^(-2i/D), i < D/2.
 ** cos_tab, sin_tab [T][D/2], computed in double precision. */

@@ -7,9 +7,9 @@
 
 size_t eval_windows(size_t n_tokens, int T) { return n_tokens > (size_t)T ? (n_tokens - 1) / (size_t)T : 0; }
 
-int eval_loss(Backend *backend, const float *params, const int32_t *tokens, size_t n_windows, int B, int T,
-              int32_t *inputs, int32_t *targets, double *loss, void (*progress)(size_t done, size_t total),
-              Err *err) {
+int eval_loss(Backend *backend, const float *params, const float *adapter, const int32_t *tokens, size_t n_windows,
+              int B, int T, int32_t *inputs, int32_t *targets, double *loss,
+              void (*progress)(size_t done, size_t total), Err *err) {
     if (n_windows == 0) return err_set(err, "evaluation: no window of %d tokens to evaluate", T + 1);
     double total = 0;
     for (size_t w = 0; w < n_windows; w += (size_t)B) {
@@ -20,7 +20,8 @@ int eval_loss(Backend *backend, const float *params, const int32_t *tokens, size
             memcpy(targets + (size_t)b * T, src + 1, (size_t)T * sizeof(int32_t));
         }
         double l;
-        if (backend_step(backend, params, NULL, inputs, targets, nb, T, 1.0f, &l, NULL, err) != 0) return -1;
+        StepArgs args = {params, NULL, adapter, NULL, inputs, targets, nb, T, 1.0f, NULL, 0};
+        if (backend->step(backend, &args, &l, err) != 0) return -1;
         total += l * nb;
         if (progress) progress(w + (size_t)nb, n_windows);
     }

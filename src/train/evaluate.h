@@ -17,10 +17,11 @@
 size_t eval_windows(size_t n_tokens, int T);
 
 /* Mean loss over windows [0, n_windows) of tokens[0..): batches of up to B windows through
-** backend (created for at least B x T). inputs/targets hold B*T ids. progress, if not NULL,
+** backend (created for at least B x T), with params and (a backend over a frozen LoRA base, else
+** NULL) the adapter. inputs/targets hold B*T ids. progress, if not NULL,
 ** is called after each batch with the windows done so far. */
-int eval_loss(Backend *backend, const float *params, const int32_t *tokens, size_t n_windows, int B, int T,
-              int32_t *inputs, int32_t *targets, double *loss, void (*progress)(size_t done, size_t total),
-              Err *err);
+int eval_loss(Backend *backend, const float *params, const float *adapter, const int32_t *tokens, size_t n_windows,
+              int B, int T, int32_t *inputs, int32_t *targets, double *loss,
+              void (*progress)(size_t done, size_t total), Err *err);
 
 #endif

@@ -1,10 +1,12 @@
 /*
-** lora.c — LoRA adapters: layout, init, merge, gradient projection, PEFT files (see lora.h).
+** lora.c — LoRA adapters: layout, init, dropout masks, merge, gradient projection, PEFT files
+** (see lora.h).
 **
 ** This module never touches the frozen base except through the copy lora_base_copy makes and
-** the working buffer lora_merge writes; it never trains what it cannot compute as PEFT does
-** (dropout on the adapter input) and never loads a file it would read differently from PEFT:
-** every adapter_config.json option that changes the function is checked, not ignored.
+** the working buffer lora_merge writes; the merged path never trains what it cannot compute as
+** PEFT does (dropout on the adapter input: lora_check_merged), and no file is loaded that it
+** would read differently from PEFT: every adapter_config.json option that changes the function
+** is checked, not ignored. The dropout masks of the unmerged path are defined here (lora.h).
 */
 #include "lora.h"
 
@@ -116,14 +118,51 @@ int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg,
     return 0;
 }
 
-int lora_check_trainable(const LoraConfig *cfg, Err *err) {
+int lora_check_merged(const LoraConfig *cfg, const char *backend, Err *err) {
     if (cfg->dropout != 0)
         return err_set(err,
-                       "--lora-dropout: expected 0, found %g: LoRA dropout drops the input of the adapter path "
-                       "only (y = W x + s B A dropout(x)), which this trainer cannot express, because it trains "
-                       "the merged weight W + s B A; it is not approximated",
-                       (double)cfg->dropout);
+                       "--lora-dropout: expected 0 on the %s backend, found %g: LoRA dropout drops the input of the "
+                       "adapter path only (y = W x + s B A dropout(x)), which the %s backend cannot express yet "
+                       "(it trains the merged weight W + s B A); it is not approximated. The cpu backend trains "
+                       "it unmerged",
+                       backend, (double)cfg->dropout, backend);
     return 0;
+}
+
+/* splitmix64's output from state z (see lora.h). */
+uint64_t lora_splitmix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t dropout_row_key(uint64_t seed, int layer, LoraModule m, int sequence) {
+    uint64_t k1 = ((uint64_t)(uint32_t)layer << 40) | ((uint64_t)m << 32) | (uint64_t)(uint32_t)sequence;
+    return lora_splitmix(lora_splitmix(seed) ^ k1);
+}
+
+uint64_t lora_dropout_hash(uint64_t seed, int layer, LoraModule m, int sequence, int channel, int position) {
+    uint64_t k2 = ((uint64_t)(uint32_t)channel << 32) | (uint64_t)(uint32_t)position;
+    return lora_splitmix(dropout_row_key(seed, layer, m, sequence) ^ k2);
+}
+
+void lora_dropout_mask(float *mask, uint64_t seed, int layer, LoraModule m, int sequence, int c0, int c1, int T,
+                       float p) {
+    if (p == 0) {
+        for (size_t i = (size_t)c0 * T; i < (size_t)c1 * T; i++) mask[i] = 1.0f;
+        return;
+    }
+    uint64_t row = dropout_row_key(seed, layer, m, sequence);
+    uint64_t threshold = (uint64_t)ceil((double)p * 16777216.0); /* (h >> 40) < p 2^24 <=> < ceil(p 2^24) */
+    float keep = 1.0f / (1.0f - p);
+    for (int c = c0; c < c1; c++) {
+        float *mr = mask + (size_t)c * T;
+        for (int t = 0; t < T; t++) {
+            uint64_t h = lora_splitmix(row ^ (((uint64_t)(uint32_t)c << 32) | (uint64_t)(uint32_t)t));
+            mr[t] = (h >> 40) < threshold ? 0.0f : keep;
+        }
+    }
 }
 
 float *lora_A(const LoraLayout *lo, float *adapter, LoraModule m, int layer) {

@@ -13,17 +13,20 @@
 **     base    wq    wk    wv    wo    w1    w3    w2
 **     PEFT    self_attn.{q,k,v,o}_proj       mlp.{gate,up,down}_proj
 **
-** How a step trains it (this increment: backend-agnostic, the same on every backend):
-** lora_merge writes W_eff of every targeted matrix into the working parameter buffer the
-** backend runs on (the base of those matrices is kept aside, frozen, in a copy); the backend
-** returns the full gradient dL/dW_eff; lora_grad projects it onto the adapter:
+** How a step trains it, two ways (trainer.h picks one per backend):
+**   unmerged (the CPU backend, backend_cpu_create_frozen with a FrozenBase): the backend takes
+**     the adapter and computes each targeted linear as y = W x + s B A drop(x), with the
+**     gradients of A and B alone (see backend/cpu.c); drop is LoRA dropout, a pure function of
+**     a seed and the position (lora_dropout_mask below);
+**   merged (backends without native adapters; the ANE backend for now): lora_merge writes
+**     W_eff of every targeted matrix into the working parameter buffer the backend runs on (the
+**     base of those matrices is kept aside, frozen, in a copy); the backend returns the full
+**     gradient dL/dW_eff; lora_grad projects it onto the adapter:
 **
-**     dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
+**         dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
 **
-** The cost of this simplicity: the backend still computes dW of every matrix, frozen ones
-** included, and the full gradient buffer exists. A later increment can hand A and B to the
-** backends so they compute only x·Aᵀ-sized work. LoRA dropout acts on the input x of the
-** adapter path alone, which a merged W_eff cannot express: only dropout 0 trains here.
+**     which costs every dW GEMM and a full gradient buffer, and cannot express dropout on the
+**     adapter path's input alone: only dropout 0 trains that way (lora_check_merged).
 **
 ** All adapter tensors are one contiguous fp32 buffer with named views (like params.h), so
 ** the adapter's gradients and AdamW moments are each one buffer of the same layout:
@@ -55,7 +58,7 @@ typedef enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LO
 typedef struct {
     int rank;          /* r; 0 means no adapter (full training) */
     float alpha;       /* lora_alpha */
-    float dropout;     /* lora_dropout (kept in the file; only 0 can be trained, see lora_layout) */
+    float dropout;     /* lora_dropout: p of the dropout on the adapter path's input (lora_dropout_mask) */
     int rslora;        /* 1: s = alpha / sqrt(r) (PEFT use_rslora) instead of alpha / r */
     unsigned targets;  /* bit m set: module m is adapted in every layer */
 } LoraConfig;
@@ -91,11 +94,33 @@ void lora_targets_format(unsigned targets, char *buf, size_t size);
 
 /* Lays out the adapter of cfg on the model. Checks rank (1..4096), alpha (> 0), dropout in
 ** [0, 1) and targets (at least one). `what` names the source for messages ("--lora-rank" or a
-** file). Does not refuse dropout > 0: trainers do (lora_check_trainable). */
+** file). */
 int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg, const char *what, Err *err);
 
-/* Fails, saying why, for a configuration this trainer cannot train faithfully (dropout > 0). */
-int lora_check_trainable(const LoraConfig *cfg, Err *err);
+/* Fails, saying why, for a configuration the merged path (lora_merge + lora_grad, which the
+** trainer still uses on backends without native adapters) cannot train faithfully: dropout > 0. */
+int lora_check_merged(const LoraConfig *cfg, const char *backend, Err *err);
+
+/* LoRA dropout (PEFT: nn.Dropout(p) on the adapter path's input, x -> A drop(x)), as a pure
+** function so that nothing is stored and a step is reproducible from its seed. Element (c, t)
+** (channel c, position t) of sequence `sequence`'s input to module m of layer `layer` is
+**
+**     h = sm(sm(sm(seed) ^ K1) ^ K2)      K1 = layer << 40 | m << 32 | sequence
+**                                         K2 = c << 32 | t
+**     sm(z) = splitmix64's output from state z: z += 0x9e3779b97f4a7c15;
+**             z = (z ^ z >> 30) * 0xbf58476d1ce4e5b9; z = (z ^ z >> 27) * 0x94d049bb133111eb;
+**             z ^ z >> 31
+**     dropped iff (h >> 40) < p * 2^24   (the top 24 bits as a uniform in [0, 1))
+**
+** and the mask value is 0 when dropped, else 1/(1-p) computed in float (inverted dropout, as
+** PyTorch). p = 0 keeps every element with multiplier 1. `sequence` is the index within the
+** micro-batch; seed is the step's StepArgs.dropout_seed. Each module has its own mask even
+** where modules share an input (q, k, v), as PEFT's per-module dropout layers. */
+uint64_t lora_splitmix(uint64_t z); /* sm above */
+uint64_t lora_dropout_hash(uint64_t seed, int layer, LoraModule m, int sequence, int channel, int position);
+/* Rows [c0, c1) of the mask [In][T] of (seed, layer, m, sequence) with probability p, as above. */
+void lora_dropout_mask(float *mask, uint64_t seed, int layer, LoraModule m, int sequence, int c0, int c1, int T,
+                       float p);
 
 /* Views: A [r][in] and B [out][r] of module m in layer l. */
 float *lora_A(const LoraLayout *lo, float *adapter, LoraModule m, int layer);

@@ -10,6 +10,7 @@
 #include "../io/model_file.h"
 #include "../util/clock.h"
 #include "../util/fileio.h"
+#include "../util/memory.h"
 #include "../util/parallel.h"
 #include "evaluate.h"
 
@@ -43,6 +44,23 @@ Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, 
     return NULL;
 }
 
+Backend *backend_create_frozen(const char *name, const ParamLayout *layout, const FrozenBase *frozen, int max_B,
+                               int max_T, const AneBackendOptions *ane, Err *err) {
+    if (!name || !strcmp(name, "cpu")) return backend_cpu_create_frozen(layout, frozen, max_B, max_T, err);
+    if (!strcmp(name, "ane")) return backend_ane_create_frozen(layout, frozen, max_B, max_T, ane, err);
+    err_set(err, "--backend: expected cpu or ane, found '%s'", name);
+    return NULL;
+}
+
+/* ==== LoRA on backends without native adapters: the merged path (see trainer.h). The ANE
+** backend is the one left; when it takes adapters in StepArgs this returns 0 for it too and
+** the merged path (lora_base, grads, lora_grad, lora_merge below) can go. ==== */
+int lora_backend_is_merged(const char *name) { return name && !strcmp(name, "ane"); }
+
+uint64_t lora_step_dropout_seed(uint64_t seed, uint64_t step, int micro) {
+    return lora_splitmix(lora_splitmix(lora_splitmix(seed ^ 0x6c6f7261ull) ^ step) ^ (uint64_t)micro);
+}
+
 static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err) {
     if (o->batch < 1) return err_set(err, "--batch: expected a positive integer, found %d", o->batch);
     if (o->seq < 1) return err_set(err, "--seq: expected a positive integer, found %d", o->seq);
@@ -73,15 +91,18 @@ static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err
     return 0;
 }
 
-/* LoRA: the frozen copy of the targeted matrices, a fresh adapter (PEFT's init, so the model
-** starts as the base), its gradients and moments, and the working buffer's first merge. */
+/* LoRA: a fresh adapter (PEFT's init, so the model starts as the base), its gradients and
+** moments; merged runs also the frozen copy of the targeted matrices and the working buffer's
+** first merge. */
 static int lora_setup(Trainer *tr, Err *err) {
     const TrainOptions *o = &tr->opt;
-    if (lora_check_trainable(&o->lora, err) != 0 || lora_layout(&tr->lora, &tr->layout.cfg, &o->lora, "LoRA", err) != 0)
-        return -1;
+    if (lora_layout(&tr->lora, &tr->layout.cfg, &o->lora, "LoRA", err) != 0) return -1;
     size_t n = tr->lora.n_floats;
-    tr->lora_base = err_malloc(tr->lora.n_base_floats * sizeof(float), "frozen copy of the LoRA-targeted matrices", err);
-    if (!tr->lora_base) return -1;
+    if (tr->lora_merged) {
+        tr->lora_base =
+            err_malloc(tr->lora.n_base_floats * sizeof(float), "frozen copy of the LoRA-targeted matrices", err);
+        if (!tr->lora_base) return -1;
+    }
     tr->adapter = err_malloc(n * sizeof(float), "LoRA adapter", err);
     if (!tr->adapter) return -1;
     tr->adapter_grads = err_calloc(n, sizeof(float), "LoRA adapter gradients", err);
@@ -90,12 +111,14 @@ static int lora_setup(Trainer *tr, Err *err) {
     if (!tr->adapter_m) return -1;
     tr->adapter_v = err_calloc(n, sizeof(float), "LoRA AdamW second moment", err);
     if (!tr->adapter_v) return -1;
-    lora_base_copy(&tr->lora, &tr->layout, tr->params, tr->lora_base);
     Rng rng;
     rng_seed(&rng, o->seed ^ 0x10ada9ull);
     lora_init(&tr->lora, tr->adapter, &rng);
     lora_optim_layout(&tr->lora, &tr->lora_optim);
-    lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
+    if (tr->lora_merged) {
+        lora_base_copy(&tr->lora, &tr->layout, tr->params, tr->lora_base);
+        lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
+    }
     return 0;
 }
 
@@ -104,6 +127,9 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     tr->opt = *opt;
     int have_moments = 0;
     int lora = opt->lora.rank > 0;
+    if (opt->int8 && !lora)
+        return err_set(err, "--int8: int8 weights cannot train: it takes a LoRA run (the base frozen, an adapter "
+                            "trained) or a forward-only command (eval, sample)");
     if (lora && opt->resume_path)
         return err_set(err, "--resume: not supported for LoRA runs yet (they save the adapter, not a resumable "
                             "checkpoint); start again from the base model");
@@ -133,8 +159,18 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     if (tr->opt.seq == 0) tr->opt.seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
     opt = &tr->opt;
     if (check_options(opt, cfg, err) != 0) goto fail;
-    tr->grads = err_calloc(n, sizeof(float), "gradients", err);
-    if (!tr->grads) goto fail;
+    tr->lora_merged = lora && lora_backend_is_merged(opt->backend);
+    if (tr->lora_merged) {
+        if (lora_check_merged(&opt->lora, opt->backend, err) != 0) goto fail;
+        if (opt->int8) {
+            err_set(err, "--int8: the %s backend takes no int8 base yet (use --backend cpu)", opt->backend);
+            goto fail;
+        }
+    }
+    if (!lora || tr->lora_merged) { /* unmerged LoRA computes no gradient of the base */
+        tr->grads = err_calloc(n, sizeof(float), "gradients", err);
+        if (!tr->grads) goto fail;
+    }
     if (lora) {
         if (lora_setup(tr, err) != 0) goto fail;
     } else if (!have_moments) {
@@ -157,7 +193,21 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         rng_seed(&tr->state.rng, opt->seed ^ 0x5eedull);
         tr->state.loss_scale = opt->loss_scaling == LOSS_SCALE_OFF ? 1.0f : opt->loss_scale_init;
     }
-    tr->backend = backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
+    if (opt->int8) {
+        if (quant_int8_create(&tr->int8, &tr->layout, tr->params, err) != 0) goto fail;
+        tr->has_int8 = 1;
+        /* the backend reads the int8 copies only: give the fp32 pages back */
+        for (int k = 0; k < T_COUNT; k++)
+            if (quant_kind_is_int8((TensorKind)k))
+                tr->int8_released_bytes += mem_release_pages(tr->params + tr->layout.t[k].offset,
+                                                             tr->layout.t[k].numel * sizeof(float));
+    }
+    if (lora && !tr->lora_merged) {
+        FrozenBase frozen = {&tr->lora, tr->has_int8 ? &tr->int8 : NULL};
+        tr->backend = backend_create_frozen(opt->backend, &tr->layout, &frozen, opt->batch, opt->seq, &opt->ane, err);
+    } else {
+        tr->backend = backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
+    }
     if (!tr->backend) goto fail;
     return 0;
 fail:
@@ -178,6 +228,7 @@ void trainer_free(Trainer *tr) {
     free(tr->adapter_grads);
     free(tr->adapter_m);
     free(tr->adapter_v);
+    if (tr->has_int8) quant_int8_free(&tr->int8);
     tokfile_free(&tr->data);
     memset(tr, 0, sizeof *tr);
 }
@@ -190,23 +241,26 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     TrainState *st = &tr->state;
     size_t n = tr->layout.n_floats;
     float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
-    memset(tr->grads, 0, n * sizeof(float));
+    if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
+    if (tr->adapter_grads) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
+    int unmerged = tr->adapter && !tr->lora_merged; /* the backend takes the adapter (StepArgs) */
     double loss_sum = 0;
     for (int a = 0; a < o->accum; a++) {
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
-        if (backend_step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
-                              scale / (float)o->accum, &loss, NULL, err) != 0)
-            return -1;
+        StepArgs args = {tr->params, tr->grads, unmerged ? tr->adapter : NULL, unmerged ? tr->adapter_grads : NULL,
+                         tr->inputs, tr->targets, o->batch, o->seq, scale / (float)o->accum, NULL,
+                         unmerged ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
+        if (tr->backend->step(tr->backend, &args, &loss, err) != 0) return -1;
         loss_sum += loss;
     }
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
     double t0 = now_seconds();
     double norm;
-    if (tr->adapter) { /* LoRA: the backend's dL/dW_eff projected onto the adapter, which alone trains */
-        memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
-        lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
+    if (tr->adapter) { /* LoRA: the adapter alone trains */
+        if (tr->lora_merged) /* the backend's dL/dW_eff projected onto the adapter */
+            lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
         norm = grad_global_norm(tr->adapter_grads, tr->lora.n_floats) / scale;
     } else {
         norm = grad_global_norm(tr->grads, n) / scale;
@@ -229,7 +283,7 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
         if (tr->adapter) {
             adamw_step(&tr->lora_optim, &o->adam, tr->adapter, tr->adapter_grads, tr->adapter_m, tr->adapter_v, lr, t,
                        grad_clip_coef(norm, o->clip) / scale);
-            lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
+            if (tr->lora_merged) lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
         } else {
             adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, t,
                        grad_clip_coef(norm, o->clip) / scale);
@@ -260,7 +314,7 @@ int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t 
         return err_set(err, "%s: the validation split (%zu tokens) is shorter than one window of %d tokens",
                        o->data_path, tr->loader.n_val, T + 1);
     if (o->eval_batches > 0 && windows > (size_t)o->eval_batches * o->batch) windows = (size_t)o->eval_batches * o->batch;
-    return eval_loss(be, tr->params, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
+    return eval_loss(be, tr->params, tr->adapter && !tr->lora_merged ? tr->adapter : NULL, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
                      val_loss, NULL, err);
 }
 

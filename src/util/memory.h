@@ -15,4 +15,10 @@ void *mem_alloc_huge(size_t bytes);
 /* Bytes mem_alloc_huge reserves for a request of `bytes` (rounded up to 2 MiB). */
 size_t mem_huge_size(size_t bytes);
 
+/* Gives the whole pages inside [p, p + bytes) back to the system without freeing the allocation
+** (Linux: madvise MADV_DONTNEED; elsewhere nothing). Their contents become undefined (zeros on
+** Linux; touched again, they cost memory again). For parts of a buffer that will never be read
+** again, e.g. the fp32 copies of matrices held as int8. Returns the bytes released. */
+size_t mem_release_pages(void *p, size_t bytes);
+
 #endif
