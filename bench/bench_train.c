@@ -284,8 +284,8 @@ static int bench_step(Bench *bn, const Options *opt, long step, double *loss, do
     double t0 = now_seconds();
     memset(bn->grads, 0, n * sizeof(float));
     double t1 = now_seconds();
-    if (bn->backend->step(bn->backend, bn->params, bn->grads, bn->inputs, bn->targets, opt->B, opt->T, 1.0f, loss,
-                          NULL, err) != 0)
+    if (backend_step(bn->backend, bn->params, bn->grads, bn->inputs, bn->targets, opt->B, opt->T, 1.0f, loss, NULL,
+                     err) != 0)
         return -1;
     double t2 = now_seconds();
     float coef = grad_clip_coef(grad_global_norm(bn->grads, n), 1.0f);
