@@ -324,8 +324,25 @@ static void test_contract(void) {
           "grads with a frozen base refused: %s", err.msg);
     a.grads = NULL;
     a.adapter = NULL;
-    CHECK(ane->step(ane, &a, &loss, &err) == -1 && strstr(err.msg, "adapter is NULL"), "no adapter refused: %s",
-          err.msg);
+    CHECK(ane->step(ane, &a, &loss, &err) == -1 && strstr(err.msg, "adapter is NULL"),
+          "adapter_grads without an adapter refused: %s", err.msg);
+    /* adapter NULL, forward only: params alone, e.g. the merged model evaluated on this backend
+    ** (restaged: another buffer), then the frozen base again */
+    {
+        float *merged = falloc(lay.n_floats), *copy = falloc(lo.n_base_floats);
+        memcpy(merged, p, lay.n_floats * sizeof(float));
+        lora_base_copy(&lo, &lay, p, copy);
+        lora_merge(&lo, &lay, copy, ad, merged);
+        double before = ane_lora_step(ane, p, ad, NULL, in, tg, B, T, scale, NULL), lm = NAN, lcm = NAN;
+        StepArgs e = {merged, NULL, NULL, NULL, in, tg, B, T, 1.0f, NULL, 0};
+        CHECK(ane->step(ane, &e, &lm, &err) == 0, "%s", err.msg);
+        CHECK(backend_step(cpu, merged, NULL, in, tg, B, T, 1.0f, &lcm, NULL, &err) == 0, "%s", err.msg);
+        double after = ane_lora_step(ane, p, ad, NULL, in, tg, B, T, scale, NULL);
+        CHECK(fabs(lm - lcm) < LOSS_TOL(lcm) && fabs(lm - before) < LOSS_TOL(lcm),
+              "the merged model without an adapter: loss %.6f, cpu %.6f, unmerged %.6f", lm, lcm, before);
+        CHECK(after == before, "the frozen base restaged after it: %.9f vs %.9f", after, before);
+        free(merged), free(copy);
+    }
     Int8Weights q8;
     memset(&q8, 0, sizeof q8);
     FrozenBase fb = {&lo, &q8};

@@ -706,6 +706,8 @@ static void test_ane_step_vs_cpu(void) {
         return;
     }
     CHECK(memcmp(tc.adapter, ta.adapter, tc.lora.n_floats * sizeof(float)) == 0, "the same initial adapter");
+    CHECK(ta.frozen_params && !ta.grads && tc.grads && !tc.frozen_params,
+          "the ANE trains the adapter unmerged over a frozen base (no full gradient), the CPU merged");
     random_adapter(&tc.lora, tc.adapter, 50, 0.05);
     memcpy(ta.adapter, tc.adapter, tc.lora.n_floats * sizeof(float));
     lora_merge(&tc.lora, &tc.layout, tc.lora_base, tc.adapter, tc.params);

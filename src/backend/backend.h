@@ -50,7 +50,10 @@ typedef struct {
 ** backend_*_create): params is the frozen base and grads must be NULL; adapter [lora.n_floats] is
 ** the adapter the step computes with, and adapter_grads is NULL (forward only) or receives
 ** adapter_grads += grad_scale * dloss/dadapter. dropout_seed picks this micro-batch's LoRA dropout
-** masks (a pure function of the seed and the position, so a step is reproducible). */
+** masks (a pure function of the seed and the position, so a step is reproducible).
+** ANE: the base is staged once, at the first step, and again only when params is another buffer
+** (its contents must not change in place); adapter NULL (forward only) computes params alone,
+** e.g. a merged model evaluated on the same backend. */
 typedef struct {
     const float *params;
     float *grads;

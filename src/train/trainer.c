@@ -133,8 +133,14 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     if (tr->opt.seq == 0) tr->opt.seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
     opt = &tr->opt;
     if (check_options(opt, cfg, err) != 0) goto fail;
-    tr->grads = err_calloc(n, sizeof(float), "gradients", err);
-    if (!tr->grads) goto fail;
+    int frozen = lora && opt->backend && !strcmp(opt->backend, "ane"); /* unmerged LoRA: no full gradient */
+    tr->grads = frozen ? NULL : err_calloc(n, sizeof(float), "gradients", err);
+    if (!frozen && !tr->grads) goto fail;
+    if (frozen) { /* the base, before lora_setup merges the (zero) delta into params */
+        tr->frozen_params = err_malloc(n * sizeof(float), "frozen base for LoRA", err);
+        if (!tr->frozen_params) goto fail;
+        memcpy(tr->frozen_params, tr->params, n * sizeof(float));
+    }
     if (lora) {
         if (lora_setup(tr, err) != 0) goto fail;
     } else if (!have_moments) {
@@ -157,7 +163,9 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         rng_seed(&tr->state.rng, opt->seed ^ 0x5eedull);
         tr->state.loss_scale = opt->loss_scaling == LOSS_SCALE_OFF ? 1.0f : opt->loss_scale_init;
     }
-    tr->backend = backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
+    FrozenBase fb = {&tr->lora, NULL};
+    tr->backend = frozen ? backend_ane_create_frozen(&tr->layout, &fb, opt->batch, opt->seq, &opt->ane, err)
+                         : backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
     if (!tr->backend) goto fail;
     return 0;
 fail:
@@ -178,6 +186,7 @@ void trainer_free(Trainer *tr) {
     free(tr->adapter_grads);
     free(tr->adapter_m);
     free(tr->adapter_v);
+    free(tr->frozen_params);
     tokfile_free(&tr->data);
     memset(tr, 0, sizeof *tr);
 }
@@ -190,14 +199,18 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     TrainState *st = &tr->state;
     size_t n = tr->layout.n_floats;
     float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
-    memset(tr->grads, 0, n * sizeof(float));
+    if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
+    if (tr->frozen_params) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
     double loss_sum = 0;
     for (int a = 0; a < o->accum; a++) {
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
-        if (backend_step(tr->backend, tr->params, tr->grads, tr->inputs, tr->targets, o->batch, o->seq,
-                              scale / (float)o->accum, &loss, NULL, err) != 0)
-            return -1;
+        StepArgs sa = {tr->params, tr->grads, NULL, NULL, tr->inputs, tr->targets, o->batch, o->seq,
+                       scale / (float)o->accum, NULL, 0};
+        if (tr->frozen_params) /* unmerged LoRA: the backend computes the adapter's gradients */
+            sa = (StepArgs){tr->frozen_params, NULL, tr->adapter, tr->adapter_grads, tr->inputs, tr->targets,
+                            o->batch, o->seq, scale / (float)o->accum, NULL, 0};
+        if (tr->backend->step(tr->backend, &sa, &loss, err) != 0) return -1;
         loss_sum += loss;
     }
     long step = (long)st->step; /* 0-based index of this step */
@@ -205,8 +218,10 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     double t0 = now_seconds();
     double norm;
     if (tr->adapter) { /* LoRA: the backend's dL/dW_eff projected onto the adapter, which alone trains */
-        memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
-        lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
+        if (!tr->frozen_params) {
+            memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
+            lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
+        }
         norm = grad_global_norm(tr->adapter_grads, tr->lora.n_floats) / scale;
     } else {
         norm = grad_global_norm(tr->grads, n) / scale;

@@ -15,6 +15,10 @@
 ** lora_base); the backend's full gradient is projected onto the adapter; the norm, clipping
 ** and AdamW see only the adapter's gradients; the AdamW moments exist for the adapter alone
 ** (m and v stay NULL). Loss scaling and accumulation work as in full training.
+** On the ANE backend the adapter is not merged for the step: the backend runs over a frozen base
+** (backend_ane_create_frozen) on frozen_params, a copy of the base, with the adapter passed as
+** is, and returns the adapter's gradients itself (no full gradient buffer: grads is NULL);
+** params is still kept merged, for validation and everything else that reads it.
 */
 #ifndef ANETRAIN_TRAINER_H
 #define ANETRAIN_TRAINER_H
@@ -78,6 +82,7 @@ typedef struct {
     LoraLayout lora;
     ParamLayout lora_optim;
     float *lora_base, *adapter, *adapter_grads, *adapter_m, *adapter_v;
+    float *frozen_params; /* LoRA on the ANE backend: the base [layout.n_floats] its steps run on */
 } Trainer;
 
 /* What one optimizer step did. */

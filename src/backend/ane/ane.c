@@ -481,16 +481,21 @@ static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
 }
 
 /* The adapter of every layer: region AR_LORA_A + m gets s A_m (the scale folded in in fp32),
-** AR_LORA_B + m gets B_m. Tasks: layer x (A or B) x module. */
+** AR_LORA_B + m gets B_m; without an adapter (NULL), zeros. Tasks: layer x (A or B) x module. */
 static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
     (void)worker;
     StageJob j = *(StageJob *)ctx;
     const LoraLayout *lo = &j.m->lora;
+    const AneLayerPlan *p = &j.m->plan;
     float *adapter = (float *)j.m->adapter; /* lora_A/lora_B take a mutable buffer; nothing is written */
     for (int task = begin; task < end; task++) {
         int l = task / (2 * LORA_MODULES), is_b = task / LORA_MODULES % 2, mod = task % LORA_MODULES;
         if (!lo->t[mod].present) continue;
-        if (is_b)
+        if (!adapter) {
+            const AneRegion *r = &p->reg[(is_b ? AR_LORA_B : AR_LORA_A) + mod];
+            for (long long i = 0, row = 0; i < r->n; i += r->width, row++)
+                memset(j.base[l] + row * p->in_S + r->off, 0, sizeof(uint16_t) * (size_t)r->width);
+        } else if (is_b)
             ane_region_put_f32(&j.m->plan, j.base[l], AR_LORA_B + mod, lora_B(lo, adapter, (LoraModule)mod, l));
         else
             ane_region_put_f32_scaled(&j.m->plan, j.base[l], AR_LORA_A + mod, lora_A(lo, adapter, (LoraModule)mod, l),
@@ -573,9 +578,9 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     if (m->has_lora && grads)
         return err_set(err, "ane backend: StepArgs.grads must be NULL over a frozen base (LoRA): only the adapter "
                             "trains, its gradients go to adapter_grads, and no base gradient is computed");
-    if (m->has_lora && !args->adapter)
-        return err_set(err, "ane backend: StepArgs.adapter is NULL, but this backend computes with a LoRA adapter "
-                            "over its frozen base");
+    if (m->has_lora && !args->adapter && args->adapter_grads)
+        return err_set(err, "ane backend: StepArgs.adapter is NULL but adapter_grads is not: the adapter to train "
+                            "is missing");
     int backward = grads || args->adapter_grads; /* taps kept, backward run */
     const ModelConfig *cfg = &m->layout.cfg;
     const AneLayerPlan *p = &m->plan;
