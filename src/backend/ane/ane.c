@@ -10,6 +10,9 @@
 **                   changes them in place between calls and the interface carries no version.
 **                   Measured: 45 ms of a 4.1 s stories110m step (1%), so a version counter
 **                   would save little even with gradient accumulation.
+**                   LoRA over a frozen base (backend_ane_create_frozen): the base is staged at
+**                   the first step and kept (again only if params is another buffer); only the
+**                   adapter's s A and B regions are staged every step.
 **   forward         embedding (CPU); per layer and sequence: rstd1 (CPU, fp32), stage x and
 **                   rstd1, evaluate layer_fwd, keep its taps (fp16) and x_next (fp32)
 **   head            final norm, classifier, cross-entropy and its gradient, classifier dx (CPU,
@@ -28,6 +31,12 @@
 ** not this CPU; on the emulator, whose device work already runs on every core, it only adds
 ** contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step; stories110m 4.08 -> 3.99 s with
 ** the split, 4.45 s without), so its default (-1) turns it on for a real device only.
+**
+** LoRA over a frozen base: the kernels compute the adapter path unmerged (kernels.c, "LoRA") and
+** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
+** dB = dy u^T per targeted module (job_lora_layer). No gradient of any base tensor (matrices,
+** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout is
+** refused (see backend_ane_create_frozen).
 **
 ** Gradient contract (backend.h): dloss is scaled by grad_scale before anything is rounded to
 ** fp16, so the scaled gradient is what flows through the device; weight gradients accumulate

@@ -56,6 +56,23 @@
 **  kernels read: 14.2 MB per layer (170 MB per step), the seed stages them into two kernels'
 **  surfaces (340 MB). Measured by bench/bench_ane.c, which prints these per model.
 **
+** ===== LoRA (a plan made by ane_plan_layer_lora with rank R > 0) ========================
+**  Fine-tuning over a frozen base compiles a variant of both kernels (still 2 compiles; a plan
+**  with R = 0 gives the plain kernels' MIL text unchanged). Each targeted module m (q k v o gate
+**  up down, over wq wk wv wo w1 w3 w2) gets two more dynamic weight regions in the same surface,
+**  after the base's: s A_m [R][in] (the LoRA scale folded in on the CPU in fp32, so the kernels
+**  hold no scale constant and nothing of the scale is rounded to fp16 on its own) and B_m
+**  [out][R]. The base regions are staged once (ane.c); these are restaged every step.
+**    layer_fwd   y_m = W_m x_m + B_m u_m,  u_m = (s A_m) x_m [R][S]   (u_m is a tap: dB = dy u^T)
+**    layer_bwd   dx_m = W_m^T dy_m + (s A_m)^T v_m,  v_m = B_m^T dy_m [R][S]   (tap: dA = s v x^T)
+**  x_m: xn1 for q/k/v, att for o, xn2 for gate/up, g for down; dy_m the gradient of the module's
+**  output (for q/k of Qwen3 the gradient before the head norm). The taps add R rows per module to
+**  each output, after the plain taps. Every matmul is [1,1,R,in] x [1,1,in,S] or its transpose
+**  (or [out,R] x [R,S]): no dimension the checker constrains, so any R >= 1 compiles unpadded
+**  (tested for 1, 4, 8, 16). stories110m, R 8, all seven modules: 154 more input columns of 768
+**  rows (+1.3%, 0.24 MB per layer), 56 more rows out of each kernel. Weight gradients of the base
+**  are not computed at all; dA and dB are BLAS on the CPU from these taps (ane.c).
+**
 ** ===== Numerics ========================================================================
 **  Norms: squares are formed of values already scaled to about 1 (x * rstd1 / sqrt(C) for
 **  norm2, q / sqrt(D) for q/k-norm), so fp16 neither overflows (|x| > 256) nor underflows.

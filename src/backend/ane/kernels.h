@@ -9,7 +9,8 @@
 ** regions. Region r holds n values (an activation [c][S] flattened, or a weight [out][in]
 ** flattened) folded row-major into the C rows: value i sits at row i / width, column
 ** off + i % width, width = ceil(n / C). Weights are staged once per step into their regions and
-** stay while the activation regions are rewritten per sequence. Outputs are channel
+** stay while the activation regions are rewritten per sequence (LoRA over a frozen base: the
+** base once for the run, the adapter's A and B regions every step). Outputs are channel
 ** concatenations of [rows][S] taps. S is the padded sequence length, a multiple of 32.
 */
 #ifndef ANETRAIN_ANE_KERNELS_H
