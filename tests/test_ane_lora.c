@@ -12,6 +12,7 @@
 **     every A and B of every layer;
 **   - the contract: the base is staged at the first step only (bytes_staged_weights), the
 **     adapter every step (a changed adapter is honoured), 2 dispatches per layer and sequence,
+**     the same results with the dA/dB jobs on the dW worker thread,
 **     adapter_grads accumulate, forward-only gives the same loss, and what is refused: grads
 **     with a frozen base, a missing adapter, an int8 base, LoRA dropout;
 **   - the LoRA kernels of stories110m and qwen3-0.6b at ranks 1, 4, 8 and 16 pass the emulator's
@@ -125,13 +126,19 @@ static void make_tokens(int32_t *in, int32_t *tg, int n, int V, uint64_t seed) {
     for (int i = 0; i < n; i++) tg[i] = (int32_t)rng_below(&rng, (uint64_t)V);
 }
 
-static Backend *make_frozen(const ParamLayout *lay, const LoraLayout *lo, int B, int T, Err *err) {
+static Backend *make_frozen_overlap(const ParamLayout *lay, const LoraLayout *lo, int B, int T, int overlap,
+                                    Err *err) {
     AneBackendOptions o;
     backend_ane_default_options(&o);
     o.device = "emu";
     o.compile_budget = 1000;
+    o.overlap_dw = overlap;
     FrozenBase fb = {lo, NULL};
     return backend_ane_create_frozen(lay, &fb, B, T, &o, err);
+}
+
+static Backend *make_frozen(const ParamLayout *lay, const LoraLayout *lo, int B, int T, Err *err) {
+    return make_frozen_overlap(lay, lo, B, T, -1, err);
 }
 
 /* The reference: the CPU backend on the merged weights, its full gradient projected onto the
@@ -280,6 +287,15 @@ static void test_contract(void) {
           (unsigned long long)(s2.evaluations - s1.evaluations));
     CHECK(s2.compiles == 2, "2 compiles (%llu)", (unsigned long long)s2.compiles);
     CHECK(l1 == l2 && memcmp(g1, g2, n * sizeof(float)) == 0, "the step is deterministic");
+    Backend *worker = make_frozen_overlap(&lay, &lo, B, T, 1, &err); /* dA/dB jobs on the dW worker thread */
+    CHECK(worker != NULL, "%s", err.msg);
+    if (worker) {
+        memset(g1, 0, n * sizeof(float));
+        double lw = ane_lora_step(worker, p, ad, g1, in, tg, B, T, scale, NULL);
+        CHECK(lw == l1 && memcmp(g1, g2, n * sizeof(float)) == 0, "the dW worker on and off give identical results");
+        worker->destroy(worker);
+        memcpy(g1, g2, n * sizeof(float));
+    }
     /* accumulation */
     ane_lora_step(ane, p, ad, g1, in, tg, B, T, scale, NULL);
     int bad = 0;
