@@ -36,7 +36,10 @@
 ** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
 ** dB = dy u^T per targeted module (job_lora_layer). No gradient of any base tensor (matrices,
 ** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout is
-** refused (see backend_ane_create_frozen).
+** refused (see backend_ane_create_frozen). bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
+** all seven modules against full training, alternating runs: weights staged 2.8 vs 169.9 MB per
+** step, staging 18 vs 38-55 ms, dW 62-84 vs 570-770 ms, AdamW 2-6 vs 160-260 ms, the device the
+** same within the noise (+1.6% FLOPs); a step 1.6-2.2 s vs 1.7-3.6 s.
 **
 ** Gradient contract (backend.h): dloss is scaled by grad_scale before anything is rounded to
 ** fp16, so the scaled gradient is what flows through the device; weight gradients accumulate
