@@ -255,6 +255,36 @@ static void test_tokfile_save_errors(void) {
     tokfile_free(&f);
 }
 
+/* The streaming writer: pieces add up to one file, the header counts them, and a bad id in a
+** later piece aborts the whole file (nothing at the path, no temporary left). */
+static void test_tokfile_writer(void) {
+    static TokWriter w;
+    Err err = {{0}};
+    const char *p = tmp_path("stream.tok");
+    int32_t a[] = {1, 2, 3}, b[] = {151000, 7}, bad[] = {5, 151669};
+    CHECK(tokfile_writer_open(&w, p, 1, 4, 151669, &err) == 0, "%s", err.msg);
+    CHECK(access(p, F_OK) != 0, "nothing at the path before commit");
+    CHECK(tokfile_writer_put(&w, a, 3, &err) == 0 && tokfile_writer_put(&w, b, 2, &err) == 0, "%s", err.msg);
+    CHECK(tokfile_writer_commit(&w, &err) == 0, "%s", err.msg);
+    CHECK(tokfile_writer_commit(&w, &err) != 0, "a second commit is refused");
+    TokFile f;
+    CHECK(tokfile_load(&f, p, 151669, &err) == 0, "%s", err.msg);
+    CHECK(f.n_tokens == 5 && f.tokens[0] == 1 && f.tokens[3] == 151000 && f.tokens[4] == 7, "pieces in order");
+    tokfile_free(&f);
+
+    const char *q = tmp_path("stream-bad.tok");
+    CHECK(tokfile_writer_open(&w, q, 0, 2, 32000, &err) == 0, "%s", err.msg);
+    CHECK(tokfile_writer_put(&w, a, 3, &err) == 0, "%s", err.msg);
+    CHECK(tokfile_writer_put(&w, bad, 2, &err) != 0, "id >= vocab in a later piece");
+    CHECK(has(err.msg, q) && has(err.msg, "token 4") && has(err.msg, "151669"), "message numbers the id in the file: %s",
+          err.msg);
+    tokfile_writer_abort(&w);
+    tokfile_writer_abort(&w); /* twice is harmless */
+    CHECK(access(q, F_OK) != 0 && tmp_dir_count(".tmp.") == 0, "aborted: no file, no temporary");
+    CHECK(tokfile_writer_open(&w, q, 0, 4, 0, &err) != 0 && has(err.msg, "raw"), "raw with 4-byte ids: %s", err.msg);
+    CHECK(access(q, F_OK) != 0 && tmp_dir_count(".tmp.") == 0, "refused before creating anything");
+}
+
 static void test_tokfile_large(void) {
     /* Enough tokens to cross the writer's chunk size several times. */
     size_t n = 100003;
@@ -484,6 +514,7 @@ int main(void) {
     RUN(test_tokfile_raw_errors);
     RUN(test_tokfile_anetok_errors);
     RUN(test_tokfile_save_errors);
+    RUN(test_tokfile_writer);
     RUN(test_tokfile_large);
     RUN(test_loader_sequential);
     RUN(test_loader_random);

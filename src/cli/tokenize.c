@@ -393,76 +393,16 @@ static int reader_next(DocReader *r, TextBuf *arena, DocRef *doc, Err *err) {
 
 /* ---------------------------------------------------------------- writing token files */
 
+/* A token file being written and the documents put into it (tokfile.h's TokWriter). */
 typedef struct {
-    AtomicFile af;
-    int open, headered, id_bytes;
-    uint32_t vocab;
-    uint64_t n_tokens, n_docs;
-    size_t nbuf;
-    uint8_t buf[1 << 16];
-} TokWriter;
+    TokWriter w;
+    uint64_t n_docs;
+} DocWriter;
 
-static void put_le(uint8_t *p, uint64_t x, int bytes) {
-    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(x >> (8 * i));
-}
-
-/* The ANETOK header (tokfile.h): magic, version 1, id bytes, vocab, reserved, n_tokens. */
-static void tok_header(uint8_t h[TOKFILE_HEADER_BYTES], int id_bytes, uint32_t vocab, uint64_t n) {
-    memset(h, 0, TOKFILE_HEADER_BYTES);
-    memcpy(h, TOKFILE_MAGIC, 8);
-    put_le(h + 8, 1, 4);
-    put_le(h + 12, (uint64_t)id_bytes, 4);
-    put_le(h + 16, vocab, 4);
-    put_le(h + 24, n, 8);
-}
-
-static int writer_open(TokWriter *w, const char *path, int headered, int id_bytes, uint32_t vocab, Err *err) {
-    memset(w, 0, sizeof *w);
-    w->headered = headered;
-    w->id_bytes = id_bytes;
-    w->vocab = vocab;
-    if (atomic_file_open(&w->af, path, err)) return -1;
-    w->open = 1;
-    if (headered) { /* the count is filled in when the file is finished */
-        uint8_t h[TOKFILE_HEADER_BYTES];
-        tok_header(h, id_bytes, vocab, 0);
-        if (atomic_file_write(&w->af, h, sizeof h, err)) return -1;
-    }
+static int writer_put(DocWriter *d, const int32_t *ids, size_t n, Err *err) {
+    if (tokfile_writer_put(&d->w, ids, n, err) != 0) return -1;
+    d->n_docs++;
     return 0;
-}
-
-static int writer_flush(TokWriter *w, Err *err) {
-    int rc = atomic_file_write(&w->af, w->buf, w->nbuf, err);
-    w->nbuf = 0;
-    return rc;
-}
-
-static int writer_put(TokWriter *w, const int32_t *ids, size_t n, Err *err) {
-    for (size_t i = 0; i < n; i++) {
-        if (w->nbuf + 4 > sizeof w->buf && writer_flush(w, err)) return -1;
-        put_le(w->buf + w->nbuf, (uint32_t)ids[i], w->id_bytes);
-        w->nbuf += (size_t)w->id_bytes;
-    }
-    w->n_tokens += n;
-    w->n_docs++;
-    return 0;
-}
-
-static void writer_abort(TokWriter *w) {
-    if (w->open) atomic_file_abort(&w->af);
-    w->open = 0;
-}
-
-static int writer_commit(TokWriter *w, Err *err) {
-    if (writer_flush(w, err)) return -1;
-    if (w->headered) {
-        uint8_t h[TOKFILE_HEADER_BYTES];
-        tok_header(h, w->id_bytes, w->vocab, w->n_tokens);
-        if (fflush(w->af.fp) != 0 || fseek(w->af.fp, 0, SEEK_SET) != 0 || fwrite(h, 1, sizeof h, w->af.fp) != sizeof h)
-            return err_set(err, "%s: cannot write the header: %s", w->af.path, strerror(errno));
-    }
-    w->open = 0;
-    return atomic_file_commit(&w->af, err);
 }
 
 /* OUT with "-val" before the extension of its file name (tokens.bin -> tokens-val.bin). */
@@ -698,14 +638,15 @@ int cli_tokenize(int argc, char **argv) {
         else default_val_path(a.out, val_path, sizeof val_path);
     }
 
-    static TokWriter train_w, val_w; /* large buffers: not on the stack */
+    static DocWriter train_w, val_w; /* large buffers: not on the stack */
     int have_val = val_path[0] != '\0';
     if (!a.ids_jsonl) {
-        if (ensure_parent_dir(a.out, &err) || writer_open(&train_w, a.out, headered, id_bytes, (uint32_t)vocab, &err) ||
+        uint32_t v = (uint32_t)vocab;
+        if (ensure_parent_dir(a.out, &err) || tokfile_writer_open(&train_w.w, a.out, headered, id_bytes, v, &err) ||
             (have_val && (ensure_parent_dir(val_path, &err) ||
-                          writer_open(&val_w, val_path, headered, id_bytes, (uint32_t)vocab, &err)))) {
-            writer_abort(&train_w);
-            writer_abort(&val_w);
+                          tokfile_writer_open(&val_w.w, val_path, headered, id_bytes, v, &err)))) {
+            tokfile_writer_abort(&train_w.w);
+            tokfile_writer_abort(&val_w.w);
             tokenizer_free(tok);
             free(a.inputs);
             return cli_fail("tokenize", &err);
@@ -793,8 +734,8 @@ int cli_tokenize(int argc, char **argv) {
     token_ids_free(&probe);
     tokenizer_free(tok);
     if (interrupted && rc == 0) {
-        writer_abort(&train_w);
-        writer_abort(&val_w);
+        tokfile_writer_abort(&train_w.w);
+        tokfile_writer_abort(&val_w.w);
         fprintf(stderr, "anetrain tokenize: interrupted: nothing written\n");
         return 130;
     }
@@ -808,12 +749,12 @@ int cli_tokenize(int argc, char **argv) {
                          a.val_frac, (unsigned long long)tot.docs);
     }
     if (rc == 0 && !a.ids_jsonl) {
-        rc = writer_commit(&train_w, &err);
-        if (rc == 0 && have_val) rc = writer_commit(&val_w, &err);
+        rc = tokfile_writer_commit(&train_w.w, &err);
+        if (rc == 0 && have_val) rc = tokfile_writer_commit(&val_w.w, &err);
     }
     if (rc) {
-        writer_abort(&train_w);
-        writer_abort(&val_w);
+        tokfile_writer_abort(&train_w.w);
+        tokfile_writer_abort(&val_w.w);
         return cli_fail("tokenize", &err);
     }
     if (a.ids_jsonl) return 0;
@@ -832,11 +773,11 @@ int cli_tokenize(int argc, char **argv) {
     group_digits(tot.tokens, n3, sizeof n3);
     printf("tokens    %s, %.3f tokens/byte (%.2f bytes/token)%s\n", n3, (double)tot.tokens / (double)tot.bytes,
            (double)tot.bytes / (double)tot.tokens, a.eos ? ", EOS after each document" : "");
-    group_digits(train_w.n_tokens, n1, sizeof n1);
+    group_digits(train_w.w.n_tokens, n1, sizeof n1);
     group_digits(train_w.n_docs, n2, sizeof n2);
     printf("output    %s: %s tokens, %s documents, %s\n", a.out, n1, n2, fmt);
     if (have_val) {
-        group_digits(val_w.n_tokens, n1, sizeof n1);
+        group_digits(val_w.w.n_tokens, n1, sizeof n1);
         group_digits(val_w.n_docs, n2, sizeof n2);
         printf("          %s: %s tokens, %s documents (validation: 1 document in %.3g)\n", val_path, n1, n2,
                1.0 / a.val_frac);

@@ -8,6 +8,7 @@
 */
 #include "tokfile.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,9 +151,9 @@ void tokfile_free(TokFile *f) {
 
 /* ---------------------------------------------------------------- writing */
 
-/* Checks every id before anything touches the disk. */
-static int tokfile_check_ids(const char *path, const int32_t *ids, size_t n, int id_bytes, uint32_t vocab_size,
-                             Err *err) {
+/* Checks ids before any of them touches the disk; `first` numbers them in messages. */
+static int tokfile_check_ids(const char *path, const int32_t *ids, size_t n, size_t first, int id_bytes,
+                             uint32_t vocab_size, Err *err) {
     int64_t limit = id_bytes == 2 ? 65536 : INT64_C(0x80000000);
     const char *which = id_bytes == 2 ? "2-byte ids" : "4-byte ids";
     if (vocab_size > 0 && vocab_size < limit) {
@@ -161,10 +162,87 @@ static int tokfile_check_ids(const char *path, const int32_t *ids, size_t n, int
     }
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= limit)
-            return err_set(err, "%s: token %zu: expected an id in [0, %lld) (%s), found id %d", path, i,
+            return err_set(err, "%s: token %zu: expected an id in [0, %lld) (%s), found id %d", path, first + i,
                            (long long)limit, which, ids[i]);
     }
     return 0;
+}
+
+/* The ANETOK header (tokfile.h). */
+static void tokfile_header(uint8_t h[TOKFILE_HEADER_BYTES], int id_bytes, uint32_t vocab_size, uint64_t n) {
+    memset(h, 0, TOKFILE_HEADER_BYTES);
+    memcpy(h, TOKFILE_MAGIC, 8);
+    put_u32(h + 8, TOKFILE_VERSION);
+    put_u32(h + 12, (uint32_t)id_bytes);
+    put_u32(h + 16, vocab_size);
+    put_u32(h + 20, 0);
+    put_u64(h + 24, n);
+}
+
+int tokfile_writer_open(TokWriter *w, const char *path, int headered, int id_bytes, uint32_t vocab_size, Err *err) {
+    memset(w, 0, sizeof *w);
+    if (id_bytes != 2 && id_bytes != 4) return err_set(err, "%s: id_bytes: expected 2 or 4, found %d", path, id_bytes);
+    if (!headered && id_bytes != 2)
+        return err_set(err, "%s: a raw token file holds 2-byte ids, found id_bytes %d (use ANETOK)", path, id_bytes);
+    w->headered = headered;
+    w->id_bytes = id_bytes;
+    w->vocab_size = vocab_size;
+    if (atomic_file_open(&w->af, path, err) != 0) return -1;
+    w->open = 1;
+    if (headered) { /* the count is filled in at commit */
+        uint8_t h[TOKFILE_HEADER_BYTES];
+        tokfile_header(h, id_bytes, vocab_size, 0);
+        if (atomic_file_write(&w->af, h, sizeof h, err) != 0) return -1;
+    }
+    return 0;
+}
+
+static int tokfile_writer_flush(TokWriter *w, Err *err) {
+    int rc = atomic_file_write(&w->af, w->buf, w->nbuf, err);
+    w->nbuf = 0;
+    return rc;
+}
+
+int tokfile_writer_put(TokWriter *w, const int32_t *ids, size_t n, Err *err) {
+    if (!w->open) return err_set(err, "token file writer: put after commit or abort");
+    if (tokfile_check_ids(w->af.path, ids, n, (size_t)w->n_tokens, w->id_bytes, w->vocab_size, err) != 0) return -1;
+    for (size_t i = 0; i < n; i++) { /* explicit little-endian bytes through the buffer */
+        if (w->nbuf + 4 > sizeof w->buf && tokfile_writer_flush(w, err) != 0) return -1;
+        uint32_t id = (uint32_t)ids[i];
+        w->buf[w->nbuf] = (uint8_t)id;
+        w->buf[w->nbuf + 1] = (uint8_t)(id >> 8);
+        if (w->id_bytes == 4) {
+            w->buf[w->nbuf + 2] = (uint8_t)(id >> 16);
+            w->buf[w->nbuf + 3] = (uint8_t)(id >> 24);
+        }
+        w->nbuf += (size_t)w->id_bytes;
+    }
+    w->n_tokens += n;
+    return 0;
+}
+
+void tokfile_writer_abort(TokWriter *w) {
+    if (w->open) atomic_file_abort(&w->af);
+    w->open = 0;
+}
+
+int tokfile_writer_commit(TokWriter *w, Err *err) {
+    if (!w->open) return err_set(err, "token file writer: commit after commit or abort");
+    if (tokfile_writer_flush(w, err) != 0) {
+        tokfile_writer_abort(w);
+        return -1;
+    }
+    if (w->headered) {
+        uint8_t h[TOKFILE_HEADER_BYTES];
+        tokfile_header(h, w->id_bytes, w->vocab_size, w->n_tokens);
+        if (fflush(w->af.fp) != 0 || fseek(w->af.fp, 0, SEEK_SET) != 0 || fwrite(h, 1, sizeof h, w->af.fp) != sizeof h) {
+            err_set(err, "%s: cannot write the header: %s", w->af.path, strerror(errno));
+            tokfile_writer_abort(w);
+            return -1;
+        }
+    }
+    w->open = 0;
+    return atomic_file_commit(&w->af, err);
 }
 
 int tokfile_save(const char *path, const int32_t *ids, size_t n, int headered, int id_bytes, uint32_t vocab_size,
@@ -172,40 +250,14 @@ int tokfile_save(const char *path, const int32_t *ids, size_t n, int headered, i
     if (id_bytes != 2 && id_bytes != 4)
         return err_set(err, "%s: id_bytes: expected 2 or 4, found %d", path, id_bytes);
     if (n == 0) return err_set(err, "%s: no tokens to write", path);
-    if (tokfile_check_ids(path, ids, n, id_bytes, vocab_size, err) != 0) return -1;
-    int with_header = headered || id_bytes != 2;
-
-    AtomicFile af;
-    if (atomic_file_open(&af, path, err) != 0) return -1;
-    if (with_header) {
-        uint8_t h[TOKFILE_HEADER_BYTES] = {0};
-        memcpy(h, TOKFILE_MAGIC, 8);
-        put_u32(h + 8, TOKFILE_VERSION);
-        put_u32(h + 12, (uint32_t)id_bytes);
-        put_u32(h + 16, vocab_size);
-        put_u32(h + 20, 0);
-        put_u64(h + 24, (uint64_t)n);
-        atomic_file_write(&af, h, sizeof h, err);
-    }
-    /* Encode through a small buffer: byte order is explicit and memory use is flat. */
-    enum { CHUNK = 16384 };
-    uint8_t buf[CHUNK * 4];
-    for (size_t i = 0; i < n && !af.failed; i += CHUNK) {
-        size_t k = n - i < CHUNK ? n - i : CHUNK;
-        for (size_t j = 0; j < k; j++) {
-            uint32_t id = (uint32_t)ids[i + j];
-            if (id_bytes == 2) {
-                buf[2 * j] = (uint8_t)id;
-                buf[2 * j + 1] = (uint8_t)(id >> 8);
-            } else {
-                put_u32(buf + 4 * j, id);
-            }
-        }
-        atomic_file_write(&af, buf, k * (size_t)id_bytes, err);
-    }
-    if (af.failed) {
-        atomic_file_abort(&af);
-        return -1;
-    }
-    return atomic_file_commit(&af, err);
+    /* every id is checked before the file is created */
+    if (tokfile_check_ids(path, ids, n, 0, id_bytes, vocab_size, err) != 0) return -1;
+    TokWriter *w = err_malloc(sizeof *w, "token file writer", err); /* 64 KiB: not on the stack */
+    if (!w) return -1;
+    int rc = tokfile_writer_open(w, path, headered || id_bytes != 2, id_bytes, vocab_size, err);
+    if (rc == 0) rc = tokfile_writer_put(w, ids, n, err);
+    if (rc == 0) rc = tokfile_writer_commit(w, err);
+    tokfile_writer_abort(w); /* no-op after a commit */
+    free(w);
+    return rc;
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "../util/err.h"
+#include "../util/fileio.h"
 
 #define TOKFILE_MAGIC "ANETOK1"
 #define TOKFILE_HEADER_BYTES 32
@@ -41,5 +42,25 @@ void tokfile_free(TokFile *f);
 ** id_bytes 2 or 4. Fails if an id does not fit id_bytes. */
 int tokfile_save(const char *path, const int32_t *ids, size_t n, int headered, int id_bytes, uint32_t vocab_size,
                  Err *err);
+
+/* A token file written in pieces, for inputs that do not fit in memory: open, put any number of
+** times, then commit (or abort, which is also safe after a failed call or a commit). Nothing
+** appears at path before commit; the ANETOK header's count is filled in at commit. Each put
+** checks its ids (against vocab_size when it is non-zero, else against id_bytes) before
+** writing any of them. The struct holds a 64 KiB buffer: keep it off the stack. */
+typedef struct {
+    AtomicFile af;
+    int open, headered, id_bytes;
+    uint32_t vocab_size;
+    uint64_t n_tokens;   /* ids put so far */
+    size_t nbuf;
+    uint8_t buf[1 << 16];
+} TokWriter;
+
+/* headered 0 needs id_bytes 2 (raw uint16); headered 1 writes ANETOK with id_bytes 2 or 4. */
+int tokfile_writer_open(TokWriter *w, const char *path, int headered, int id_bytes, uint32_t vocab_size, Err *err);
+int tokfile_writer_put(TokWriter *w, const int32_t *ids, size_t n, Err *err);
+int tokfile_writer_commit(TokWriter *w, Err *err);
+void tokfile_writer_abort(TokWriter *w);
 
 #endif

@@ -4,7 +4,9 @@
 ** Statements are appended to one growing string; constants are declared at their first use
 ** and shared afterwards (a small table keyed by their literal text). The header, the function
 ** line and the closing lines are added by milw_finish. This file must never emit a construct
-** the fact sheet does not report as compiling (see the list in mil_write.h).
+** the fact sheet does not report as compiling (see the list in mil_write.h), with one
+** exception the caller chooses: a per-channel scale in milw_affine_dequantize (ane-facts §7
+** question 7; per-tensor scales are the reported form).
 */
 #include "mil_write.h"
 
@@ -70,6 +72,7 @@ struct MilW {
     int have_input;
     int in_C, in_S;
     char (*names)[NAME_MAX_LEN]; /* names[id] of every tensor value */
+    unsigned char *kinds;        /* kinds[id]: KIND_* bits of every tensor value */
     int n_names, cap_names;
     int n_const_names;           /* counter for "c<n>" constant names */
     Const *consts;
@@ -90,6 +93,8 @@ static void fail(MilW *w, const char *fmt, ...) {
 
 static const MilT BAD = {-1, 0, {0, 0, 0, 0}};
 
+enum { KIND_INT8 = 1, KIND_CONST = 2 }; /* tensor<int8, ...>; a compile-time constant */
+
 MilW *milw_create(void) {
     MilW *w = calloc(1, sizeof *w);
     if (w) strcpy(w->scope, "v");
@@ -108,6 +113,7 @@ void milw_free(MilW *w) {
     if (!w) return;
     free(w->body.s);
     free(w->names);
+    free(w->kinds);
     for (int i = 0; i < w->n_consts; i++) free(w->consts[i].key);
     free(w->consts);
     milw_free_blobs(w->blobs, w->n_blobs);
@@ -137,26 +143,41 @@ static void shape_text(char *buf, size_t size, int rank, const int *d) {
     if (k > 0 && (size_t)k < size) snprintf(buf + k, size - (size_t)k, "]");
 }
 
-static void type_text(char *buf, size_t size, const MilT *t) {
-    char sh[96];
-    shape_text(sh, sizeof sh, t->rank, t->d);
-    snprintf(buf, size, "tensor<fp16, %s>", sh);
+static const char *name_of(const MilW *w, MilT t) { return w->names[t.id]; }
+
+static int is_int8(const MilW *w, MilT t) { return (w->kinds[t.id] & KIND_INT8) != 0; }
+
+/* A valid fp16 operand; an int8 one is a generator bug: only dequantize takes it. */
+static int fp16_arg(MilW *w, MilT t) {
+    if (!valid(&t)) return 0;
+    if (is_int8(w, t)) {
+        fail(w, "%s is an int8 value; only dequantize takes int8 (ane-facts §2.3)", name_of(w, t));
+        return 0;
+    }
+    return 1;
 }
 
-static const char *name_of(const MilW *w, MilT t) { return w->names[t.id]; }
+static void type_text_of(const MilW *w, char *buf, size_t size, const MilT *t) {
+    char sh[96];
+    shape_text(sh, sizeof sh, t->rank, t->d);
+    snprintf(buf, size, "tensor<%s, %s>", is_int8(w, *t) ? "int8" : "fp16", sh);
+}
 
 /* A new tensor value of the given shape; its name is "<scope>_<id>". */
 static MilT new_value(MilW *w, int rank, const int *d) {
     if (w->n_names == w->cap_names) {
         int cap = w->cap_names ? 2 * w->cap_names : 256;
         char(*n)[NAME_MAX_LEN] = realloc(w->names, (size_t)cap * sizeof *n);
-        if (!n) {
+        if (n) w->names = n;
+        unsigned char *k = n ? realloc(w->kinds, (size_t)cap) : NULL;
+        if (!n || !k) {
             fail(w, "out of memory");
             return BAD;
         }
-        w->names = n;
+        w->kinds = k;
         w->cap_names = cap;
     }
+    w->kinds[w->n_names] = 0;
     MilT t = {w->n_names++, rank, {1, 1, 1, 1}};
     for (int i = 0; i < rank; i++) t.d[i] = d[i];
     snprintf(w->names[t.id], NAME_MAX_LEN, "%s_%d", w->scope, t.id);
@@ -223,14 +244,17 @@ static const char *const_f16(MilW *w, double v) {
 
 /* Appends "TYPE NAME = op(" for a new value of shape (rank, d); the caller adds the arguments
 ** and closes with end_stmt. */
-static MilT begin_stmt(MilW *w, const char *op, int rank, const int *d) {
+static MilT begin_stmt_kind(MilW *w, const char *op, int rank, const int *d, unsigned char kind) {
     MilT t = new_value(w, rank, d);
     if (!valid(&t)) return BAD;
+    w->kinds[t.id] = kind;
     char type[128];
-    type_text(type, sizeof type, &t);
+    type_text_of(w, type, sizeof type, &t);
     str_addf(&w->body, "        %s %s = %s(", type, name_of(w, t), op);
     return t;
 }
+
+static MilT begin_stmt(MilW *w, const char *op, int rank, const int *d) { return begin_stmt_kind(w, op, rank, d, 0); }
 
 static void end_stmt(MilW *w, MilT t) {
     str_addf(&w->body, ")[name = string(\"%s\")];\n", name_of(w, t));
@@ -263,7 +287,7 @@ MilT milw_input(MilW *w, int C, int S) {
 /* ------------------------------------------------------------------ data movement */
 
 MilT milw_slice(MilW *w, MilT x, const int *begin, const int *size) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     for (int i = 0; i < x.rank; i++) {
         if (begin[i] < 0 || size[i] < 1 || begin[i] + size[i] > x.d[i]) {
             fail(w, "slice of %s: dim %d begin %d size %d exceeds %d", name_of(w, x), i, begin[i], size[i], x.d[i]);
@@ -278,7 +302,7 @@ MilT milw_slice(MilW *w, MilT x, const int *begin, const int *size) {
 }
 
 MilT milw_reshape(MilW *w, MilT x, int rank, const int *dims) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     if (rank < 1 || rank > MILW_MAX_RANK) {
         fail(w, "reshape of %s to rank %d", name_of(w, x), rank);
         return BAD;
@@ -308,7 +332,7 @@ MilT milw_reshape4(MilW *w, MilT x, int a, int b, int c, int d) {
 }
 
 MilT milw_transpose(MilW *w, MilT x) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     if (x.rank != 4) {
         fail(w, "transpose of %s: only rank 4 with perm [0, 1, 3, 2] is used", name_of(w, x));
         return BAD;
@@ -328,7 +352,7 @@ MilT milw_concat(MilW *w, int axis, int n, const MilT *v) {
         return BAD;
     }
     for (int i = 0; i < n; i++)
-        if (!valid(&v[i])) return BAD;
+        if (!fp16_arg(w, v[i])) return BAD;
     int rank = v[0].rank, ax = axis < 0 ? axis + rank : axis;
     if (ax < 0 || ax >= rank) {
         fail(w, "concat axis %d out of range for rank %d", axis, rank);
@@ -358,7 +382,7 @@ MilT milw_concat(MilW *w, int axis, int n, const MilT *v) {
 /* ------------------------------------------------------------------ arithmetic */
 
 MilT milw_matmul(MilW *w, MilT x, int tx, MilT y, int ty) {
-    if (w->failed || !valid(&x) || !valid(&y)) return BAD;
+    if (w->failed || !fp16_arg(w, x) || !fp16_arg(w, y)) return BAD;
     int r = x.rank;
     if (r < 2 || y.rank != r) {
         fail(w, "matmul %s x %s: ranks %d and %d (equal ranks >= 2 expected)", name_of(w, x), name_of(w, y), x.rank,
@@ -390,7 +414,7 @@ MilT milw_matmul(MilW *w, MilT x, int tx, MilT y, int ty) {
 }
 
 static MilT binary(MilW *w, const char *op, MilT x, MilT y) {
-    if (w->failed || !valid(&x) || !valid(&y)) return BAD;
+    if (w->failed || !fp16_arg(w, x) || !fp16_arg(w, y)) return BAD;
     if (x.rank != y.rank) {
         fail(w, "%s of %s and %s: ranks differ", op, name_of(w, x), name_of(w, y));
         return BAD;
@@ -416,7 +440,7 @@ MilT milw_mul(MilW *w, MilT x, MilT y) { return binary(w, "mul", x, y); }
 
 /* x op scalar (or scalar op x when scalar_first). */
 static MilT with_scalar(MilW *w, const char *op, MilT x, double s, int scalar_first) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     const char *c = const_f16(w, s);
     if (w->failed) return BAD;
     MilT t = begin_stmt(w, op, x.rank, x.d);
@@ -432,7 +456,7 @@ MilT milw_rsub_s(MilW *w, double s, MilT x) { return with_scalar(w, "sub", x, s,
 MilT milw_pow_s(MilW *w, MilT x, double e) { return with_scalar(w, "pow", x, e, 0); }
 
 MilT milw_sigmoid(MilW *w, MilT x) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     MilT t = begin_stmt(w, "sigmoid", x.rank, x.d);
     str_addf(&w->body, "x = %s", name_of(w, x));
     end_stmt(w, t);
@@ -440,7 +464,7 @@ MilT milw_sigmoid(MilW *w, MilT x) {
 }
 
 MilT milw_softmax(MilW *w, MilT x, int axis) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     if (axis < -x.rank || axis >= x.rank) {
         fail(w, "softmax of %s: axis %d out of range", name_of(w, x), axis);
         return BAD;
@@ -453,7 +477,7 @@ MilT milw_softmax(MilW *w, MilT x, int axis) {
 }
 
 MilT milw_reduce_sum(MilW *w, MilT x, int axis) {
-    if (w->failed || !valid(&x)) return BAD;
+    if (w->failed || !fp16_arg(w, x)) return BAD;
     int ax = axis < 0 ? axis + x.rank : axis;
     if (ax < 0 || ax >= x.rank) {
         fail(w, "reduce_sum of %s: axis %d out of range", name_of(w, x), axis);
@@ -470,66 +494,219 @@ MilT milw_reduce_sum(MilW *w, MilT x, int axis) {
 
 /* ------------------------------------------------------------------ blobs */
 
-unsigned char *milw_blob_file_fp16(const float *data, size_t n, size_t *size) {
-    size_t bytes = n * 2;
+/* A canonical single-blob MILBlob file (ane-facts §3): storage header {count 1, version 2},
+** metadata record at 64 {sentinel 0xDEADBEEF, dtype code, u64 sizeInBytes, u64 data offset
+** 128}, data at 128. The data bytes are left zero for the caller. */
+static unsigned char *blob_file(uint32_t dtype_code, size_t bytes, size_t *size) {
     *size = 128 + bytes;
     unsigned char *b = calloc(1, *size);
     if (!b) return NULL;
     b[0] = 1; /* storage header: blob count 1, version 2 */
     b[4] = 2;
     b[64] = 0xEF, b[65] = 0xBE, b[66] = 0xAD, b[67] = 0xDE; /* metadata: sentinel 0xDEADBEEF */
-    b[68] = 1;                                               /* dtype Float16 */
+    b[68] = (unsigned char)dtype_code;                       /* Float16 = 1, Int8 = 4 */
     for (int i = 0; i < 8; i++) b[72 + i] = (unsigned char)((uint64_t)bytes >> (8 * i)); /* sizeInBytes */
     b[80] = 128;                                                                        /* data offset */
-    half_from_f32((uint16_t *)(b + 128), data, n);
     return b;
 }
 
-MilT milw_blob(MilW *w, const char *file, int rank, const int *dims, const float *data) {
-    if (w->failed) return BAD;
-    if (rank < 1 || rank > MILW_MAX_RANK) {
-        fail(w, "blob %s: rank %d", file, rank);
-        return BAD;
-    }
-    char path[128];
-    snprintf(path, sizeof path, "@model_path/weights/%s", file);
+unsigned char *milw_blob_file_fp16(const float *data, size_t n, size_t *size) {
+    unsigned char *b = blob_file(1, n * 2, size);
+    if (b) half_from_f32((uint16_t *)(b + 128), data, n);
+    return b;
+}
+
+unsigned char *milw_blob_file_int8(const int8_t *data, size_t n, size_t *size) {
+    unsigned char *b = blob_file(4, n, size);
+    if (b && n) memcpy(b + 128, data, n);
+    return b;
+}
+
+/* Registers the blob file "@model_path/weights/<file>" (taking file_data) and writes its path
+** into path; 0, or -1 after recording the failure (file_data freed). */
+static int add_blob(MilW *w, const char *file, unsigned char *file_data, size_t size, char *path, size_t path_size) {
+    snprintf(path, path_size, "@model_path/weights/%s", file);
     for (int i = 0; i < w->n_blobs; i++) {
         if (strcmp(w->blobs[i].path, path) == 0) {
+            free(file_data);
             fail(w, "blob %s written twice", path);
-            return BAD;
+            return -1;
         }
     }
-    MilT probe = {0, rank, {1, 1, 1, 1}};
-    for (int i = 0; i < rank; i++) probe.d[i] = dims[i];
-    size_t n = (size_t)numel(&probe), size = 0;
     if (w->n_blobs == w->cap_blobs) {
         int cap = w->cap_blobs ? 2 * w->cap_blobs : 8;
         AneBlob *nb = realloc(w->blobs, (size_t)cap * sizeof *nb);
         if (!nb) {
+            free(file_data);
             fail(w, "out of memory");
-            return BAD;
+            return -1;
         }
         w->blobs = nb;
         w->cap_blobs = cap;
     }
-    unsigned char *file_data = milw_blob_file_fp16(data, n, &size);
     char *p = strdup(path);
     if (!file_data || !p) {
         free(file_data);
         free(p);
         fail(w, "out of memory");
-        return BAD;
+        return -1;
     }
     w->blobs[w->n_blobs++] = (AneBlob){p, file_data, size};
+    return 0;
+}
+
+static int blob_shape_ok(MilW *w, const char *file, int rank, const int *dims) {
+    if (rank < 1 || rank > MILW_MAX_RANK) {
+        fail(w, "blob %s: rank %d", file, rank);
+        return 0;
+    }
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 1) {
+            fail(w, "blob %s: dim %d is %d", file, i, dims[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+MilT milw_blob(MilW *w, const char *file, int rank, const int *dims, const float *data) {
+    if (w->failed || !blob_shape_ok(w, file, rank, dims)) return BAD;
+    MilT probe = {0, rank, {1, 1, 1, 1}};
+    for (int i = 0; i < rank; i++) probe.d[i] = dims[i];
+    size_t n = (size_t)numel(&probe), size = 0;
+    char path[128];
+    unsigned char *file_data = milw_blob_file_fp16(data, n, &size);
+    if (add_blob(w, file, file_data, size, path, sizeof path)) return BAD;
     /* A blob constant is declared like any tensor value, right here. */
     MilT t = new_value(w, rank, dims);
     if (!valid(&t)) return BAD;
+    w->kinds[t.id] = KIND_CONST;
     char type[128];
-    type_text(type, sizeof type, &t);
+    type_text_of(w, type, sizeof type, &t);
     str_addf(&w->body,
              "        %s %s = const()[name = string(\"%s\"), val = %s(BLOBFILE(path = string(\"%s\"), offset = "
              "uint64(64)))];\n",
              type, name_of(w, t), name_of(w, t), type, path);
+    return t;
+}
+
+/* ------------------------------------------------------------------ int8 */
+
+MilT milw_affine_dequantize(MilW *w, const char *file, int rank, const int *dims, int axis, const int8_t *q,
+                            const float *scale, int n_scale) {
+    if (w->failed || !blob_shape_ok(w, file, rank, dims)) return BAD;
+    int ax = axis < 0 ? axis + rank : axis;
+    if (ax < 0 || ax >= rank) {
+        fail(w, "constexpr_affine_dequantize %s: axis %d out of range for rank %d", file, axis, rank);
+        return BAD;
+    }
+    if (n_scale != 1 && n_scale != dims[ax]) {
+        fail(w, "constexpr_affine_dequantize %s: %d scales, expected 1 or %d (dims[%d])", file, n_scale, dims[ax], ax);
+        return BAD;
+    }
+    /* Scales as fp16 literals written with %.9g, so the parser reads back the same fp16 values. */
+    Str lit = {0};
+    if (n_scale == 1) {
+        str_addf(&lit, "fp16(%.9g)", (double)fp16_round_double(scale[0], 0));
+    } else {
+        str_addf(&lit, "tensor<fp16, [%d]>([", n_scale);
+        for (int i = 0; i < n_scale; i++) str_addf(&lit, "%s%.9g", i ? ", " : "", (double)fp16_round_double(scale[i], 0));
+        str_addf(&lit, "])");
+    }
+    for (int i = 0; i < n_scale && !lit.oom; i++) {
+        float h = fp16_round_double(scale[i], 0);
+        if (!isfinite(h) || h < 0) {
+            free(lit.s);
+            fail(w, "constexpr_affine_dequantize %s: scale %d is %g (finite, >= 0 and in fp16 range expected)", file, i,
+                 (double)scale[i]);
+            return BAD;
+        }
+    }
+    if (lit.oom) {
+        free(lit.s);
+        fail(w, "out of memory");
+        return BAD;
+    }
+    MilT probe = {0, rank, {1, 1, 1, 1}};
+    for (int i = 0; i < rank; i++) probe.d[i] = dims[i];
+    size_t n = (size_t)numel(&probe), size = 0;
+    char path[128];
+    unsigned char *file_data = milw_blob_file_int8(q, n, &size);
+    if (add_blob(w, file, file_data, size, path, sizeof path)) {
+        free(lit.s);
+        return BAD;
+    }
+    MilT t = new_value(w, rank, dims);
+    if (!valid(&t)) {
+        free(lit.s);
+        return BAD;
+    }
+    w->kinds[t.id] = KIND_CONST;
+    char type[128], sh[96];
+    type_text_of(w, type, sizeof type, &t);
+    shape_text(sh, sizeof sh, rank, dims);
+    str_addf(&w->body,
+             "        %s %s = constexpr_affine_dequantize()[axis = int32(%d), name = string(\"%s\"), quantized_data = "
+             "tensor<int8, %s>(BLOBFILE(path = string(\"%s\"), offset = uint64(64))), scale = %s, zero_point = "
+             "int8(0)];\n",
+             type, name_of(w, t), ax, name_of(w, t), sh, path, lit.s);
+    free(lit.s);
+    return t;
+}
+
+MilT milw_quantize(MilW *w, MilT x, double scale) {
+    if (w->failed || !fp16_arg(w, x)) return BAD;
+    if (!(scale > 0)) {
+        fail(w, "quantize of %s: scale %g must be positive", name_of(w, x), scale);
+        return BAD;
+    }
+    const char *s = const_f16(w, scale), *dt = constant(w, "string", "string(\"int8\")");
+    if (w->failed) return BAD;
+    MilT t = begin_stmt_kind(w, "quantize", x.rank, x.d, KIND_INT8);
+    str_addf(&w->body, "input = %s, output_dtype = %s, scale = %s", name_of(w, x), dt, s);
+    end_stmt(w, t);
+    return t;
+}
+
+MilT milw_dequantize(MilW *w, MilT q, double scale) {
+    if (w->failed || !valid(&q)) return BAD;
+    if (!is_int8(w, q)) {
+        fail(w, "dequantize of %s: the input must be int8 (from milw_quantize)", name_of(w, q));
+        return BAD;
+    }
+    if (!(scale >= 0)) {
+        fail(w, "dequantize of %s: scale %g must be non-negative", name_of(w, q), scale);
+        return BAD;
+    }
+    const char *s = const_f16(w, scale);
+    if (w->failed) return BAD;
+    MilT t = begin_stmt(w, "dequantize", q.rank, q.d);
+    str_addf(&w->body, "input = %s, scale = %s", name_of(w, q), s);
+    end_stmt(w, t);
+    return t;
+}
+
+MilT milw_conv(MilW *w, MilT x, MilT weight) {
+    if (w->failed || !fp16_arg(w, x) || !fp16_arg(w, weight)) return BAD;
+    if (!(w->kinds[weight.id] & KIND_CONST)) {
+        fail(w, "conv weight %s must be a constant (milw_blob or milw_affine_dequantize)", name_of(w, weight));
+        return BAD;
+    }
+    if (x.rank != 4 || x.d[0] != 1 || weight.rank != 4 || weight.d[2] != 1 || weight.d[3] != 1 ||
+        weight.d[1] != x.d[1]) {
+        fail(w, "conv of %s [%d, %d, %d, %d] with weight %s [%d, %d, %d, %d]: expected x [1, IC, H, W] and weight "
+             "[OC, IC, 1, 1]", name_of(w, x), x.d[0], x.d[1], x.d[2], x.d[3], name_of(w, weight), weight.d[0],
+             weight.d[1], weight.d[2], weight.d[3]);
+        return BAD;
+    }
+    int two[2] = {1, 1}, zero4[4] = {0, 0, 0, 0};
+    const char *st = const_ivec(w, 2, two), *dl = const_ivec(w, 2, two), *pd = const_ivec(w, 4, zero4);
+    const char *pt = constant(w, "string", "string(\"valid\")"), *g = const_int(w, 1);
+    int d[4] = {1, weight.d[0], x.d[2], x.d[3]};
+    MilT t = begin_stmt(w, "conv", 4, d);
+    str_addf(&w->body, "dilations = %s, groups = %s, pad = %s, pad_type = %s, strides = %s, weight = %s, x = %s", dl, g,
+             pd, pt, st, name_of(w, weight), name_of(w, x));
+    end_stmt(w, t);
     return t;
 }
 
@@ -554,6 +731,7 @@ char *milw_finish(MilW *w, MilT out, Err *err) {
         fail(w, "output %s must be a computed [1, C, 1, S] with S a multiple of 32, found [%d, %d, %d, %d]",
              name_of(w, out), out.d[0], out.d[1], out.d[2], out.d[3]);
     if (!w->failed && !valid(&out)) fail(w, "invalid output value");
+    if (!w->failed && is_int8(w, out)) fail(w, "output %s is int8; outputs must be fp16", name_of(w, out));
     if (!w->failed && w->body.oom) fail(w, "out of memory");
     if (w->failed) {
         err_set(err, "MIL writer: %s", w->msg);

@@ -12,7 +12,12 @@
 **   (64-byte storage header, 64-byte metadata record, fp16 data at 128; offset=uint64(64)).
 ** Ops: slice_by_size, reshape, transpose (only perm [0,1,3,2]), matmul (equal batch dims, no
 ** broadcast), add/sub/mul (numpy trailing broadcast), pow and mul/add/sub by an fp16 scalar,
-** sigmoid, softmax, reduce_sum (keep_dims), concat (interleave false).
+** sigmoid, softmax, reduce_sum (keep_dims), concat (interleave false), 1x1 conv with a constant
+** weight (groups 1, the seed's static-pipeline form).
+** int8 (ane-facts §2.2-2.3): constexpr_affine_dequantize of an int8 blob (dtype code 4) with a
+** scalar or per-channel fp16 scale and zero_point int8(0) (per-channel is unverified on the
+** device: ane-facts §7 question 7); quantize (scalar fp16 scale, output_dtype "int8") giving an
+** int8 value whose only use is dequantize (scalar fp16 scale). Every other op takes fp16 only.
 **
 ** The writer infers every result type itself (the device requires declared types to equal the
 ** inferred ones) and checks shapes as it goes. A mistake is a bug in a kernel generator, not bad
@@ -22,12 +27,16 @@
 #ifndef ANETRAIN_ANE_MIL_WRITE_H
 #define ANETRAIN_ANE_MIL_WRITE_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "../../util/err.h"
 #include "device.h"
 
 enum { MILW_MAX_RANK = 4 };
 
-/* An fp16 tensor value of the program being written. id < 0: invalid (after an error). */
+/* A tensor value of the program being written: fp16, or int8 when made by milw_quantize (the
+** writer remembers which). id < 0: invalid (after an error). */
 typedef struct {
     int id;
     int rank;
@@ -76,6 +85,22 @@ MilT milw_concat(MilW *w, int axis, int n, const MilT *values);
 ** short name such as "mask.bin"); data holds the product of dims floats, rounded to fp16. */
 MilT milw_blob(MilW *w, const char *file, int rank, const int *dims, const float *data);
 
+/* 1x1 conv (groups 1, strides 1, no pad): x [1, IC, H, W], weight [OC, IC, 1, 1] a constant
+** (milw_blob or milw_affine_dequantize) -> [1, OC, H, W]; out[o] = sum_i weight[o][i] x[i]. */
+MilT milw_conv(MilW *w, MilT x, MilT weight);
+
+/* A constant fp16 tensor w = q * scale (zero point 0) from int8 data q (product of dims values,
+** row-major) stored in its own int8 blob file "@model_path/weights/<file>":
+** constexpr_affine_dequantize with axis `axis` and n_scale = 1 (one scale) or dims[axis]
+** (scale[c] for channel c along axis; per-row int8 weights [OC, IC, 1, 1] use axis 0). Scales
+** are rounded to fp16 and must be finite and >= 0. */
+MilT milw_affine_dequantize(MilW *w, const char *file, int rank, const int *dims, int axis, const int8_t *q,
+                            const float *scale, int n_scale);
+/* int8 q = clamp(round_half_even(x / scale), -128, 127); scale > 0 (rounded to fp16). */
+MilT milw_quantize(MilW *w, MilT x, double scale);
+/* fp16 q * scale of an int8 value q from milw_quantize; scale >= 0 (rounded to fp16). */
+MilT milw_dequantize(MilW *w, MilT q, double scale);
+
 /* Closes the program with `out` as its output and returns the MIL text (malloc'd), or NULL
 ** with the first recorded error. The output must be [1, C, 1, S] with S a multiple of 32. */
 char *milw_finish(MilW *w, MilT out, Err *err);
@@ -90,5 +115,7 @@ int milw_op_count(const MilW *w);
 
 /* A canonical single-blob MILBlob file (ane-facts §3) holding n fp16 values; malloc'd, *size set. */
 unsigned char *milw_blob_file_fp16(const float *data, size_t n, size_t *size);
+/* The same for n int8 values: dtype code 4 (Int8), sizeInBytes n, data at 128. */
+unsigned char *milw_blob_file_int8(const int8_t *data, size_t n, size_t *size);
 
 #endif

@@ -25,7 +25,19 @@
 **     the MIL offset is 64-aligned and points at a metadata record with sentinel 0xDEADBEEF,
 **     the dtype code of the declared tensor, sizeInBytes = elements x element size, and a
 **     64-aligned data offset past the record with the data inside the blob (ours: alignment);
-**   fp16 literals in range; tensors of at most MilCheckOptions.max_elements elements.
+**   fp16 literals in range; tensors of at most MilCheckOptions.max_elements elements;
+**   int8 (ane-facts §2.2-2.3, CoreML's iOS16 constexpr_affine_dequantize and iOS17
+**     quantize/dequantize definitions for the argument rules):
+**     quantize(input, output_dtype = "int8", scale) and dequantize(input, scale) take a scalar
+**       scale of the input's (quantize) or fp16 (dequantize) dtype, finite, > 0 for quantize
+**       and >= 0 for dequantize (ours: negative scales rejected); CoreML's optional
+**       zero_point and axis are rejected (the seed never used them);
+**     an int8 tensor (from quantize or a const) can only be the input of dequantize: not of
+**       arithmetic, data movement or the output (ours: the only int8 use the facts show);
+**     constexpr_affine_dequantize: quantized_data an int8 tensor literal (inline or BLOBFILE
+**       with dtype code 4), axis in range, scale fp16 and zero_point int8, each a scalar or a
+**       rank-1 vector of quantized_data.shape[axis] values (per-channel: accepted although
+**       unverified on the device, ane-facts §7 question 7; see docs/macos.md).
 **
 ** Constants are materialised here (fp16-rounded floats; int32/bool as int64). This file
 ** must never crash or exit on any input; it allocates only what the declared types ask for,
@@ -346,8 +358,10 @@ static const OpSpec op_specs[] = {
      {{"x", ARG_REQ}, {"axes", ARG_REQ | ARG_CONST}, {"keep_dims", ARG_REQ | ARG_CONST}}},
     {"sigmoid", MIL_OP_SIGMOID, {{"x", ARG_REQ}}},
     {"quantize", MIL_OP_QUANTIZE,
-     {{"input", ARG_REQ}, {"output_dtype", ARG_REQ | ARG_CONST}, {"scale", ARG_REQ | ARG_CONST}}},
-    {"dequantize", MIL_OP_DEQUANTIZE, {{"input", ARG_REQ}, {"scale", ARG_REQ | ARG_CONST}}},
+     {{"input", ARG_REQ}, {"output_dtype", ARG_REQ | ARG_CONST}, {"scale", ARG_REQ | ARG_CONST},
+      {"zero_point", ARG_CONST}, {"axis", ARG_CONST}}},
+    {"dequantize", MIL_OP_DEQUANTIZE,
+     {{"input", ARG_REQ}, {"scale", ARG_REQ | ARG_CONST}, {"zero_point", ARG_CONST}, {"axis", ARG_CONST}}},
     {"scaled_dot_product_attention", MIL_OP_SDPA,
      {{"query", ARG_REQ}, {"key", ARG_REQ}, {"value", ARG_REQ}, {"attn_mask", 0}}},
 };
@@ -497,14 +511,22 @@ static int param_string(Checker *C, int v, MilPos pos, const char *what, const c
     return 0;
 }
 
-/* A positive finite fp16/fp32 scalar. */
-static int param_scale(Checker *C, int v, MilPos pos, const char *what, float *out) {
+/* The scale of quantize (zero_ok = 0: > 0, a division by zero has no int8 result) or of
+** dequantize (zero_ok = 1: >= 0, a zero scale gives zeros): a finite scalar of dtype dt (the
+** other operand's, as CoreML's op definitions require). Negative scales are legal in CoreML
+** but never written by us: rejected (ours, conservative). */
+static int param_scale(Checker *C, int v, MilPos pos, const char *what, MilDtype dt, int zero_ok, float *out) {
     const MilValue *x = val(C, v);
-    if (!dt_is_float(x->type.dtype) || x->type.rank != 0)
-        return check_fail(C, pos, "%s must be an fp16 scalar (per-tensor; per-channel scales are not supported)", what);
+    char tb[160];
+    if (x->type.dtype != dt || x->type.rank != 0)
+        return check_fail(C, pos,
+                          "%s must be a %s scalar (per-tensor: per-channel scales, axis and zero_point are not "
+                          "accepted for quantize/dequantize, ane-facts §2.3), found '%s' of type %s",
+                          what, mil_dtype_name(dt), x->name, type_str(&x->type, tb, sizeof tb));
     float s = x->fdata[0];
-    if (!(s > 0) || !isfinite(s))
-        return check_fail(C, pos, "%s must be positive and finite, found %g", what, (double)s);
+    if (!isfinite(s) || s < 0 || (!zero_ok && s == 0))
+        return check_fail(C, pos, "%s must be %s and finite, found %g", what, zero_ok ? "non-negative" : "positive",
+                          (double)s);
     *out = s;
     return 0;
 }
@@ -518,18 +540,29 @@ static int axis_norm(Checker *C, MilPos pos, int64_t axis, int rank, const char 
     return 0;
 }
 
+/* Where int8 tensors may go: only into dequantize (ane-facts §2.3 shows quantize -> dequantize
+** and nothing else; CoreML's op set has no int8 arithmetic on the ANE that the seed used). */
+static int int8_misuse(Checker *C, const MilValue *x, MilPos pos, const char *what) {
+    return check_fail(C, pos,
+                      "%s '%s' is int8; an int8 tensor can only be the input of dequantize (quantize -> dequantize, "
+                      "ane-facts §2.3)",
+                      what, x->name);
+}
+
 static int need_float(Checker *C, int v, MilPos pos, const char *what) {
     const MilValue *x = val(C, v);
+    if (x->type.dtype == MIL_DT_INT8) return int8_misuse(C, x, pos, what);
     if (!dt_is_float(x->type.dtype))
         return check_fail(C, pos, "%s '%s' must be fp16, found %s", what, x->name, mil_dtype_name(x->type.dtype));
     return 0;
 }
 
-/* Tensors that exist at run time: fp16/fp32 (stored as fp16) and int8 (from quantize). */
+/* Operands of data movement (slice, reshape, transpose, concat): fp16/fp32 (stored as fp16). */
 static int need_data(Checker *C, int v, MilPos pos, const char *what) {
     const MilValue *x = val(C, v);
-    if (!dt_is_float(x->type.dtype) && x->type.dtype != MIL_DT_INT8)
-        return check_fail(C, pos, "%s '%s' is %s; only fp16, fp32 and int8 tensors can be operands", what, x->name,
+    if (x->type.dtype == MIL_DT_INT8) return int8_misuse(C, x, pos, what);
+    if (!dt_is_float(x->type.dtype))
+        return check_fail(C, pos, "%s '%s' is %s; only fp16 and fp32 tensors can be operands", what, x->name,
                           mil_dtype_name(x->type.dtype));
     return 0;
 }
@@ -836,28 +869,40 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         *t = type_make(t0->dtype, t0->rank, dims);
         return 0;
     }
-    case MIL_OP_QUANTIZE: {
-        op->x = arg_of(a, "input");
-        const char *odt = NULL;
-        if (need_float(C, op->x, arg_pos(a, "input"), "input") ||
-            param_scale(C, arg_of(a, "scale"), arg_pos(a, "scale"), "scale", &op->scale) ||
-            param_string(C, arg_of(a, "output_dtype"), arg_pos(a, "output_dtype"), "output_dtype", &odt))
-            return -1;
-        if (strcmp(odt, "int8") != 0)
-            return check_fail(C, arg_pos(a, "output_dtype"), "output_dtype must be \"int8\", found \"%s\"", odt);
-        *t = val(C, op->x)->type;
-        t->dtype = MIL_DT_INT8;
-        return 0;
-    }
+    case MIL_OP_QUANTIZE:
     case MIL_OP_DEQUANTIZE: {
+        /* CoreML (iOS17 quantize/dequantize) also has optional zero_point and axis (per-channel);
+        ** the seed only ever wrote a scalar scale without them (ane-facts §2.3). */
+        static const char *const unshown[] = {"zero_point", "axis"};
+        for (int k = 0; k < 2; k++)
+            if (arg_of(a, unshown[k]) >= 0)
+                return check_fail(C, arg_pos(a, unshown[k]),
+                                  "%s is not accepted: CoreML defines it for %s, but only a scalar scale without "
+                                  "zero_point or axis is reported to run on the ANE (ane-facts §2.3)",
+                                  unshown[k], s->op);
         op->x = arg_of(a, "input");
         const MilValue *x = val(C, op->x);
+        if (op->kind == MIL_OP_QUANTIZE) {
+            const char *odt = NULL;
+            if (need_float(C, op->x, arg_pos(a, "input"), "input") ||
+                param_scale(C, arg_of(a, "scale"), arg_pos(a, "scale"), "scale", x->type.dtype, 0, &op->scale) ||
+                param_string(C, arg_of(a, "output_dtype"), arg_pos(a, "output_dtype"), "output_dtype", &odt))
+                return -1;
+            if (strcmp(odt, "int8") != 0)
+                return check_fail(C, arg_pos(a, "output_dtype"),
+                                  "output_dtype must be \"int8\" (uint8 is CoreML's other choice, unused here), found "
+                                  "\"%s\"",
+                                  odt);
+            *t = x->type;
+            t->dtype = MIL_DT_INT8;
+            return 0;
+        }
         if (x->type.dtype != MIL_DT_INT8)
             return check_fail(C, arg_pos(a, "input"), "input '%s' must be int8, found %s", x->name,
                               mil_dtype_name(x->type.dtype));
-        if (param_scale(C, arg_of(a, "scale"), arg_pos(a, "scale"), "scale", &op->scale)) return -1;
+        if (param_scale(C, arg_of(a, "scale"), arg_pos(a, "scale"), "scale", MIL_DT_FP16, 1, &op->scale)) return -1;
         *t = x->type;
-        t->dtype = MIL_DT_FP16;
+        t->dtype = MIL_DT_FP16; /* CoreML: the output has the scale's dtype */
         return 0;
     }
     case MIL_OP_SDPA: {
@@ -949,8 +994,39 @@ static int check_const(Checker *C, const MilStmt *s) {
     return literal_store(C, v, vi);
 }
 
+/* A scale or zero_point attribute of constexpr_affine_dequantize: a scalar literal of dtype dt or
+** an inline rank-1 tensor<dt, [n_axis]> literal (per-channel along the axis). *n gets 1 or
+** n_axis; values are read from the literal (checked by the caller). */
+static int affine_param(Checker *C, const MilExpr *e, MilDtype dt, int64_t n_axis, int axis, const char *what,
+                        int64_t *n) {
+    char tb[160];
+    if (e->type.dtype != dt || (e->type.is_tensor && e->type.rank != 1))
+        return check_fail(C, e->pos, "%s must be a %s scalar or a tensor<%s, [%lld]> (one per channel of axis %d), "
+                          "found %s", what, mil_dtype_name(dt), mil_dtype_name(dt), (long long)n_axis, axis,
+                          type_str(&e->type, tb, sizeof tb));
+    if (!e->type.is_tensor) {
+        *n = 1;
+        return 0;
+    }
+    if (e->is_blob)
+        return check_fail(C, e->pos, "%s must be an inline literal, not a BLOBFILE", what);
+    if (e->type.dims[0] != n_axis)
+        return check_fail(C, e->pos, "%s has %lld elements, but quantized_data has %lld along axis %d (a per-channel "
+                          "%s needs one per channel)", what, (long long)e->type.dims[0], (long long)n_axis, axis, what);
+    if (e->n_items != n_axis)
+        return check_fail(C, e->pos, "the %s literal has %lld values, but its type says %lld", what,
+                          (long long)e->n_items, (long long)n_axis);
+    *n = n_axis;
+    return 0;
+}
+
 /* fp16 tensor = constexpr_affine_dequantize()[axis, name, quantized_data, scale, zero_point]:
-** w = (q - zero_point) * scale, per tensor, evaluated now. */
+** w = (q - zero_point) * scale, rounded once to fp16, evaluated now. scale (fp16) and
+** zero_point (int8) are scalars or per-channel vectors along `axis` (CoreML iOS16
+** constexpr_ops). Per-channel is NOT verified on the device (ane-facts §7 question 7: the seed
+** only used a per-tensor scale); it is accepted here so that per-row int8 weights can be
+** emulated, and docs/macos.md lists it among the unchecked assumptions. Scales must be finite
+** and >= 0 (ours: a zero scale gives a zero channel, as quant.h writes for all-zero rows). */
 static int check_affine_dequantize(Checker *C, const MilStmt *s) {
     if (s->n_args)
         return check_fail(C, s->args[0].pos, "constexpr_affine_dequantize takes no arguments; parameters go in [...]");
@@ -974,16 +1050,24 @@ static int check_affine_dequantize(Checker *C, const MilStmt *s) {
     const MilExpr *q = p[2], *sc = p[3], *zp = p[4], *ax = p[0];
     if (p[1]->type.dtype != MIL_DT_STRING || p[1]->type.is_tensor)
         return check_fail(C, p[1]->pos, "the name attribute must be string(\"...\")");
-    if (!q->type.is_tensor || q->type.dtype != MIL_DT_INT8)
-        return check_fail(C, q->pos, "quantized_data must be a tensor<int8, [...]> literal");
-    if (sc->type.is_tensor || !dt_is_float(sc->type.dtype))
-        return check_fail(C, sc->pos,
-                          "scale must be an fp16 scalar (per-tensor; per-channel scales are not supported)");
-    if (zp->type.is_tensor || zp->type.dtype != MIL_DT_INT8)
-        return check_fail(C, zp->pos, "zero_point must be an int8 scalar such as int8(0)");
+    if (!q->type.is_tensor || q->type.dtype != MIL_DT_INT8) {
+        char tb[160];
+        return check_fail(C, q->pos, "quantized_data must be a tensor<int8, [...]> literal, found %s",
+                          type_str(&q->type, tb, sizeof tb));
+    }
     if (ax->type.is_tensor || ax->type.dtype != MIL_DT_INT32) return check_fail(C, ax->pos, "axis must be int32(...)");
     int axis = 0;
     if (axis_norm(C, ax->pos, ax->inum, q->type.rank, "axis", &axis)) return -1;
+    int64_t n_axis = q->type.dims[axis], n_sc = 1, n_zp = 1;
+    if (affine_param(C, sc, MIL_DT_FP16, n_axis, axis, "scale", &n_sc) ||
+        affine_param(C, zp, MIL_DT_INT8, n_axis, axis, "zero_point", &n_zp))
+        return -1;
+    for (int64_t c = 0; c < n_sc; c++) {
+        double v = sc->type.is_tensor ? sc->items[c] : sc->num;
+        if (!isfinite(v) || v < 0)
+            return check_fail(C, sc->pos, "scale must be finite and non-negative, found %g%s", v,
+                              sc->type.is_tensor ? " in the per-channel vector" : "");
+    }
     MilType out = q->type;
     out.dtype = MIL_DT_FP16;
     if (check_declared(C, s, &out)) return -1;
@@ -1005,8 +1089,17 @@ static int check_affine_dequantize(Checker *C, const MilStmt *s) {
     } else {
         for (int64_t i = 0; i < v->numel; i++) v->fdata[i] = (float)q->items[i];
     }
-    float scale = fp16_round_double(sc->num, C->flush), z = (float)zp->inum;
-    for (int64_t i = 0; i < v->numel; i++) v->fdata[i] = fp16_round((v->fdata[i] - z) * scale, C->flush);
+    /* Element i is on channel (i / inner) % n_axis. (q - zp) is an integer in [-255, 255] and
+    ** the scale an fp16 value, so the fp32 product is exact and fp16_round is the one rounding. */
+    int64_t inner = 1;
+    for (int d = axis + 1; d < q->type.rank; d++) inner *= q->type.dims[d];
+    for (int64_t i = 0; i < v->numel; i++) {
+        int64_t c = (i / inner) % n_axis;
+        double sv = sc->type.is_tensor ? sc->items[n_sc > 1 ? c : 0] : sc->num;
+        double zv = zp->type.is_tensor ? zp->items[n_zp > 1 ? c : 0] : (double)zp->inum;
+        float scale = fp16_round_double(sv, C->flush), z = (float)zv;
+        v->fdata[i] = fp16_round((v->fdata[i] - z) * scale, C->flush);
+    }
     return 0;
 }
 

@@ -17,8 +17,16 @@
 **                    accumulate_fp32 = 0 the K dimension is split into chunks of 32: the
 **                    products and partial sums inside a chunk are fp32, the running sum is
 **                    rounded to fp16 after each chunk (our model of fp16 accumulation).
-**   quantize         q = clamp(rne(x / scale), -128, 127) stored as an exact float; NaN -> 0.
-**   dequantize       round(q * scale).
+**   quantize         q = clamp(rne(x / scale), -128, 127) stored as an exact float (+0 for
+**                    zero: int8 has no -0); NaN -> 0, +-inf saturate. Rounding is of the exact
+**                    quotient: CoreML's definition is clip(round(input / scale)) with numpy's
+**                    round-half-even and saturation to the int8 range; its reference
+**                    implementation divides in the input dtype (fp16), which would round the
+**                    quotient to fp16 first, while the device's order is unknown: we take the
+**                    single rounding of the mathematical quotient. The fp32 division gives it:
+**                    a quotient of two fp16 values that is not a half-integer h (|h| <= 128)
+**                    lies at least 2^-13 from h, far above fp32's error there (2^-17).
+**   dequantize       round(q * scale) (exact in fp32: 8 x 11 significant bits).
 **   sdpa             s = round(fp32(q k^T) * (1/sqrt(E))), p = softmax rows, round(p v).
 **   slice, transpose, concat: exact copies. reshape and cast are aliases (mil_exec.c).
 **
@@ -373,7 +381,7 @@ static void unary_worker(void *ctx, int b, int e, int w) {
             v = v < -128.0f ? -128.0f : v;
             v = v > 127.0f ? 127.0f : v;
             v = (v + 0x1.8p23f) - 0x1.8p23f; /* round to nearest even, exact for |v| < 2^22 */
-            o[i] = v == v ? v : 0.0f;        /* NaN -> 0 */
+            o[i] = v == v ? v + 0.0f : 0.0f; /* NaN -> 0; -0 + 0 = +0 */
         }
         break;
     case MIL_OP_DEQUANTIZE:
