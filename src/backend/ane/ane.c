@@ -12,7 +12,10 @@
 **                   would save little even with gradient accumulation.
 **                   LoRA over a frozen base (backend_ane_create_frozen): the base is staged at
 **                   the first step and kept (again only if params is another buffer); only the
-**                   adapter's s A and B regions are staged every step.
+**                   adapter's s A and B regions are staged every step. An int8 base
+**                   (FrozenBase.int8): likewise once, its seven matrices as their int8 values
+**                   and row scales read from the Int8Weights (kernels.c, "int8 base"); the
+**                   parameter buffer's copies of those matrices are never read.
 **   forward         embedding (CPU); per layer and sequence: rstd1 (CPU, fp32), stage x and
 **                   rstd1, evaluate layer_fwd, keep its taps (fp16) and x_next (fp32)
 **   head            final norm, classifier, cross-entropy and its gradient, classifier dx (CPU,
@@ -40,6 +43,10 @@
 ** all seven modules against full training, alternating runs: weights staged 2.8 vs 169.9 MB per
 ** step, staging 18 vs 38-55 ms, dW 62-84 vs 570-770 ms, AdamW 2-6 vs 160-260 ms, the device the
 ** same within the noise (+1.6% FLOPs); a step 1.6-2.2 s vs 1.7-3.6 s.
+**
+** int8 base: forward-only steps (with or without an adapter) or LoRA steps; the backend keeps a
+** pointer to the caller's Int8Weights and no copy of them (the surfaces hold them in fp16 as they
+** hold the fp32 base). The kernels are the int8 variant of the same two (2 compiles).
 **
 ** Gradient contract (backend.h): dloss is scaled by grad_scale before anything is rounded to
 ** fp16, so the scaled gradient is what flows through the device; weight gradients accumulate
@@ -143,6 +150,10 @@ struct AneBackend {
     const float *base_staged;
     const float *adapter;  /* this step's adapter and gradient (set before any job is submitted) */
     float *adapter_grads;
+    /* An int8 frozen base (FrozenBase.int8, the caller's; read at staging time, never copied), else
+    ** NULL. frozen: has_lora or int8, a base staged once and never trained. */
+    const Int8Weights *int8;
+    int frozen;
 
     /* counters */
     BackendStats st;
@@ -460,8 +471,10 @@ typedef struct {
     uint16_t **base; /* [L] locked input surfaces */
 } StageJob;
 
-static const int weight_regions[] = {AR_RMS_ATT, AR_RMS_FFN, AR_QNORM, AR_KNORM, AR_WQ, AR_WK,
-                                     AR_WV,      AR_WO,      AR_W1,    AR_W3,    AR_W2};
+static const int weight_regions[] = {AR_RMS_ATT,   AR_RMS_FFN,   AR_QNORM,     AR_KNORM,     AR_WQ,
+                                     AR_WK,        AR_WV,        AR_WO,        AR_W1,        AR_W3,
+                                     AR_W2,        AR_SCALE + 0, AR_SCALE + 1, AR_SCALE + 2, AR_SCALE + 3,
+                                     AR_SCALE + 4, AR_SCALE + 5, AR_SCALE + 6};
 enum { N_WEIGHT_REGIONS = sizeof weight_regions / sizeof weight_regions[0] };
 
 /* The parameters of region `id` of layer l. */
@@ -483,12 +496,35 @@ static const float *weight_src(const AneBackend *m, int id, int l) {
     }
 }
 
+/* The seven matrices in the module order of the plan's AR_SCALE regions (q k v o gate up down). */
+static const int matrix_regions[ANE_LORA_MODULES] = {AR_WQ, AR_WK, AR_WV, AR_WO, AR_W1, AR_W3, AR_W2};
+static const TensorKind matrix_kinds[ANE_LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
+
+/* Module index of a matrix region, or -1. */
+static int matrix_module(int id) {
+    for (int m = 0; m < ANE_LORA_MODULES; m++)
+        if (matrix_regions[m] == id) return m;
+    return -1;
+}
+
+/* Region `id` of layer l into its surface. Over an int8 base the seven matrices come from the
+** Int8Weights (q * ANE_INT8_STEP, and the row scales s / ANE_INT8_STEP, all exact in fp16), never
+** from the parameter buffer; the rest is fp32 -> fp16 from params. */
 static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
     (void)worker;
     StageJob *j = ctx;
+    const AneBackend *m = j->m;
     for (int task = begin; task < end; task++) {
         int l = task / N_WEIGHT_REGIONS, id = weight_regions[task % N_WEIGHT_REGIONS];
-        if (j->m->plan.reg[id].n) ane_region_put_f32(&j->m->plan, j->base[l], id, weight_src(j->m, id, l));
+        if (!m->plan.reg[id].n) continue;
+        int mod = matrix_module(id);
+        if (id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES)
+            ane_region_put_f32_scaled(&m->plan, j->base[l], id,
+                                      quant_int8_scale(m->int8, matrix_kinds[id - AR_SCALE], l), 1.0f / ANE_INT8_STEP);
+        else if (mod >= 0 && m->int8)
+            ane_region_put_i8(&m->plan, j->base[l], id, quant_int8_q(m->int8, matrix_kinds[mod], l));
+        else
+            ane_region_put_f32(&m->plan, j->base[l], id, weight_src(m, id, l));
     }
 }
 
@@ -516,18 +552,18 @@ static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
 }
 
 /* Every layer's weights into its surface, fp32 -> fp16 (on the pool: nothing evaluates now).
-** Full training: every weight, every step. LoRA: the frozen base only when params is not the
-** buffer already staged (so once), the adapter every step. */
+** Full training: every weight, every step. A frozen base (LoRA, int8, or both): the base only when
+** params is not the buffer already staged (so once), the adapter every step. */
 static void stage_weights(AneBackend *m, const float *params) {
     int L = m->layout.cfg.n_layers;
-    int base = !m->has_lora || params != m->base_staged;
+    int base = !m->frozen || params != m->base_staged;
     for (int l = 0; l < L; l++) m->bases[l] = m->dev->surface_lock(m->dev, m->in[l], 0);
     StageJob j = {m, m->bases};
     uint64_t bytes = 0;
     if (base) {
         parallel_for(L * N_WEIGHT_REGIONS, stage_weights_worker, &j);
         for (int i = 0; i < N_WEIGHT_REGIONS; i++) bytes += 2 * (uint64_t)m->plan.reg[weight_regions[i]].n;
-        m->base_staged = m->has_lora ? params : NULL;
+        m->base_staged = m->frozen ? params : NULL;
     }
     if (m->has_lora) {
         parallel_for(L * 2 * LORA_MODULES, stage_adapter_worker, &j);
@@ -590,6 +626,9 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     if (m->has_lora && grads)
         return err_set(err, "ane backend: StepArgs.grads must be NULL over a frozen base (LoRA): only the adapter "
                             "trains, its gradients go to adapter_grads, and no base gradient is computed");
+    if (m->int8 && grads)
+        return err_set(err, "ane backend: StepArgs.grads must be NULL over an int8 base: int8 weights do not train "
+                            "(forward-only steps, or a LoRA adapter's gradients in adapter_grads)");
     if (m->has_lora && !args->adapter && args->adapter_grads)
         return err_set(err, "ane backend: StepArgs.adapter is NULL but adapter_grads is not: the adapter to train "
                             "is missing");
@@ -888,13 +927,40 @@ Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, con
     return backend_ane_create_frozen(layout, NULL, max_B, max_T, opt, err);
 }
 
+/* An int8 base fits the model (its shapes and lengths) and its scales are what the kernels can hold:
+** fp16 values (quant.h), finite, >= 0, and still finite in fp16 once divided by ANE_INT8_STEP. */
+static int check_int8(const Int8Weights *q8, const ParamLayout *layout, Err *err) {
+    const ModelConfig *a = &q8->cfg, *c = &layout->cfg;
+    if (a->dim != c->dim || a->hidden_dim != c->hidden_dim || a->n_layers != c->n_layers || a->n_heads != c->n_heads ||
+        a->n_kv_heads != c->n_kv_heads || a->head_dim != c->head_dim)
+        return err_set(err, "ane backend: the int8 base is for a model of dim %d, hidden %d, %d layers, %d/%d heads of "
+                            "%d; the model is dim %d, hidden %d, %d layers, %d/%d heads of %d",
+                       a->dim, a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->head_dim, c->dim,
+                       c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
+    if (!q8->q || !q8->scale) return err_set(err, "ane backend: the int8 base has no values (quant_int8_create makes them)");
+    for (int i = 0; i < ANE_LORA_MODULES; i++) {
+        const TensorSpec *t = &layout->t[matrix_kinds[i]];
+        size_t rows = (size_t)t->layers * t->rows;
+        if (q8->q_offset[matrix_kinds[i]] + t->numel > q8->n_q || q8->scale_offset[matrix_kinds[i]] + rows > q8->n_scale)
+            return err_set(err, "ane backend: the int8 base's %s (%zu values, %zu scales) does not fit its buffers "
+                                "(%zu values, %zu scales)",
+                           t->name, t->numel, rows, q8->n_q, q8->n_scale);
+        const float *sc = q8->scale + q8->scale_offset[matrix_kinds[i]];
+        for (size_t r = 0; r < rows; r++) {
+            float v = sc[r], staged = v / ANE_INT8_STEP;
+            if (!(v >= 0) || fp16_round(v, 0) != v || !(staged <= 65504.0f))
+                return err_set(err, "ane backend: the int8 base's %s layer %zu row %zu has scale %g (expected an fp16 "
+                                    "value in [0, %g])",
+                               t->name, r / (size_t)t->rows, r % (size_t)t->rows, (double)v, 65504.0 * ANE_INT8_STEP);
+        }
+    }
+    return 0;
+}
+
 Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
                                    const AneBackendOptions *opt, Err *err) {
-    if (frozen && frozen->int8) {
-        err_set(err, "ane backend: an int8 frozen base is not implemented on this backend yet (FrozenBase.int8 must "
-                     "be NULL; LoRA over an fp32 base is)");
-        return NULL;
-    }
+    const Int8Weights *int8 = frozen ? frozen->int8 : NULL;
+    if (int8 && check_int8(int8, layout, err)) return NULL;
     const LoraLayout *lora = frozen ? frozen->lora : NULL;
     if (lora) {
         const ModelConfig *a = &lora->model, *c = &layout->cfg;
@@ -937,7 +1003,10 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
         m->has_lora = 1;
         m->lora = *lora;
     }
-    if (ane_plan_layer_lora(&m->plan, cfg, max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0, err))
+    m->int8 = int8;
+    m->frozen = lora || int8;
+    if (ane_plan_layer_frozen(&m->plan, cfg, max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0,
+                              int8 != NULL, err))
         goto fail;
     for (int i = 0; lora && i < LORA_MODULES; i++) { /* the plan's module shapes are the adapter's */
         int out, in;
