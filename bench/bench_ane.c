@@ -12,6 +12,9 @@
 ** base (backend_ane_create_frozen: the base staged once, the adapter every step, dA/dB on the
 ** CPU), the CPU backend as the trainer runs it there (W + s B A merged into the weights every
 ** step, the full gradient projected onto the adapter), AdamW on the adapter alone for both.
+** --int8 (with --lora-rank) makes the frozen base per-row int8 (model/quant.h): the ANE backend
+** takes it as FrozenBase.int8 (int8 values and row scales staged once, int8 kernels), the CPU runs
+** on the dequantized weights (the same model in fp32).
 ** Everything is allocated before the first timed step. This is a benchmark, not a test.
 */
 #include <math.h>
@@ -24,6 +27,7 @@
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "model/quant.h"
 #include "train/lora.h"
 #include "train/optim.h"
 #include "util/clock.h"
@@ -42,6 +46,7 @@ typedef struct {
     int accumulate;  /* 1: fp32 accumulation in the emulator */
     int cpu;         /* also time the CPU backend */
     int lora_rank;   /* > 0: LoRA fine-tuning steps of this rank on lora_targets */
+    int int8;        /* 1: the frozen base is int8 (LoRA only) */
     const char *lora_targets;
     uint64_t seed;
 } Options;
@@ -67,6 +72,8 @@ static void usage(FILE *f) {
             "  --lora-rank R           LoRA fine-tuning steps of rank R (alpha 2R) instead of full training:\n"
             "                          ANE over a frozen base, CPU with the adapter merged (default 0: off)\n"
             "  --lora-targets LIST     LoRA target matrices (q,k,v,o,gate,up,down, attn, mlp, all; default all)\n"
+            "  --int8                  with --lora-rank: an int8 frozen base (per-row, fp16 scales); the ANE\n"
+            "                          backend takes it as int8, the CPU runs on its dequantized weights\n"
             "  --seed S                RNG seed (default 1)\n"
             "  -h, --help              this text\n",
             config_preset_names(), parallel_cpu_count());
@@ -124,11 +131,14 @@ static int parse_options(Options *o, int argc, char **argv, Err *err) {
         } else {
             takes = 0;
             if (!strcmp(a, "--no-cpu")) o->cpu = 0;
+            else if (!strcmp(a, "--int8")) o->int8 = 1;
             else rc = err_set(err, "unknown option '%s' (see --help)", a);
         }
         if (rc) return -1;
         if (takes) i++;
     }
+    if (o->int8 && !o->lora_rank)
+        return err_set(err, "--int8: an int8 base is frozen, so it needs --lora-rank R (int8 weights do not train)");
     if (!o->n_models) {
         o->models[o->n_models++] = "stories15m";
         o->models[o->n_models++] = "stories110m";
@@ -230,6 +240,12 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     Rng rng;
     rng_seed(&rng, o->seed);
     params_init(&lay, p0, &rng);
+    Int8Weights q8;
+    memset(&q8, 0, sizeof q8);
+    if (o->int8) { /* the base is its int8 version from here on: p0 holds the dequantized weights */
+        if (quant_int8_create(&q8, &lay, p0, err)) return -1;
+        quant_int8_dequantize_into(&q8, &lay, p0);
+    }
     for (size_t i = 0; i < bt; i++) in[i] = (int32_t)rng_below(&rng, (uint64_t)cfg.vocab_size);
     for (size_t i = 0; i < bt; i++) tg[i] = (int32_t)rng_below(&rng, (uint64_t)cfg.vocab_size);
     Timing tc, ta;
@@ -282,7 +298,7 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     ao.overlap_dw = o->overlap;
     ao.accumulate_fp32 = o->accumulate;
     double tc0 = now_seconds();
-    FrozenBase fb = {&lr.lo, NULL};
+    FrozenBase fb = {&lr.lo, o->int8 ? &q8 : NULL};
     Backend *ane = backend_ane_create_frozen(&lay, o->lora_rank ? &fb : NULL, o->B, o->T, &ao, err);
     double create_s = now_seconds() - tc0;
     if (!ane) return -1;
@@ -299,6 +315,10 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     if (o->lora_rank)
         printf("    LoRA        rank %d on %s: %zu adapter parameters (%.2f%% of %zu); ANE: frozen base, CPU: merged\n",
                o->lora_rank, o->lora_targets, lr.lo.n_floats, 100.0 * lr.lo.n_floats / n, n);
+    if (o->int8)
+        printf("    int8 base   layer matrices %.1f MB as int8 + scales (%.1f MB in fp32); ANE stages them once as "
+               "int8 values and row scales\n",
+               quant_int8_bytes(&q8) / 1e6, quant_int8_fp32_bytes(&lay) / 1e6);
 
     /* ---- efficiency report: per step, averaged over the timed steps ---- */
     double k = o->steps, L = cfg.n_layers, B = o->B, S = (o->T + 31) / 32 * 32;
@@ -336,9 +356,13 @@ static int bench_model(const Options *o, const char *model, Err *err) {
            "optimizer %.0f ms\n",
            t_dev, t_st, t_cpu, t_dw, o->overlap ? "worker thread" : "inline", t_wait, t_opt);
     printf("    loss        cpu %.4f, ane %.4f (after the timed steps)\n", tc.loss, ta.loss);
+    if (o->warmup)
+        printf("    warmup      weights staged %.1f MB in the %d untimed step(s) (a frozen base: staged at the first)\n",
+               (double)total.bytes_staged_weights / 1e6 - staged_w * k, o->warmup);
     fflush(stdout);
     free(p0), free(p), free(g), free(m), free(v), free(in), free(tg);
     free(lr.adapter), free(lr.ga), free(lr.am), free(lr.av), free(lr.base_copy);
+    quant_int8_free(&q8);
     return 0;
 }
 

@@ -87,8 +87,9 @@
 **  fp16 where y does not; (q 2^-7) x is y / (128 s), about y / max|W_row|. Likewise s dy would be
 **  ~1e-3 dy, into fp16's subnormals for small gradients; (128 s) dy is not. The cost is one
 **  elementwise multiply of [out][S] per matrix and direction (7 S (Q + 2K + 2C + 2F) in all, not
-**  counted as FLOPs) and the scale columns: stories110m 11 of 12128 (absorbed by the padding to
-**  32), qwen3-0.6b 14 (+32 columns, 0.2%). The LoRA taps are those of the adapter alone, so the
+**  counted as FLOPs) and the scale columns: 11 for stories110m, 12 for qwen3-0.6b, which after
+**  the padding of in_S to 32 add 0 or 32 columns (stories110m: 12128 -> 12160 without LoRA, 0
+**  more with r 8 on all seven). The LoRA taps are those of the adapter alone, so the
 **  dA/dB jobs and the taps are unchanged. The forward-only int8 kernels (kernels_int8.c) instead
 **  bake the weights in as constexpr_affine_dequantize constants, 4 compiles per layer.
 **
