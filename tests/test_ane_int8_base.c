@@ -37,7 +37,10 @@
 #define TEST_ASAN 1
 #endif
 #if defined(TEST_ASAN)
-#include <sanitizer/allocator_interface.h>
+#include <stddef.h>
+/* The sanitizer runtime's count of the heap (declared in sanitizer/allocator_interface.h, which
+** not every compiler installation ships). */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #elif defined(__linux__)
 #include <malloc.h>
 #endif
