@@ -85,7 +85,8 @@
 **    layer_bwd   dx_m = Q_m^T (s_m * dy_m)       (then + (s A_m)^T v_m with LoRA)
 **  Why 2^-7: Q x is y / s, and s is max|W_row| / 127, so y / s can be 1000 times y and overflow
 **  fp16 where y does not; (q 2^-7) x is y / (128 s), about y / max|W_row|. Likewise s dy would be
-**  ~1e-3 dy, into fp16's subnormals for small gradients; (128 s) dy is not. The cost is one
+**  ~1e-3 dy, into fp16's subnormals for small gradients; (128 s) dy is not (test_ane_int8_base:
+**  with activations of hundreds in the FFN, the integers give NaN and q 2^-7 matches). The cost is one
 **  elementwise multiply of [out][S] per matrix and direction (7 S (Q + 2K + 2C + 2F) in all, not
 **  counted as FLOPs) and the scale columns: 11 for stories110m, 12 for qwen3-0.6b, which after
 **  the padding of in_S to 32 add 0 or 32 columns (stories110m: 12128 -> 12160 without LoRA, 0
