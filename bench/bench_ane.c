@@ -8,6 +8,13 @@
 ** The emulator runs the device's work on this CPU (fp32 sgemm plus fp16 rounding and the data
 ** movement of every MIL op), so "ANE ms/step" here is an emulation cost, not a prediction of
 ** the real device. The target of the ANE issue: an emulated step at most 4x the CPU step.
+** With --lora-rank R the step fine-tunes a LoRA adapter instead: the ANE backend over a frozen
+** base (backend_ane_create_frozen: the base staged once, the adapter every step, dA/dB on the
+** CPU), the CPU backend as the trainer runs it there (W + s B A merged into the weights every
+** step, the full gradient projected onto the adapter), AdamW on the adapter alone for both.
+** --int8 (with --lora-rank) makes the frozen base per-row int8 (model/quant.h): the ANE backend
+** takes it as FrozenBase.int8 (int8 values and row scales staged once, int8 kernels), the CPU runs
+** on the dequantized weights (the same model in fp32).
 ** Everything is allocated before the first timed step. This is a benchmark, not a test.
 */
 #include <math.h>
@@ -20,6 +27,8 @@
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "model/quant.h"
+#include "train/lora.h"
 #include "train/optim.h"
 #include "util/clock.h"
 #include "util/blas.h"
@@ -36,6 +45,9 @@ typedef struct {
     int overlap;     /* dW worker: 1 on, 0 off, -1 auto (off on the emulator) */
     int accumulate;  /* 1: fp32 accumulation in the emulator */
     int cpu;         /* also time the CPU backend */
+    int lora_rank;   /* > 0: LoRA fine-tuning steps of this rank on lora_targets */
+    int int8;        /* 1: the frozen base is int8 (LoRA only) */
+    const char *lora_targets;
     uint64_t seed;
 } Options;
 
@@ -57,6 +69,11 @@ static void usage(FILE *f) {
             "                          0 off, -1 auto: off on the emulator (default)\n"
             "  --accumulate fp32|fp16  the emulator's accumulation model (default fp32)\n"
             "  --no-cpu                skip the CPU backend\n"
+            "  --lora-rank R           LoRA fine-tuning steps of rank R (alpha 2R) instead of full training:\n"
+            "                          ANE over a frozen base, CPU with the adapter merged (default 0: off)\n"
+            "  --lora-targets LIST     LoRA target matrices (q,k,v,o,gate,up,down, attn, mlp, all; default all)\n"
+            "  --int8                  with --lora-rank: an int8 frozen base (per-row, fp16 scales); the ANE\n"
+            "                          backend takes it as int8, the CPU runs on its dequantized weights\n"
             "  --seed S                RNG seed (default 1)\n"
             "  -h, --help              this text\n",
             config_preset_names(), parallel_cpu_count());
@@ -74,7 +91,7 @@ static int parse_int(const char *opt, const char *s, int min, int max, int *out,
 static int parse_options(Options *o, int argc, char **argv, Err *err) {
     memset(o, 0, sizeof *o);
     o->B = 1, o->T = 256, o->steps = 3, o->warmup = 1, o->threads = parallel_cpu_count();
-    o->overlap = -1, o->accumulate = 1, o->cpu = 1, o->seed = 1;
+    o->overlap = -1, o->accumulate = 1, o->cpu = 1, o->seed = 1, o->lora_targets = "all";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, takes = 1;
@@ -97,6 +114,12 @@ static int parse_options(Options *o, int argc, char **argv, Err *err) {
         else if (!strcmp(a, "--warmup")) rc = parse_int(a, val, 0, 100, &o->warmup, err);
         else if (!strcmp(a, "--threads")) rc = parse_int(a, val, 1, 1024, &o->threads, err);
         else if (!strcmp(a, "--overlap")) rc = parse_int(a, val, -1, 1, &o->overlap, err);
+        else if (!strcmp(a, "--lora-rank")) rc = parse_int(a, val, 0, 4096, &o->lora_rank, err);
+        else if (!strcmp(a, "--lora-targets")) {
+            unsigned t;
+            rc = val ? lora_parse_targets(val, &t, err) : err_set(err, "--lora-targets: expected a list");
+            o->lora_targets = val;
+        }
         else if (!strcmp(a, "--seed")) {
             int s;
             rc = parse_int(a, val, 0, 1 << 30, &s, err);
@@ -108,11 +131,14 @@ static int parse_options(Options *o, int argc, char **argv, Err *err) {
         } else {
             takes = 0;
             if (!strcmp(a, "--no-cpu")) o->cpu = 0;
+            else if (!strcmp(a, "--int8")) o->int8 = 1;
             else rc = err_set(err, "unknown option '%s' (see --help)", a);
         }
         if (rc) return -1;
         if (takes) i++;
     }
+    if (o->int8 && !o->lora_rank)
+        return err_set(err, "--int8: an int8 base is frozen, so it needs --lora-rank R (int8 weights do not train)");
     if (!o->n_models) {
         o->models[o->n_models++] = "stories15m";
         o->models[o->n_models++] = "stories110m";
@@ -140,21 +166,43 @@ typedef struct {
     double loss;
 } Timing;
 
-/* Runs warmup + steps whole steps; before/after: stats snapshots around the timed steps. */
+/* A LoRA run's state (Lora.lo.cfg.rank 0: full training). frozen: the backend takes the adapter
+** (ANE over a frozen base); else the adapter is merged into params (from base_copy) every step and
+** the full gradient in grads is projected onto it, as the trainer does on the CPU. */
+typedef struct {
+    LoraLayout lo;
+    ParamLayout optim;
+    float *adapter, *ga, *am, *av, *base_copy;
+    int frozen;
+} Lora;
+
+/* Runs warmup + steps whole steps; before/after: stats snapshots around the timed steps. The
+** optimizer time of a LoRA step includes the merge and the projection (CPU) or nothing more (ANE). */
 static int time_steps(Backend *be, const Options *o, const ParamLayout *lay, float *params, float *grads, float *m,
-                      float *v, const int32_t *in, const int32_t *tg, Timing *tm, BackendStats *before,
+                      float *v, const int32_t *in, const int32_t *tg, Lora *lr, Timing *tm, BackendStats *before,
                       BackendStats *after, Err *err) {
     AdamWConfig ac = {0.9f, 0.95f, 1e-8f, 0.1f};
-    size_t n = lay->n_floats;
+    size_t n = lay->n_floats, na = lr->lo.n_floats;
+    int lora = lr->lo.cfg.rank > 0;
     for (int s = 0; s < o->warmup + o->steps; s++) {
         if (s == o->warmup && be->stats) be->stats(be, before);
         double t0 = now_seconds();
-        memset(grads, 0, n * sizeof(float));
+        if (lora) memset(lr->ga, 0, na * sizeof(float));
+        if (!lr->frozen) memset(grads, 0, n * sizeof(float));
         double t1 = now_seconds(), loss;
-        if (backend_step(be, params, grads, in, tg, o->B, o->T, 1.0f, &loss, NULL, err)) return -1;
+        StepArgs a = {params, lr->frozen ? NULL : grads, lr->frozen ? lr->adapter : NULL, lr->frozen ? lr->ga : NULL,
+                      in, tg, o->B, o->T, 1.0f, NULL, 0};
+        if (be->step(be, &a, &loss, err)) return -1;
         double t2 = now_seconds();
-        float coef = grad_clip_coef(grad_global_norm(grads, n), 1.0f);
-        adamw_step(lay, &ac, params, grads, m, v, 1e-5f, s + 1, coef);
+        if (lora) {
+            if (!lr->frozen) lora_grad(&lr->lo, lay, grads, lr->adapter, lr->ga);
+            float coef = grad_clip_coef(grad_global_norm(lr->ga, na), 1.0f);
+            adamw_step(&lr->optim, &ac, lr->adapter, lr->ga, lr->am, lr->av, 1e-4f, s + 1, coef);
+            if (!lr->frozen) lora_merge(&lr->lo, lay, lr->base_copy, lr->adapter, params);
+        } else {
+            float coef = grad_clip_coef(grad_global_norm(grads, n), 1.0f);
+            adamw_step(lay, &ac, params, grads, m, v, 1e-5f, s + 1, coef);
+        }
         double t3 = now_seconds();
         if (s >= o->warmup) {
             int k = s - o->warmup;
@@ -192,6 +240,12 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     Rng rng;
     rng_seed(&rng, o->seed);
     params_init(&lay, p0, &rng);
+    Int8Weights q8;
+    memset(&q8, 0, sizeof q8);
+    if (o->int8) { /* the base is its int8 version from here on: p0 holds the dequantized weights */
+        if (quant_int8_create(&q8, &lay, p0, err)) return -1;
+        quant_int8_dequantize_into(&q8, &lay, p0);
+    }
     for (size_t i = 0; i < bt; i++) in[i] = (int32_t)rng_below(&rng, (uint64_t)cfg.vocab_size);
     for (size_t i = 0; i < bt; i++) tg[i] = (int32_t)rng_below(&rng, (uint64_t)cfg.vocab_size);
     Timing tc, ta;
@@ -199,13 +253,41 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     memset(&ta, 0, sizeof ta);
     BackendStats b0, b1, dummy;
     int rc = 0;
+    Lora lr;
+    memset(&lr, 0, sizeof lr);
+    if (o->lora_rank) {
+        LoraConfig lc = {o->lora_rank, 2.0f * o->lora_rank, 0.0f, 0, 0};
+        if (lora_parse_targets(o->lora_targets, &lc.targets, err) || lora_layout(&lr.lo, &cfg, &lc, "--lora-rank", err))
+            return -1;
+        size_t na = lr.lo.n_floats;
+        lr.adapter = malloc(na * sizeof(float)), lr.ga = calloc(na, sizeof(float));
+        lr.am = calloc(na, sizeof(float)), lr.av = calloc(na, sizeof(float));
+        lr.base_copy = malloc(lr.lo.n_base_floats * sizeof(float));
+        if (!lr.adapter || !lr.ga || !lr.am || !lr.av || !lr.base_copy) return err_set(err, "out of memory for LoRA");
+        lora_optim_layout(&lr.lo, &lr.optim);
+        lora_base_copy(&lr.lo, &lay, p0, lr.base_copy);
+    }
     if (o->cpu) {
         memcpy(p, p0, n * sizeof(float));
+        if (o->lora_rank) { /* PEFT's init (B = 0), merged: the trainer's CPU path */
+            Rng ar;
+            rng_seed(&ar, o->seed + 1);
+            lora_init(&lr.lo, lr.adapter, &ar);
+            lora_merge(&lr.lo, &lay, lr.base_copy, lr.adapter, p);
+        }
         Backend *cpu = backend_cpu_create(&lay, o->B, o->T, err);
         if (!cpu) return -1;
-        rc = time_steps(cpu, o, &lay, p, g, m, v, in, tg, &tc, &dummy, &dummy, err);
+        rc = time_steps(cpu, o, &lay, p, g, m, v, in, tg, &lr, &tc, &dummy, &dummy, err);
         cpu->destroy(cpu);
         if (rc) return -1;
+    }
+    if (o->lora_rank) { /* the same fresh adapter and moments for the ANE run */
+        Rng ar;
+        rng_seed(&ar, o->seed + 1);
+        lora_init(&lr.lo, lr.adapter, &ar);
+        memset(lr.am, 0, lr.lo.n_floats * sizeof(float));
+        memset(lr.av, 0, lr.lo.n_floats * sizeof(float));
+        lr.frozen = 1;
     }
     memcpy(p, p0, n * sizeof(float));
     memset(m, 0, n * sizeof(float));
@@ -216,10 +298,11 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     ao.overlap_dw = o->overlap;
     ao.accumulate_fp32 = o->accumulate;
     double tc0 = now_seconds();
-    Backend *ane = backend_ane_create(&lay, o->B, o->T, &ao, err);
+    FrozenBase fb = {&lr.lo, o->int8 ? &q8 : NULL};
+    Backend *ane = backend_ane_create_frozen(&lay, o->lora_rank ? &fb : NULL, o->B, o->T, &ao, err);
     double create_s = now_seconds() - tc0;
     if (!ane) return -1;
-    rc = time_steps(ane, o, &lay, p, g, m, v, in, tg, &ta, &b0, &b1, err);
+    rc = time_steps(ane, o, &lay, p, g, m, v, in, tg, &lr, &ta, &b0, &b1, err);
     BackendStats total;
     ane->stats(ane, &total);
     ane->destroy(ane);
@@ -229,6 +312,13 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     double ratio = ane_ms / cpu_ms;
     printf("%-12s %4dx%-5d %10.1f %10.1f %8.2fx  %s\n", model, o->B, o->T, cpu_ms, ane_ms, ratio,
            !o->cpu ? "" : ratio <= 4.0 ? "(target <= 4x: met)" : "(target <= 4x: MISSED)");
+    if (o->lora_rank)
+        printf("    LoRA        rank %d on %s: %zu adapter parameters (%.2f%% of %zu); ANE: frozen base, CPU: merged\n",
+               o->lora_rank, o->lora_targets, lr.lo.n_floats, 100.0 * lr.lo.n_floats / n, n);
+    if (o->int8)
+        printf("    int8 base   layer matrices %.1f MB as int8 + scales (%.1f MB in fp32); ANE stages them once as "
+               "int8 values and row scales\n",
+               quant_int8_bytes(&q8) / 1e6, quant_int8_fp32_bytes(&lay) / 1e6);
 
     /* ---- efficiency report: per step, averaged over the timed steps ---- */
     double k = o->steps, L = cfg.n_layers, B = o->B, S = (o->T + 31) / 32 * 32;
@@ -266,8 +356,13 @@ static int bench_model(const Options *o, const char *model, Err *err) {
            "optimizer %.0f ms\n",
            t_dev, t_st, t_cpu, t_dw, o->overlap ? "worker thread" : "inline", t_wait, t_opt);
     printf("    loss        cpu %.4f, ane %.4f (after the timed steps)\n", tc.loss, ta.loss);
+    if (o->warmup)
+        printf("    warmup      weights staged %.1f MB in the %d untimed step(s) (a frozen base: staged at the first)\n",
+               (double)total.bytes_staged_weights / 1e6 - staged_w * k, o->warmup);
     fflush(stdout);
     free(p0), free(p), free(g), free(m), free(v), free(in), free(tg);
+    free(lr.adapter), free(lr.ga), free(lr.am), free(lr.av), free(lr.base_copy);
+    quant_int8_free(&q8);
     return 0;
 }
 

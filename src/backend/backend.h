@@ -52,7 +52,11 @@ typedef struct {
 ** adapter_grads += grad_scale * dloss/dadapter. dropout_seed picks this micro-batch's LoRA dropout
 ** masks (a pure function of the seed and the position, so a step is reproducible: lora_dropout_mask
 ** in train/lora.h). Dropout acts in training steps (adapter_grads set) only; a forward-only step is
-** evaluation, without dropout, as PyTorch's eval mode. */
+** evaluation, without dropout, as PyTorch's eval mode.
+** ANE: the base is staged once, at the first step, and again only when params is another buffer
+** (its contents must not change in place); adapter NULL (forward only) computes params alone,
+** e.g. a merged model evaluated on the same backend (over an int8 base: the int8 matrices with
+** params' other tensors). */
 typedef struct {
     const float *params;
     float *grads;
@@ -89,7 +93,9 @@ static inline int backend_step(Backend *be, const float *params, float *grads, c
 **   any base tensor is computed, and no buffer for one exists.
 ** int8: the seven layer matrices as per-row int8 (model/quant.h), dequantized on the fly; the
 **   fp32 copies of those matrices in StepArgs.params are then never read. Needs lora or
-**   forward-only steps (int8 weights cannot train). */
+**   forward-only steps (int8 weights cannot train). The backend keeps the pointer: the
+**   Int8Weights must outlive it and not change (ANE: read when the base is staged, at the first
+**   step, into the device surfaces as int8 values and row scales; no fp32 copy is made). */
 typedef struct {
     const LoraLayout *lora;
     const Int8Weights *int8;

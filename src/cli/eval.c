@@ -25,11 +25,11 @@ static const char *eval_help =
     "token), from the start of the file.\n"
     "\n"
     "  --model PATH      an anetrain checkpoint, a llama2.c .bin, or a HF directory\n"
-    "  --adapter DIR     a LoRA adapter (PEFT directory, e.g. from `anetrain finetune`): cpu runs\n"
-    "                    it unmerged beside the weights, ane merges it into them\n"
-    "  --int8            the model's layer matrices as int8 (one fp16-valued scale per row),\n"
-    "                    dequantized on the fly (cpu backend): the loss of the int8 model, and\n"
-    "                    the memory it saves is printed\n"
+    "  --adapter DIR     a LoRA adapter (PEFT directory, e.g. from `anetrain finetune`), run\n"
+    "                    unmerged beside the weights\n"
+    "  --int8            the model's layer matrices as int8 (one fp16-valued scale per row;\n"
+    "                    cpu: dequantized on the fly, ane: int8 values with the scales applied in\n"
+    "                    the kernels): the loss of the int8 model, and the memory it saves\n"
     "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab\n"
     "  --seq T           tokens per window (default min(256, model max_seq))\n"
     "  --batch B         windows evaluated together (default 8)\n"
@@ -64,10 +64,6 @@ int cli_eval(int argc, char **argv) {
         return cli_fail("eval", &err);
     if (!model) return err_set(&err, "--model: a model path is required"), cli_fail("eval", &err);
     if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
-    int on_cpu = !strcmp(backend, "cpu");
-    if (int8 && !on_cpu)
-        return err_set(&err, "--int8: the %s backend takes no int8 base yet (use --backend cpu)", backend),
-               cli_fail("eval", &err);
     parallel_init(threads);
     blas_set_threads(threads);
 
@@ -96,7 +92,7 @@ int cli_eval(int argc, char **argv) {
     }
     if (max_windows > 0 && (size_t)max_windows < windows) windows = (size_t)max_windows;
     if ((size_t)batch > windows) batch = (int)windows;
-    /* The adapter: unmerged over the frozen base on cpu, merged into the weights elsewhere. */
+    /* The adapter: unmerged over the frozen base. */
     LoraLayout lora;
     float *adapter = NULL;
     if (adapter_dir && lora_load(adapter_dir, cfg, &lora, &adapter, &err) != 0) {
@@ -104,11 +100,6 @@ int cli_eval(int argc, char **argv) {
         tokfile_free(&tf);
         free(params);
         return cli_fail("eval", &err);
-    }
-    if (adapter && !on_cpu) {
-        lora_merge_into(&lora, &layout, params, adapter);
-        free(adapter);
-        adapter = NULL;
     }
     /* int8: quantized here, the fp32 pages of those matrices given back (never read again). */
     Int8Weights q;

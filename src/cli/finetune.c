@@ -61,7 +61,7 @@ static const char *finetune_help =
     "                        the seed, step and position: runs repeat exactly. cpu backend only\n"
     "  --int8                keep the frozen base's layer matrices as int8 (one scale per row),\n"
     "                        dequantized on the fly: about a quarter of their fp32 memory, at a\n"
-    "                        small loss cost (see README). cpu backend only\n"
+    "                        small loss cost (see README)\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
@@ -95,12 +95,12 @@ static const char *finetune_help_more =
     "  --loss-scale dynamic|off|N  as `train` (default: off on cpu, dynamic on ane)\n"
     "  --threads N           threads (default: all cores)\n"
     "\n"
-    "How it runs: on the cpu backend the adapters run beside the frozen weights, unmerged\n"
+    "How it runs: the adapters run beside the frozen weights, unmerged\n"
     "(y = W x + (alpha/r) B A dropout(x)), and the backward pass computes the adapter's gradients\n"
     "only: no weight gradient GEMMs, no gradient or optimizer state for the frozen model. On the\n"
-    "ane backend (for now) the adapted matrices W + (alpha/r) B A are merged into the weights each\n"
-    "step and the full weight gradient is projected onto A and B (no dropout there). Ctrl-C saves\n"
-    "the adapter and exits (there is no --resume for fine-tuning yet).\n"
+    "ane backend A and B are dynamic kernel inputs restaged every step while the frozen base is\n"
+    "staged once; LoRA dropout is cpu-only (on ane the mask would be one more [in][T] input per\n"
+    "module). Ctrl-C saves the adapter and exits (there is no --resume for fine-tuning yet).\n"
     "\n"
     "examples:\n"
     "  anetrain finetune --init Qwen3-0.6B/ --data my_text.txt --steps 300\n"
@@ -409,11 +409,7 @@ static int run(FinetuneArgs *a, Err *err) {
     if (o->lora.dropout > 0) printf("lora    dropout %g on the adapter path's input\n", (double)o->lora.dropout);
     printf("memory  AdamW state %.2f MiB (full fine-tuning: %.1f MiB)", (double)trainer_optimizer_bytes(&tr) / 1048576.0,
            full_state / 1048576.0);
-    if (tr.lora_merged)
-        printf("; merged path: full gradient %.1f MiB and frozen copy of the adapted matrices %.1f MiB\n",
-               (double)tr.layout.n_floats * sizeof(float) / 1048576.0,
-               (double)tr.lora.n_base_floats * sizeof(float) / 1048576.0);
-    else printf("; no base gradient\n");
+    printf("; no base gradient\n");
     if (tr.has_int8)
         printf("int8    layer matrices %.1f MiB as int8 + scales (fp32: %.1f MiB; %.1f MiB of fp32 pages released)\n",
                (double)quant_int8_bytes(&tr.int8) / 1048576.0, (double)quant_int8_fp32_bytes(&tr.layout) / 1048576.0,

@@ -3,10 +3,9 @@
 ** (see lora.h).
 **
 ** This module never touches the frozen base except through the copy lora_base_copy makes and
-** the working buffer lora_merge writes; the merged path never trains what it cannot compute as
-** PEFT does (dropout on the adapter input: lora_check_merged), and no file is loaded that it
-** would read differently from PEFT: every adapter_config.json option that changes the function
-** is checked, not ignored. The dropout masks of the unmerged path are defined here (lora.h).
+** the working buffer lora_merge writes (the merged reference form, lora.h), and no file is
+** loaded that it would read differently from PEFT: every adapter_config.json option that
+** changes the function is checked, not ignored. The dropout masks are defined here (lora.h).
 */
 #include "lora.h"
 
@@ -115,17 +114,6 @@ int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg,
     }
     lo->n_floats = off;
     lo->n_base_floats = base_off;
-    return 0;
-}
-
-int lora_check_merged(const LoraConfig *cfg, const char *backend, Err *err) {
-    if (cfg->dropout != 0)
-        return err_set(err,
-                       "--lora-dropout: expected 0 on the %s backend, found %g: LoRA dropout drops the input of the "
-                       "adapter path only (y = W x + s B A dropout(x)), which the %s backend cannot express yet "
-                       "(it trains the merged weight W + s B A); it is not approximated. The cpu backend trains "
-                       "it unmerged",
-                       backend, (double)cfg->dropout, backend);
     return 0;
 }
 

@@ -13,20 +13,15 @@
 **     base    wq    wk    wv    wo    w1    w3    w2
 **     PEFT    self_attn.{q,k,v,o}_proj       mlp.{gate,up,down}_proj
 **
-** How a step trains it, two ways (trainer.h picks one per backend):
-**   unmerged (the CPU backend, backend_cpu_create_frozen with a FrozenBase): the backend takes
-**     the adapter and computes each targeted linear as y = W x + s B A drop(x), with the
-**     gradients of A and B alone (see backend/cpu.c); drop is LoRA dropout, a pure function of
-**     a seed and the position (lora_dropout_mask below);
-**   merged (backends without native adapters; the ANE backend for now): lora_merge writes
-**     W_eff of every targeted matrix into the working parameter buffer the backend runs on (the
-**     base of those matrices is kept aside, frozen, in a copy); the backend returns the full
-**     gradient dL/dW_eff; lora_grad projects it onto the adapter:
+** How a step trains it: the backend (backend_*_create_frozen with a FrozenBase) takes the
+** adapter and computes each targeted linear as y = W x + s B A drop(x), with the gradients of A
+** and B alone (see backend/cpu.c, backend/ane/kernels.c); drop is LoRA dropout, a pure function
+** of a seed and the position (lora_dropout_mask below; the cpu backend only).
+** The merged form is kept as the reference the tests check the backends against: lora_merge
+** writes W_eff of every targeted matrix into a copy of the parameters, a full-training backend
+** returns the full gradient dL/dW_eff, and lora_grad projects it onto the adapter:
 **
-**         dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
-**
-**     which costs every dW GEMM and a full gradient buffer, and cannot express dropout on the
-**     adapter path's input alone: only dropout 0 trains that way (lora_check_merged).
+**     dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
 **
 ** All adapter tensors are one contiguous fp32 buffer with named views (like params.h), so
 ** the adapter's gradients and AdamW moments are each one buffer of the same layout:
@@ -96,10 +91,6 @@ void lora_targets_format(unsigned targets, char *buf, size_t size);
 ** [0, 1) and targets (at least one). `what` names the source for messages ("--lora-rank" or a
 ** file). */
 int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg, const char *what, Err *err);
-
-/* Fails, saying why, for a configuration the merged path (lora_merge + lora_grad, which the
-** trainer still uses on backends without native adapters) cannot train faithfully: dropout > 0. */
-int lora_check_merged(const LoraConfig *cfg, const char *backend, Err *err);
 
 /* LoRA dropout (PEFT: nn.Dropout(p) on the adapter path's input, x -> A drop(x)), as a pure
 ** function so that nothing is stored and a step is reproducible from its seed. Element (c, t)

@@ -52,11 +52,6 @@ Backend *backend_create_frozen(const char *name, const ParamLayout *layout, cons
     return NULL;
 }
 
-/* ==== LoRA on backends without native adapters: the merged path (see trainer.h). The ANE
-** backend is the one left; when it takes adapters in StepArgs this returns 0 for it too and
-** the merged path (lora_base, grads, lora_grad, lora_merge below) can go. ==== */
-int lora_backend_is_merged(const char *name) { return name && !strcmp(name, "ane"); }
-
 uint64_t lora_step_dropout_seed(uint64_t seed, uint64_t step, int micro) {
     return lora_splitmix(lora_splitmix(lora_splitmix(seed ^ 0x6c6f7261ull) ^ step) ^ (uint64_t)micro);
 }
@@ -92,17 +87,11 @@ static int check_options(const TrainOptions *o, const ModelConfig *cfg, Err *err
 }
 
 /* LoRA: a fresh adapter (PEFT's init, so the model starts as the base), its gradients and
-** moments; merged runs also the frozen copy of the targeted matrices and the working buffer's
-** first merge. */
+** moments. */
 static int lora_setup(Trainer *tr, Err *err) {
     const TrainOptions *o = &tr->opt;
     if (lora_layout(&tr->lora, &tr->layout.cfg, &o->lora, "LoRA", err) != 0) return -1;
     size_t n = tr->lora.n_floats;
-    if (tr->lora_merged) {
-        tr->lora_base =
-            err_malloc(tr->lora.n_base_floats * sizeof(float), "frozen copy of the LoRA-targeted matrices", err);
-        if (!tr->lora_base) return -1;
-    }
     tr->adapter = err_malloc(n * sizeof(float), "LoRA adapter", err);
     if (!tr->adapter) return -1;
     tr->adapter_grads = err_calloc(n, sizeof(float), "LoRA adapter gradients", err);
@@ -115,10 +104,6 @@ static int lora_setup(Trainer *tr, Err *err) {
     rng_seed(&rng, o->seed ^ 0x10ada9ull);
     lora_init(&tr->lora, tr->adapter, &rng);
     lora_optim_layout(&tr->lora, &tr->lora_optim);
-    if (tr->lora_merged) {
-        lora_base_copy(&tr->lora, &tr->layout, tr->params, tr->lora_base);
-        lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
-    }
     return 0;
 }
 
@@ -159,15 +144,7 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     if (tr->opt.seq == 0) tr->opt.seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
     opt = &tr->opt;
     if (check_options(opt, cfg, err) != 0) goto fail;
-    tr->lora_merged = lora && lora_backend_is_merged(opt->backend);
-    if (tr->lora_merged) {
-        if (lora_check_merged(&opt->lora, opt->backend, err) != 0) goto fail;
-        if (opt->int8) {
-            err_set(err, "--int8: the %s backend takes no int8 base yet (use --backend cpu)", opt->backend);
-            goto fail;
-        }
-    }
-    if (!lora || tr->lora_merged) { /* unmerged LoRA computes no gradient of the base */
+    if (!lora) { /* LoRA computes no gradient of the base */
         tr->grads = err_calloc(n, sizeof(float), "gradients", err);
         if (!tr->grads) goto fail;
     }
@@ -202,8 +179,8 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
                 tr->int8_released_bytes += mem_release_pages(tr->params + tr->layout.t[k].offset,
                                                              tr->layout.t[k].numel * sizeof(float));
     }
-    if (lora && !tr->lora_merged) {
-        FrozenBase frozen = {&tr->lora, tr->has_int8 ? &tr->int8 : NULL};
+    if (lora || tr->has_int8) {
+        FrozenBase frozen = {lora ? &tr->lora : NULL, tr->has_int8 ? &tr->int8 : NULL};
         tr->backend = backend_create_frozen(opt->backend, &tr->layout, &frozen, opt->batch, opt->seq, &opt->ane, err);
     } else {
         tr->backend = backend_create(opt->backend, &tr->layout, opt->batch, opt->seq, &opt->ane, err);
@@ -223,7 +200,6 @@ void trainer_free(Trainer *tr) {
     free(tr->v);
     free(tr->inputs);
     free(tr->targets);
-    free(tr->lora_base);
     free(tr->adapter);
     free(tr->adapter_grads);
     free(tr->adapter_m);
@@ -243,14 +219,13 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
     if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
     if (tr->adapter_grads) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
-    int unmerged = tr->adapter && !tr->lora_merged; /* the backend takes the adapter (StepArgs) */
     double loss_sum = 0;
     for (int a = 0; a < o->accum; a++) {
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
-        StepArgs args = {tr->params, tr->grads, unmerged ? tr->adapter : NULL, unmerged ? tr->adapter_grads : NULL,
-                         tr->inputs, tr->targets, o->batch, o->seq, scale / (float)o->accum, NULL,
-                         unmerged ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
+        StepArgs args = {tr->params, tr->grads, tr->adapter, tr->adapter_grads, tr->inputs, tr->targets,
+                         o->batch, o->seq, scale / (float)o->accum, NULL,
+                         tr->adapter ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
         if (tr->backend->step(tr->backend, &args, &loss, err) != 0) return -1;
         loss_sum += loss;
     }
@@ -259,8 +234,6 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     double t0 = now_seconds();
     double norm;
     if (tr->adapter) { /* LoRA: the adapter alone trains */
-        if (tr->lora_merged) /* the backend's dL/dW_eff projected onto the adapter */
-            lora_grad(&tr->lora, &tr->layout, tr->grads, tr->adapter, tr->adapter_grads);
         norm = grad_global_norm(tr->adapter_grads, tr->lora.n_floats) / scale;
     } else {
         norm = grad_global_norm(tr->grads, n) / scale;
@@ -283,7 +256,6 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
         if (tr->adapter) {
             adamw_step(&tr->lora_optim, &o->adam, tr->adapter, tr->adapter_grads, tr->adapter_m, tr->adapter_v, lr, t,
                        grad_clip_coef(norm, o->clip) / scale);
-            if (tr->lora_merged) lora_merge(&tr->lora, &tr->layout, tr->lora_base, tr->adapter, tr->params);
         } else {
             adamw_step(&tr->layout, &o->adam, tr->params, tr->grads, tr->m, tr->v, lr, t,
                        grad_clip_coef(norm, o->clip) / scale);
@@ -314,8 +286,8 @@ int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t 
         return err_set(err, "%s: the validation split (%zu tokens) is shorter than one window of %d tokens",
                        o->data_path, tr->loader.n_val, T + 1);
     if (o->eval_batches > 0 && windows > (size_t)o->eval_batches * o->batch) windows = (size_t)o->eval_batches * o->batch;
-    return eval_loss(be, tr->params, tr->adapter && !tr->lora_merged ? tr->adapter : NULL, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs, targets,
-                     val_loss, NULL, err);
+    return eval_loss(be, tr->params, tr->adapter, tr->data.tokens + tr->loader.n_train, windows, o->batch, T, inputs,
+                     targets, val_loss, NULL, err);
 }
 
 int trainer_eval(Trainer *tr, double *val_loss, Err *err) {

@@ -12,17 +12,13 @@
 ** LoRA fine-tuning (TrainOptions.lora.rank > 0, see lora.h): the base model is frozen and
 ** only the adapter trains; the norm, clipping and AdamW see only the adapter's gradients; the
 ** AdamW moments exist for the adapter alone (m and v stay NULL). Loss scaling and accumulation
-** work as in full training. Two ways to run the step, chosen by the backend:
-**   unmerged (cpu): params is the frozen base and the backend a frozen-base one
-**     (backend_cpu_create_frozen); each micro-batch passes the adapter, adapter_grads and a
-**     dropout seed in StepArgs, and the backend computes the adapter's gradients alone: there is
-**     no full gradient buffer (grads NULL) and no copy of the base. With TrainOptions.int8 the
-**     seven layer matrices are quantized at load (model/quant.h) and their fp32 pages in params
-**     released (mem_release_pages): the backend dequantizes the int8 ones on the fly.
-**   merged (ane, until its backend takes adapters natively; see lora_backend_is_merged): params
-**     is a working buffer whose targeted matrices are W + s B A, refreshed after every update
-**     from the frozen copy lora_base; the backend computes the full gradient (grads) and
-**     lora_grad projects it onto the adapter. Dropout cannot be expressed there: refused.
+** work as in full training. params is the frozen base and the backend a frozen-base one
+** (backend_create_frozen, on cpu and ane alike): each micro-batch passes the adapter,
+** adapter_grads and a dropout seed in StepArgs, and the backend computes the adapter's gradients
+** alone: there is no full gradient buffer (grads NULL) and no copy of the base. With
+** TrainOptions.int8 the seven layer matrices are quantized at load (model/quant.h) and their fp32
+** pages in params released (mem_release_pages): the backend reads the int8 ones (cpu: dequantized
+** on the fly; ane: staged once as int8 values with per-row scales applied in the kernels).
 ** The dropout seed of micro-batch a of step k is lora_step_dropout_seed(seed, k, a): a function
 ** of the run's seed and the position in the run only.
 */
@@ -87,12 +83,10 @@ typedef struct {
     int32_t *inputs, *targets; /* [B][T] */
     /* LoRA runs only (all NULL otherwise): the adapter's layout, and the adapter, its gradients
     ** and AdamW moments [lora.n_floats each]; lora_optim is the adapter's one-tensor layout for
-    ** adamw_step. Merged runs only (lora_merged 1): grads, and the frozen copies of the targeted
-    ** matrices lora_base [lora.n_base_floats]; unmerged runs have neither. */
+    ** adamw_step. grads, m and v are NULL in LoRA runs. */
     LoraLayout lora;
     ParamLayout lora_optim;
-    int lora_merged;
-    float *lora_base, *adapter, *adapter_grads, *adapter_m, *adapter_v;
+    float *adapter, *adapter_grads, *adapter_m, *adapter_v;
     /* TrainOptions.int8: the base's int8 matrices (has_int8 1) and the fp32 bytes released */
     Int8Weights int8;
     int has_int8;
@@ -135,10 +129,6 @@ Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, 
 /* The same over a frozen base (frozen may be NULL: backend_create). */
 Backend *backend_create_frozen(const char *name, const ParamLayout *layout, const FrozenBase *frozen, int max_B,
                                int max_T, const AneBackendOptions *ane, Err *err);
-
-/* 1 when LoRA on backend `name` runs merged (lora_merge + full gradient + lora_grad) because the
-** backend takes no adapter yet: "ane" for now. The one place to switch it over. */
-int lora_backend_is_merged(const char *name);
 
 /* The LoRA dropout seed (StepArgs.dropout_seed) of micro-batch `micro` of step `step` (0-based)
 ** of a run seeded `seed`:  sm(sm(sm(seed ^ 0x6c6f7261) ^ step) ^ micro)  with splitmix64's

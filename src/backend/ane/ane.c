@@ -10,6 +10,12 @@
 **                   changes them in place between calls and the interface carries no version.
 **                   Measured: 45 ms of a 4.1 s stories110m step (1%), so a version counter
 **                   would save little even with gradient accumulation.
+**                   LoRA over a frozen base (backend_ane_create_frozen): the base is staged at
+**                   the first step and kept (again only if params is another buffer); only the
+**                   adapter's s A and B regions are staged every step. An int8 base
+**                   (FrozenBase.int8): likewise once, its seven matrices as their int8 values
+**                   and row scales read from the Int8Weights (kernels.c, "int8 base"); the
+**                   parameter buffer's copies of those matrices are never read.
 **   forward         embedding (CPU); per layer and sequence: rstd1 (CPU, fp32), stage x and
 **                   rstd1, evaluate layer_fwd, keep its taps (fp16) and x_next (fp32)
 **   head            final norm, classifier, cross-entropy and its gradient, classifier dx (CPU,
@@ -28,6 +34,19 @@
 ** not this CPU; on the emulator, whose device work already runs on every core, it only adds
 ** contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step; stories110m 4.08 -> 3.99 s with
 ** the split, 4.45 s without), so its default (-1) turns it on for a real device only.
+**
+** LoRA over a frozen base: the kernels compute the adapter path unmerged (kernels.c, "LoRA") and
+** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
+** dB = dy u^T per targeted module (job_lora_layer). No gradient of any base tensor (matrices,
+** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout is
+** refused (see backend_ane_create_frozen). bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
+** all seven modules against full training, alternating runs: weights staged 2.8 vs 169.9 MB per
+** step, staging 18 vs 38-55 ms, dW 62-84 vs 570-770 ms, AdamW 2-6 vs 160-260 ms, the device the
+** same within the noise (+1.6% FLOPs); a step 1.6-2.2 s vs 1.7-3.6 s.
+**
+** int8 base: forward-only steps (with or without an adapter) or LoRA steps; the backend keeps a
+** pointer to the caller's Int8Weights and no copy of them (the surfaces hold them in fp16 as they
+** hold the fp32 base). The kernels are the int8 variant of the same two (2 compiles).
 **
 ** Gradient contract (backend.h): dloss is scaled by grad_scale before anything is rounded to
 ** fp16, so the scaled gradient is what flows through the device; weight gradients accumulate
@@ -79,6 +98,7 @@ typedef struct {
 typedef struct {
     float *xn1, *att, *xn2, *g, *h3, *dh1, *dh3, *dq, *dk, *dv, *dxn1, *dxn2;
     float *tq, *tk, *rq, *rk, *dq_raw, *dk_raw;
+    float *lu, *lv; /* LoRA only: one module's u and v taps [R][S] */
 } WorkerScratch;
 
 typedef struct AneBackend AneBackend;
@@ -121,6 +141,19 @@ struct AneBackend {
     int q_head, q_len, quit;
     /* what the jobs read and write: set by step before any job is submitted */
     ParamViews w, dw;
+
+    /* LoRA over a frozen base (backend_ane_create_frozen), else has_lora 0. The base is staged
+    ** into the surfaces once, at the first step (base_staged: the params it came from; a step
+    ** with another buffer restages it), the adapter at every step. */
+    int has_lora;
+    LoraLayout lora;
+    const float *base_staged;
+    const float *adapter;  /* this step's adapter and gradient (set before any job is submitted) */
+    float *adapter_grads;
+    /* An int8 frozen base (FrozenBase.int8, the caller's; read at staging time, never copied), else
+    ** NULL. frozen: has_lora or int8, a base staged once and never trained. */
+    const Int8Weights *int8;
+    int frozen;
 
     /* counters */
     BackendStats st;
@@ -191,15 +224,20 @@ static void norm_dw(float *dw, const float *dxn, const float *xh, int C, int T, 
     }
 }
 
-/* dW [O][In] += dY [O][T] X^T, both with row stride S (only the T real columns). */
+/* dW [O][In] += alpha dY [O][T] X^T, both with row stride S (only the T real columns). */
+static void gemm_dw_scaled(float *dW, float alpha, const float *dY, const float *X, int O, int In, int T, int S) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, alpha, dY, S, X, S, 1.0f, dW, In);
+}
+
 static void gemm_dw(float *dW, const float *dY, const float *X, int O, int In, int T, int S) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, 1.0f, dY, S, X, S, 1.0f, dW, In);
+    gemm_dw_scaled(dW, 1.0f, dY, X, O, In, T, S);
 }
 
 /* ------------------------------------------------------------------ the dW worker */
 
 /* Qwen3's per-head norm backward on the CPU: from d(normed, weighted q) [NH*D][S] and the
-** normalized taps (qhat, rstd), writes d q_raw and accumulates the norm weight gradient. */
+** normalized taps (qhat, rstd), writes d q_raw and accumulates the norm weight gradient (dwn NULL:
+** a frozen norm weight, none). */
 static void head_norm_bwd(float *dq_raw, float *dwn, const float *dqn, const float *qhat, const float *rq,
                           const float *wn, int NH, int D, int T, int S) {
     for (int h = 0; h < NH; h++) {
@@ -212,7 +250,7 @@ static void head_norm_bwd(float *dq_raw, float *dwn, const float *dqn, const flo
             for (int d = 0; d < D; d++)
                 o[(size_t)d * S + t] = r[t] * (wn[d] * dn[(size_t)d * S + t] - qh[(size_t)d * S + t] * dot);
         }
-        for (int d = 0; d < D; d++) {
+        for (int d = 0; dwn && d < D; d++) {
             float acc = 0;
             for (int t = 0; t < T; t++) acc += dn[(size_t)d * S + t] * qh[(size_t)d * S + t];
             dwn[d] += acc;
@@ -288,6 +326,74 @@ static void job_layer(AneBackend *m, const Job *j) {
     gemm_dw(G->wv + (size_t)l * K * C, w->dv, w->xn1, K, C, T, S);
 }
 
+/* The adapter's gradients of layer l for sequence b (LoRA over a frozen base: no gradient of any
+** base tensor). Module m computes y = W x + B u with u = (s A) x (the u tap), and the device
+** returned v = B^T dy (the v tap), so with x and dy as the full-training job has them:
+**     dB [out][R] += dy u^T = s dy (A x)^T        dA [R][in] += s v x^T = s (B^T dy) x^T
+** x: xn1 for q, k, v; att for o; xn2 for gate, up; g for down. dy: d q_raw, d k_raw, dv; dx_mid;
+** dh1, dh3; dy (the layer's output gradient). Only what the targeted modules need is converted. */
+static void job_lora_layer(AneBackend *m, const Job *j) {
+    const AneLayerPlan *p = &m->plan;
+    const LoraLayout *lo = &m->lora;
+    int l = j->layer, b = j->b, T = j->T, S = m->S, C = p->C, F = p->F, Q = p->Q, K = p->K, D = p->D;
+    int R = lo->cfg.rank;
+    const Slot *s = &m->slots[j->slot];
+    WorkerScratch *w = &m->ws;
+    const ParamViews *P = &m->w;
+    const uint16_t *bout = s->bout;
+#define BOUT(id) (bout + (size_t)p->bwd[id].off * S)
+#define ON(mod) (lo->t[mod].present)
+    if (ON(LORA_Q) || ON(LORA_K) || ON(LORA_V)) { /* xn1 = x * rstd1 * rms_att */
+        const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < S; t++) w->xn1[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
+        scale_rows(w->xn1, P->rms_att + (size_t)l * C, C, S);
+    }
+    if (ON(LORA_GATE) || ON(LORA_UP)) { /* xn2 = xhat2 * rms_ffn */
+        f16_rows(w->xn2, tap(m, l, b, AF_XH2), C, S);
+        scale_rows(w->xn2, P->rms_ffn + (size_t)l * C, C, S);
+    }
+    if (ON(LORA_DOWN)) { /* g = silu(h1) * h3 */
+        f16_rows(w->g, tap(m, l, b, AF_H1), F, S);
+        f16_rows(w->h3, tap(m, l, b, AF_H3), F, S);
+        for (size_t i = 0; i < (size_t)F * S; i++) {
+            float h = w->g[i];
+            w->g[i] = h / (1.0f + expf(-h)) * w->h3[i];
+        }
+    }
+    if (ON(LORA_O)) f16_rows(w->att, tap(m, l, b, AF_ATT), Q, S);
+    if (ON(LORA_GATE)) f16_rows(w->dh1, BOUT(AB_DH1), F, S);
+    if (ON(LORA_UP)) f16_rows(w->dh3, BOUT(AB_DH3), F, S);
+    if (ON(LORA_V)) f16_rows(w->dv, BOUT(AB_DV), K, S);
+    const float *dq_raw = w->dq, *dk_raw = w->dk;
+    if (ON(LORA_Q)) f16_rows(w->dq, BOUT(AB_DQ), Q, S);
+    if (ON(LORA_K)) f16_rows(w->dk, BOUT(AB_DK), K, S);
+    if (p->qk_norm && ON(LORA_Q)) { /* d q_raw through the (frozen) head norm */
+        f16_rows(w->tq, tap(m, l, b, AF_Q), Q, S);
+        f16_rows(w->rq, tap(m, l, b, AF_RSTDQ), p->H, S);
+        head_norm_bwd(w->dq_raw, NULL, w->dq, w->tq, w->rq, P->q_norm + (size_t)l * D, p->H, D, T, S);
+        dq_raw = w->dq_raw;
+    }
+    if (p->qk_norm && ON(LORA_K)) {
+        f16_rows(w->tk, tap(m, l, b, AF_K), K, S);
+        f16_rows(w->rk, tap(m, l, b, AF_RSTDK), p->KV, S);
+        head_norm_bwd(w->dk_raw, NULL, w->dk, w->tk, w->rk, P->k_norm + (size_t)l * D, p->KV, D, T, S);
+        dk_raw = w->dk_raw;
+    }
+    const float *xs[LORA_MODULES] = {w->xn1, w->xn1, w->xn1, w->att, w->xn2, w->xn2, w->g};
+    const float *dys[LORA_MODULES] = {dq_raw, dk_raw, w->dv, s->dxm, w->dh1, w->dh3, s->dy};
+    for (int mod = 0; mod < LORA_MODULES; mod++) {
+        if (!ON(mod)) continue;
+        const LoraTensor *t = &lo->t[mod];
+        f16_rows(w->lu, tap(m, l, b, AF_LORA_U + mod), R, S);
+        f16_rows(w->lv, BOUT(AB_LORA_V + mod), R, S);
+        gemm_dw(lora_B(lo, m->adapter_grads, (LoraModule)mod, l), dys[mod], w->lu, t->out, R, T, S);
+        gemm_dw_scaled(lora_A(lo, m->adapter_grads, (LoraModule)mod, l), lo->scale, w->lv, xs[mod], R, t->in, T, S);
+    }
+#undef ON
+#undef BOUT
+}
+
 /* The classifier's weight gradient for sequence b: dWcls [V][C] += dlogits [V][T] xf^T. */
 static void job_cls(AneBackend *m, const Job *j) {
     const ModelConfig *cfg = &m->layout.cfg;
@@ -296,7 +402,8 @@ static void job_cls(AneBackend *m, const Job *j) {
 }
 
 static void job_run(AneBackend *m, const Job *j) {
-    if (j->kind == JOB_LAYER) job_layer(m, j);
+    if (j->kind == JOB_LAYER && m->has_lora) job_lora_layer(m, j);
+    else if (j->kind == JOB_LAYER) job_layer(m, j);
     else job_cls(m, j);
 }
 
@@ -364,8 +471,10 @@ typedef struct {
     uint16_t **base; /* [L] locked input surfaces */
 } StageJob;
 
-static const int weight_regions[] = {AR_RMS_ATT, AR_RMS_FFN, AR_QNORM, AR_KNORM, AR_WQ, AR_WK,
-                                     AR_WV,      AR_WO,      AR_W1,    AR_W3,    AR_W2};
+static const int weight_regions[] = {AR_RMS_ATT,   AR_RMS_FFN,   AR_QNORM,     AR_KNORM,     AR_WQ,
+                                     AR_WK,        AR_WV,        AR_WO,        AR_W1,        AR_W3,
+                                     AR_W2,        AR_SCALE + 0, AR_SCALE + 1, AR_SCALE + 2, AR_SCALE + 3,
+                                     AR_SCALE + 4, AR_SCALE + 5, AR_SCALE + 6};
 enum { N_WEIGHT_REGIONS = sizeof weight_regions / sizeof weight_regions[0] };
 
 /* The parameters of region `id` of layer l. */
@@ -387,24 +496,80 @@ static const float *weight_src(const AneBackend *m, int id, int l) {
     }
 }
 
+/* The seven matrices in the module order of the plan's AR_SCALE regions (q k v o gate up down). */
+static const int matrix_regions[ANE_LORA_MODULES] = {AR_WQ, AR_WK, AR_WV, AR_WO, AR_W1, AR_W3, AR_W2};
+static const TensorKind matrix_kinds[ANE_LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
+
+/* Module index of a matrix region, or -1. */
+static int matrix_module(int id) {
+    for (int m = 0; m < ANE_LORA_MODULES; m++)
+        if (matrix_regions[m] == id) return m;
+    return -1;
+}
+
+/* Region `id` of layer l into its surface. Over an int8 base the seven matrices come from the
+** Int8Weights (q * ANE_INT8_STEP, and the row scales s / ANE_INT8_STEP, all exact in fp16), never
+** from the parameter buffer; the rest is fp32 -> fp16 from params. */
 static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
     (void)worker;
     StageJob *j = ctx;
+    const AneBackend *m = j->m;
     for (int task = begin; task < end; task++) {
         int l = task / N_WEIGHT_REGIONS, id = weight_regions[task % N_WEIGHT_REGIONS];
-        if (j->m->plan.reg[id].n) ane_region_put_f32(&j->m->plan, j->base[l], id, weight_src(j->m, id, l));
+        if (!m->plan.reg[id].n) continue;
+        int mod = matrix_module(id);
+        if (id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES)
+            ane_region_put_f32_scaled(&m->plan, j->base[l], id,
+                                      quant_int8_scale(m->int8, matrix_kinds[id - AR_SCALE], l), 1.0f / ANE_INT8_STEP);
+        else if (mod >= 0 && m->int8)
+            ane_region_put_i8(&m->plan, j->base[l], id, quant_int8_q(m->int8, matrix_kinds[mod], l));
+        else
+            ane_region_put_f32(&m->plan, j->base[l], id, weight_src(m, id, l));
     }
 }
 
-/* Every layer's weights into its surface, fp32 -> fp16 (on the pool: nothing evaluates now). */
-static void stage_weights(AneBackend *m) {
+/* The adapter of every layer: region AR_LORA_A + m gets s A_m (the scale folded in in fp32),
+** AR_LORA_B + m gets B_m; without an adapter (NULL), zeros. Tasks: layer x (A or B) x module. */
+static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    StageJob j = *(StageJob *)ctx;
+    const LoraLayout *lo = &j.m->lora;
+    const AneLayerPlan *p = &j.m->plan;
+    float *adapter = (float *)j.m->adapter; /* lora_A/lora_B take a mutable buffer; nothing is written */
+    for (int task = begin; task < end; task++) {
+        int l = task / (2 * LORA_MODULES), is_b = task / LORA_MODULES % 2, mod = task % LORA_MODULES;
+        if (!lo->t[mod].present) continue;
+        if (!adapter) {
+            const AneRegion *r = &p->reg[(is_b ? AR_LORA_B : AR_LORA_A) + mod];
+            for (long long i = 0, row = 0; i < r->n; i += r->width, row++)
+                memset(j.base[l] + row * p->in_S + r->off, 0, sizeof(uint16_t) * (size_t)r->width);
+        } else if (is_b)
+            ane_region_put_f32(&j.m->plan, j.base[l], AR_LORA_B + mod, lora_B(lo, adapter, (LoraModule)mod, l));
+        else
+            ane_region_put_f32_scaled(&j.m->plan, j.base[l], AR_LORA_A + mod, lora_A(lo, adapter, (LoraModule)mod, l),
+                                      lo->scale);
+    }
+}
+
+/* Every layer's weights into its surface, fp32 -> fp16 (on the pool: nothing evaluates now).
+** Full training: every weight, every step. A frozen base (LoRA, int8, or both): the base only when
+** params is not the buffer already staged (so once), the adapter every step. */
+static void stage_weights(AneBackend *m, const float *params) {
     int L = m->layout.cfg.n_layers;
+    int base = !m->frozen || params != m->base_staged;
     for (int l = 0; l < L; l++) m->bases[l] = m->dev->surface_lock(m->dev, m->in[l], 0);
     StageJob j = {m, m->bases};
-    parallel_for(L * N_WEIGHT_REGIONS, stage_weights_worker, &j);
-    for (int l = 0; l < L; l++) m->dev->surface_unlock(m->dev, m->in[l], 0);
     uint64_t bytes = 0;
-    for (int i = 0; i < N_WEIGHT_REGIONS; i++) bytes += 2 * (uint64_t)m->plan.reg[weight_regions[i]].n;
+    if (base) {
+        parallel_for(L * N_WEIGHT_REGIONS, stage_weights_worker, &j);
+        for (int i = 0; i < N_WEIGHT_REGIONS; i++) bytes += 2 * (uint64_t)m->plan.reg[weight_regions[i]].n;
+        m->base_staged = m->frozen ? params : NULL;
+    }
+    if (m->has_lora) {
+        parallel_for(L * 2 * LORA_MODULES, stage_adapter_worker, &j);
+        for (int i = 0; i < 2 * LORA_MODULES; i++) bytes += 2 * (uint64_t)m->plan.reg[AR_LORA_A + i].n;
+    }
+    for (int l = 0; l < L; l++) m->dev->surface_unlock(m->dev, m->in[l], 0);
     m->st.bytes_staged += bytes * L;
     m->st.bytes_staged_weights += bytes * L;
 }
@@ -456,8 +621,18 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     const int32_t *inputs = args->inputs, *targets = args->targets;
     int B = args->B, T = args->T;
     float grad_scale = args->grad_scale;
-    if (args->adapter || args->adapter_grads)
+    if (!m->has_lora && (args->adapter || args->adapter_grads))
         return err_set(err, "ane backend: an adapter was passed to a backend created without one");
+    if (m->has_lora && grads)
+        return err_set(err, "ane backend: StepArgs.grads must be NULL over a frozen base (LoRA): only the adapter "
+                            "trains, its gradients go to adapter_grads, and no base gradient is computed");
+    if (m->int8 && grads)
+        return err_set(err, "ane backend: StepArgs.grads must be NULL over an int8 base: int8 weights do not train "
+                            "(forward-only steps, or a LoRA adapter's gradients in adapter_grads)");
+    if (m->has_lora && !args->adapter && args->adapter_grads)
+        return err_set(err, "ane backend: StepArgs.adapter is NULL but adapter_grads is not: the adapter to train "
+                            "is missing");
+    int backward = grads || args->adapter_grads; /* taps kept, backward run */
     const ModelConfig *cfg = &m->layout.cfg;
     const AneLayerPlan *p = &m->plan;
     AneDevice *dev = m->dev;
@@ -468,11 +643,13 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     size_t CS = (size_t)C * S;
     params_views(&m->layout, (float *)params, &m->w);
     if (grads) params_views(&m->layout, grads, &m->dw);
+    m->adapter = args->adapter;
+    m->adapter_grads = args->adapter_grads;
     const ParamViews *w = &m->w;
     m->st.steps++;
 
     double t0 = now_seconds();
-    stage_weights(m);
+    stage_weights(m, params);
     m->st.t_stage += now_seconds() - t0;
 
     /* ---- forward ---- */
@@ -498,7 +675,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
             if (evaluate(m, m->k_fwd, m->in[l], m->out_f, "layer_fwd", l, b, err)) return -1;
             t0 = now_seconds();
             const uint16_t *o = dev->surface_lock(dev, m->out_f, 1);
-            if (grads) { /* keep every tap for the backward */
+            if (backward) { /* keep every tap for the backward */
                 memcpy(taps_at(m, l, b), o, m->fwd_elems * 2);
                 clean_tap_padding(p, taps_at(m, l, b), T, S);
                 m->st.bytes_read += m->fwd_elems * 2;
@@ -516,7 +693,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     /* ---- head: final norm, classifier, loss; with grads its backward too ---- */
     /* From here until the worker drains, two threads call BLAS at once: its thread count is
     ** global (OpenBLAS), so each gets half the cores instead of both spinning on all of them. */
-    int threads = parallel_threads(), split = grads && m->thread_started && threads > 1;
+    int threads = parallel_threads(), split = backward && m->thread_started && threads > 1;
     if (split) blas_set_threads(threads / 2);
     double total = 0;
     int lb = 0; /* logits buffer in use */
@@ -528,23 +705,31 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, V, T, C, 1.0f, w->wcls, C, xf, S, 0.0f, lg, T);
         if (logits_out) memcpy(logits_out + (size_t)b * V * T, lg, (size_t)V * T * sizeof(float));
         for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
-        LossJob lj = {lg, targets + (size_t)b * T, m->losses + (size_t)b * T, m->dloss, V, T, grads != NULL};
+        LossJob lj = {lg, targets + (size_t)b * T, m->losses + (size_t)b * T, m->dloss, V, T, backward};
         parallel_for(T, loss_worker, &lj);
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
         m->st.flops_cpu += 2.0 * V * C * T;
-        if (!grads) continue;
-        /* dxf = wcls^T dlogits; dWcls on the worker; final norm backward */
+        if (!backward) continue;
+        /* dxf = wcls^T dlogits; dWcls on the worker (frozen base: none); final norm backward */
         memset(m->dxf, 0, CS * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, T, V, 1.0f, w->wcls, C, lg, T, 0.0f, m->dxf, S);
-        submit(m, (Job){JOB_CLS, 0, b, T, lb});
-        lb ^= 1;
         float *d = m->dcur + (size_t)b * CS;
         memset(d, 0, CS * sizeof(float));
+        if (m->has_lora) { /* the input gradient alone, from xhat = x * rstd */
+            const float *xl = x_at(m, L, b);
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < S; t++) m->f32b[(size_t)c * S + t] = xl[(size_t)c * S + t] * rf[t];
+            norm_bwd_cols(d, d, m->dxf, m->f32b, rf, w->rms_final, C, T, S, m->f32c);
+            m->st.flops_cpu += 2.0 * V * C * T;
+            continue;
+        }
+        submit(m, (Job){JOB_CLS, 0, b, T, lb});
+        lb ^= 1;
         ops_rmsnorm_backward(d, m->dw.rms_final, m->dxf, x_at(m, L, b), w->rms_final, rf, C, S);
         m->st.flops_cpu += 4.0 * V * C * T;
     }
     *loss_out = total / ((double)B * T);
-    if (!grads) {
+    if (!backward) {
         m->st.t_total += now_seconds() - t_start;
         return 0;
     }
@@ -552,6 +737,11 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     /* ---- backward ---- */
     int si = 0;
     double dw_flops = 2.0 * T * ((double)p->Q * C + 2.0 * p->K * C + (double)C * p->Q + 3.0 * p->F * C);
+    if (m->has_lora) { /* dA and dB: R x (in + out) per module */
+        dw_flops = 0;
+        for (int i = 0; i < LORA_MODULES; i++)
+            if (m->lora.t[i].present) dw_flops += 2.0 * T * m->lora.cfg.rank * (m->lora.t[i].in + m->lora.t[i].out);
+    }
     for (int l = L - 1; l >= 0; l--) {
         const float *wa = w->rms_att + (size_t)l * C, *wf = w->rms_ffn + (size_t)l * C;
         for (int b = 0; b < B; b++) {
@@ -600,7 +790,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     m->st.flops_device += (double)B * L * p->bwd_flops;
     wait_for(m, NULL);
     if (split) blas_set_threads(threads);
-    for (int b = 0; b < B; b++) { /* embedding backward: after the worker (tied: the same rows as wcls) */
+    for (int b = 0; !m->has_lora && b < B; b++) { /* embedding backward: after the worker (tied: the same rows as wcls) */
         const float *d = m->dcur + (size_t)b * CS;
         const int32_t *tok = inputs + (size_t)b * T;
         for (int t = 0; t < T; t++) {
@@ -670,7 +860,7 @@ static void ane_destroy(Backend *self) {
     }
     float **ws[] = {&m->ws.xn1, &m->ws.att, &m->ws.xn2, &m->ws.g,  &m->ws.h3, &m->ws.dh1, &m->ws.dh3,
                     &m->ws.dq,  &m->ws.dk,  &m->ws.dv,  &m->ws.dxn1, &m->ws.dxn2, &m->ws.tq, &m->ws.tk,
-                    &m->ws.rq,  &m->ws.rk,  &m->ws.dq_raw, &m->ws.dk_raw};
+                    &m->ws.rq,  &m->ws.rk,  &m->ws.dq_raw, &m->ws.dk_raw, &m->ws.lu, &m->ws.lv};
     for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free(*ws[i]);
     free(m);
 }
@@ -737,11 +927,60 @@ Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, con
     return backend_ane_create_frozen(layout, NULL, max_B, max_T, opt, err);
 }
 
+/* An int8 base fits the model (its shapes and lengths) and its scales are what the kernels can hold:
+** fp16 values (quant.h), finite, >= 0, and still finite in fp16 once divided by ANE_INT8_STEP. */
+static int check_int8(const Int8Weights *q8, const ParamLayout *layout, Err *err) {
+    const ModelConfig *a = &q8->cfg, *c = &layout->cfg;
+    if (a->dim != c->dim || a->hidden_dim != c->hidden_dim || a->n_layers != c->n_layers || a->n_heads != c->n_heads ||
+        a->n_kv_heads != c->n_kv_heads || a->head_dim != c->head_dim)
+        return err_set(err, "ane backend: the int8 base is for a model of dim %d, hidden %d, %d layers, %d/%d heads of "
+                            "%d; the model is dim %d, hidden %d, %d layers, %d/%d heads of %d",
+                       a->dim, a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->head_dim, c->dim,
+                       c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
+    if (!q8->q || !q8->scale) return err_set(err, "ane backend: the int8 base has no values (quant_int8_create makes them)");
+    for (int i = 0; i < ANE_LORA_MODULES; i++) {
+        const TensorSpec *t = &layout->t[matrix_kinds[i]];
+        size_t rows = (size_t)t->layers * t->rows;
+        if (q8->q_offset[matrix_kinds[i]] + t->numel > q8->n_q || q8->scale_offset[matrix_kinds[i]] + rows > q8->n_scale)
+            return err_set(err, "ane backend: the int8 base's %s (%zu values, %zu scales) does not fit its buffers "
+                                "(%zu values, %zu scales)",
+                           t->name, t->numel, rows, q8->n_q, q8->n_scale);
+        const float *sc = q8->scale + q8->scale_offset[matrix_kinds[i]];
+        for (size_t r = 0; r < rows; r++) {
+            float v = sc[r], staged = v / ANE_INT8_STEP;
+            if (!(v >= 0) || fp16_round(v, 0) != v || !(staged <= 65504.0f))
+                return err_set(err, "ane backend: the int8 base's %s layer %zu row %zu has scale %g (expected an fp16 "
+                                    "value in [0, %g])",
+                               t->name, r / (size_t)t->rows, r % (size_t)t->rows, (double)v, 65504.0 * ANE_INT8_STEP);
+        }
+    }
+    return 0;
+}
+
 Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
                                    const AneBackendOptions *opt, Err *err) {
-    if (frozen && (frozen->lora || frozen->int8)) {
-        err_set(err, "ane backend: a frozen base (unmerged LoRA, int8) is not implemented yet");
-        return NULL;
+    const Int8Weights *int8 = frozen ? frozen->int8 : NULL;
+    if (int8 && check_int8(int8, layout, err)) return NULL;
+    const LoraLayout *lora = frozen ? frozen->lora : NULL;
+    if (lora) {
+        const ModelConfig *a = &lora->model, *c = &layout->cfg;
+        if (a->dim != c->dim || a->hidden_dim != c->hidden_dim || a->n_layers != c->n_layers ||
+            a->n_heads != c->n_heads || a->n_kv_heads != c->n_kv_heads || a->head_dim != c->head_dim) {
+            err_set(err, "ane backend: the LoRA layout is for a model of dim %d, hidden %d, %d layers, %d/%d heads of "
+                         "%d; the base is dim %d, hidden %d, %d layers, %d/%d heads of %d",
+                    a->dim, a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->head_dim, c->dim, c->hidden_dim,
+                    c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
+            return NULL;
+        }
+        /* LoRA dropout masks the adapter path's input x_m, a different mask per module and position:
+        ** on the device that is one more [in][S] input region per targeted module per sequence
+        ** (as many bytes as the activations themselves), or an RNG op MIL does not have. Not done. */
+        if (lora->cfg.dropout > 0) {
+            err_set(err, "ane backend: LoRA dropout %g is not supported (the masks would be an extra [in][S] input per "
+                         "module and sequence); use dropout 0",
+                    (double)lora->cfg.dropout);
+            return NULL;
+        }
     }
     if (max_B < 1 || max_T < 1) {
         err_set(err, "ane backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
@@ -760,7 +999,24 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->max_B = max_B;
     m->max_T = max_T;
     const ModelConfig *cfg = &layout->cfg;
-    if (ane_plan_layer(&m->plan, cfg, max_T, err)) goto fail;
+    if (lora) {
+        m->has_lora = 1;
+        m->lora = *lora;
+    }
+    m->int8 = int8;
+    m->frozen = lora || int8;
+    if (ane_plan_layer_frozen(&m->plan, cfg, max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0,
+                              int8 != NULL, err))
+        goto fail;
+    for (int i = 0; lora && i < LORA_MODULES; i++) { /* the plan's module shapes are the adapter's */
+        int out, in;
+        ane_lora_module_shape(&m->plan, i, &out, &in);
+        if (lora->t[i].present && (lora->t[i].out != out || lora->t[i].in != in)) {
+            err_set(err, "ane backend: LoRA module %s is [%d][%d], the model's matrix is [%d][%d]",
+                    lora_module_name((LoraModule)i), lora->t[i].out, lora->t[i].in, out, in);
+            goto fail;
+        }
+    }
     m->S = m->plan.S;
     m->dev = make_device(&m->opt, err);
     if (!m->dev) goto fail;
@@ -823,6 +1079,8 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     ws->tq = falloc(qk ? QS : 0, &fail), ws->tk = falloc(qk ? KS : 0, &fail);
     ws->rq = falloc(qk ? (size_t)p->H * S : 0, &fail), ws->rk = falloc(qk ? (size_t)p->KV * S : 0, &fail);
     ws->dq_raw = falloc(qk ? QS : 0, &fail), ws->dk_raw = falloc(qk ? KS : 0, &fail);
+    size_t RS = lora ? (size_t)lora->cfg.rank * S : 0;
+    ws->lu = falloc(RS, &fail), ws->lv = falloc(RS, &fail);
     if (fail) goto oom;
 
     if (m->opt.overlap_dw) {

@@ -56,6 +56,44 @@
 **  kernels read: 14.2 MB per layer (170 MB per step), the seed stages them into two kernels'
 **  surfaces (340 MB). Measured by bench/bench_ane.c, which prints these per model.
 **
+** ===== LoRA (a plan made by ane_plan_layer_lora with rank R > 0) ========================
+**  Fine-tuning over a frozen base compiles a variant of both kernels (still 2 compiles; a plan
+**  with R = 0 gives the plain kernels' MIL text unchanged). Each targeted module m (q k v o gate
+**  up down, over wq wk wv wo w1 w3 w2) gets two more dynamic weight regions in the same surface,
+**  after the base's: s A_m [R][in] (the LoRA scale folded in on the CPU in fp32, so the kernels
+**  hold no scale constant and nothing of the scale is rounded to fp16 on its own) and B_m
+**  [out][R]. The base regions are staged once (ane.c); these are restaged every step.
+**    layer_fwd   y_m = W_m x_m + B_m u_m,  u_m = (s A_m) x_m [R][S]   (u_m is a tap: dB = dy u^T)
+**    layer_bwd   dx_m = W_m^T dy_m + (s A_m)^T v_m,  v_m = B_m^T dy_m [R][S]   (tap: dA = s v x^T)
+**  x_m: xn1 for q/k/v, att for o, xn2 for gate/up, g for down; dy_m the gradient of the module's
+**  output (for q/k of Qwen3 the gradient before the head norm). The taps add R rows per module to
+**  each output, after the plain taps. Every matmul is [1,1,R,in] x [1,1,in,S] or its transpose
+**  (or [out,R] x [R,S]): no dimension the checker constrains, so any R >= 1 compiles unpadded
+**  (tested for 1, 4, 8, 16). stories110m, R 8, all seven modules: 154 more input columns of 768
+**  rows (+1.3%, 0.24 MB per layer), 56 more rows out of each kernel. Weight gradients of the base
+**  are not computed at all; dA and dB are BLAS on the CPU from these taps (ane.c).
+**
+** ===== int8 base (a plan made by ane_plan_layer_frozen with int8_base 1) ================
+**  A frozen base whose seven matrices are per-row int8 (model/quant.h: W ~ s_o q_o, q in
+**  [-127, 127], s an fp16 value) compiles a variant of both kernels, still with dynamic weights
+**  and still 2 compiles (int8_base 0 gives the plain or LoRA text unchanged). The matrix regions
+**  hold q * 2^-7 (ANE_INT8_STEP) instead of W, and seven more regions AR_SCALE + m hold the row
+**  scales s_m * 2^7 [out] (both exact in fp16, so the base costs no rounding of its own: the fp16
+**  weights of the plain kernels are round(W), these are exactly q and s). Every product applies
+**  the scale on its output rows, the same [1,out,1,S] * [1,out,1,1] broadcast as the norm weights:
+**    layer_fwd   y_m = s_m * (Q_m x_m)           (then + B_m u_m with LoRA)
+**    layer_bwd   dx_m = Q_m^T (s_m * dy_m)       (then + (s A_m)^T v_m with LoRA)
+**  Why 2^-7: Q x is y / s, and s is max|W_row| / 127, so y / s can be 1000 times y and overflow
+**  fp16 where y does not; (q 2^-7) x is y / (128 s), about y / max|W_row|. Likewise s dy would be
+**  ~1e-3 dy, into fp16's subnormals for small gradients; (128 s) dy is not (test_ane_int8_base:
+**  with activations of hundreds in the FFN, the integers give NaN and q 2^-7 matches). The cost is one
+**  elementwise multiply of [out][S] per matrix and direction (7 S (Q + 2K + 2C + 2F) in all, not
+**  counted as FLOPs) and the scale columns: 11 for stories110m, 12 for qwen3-0.6b, which after
+**  the padding of in_S to 32 add 0 or 32 columns (stories110m: 12128 -> 12160 without LoRA, 0
+**  more with r 8 on all seven). The LoRA taps are those of the adapter alone, so the
+**  dA/dB jobs and the taps are unchanged. The forward-only int8 kernels (kernels_int8.c) instead
+**  bake the weights in as constexpr_affine_dequantize constants, 4 compiles per layer.
+**
 ** ===== Numerics ========================================================================
 **  Norms: squares are formed of values already scaled to about 1 (x * rstd1 / sqrt(C) for
 **  norm2, q / sqrt(D) for q/k-norm), so fp16 neither overflows (|x| > 256) nor underflows.
@@ -89,7 +127,29 @@ static void add_tap(AneTap *taps, int id, int rows, int *ch) {
 }
 
 int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err) {
+    return ane_plan_layer_lora(p, cfg, T_max, 0, 0, err);
+}
+
+void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in) {
+    static const int dims[ANE_LORA_MODULES][2] = {{'Q', 'C'}, {'K', 'C'}, {'K', 'C'}, {'C', 'Q'},
+                                                  {'F', 'C'}, {'F', 'C'}, {'C', 'F'}};
+    int v[2];
+    for (int i = 0; i < 2; i++)
+        v[i] = dims[m][i] == 'Q' ? p->Q : dims[m][i] == 'K' ? p->K : dims[m][i] == 'F' ? p->F : p->C;
+    *out = v[0];
+    *in = v[1];
+}
+
+int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, Err *err) {
+    return ane_plan_layer_frozen(p, cfg, T_max, R, targets, 0, err);
+}
+
+int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, int int8_base,
+                          Err *err) {
     memset(p, 0, sizeof *p);
+    if (R < 0 || (R > 0 && !(targets & ((1u << ANE_LORA_MODULES) - 1))))
+        return err_set(err, "ane plan: LoRA rank %d with targets 0x%x (expected rank 0, or rank > 0 and a module)", R,
+                       targets);
     if (T_max < 1) return err_set(err, "ane plan: sequence length must be positive, found %d", T_max);
     if (cfg->n_kv_heads < 1 || cfg->n_heads % cfg->n_kv_heads)
         return err_set(err, "ane plan: n_heads %d is not a multiple of n_kv_heads %d", cfg->n_heads, cfg->n_kv_heads);
@@ -132,6 +192,19 @@ int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err)
     add_region(p, AR_W1, F * C, &col);
     add_region(p, AR_W3, F * C, &col);
     add_region(p, AR_W2, C * F, &col);
+    p->int8_base = int8_base != 0;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) { /* row scales: absent (no columns) without an int8 base */
+        int out, in;
+        ane_lora_module_shape(p, m, &out, &in);
+        add_region(p, AR_SCALE + m, p->int8_base ? out : 0, &col);
+    }
+    p->lora_rank = R;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) {
+        int on = R > 0 && (targets >> m & 1), out, in;
+        ane_lora_module_shape(p, m, &out, &in);
+        add_region(p, AR_LORA_A + m, on ? (long long)R * in : 0, &col);
+        add_region(p, AR_LORA_B + m, on ? (long long)out * R : 0, &col);
+    }
     p->in_S = (col + 31) / 32 * 32;
     int ch = 0;
     add_tap(p->fwd, AF_XNEXT, p->C, &ch);
@@ -145,6 +218,7 @@ int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err)
     add_tap(p->fwd, AF_V, p->K, &ch);
     add_tap(p->fwd, AF_RSTDQ, qk ? p->H : 0, &ch);
     add_tap(p->fwd, AF_RSTDK, qk ? p->KV : 0, &ch);
+    for (int m = 0; m < ANE_LORA_MODULES; m++) add_tap(p->fwd, AF_LORA_U + m, p->reg[AR_LORA_A + m].n ? R : 0, &ch);
     p->fwd_C = ch;
     ch = 0;
     add_tap(p->bwd, AB_DXN2, p->C, &ch);
@@ -154,8 +228,11 @@ int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err)
     add_tap(p->bwd, AB_DK, p->K, &ch);
     add_tap(p->bwd, AB_DV, p->K, &ch);
     add_tap(p->bwd, AB_DXN1, p->C, &ch);
+    for (int m = 0; m < ANE_LORA_MODULES; m++) add_tap(p->bwd, AB_LORA_V + m, p->reg[AR_LORA_A + m].n ? R : 0, &ch);
     p->bwd_C = ch;
     double lin = 2.0 * (double)S * (double)(Q * C + 2 * K * C + C * Q + 3 * F * C);
+    for (int m = 0; m < ANE_LORA_MODULES; m++) /* the adapter path: A x then B u (backward: B^T dy, A^T v) */
+        lin += 2.0 * (double)S * (double)(p->reg[AR_LORA_A + m].n + p->reg[AR_LORA_B + m].n);
     double att = 2.0 * (double)S * (double)S * (double)p->D * p->H; /* one S x S x D product per head */
     p->fwd_flops = lin + 2 * att;                                   /* QK^T, PV */
     p->bwd_flops = lin + 5 * att;                                   /* QK^T again, dV, dP, dQ, dK */
@@ -171,11 +248,36 @@ void ane_region_put_f32(const AneLayerPlan *p, uint16_t *surface, int id, const 
     }
 }
 
+void ane_region_put_f32_scaled(const AneLayerPlan *p, uint16_t *surface, int id, const float *src, float scale) {
+    const AneRegion *r = &p->reg[id];
+    enum { CHUNK = 256 };
+    float buf[CHUNK];
+    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        for (long long j = 0; j < cnt; j += CHUNK) {
+            int n = cnt - j < CHUNK ? (int)(cnt - j) : CHUNK;
+            for (int k = 0; k < n; k++) buf[k] = src[i + j + k] * scale;
+            half_from_f32(surface + row * p->in_S + r->off + j, buf, (size_t)n);
+        }
+    }
+}
+
 void ane_region_put_f16(const AneLayerPlan *p, uint16_t *surface, int id, const uint16_t *src) {
     const AneRegion *r = &p->reg[id];
     for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
         memcpy(surface + row * p->in_S + r->off, src + i, (size_t)cnt * sizeof *src);
+    }
+}
+
+void ane_region_put_i8(const AneLayerPlan *p, uint16_t *surface, int id, const int8_t *src) {
+    uint16_t lut[256]; /* fp16 bits of q * ANE_INT8_STEP for q = -128..127 (exact) */
+    for (int q = -128; q < 128; q++) lut[q + 128] = fp16_from_float((float)q * ANE_INT8_STEP);
+    const AneRegion *r = &p->reg[id];
+    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        uint16_t *dst = surface + row * p->in_S + r->off;
+        for (long long j = 0; j < cnt; j++) dst[j] = lut[src[i + j] + 128];
     }
 }
 
@@ -303,6 +405,48 @@ static MilT probs(MilW *w, const AneLayerPlan *p, MilT q, MilT k, MilT mask) {
     return milw_softmax(w, milw_add(w, sc, mask), -1);
 }
 
+/* ------------------------------------------------------------------ LoRA */
+
+/* Whether the plan adapts module m (q k v o gate up down). */
+static int lora_on(const AneLayerPlan *p, int m) { return p->reg[AR_LORA_A + m].n > 0; }
+
+/* Module m's output with its adapter: y + B_m ((s A_m) x), x [1, 1, in, S], y [1, 1, out, S];
+** *u receives the tap u = (s A_m) x as [1, R, 1, S]. Without an adapter on m, y itself. */
+static MilT lora_fwd(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT x, MilT y, MilT *u) {
+    if (!lora_on(p, m)) return y;
+    int R = p->lora_rank, out, in;
+    ane_lora_module_shape(p, m, &out, &in);
+    MilT um = milw_matmul(w, region(w, X, p, AR_LORA_A + m, 1, 1, R, in), 0, x, 0); /* [1, 1, R, S] */
+    *u = milw_reshape4(w, um, 1, R, 1, p->S);
+    return milw_add(w, y, milw_matmul(w, region(w, X, p, AR_LORA_B + m, 1, 1, out, R), 0, um, 0));
+}
+
+/* Module m's input gradient with its adapter: dx + (s A_m)^T (B_m^T dy), dy [1, 1, out, S],
+** dx [1, 1, in, S]; *v receives the tap v = B_m^T dy as [1, R, 1, S]. Without one, dx itself. */
+static MilT lora_bwd(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT dy, MilT dx, MilT *v) {
+    if (!lora_on(p, m)) return dx;
+    int R = p->lora_rank, out, in;
+    ane_lora_module_shape(p, m, &out, &in);
+    MilT vm = milw_matmul(w, region(w, X, p, AR_LORA_B + m, 1, 1, out, R), 1, dy, 0); /* [1, 1, R, S] */
+    *v = milw_reshape4(w, vm, 1, R, 1, p->S);
+    return milw_add(w, dx, milw_matmul(w, region(w, X, p, AR_LORA_A + m, 1, 1, R, in), 1, vm, 0));
+}
+
+/* ------------------------------------------------------------------ int8 base */
+
+/* y [1, 1, out, S] with module m's row scale applied when the base is int8: s_m [out] multiplies
+** row o (forward: the output of Q_m x; backward: dy_m before Q_m^T). The scale is read as
+** [1, out, 1, 1] and the rows as [1, out, 1, S], the broadcast the seed uses for norm weights
+** (ane-facts: [1,C,1,S]*[1,C,1,1]). Without an int8 base, y itself (no op written). */
+static MilT int8_rows(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT y) {
+    if (!p->int8_base) return y;
+    int out, in;
+    ane_lora_module_shape(p, m, &out, &in);
+    MilT s = region(w, X, p, AR_SCALE + m, 1, out, 1, 1);
+    MilT rows = milw_reshape4(w, y, 1, out, 1, p->S);
+    return milw_reshape4(w, milw_mul(w, rows, s), 1, 1, out, p->S);
+}
+
 /* ------------------------------------------------------------------ layer_fwd */
 
 /* FLOPs per sequence: 2S(2QC + 2KC + 3FC) + 4 S^2 D H. Input [1, C, 1, in_S] (bytes 2 C in_S),
@@ -324,6 +468,17 @@ static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
     MilT q = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 0, xn4, 0);
     MilT k = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 0, xn4, 0);
     MilT v = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 0, xn4, 0);
+    if (p->int8_base) {
+        q = int8_rows(w, X, p, 0, q);
+        k = int8_rows(w, X, p, 1, k);
+        v = int8_rows(w, X, p, 2, v);
+    }
+    MilT lu[ANE_LORA_MODULES]; /* LoRA taps u_m */
+    if (p->lora_rank) {
+        q = lora_fwd(w, X, p, 0, xn4, q, &lu[0]);
+        k = lora_fwd(w, X, p, 1, xn4, k, &lu[1]);
+        v = lora_fwd(w, X, p, 2, xn4, v, &lu[2]);
+    }
     MilT q4 = milw_reshape4(w, q, 1, H, D, S), k4 = milw_reshape4(w, k, 1, KV, D, S);
     MilT v4 = milw_reshape4(w, v, 1, KV, D, S);
     MilT q_tap = q4, k_tap = k4, rq = {-1, 0, {0}}, rk = {-1, 0, {0}};
@@ -356,6 +511,8 @@ static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
 
     milw_scope(w, "wo"); /* x_mid = x + wo att */
     MilT o = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 0, att, 0);
+    if (p->int8_base) o = int8_rows(w, X, p, 3, o);
+    if (p->lora_rank) o = lora_fwd(w, X, p, 3, att, o, &lu[3]);
     MilT xm = milw_add(w, x, milw_reshape4(w, o, 1, C, 1, S));
 
     milw_scope(w, "norm2"); /* rstd2 = rstd1 / sqrt(mean((x_mid rstd1)^2) + eps rstd1^2) */
@@ -369,8 +526,18 @@ static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
     milw_scope(w, "ffn"); /* x_next = x_mid + w2 (silu(w1 xn2) * w3 xn2) */
     MilT h1 = milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 0, xn2, 0);
     MilT h3 = milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 0, xn2, 0);
+    if (p->int8_base) {
+        h1 = int8_rows(w, X, p, 4, h1);
+        h3 = int8_rows(w, X, p, 5, h3);
+    }
+    if (p->lora_rank) {
+        h1 = lora_fwd(w, X, p, 4, xn2, h1, &lu[4]);
+        h3 = lora_fwd(w, X, p, 5, xn2, h3, &lu[5]);
+    }
     MilT g = milw_mul(w, milw_mul(w, h1, milw_sigmoid(w, h1)), h3);
     MilT fo = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 0, g, 0);
+    if (p->int8_base) fo = int8_rows(w, X, p, 6, fo);
+    if (p->lora_rank) fo = lora_fwd(w, X, p, 6, g, fo, &lu[6]);
     MilT xnext = milw_add(w, xm, milw_reshape4(w, fo, 1, C, 1, S));
 
     milw_scope(w, "out");
@@ -389,6 +556,8 @@ static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
         outs[n++] = rq; /* [1, H, 1, S] */
         outs[n++] = rk;
     }
+    for (int m = 0; m < ANE_LORA_MODULES; m++)
+        if (lora_on(p, m)) outs[n++] = lu[m];
     return milw_concat(w, 1, n, outs);
 }
 
@@ -405,15 +574,36 @@ static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
 
     milw_scope(w, "ffn"); /* dg = w2^T dy; SwiGLU backward; dxn2 = w1^T dh1 + w3^T dh3 */
     MilT dy = region(w, X, p, AR_DY, 1, C, 1, S);
-    MilT dg = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 1, milw_reshape4(w, dy, 1, 1, C, S), 0);
+    MilT dg;
+    if (p->int8_base) { /* int8 base: dx = Q^T (s * dy), here and at every matrix below */
+        MilT dys = int8_rows(w, X, p, 6, milw_reshape4(w, dy, 1, 1, C, S));
+        dg = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 1, dys, 0);
+    } else
+        dg = milw_matmul(w, region(w, X, p, AR_W2, 1, 1, C, F), 1, milw_reshape4(w, dy, 1, 1, C, S), 0);
+    /* LoRA taps v_m. The adapter path reshapes its operands itself, so that the plain kernel's text
+    ** stays exactly what it was (the order of the ops above depends on the compiler's order of
+    ** evaluating arguments, which must not change). */
+    MilT lv[ANE_LORA_MODULES];
+    if (p->lora_rank) dg = lora_bwd(w, X, p, 6, milw_reshape4(w, dy, 1, 1, C, S), dg, &lv[6]);
     MilT h1 = region(w, X, p, AR_H1, 1, 1, F, S), h3 = region(w, X, p, AR_H3, 1, 1, F, S);
     MilT sg = milw_sigmoid(w, h1), si = milw_mul(w, h1, sg);
     MilT dh3 = milw_mul(w, dg, si);
     /* silu'(h) = s + silu(h) (1 - s) */
     MilT dsilu = milw_add(w, sg, milw_mul(w, si, milw_rsub_s(w, 1.0, sg)));
     MilT dh1 = milw_mul(w, milw_mul(w, dg, h3), dsilu);
-    MilT dxn2 = milw_add(w, milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 1, dh1, 0),
-                         milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 1, dh3, 0));
+    MilT dxn2;
+    if (p->int8_base) {
+        MilT dh1s = int8_rows(w, X, p, 4, dh1), dh3s = int8_rows(w, X, p, 5, dh3);
+        MilT a1 = milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 1, dh1s, 0);
+        MilT a3 = milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 1, dh3s, 0);
+        dxn2 = milw_add(w, a1, a3);
+    } else
+        dxn2 = milw_add(w, milw_matmul(w, region(w, X, p, AR_W1, 1, 1, F, C), 1, dh1, 0),
+                        milw_matmul(w, region(w, X, p, AR_W3, 1, 1, F, C), 1, dh3, 0));
+    if (p->lora_rank) {
+        dxn2 = lora_bwd(w, X, p, 4, dh1, dxn2, &lv[4]);
+        dxn2 = lora_bwd(w, X, p, 5, dh3, dxn2, &lv[5]);
+    }
     dxn2 = milw_reshape4(w, dxn2, 1, C, 1, S);
 
     milw_scope(w, "norm2"); /* dx_mid = dy + norm2 backward */
@@ -421,7 +611,13 @@ static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
     MilT dxm = milw_add(w, dy, norm_backward(w, dxn2, xh2, r2, region(w, X, p, AR_RMS_FFN, 1, C, 1, 1), C, NULL));
 
     milw_scope(w, "wo"); /* datt = wo^T dx_mid */
-    MilT datt = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 1, milw_reshape4(w, dxm, 1, 1, C, S), 0);
+    MilT datt;
+    if (p->int8_base) {
+        MilT dxms = int8_rows(w, X, p, 3, milw_reshape4(w, dxm, 1, 1, C, S));
+        datt = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 1, dxms, 0);
+    } else
+        datt = milw_matmul(w, region(w, X, p, AR_WO, 1, 1, C, Q), 1, milw_reshape4(w, dxm, 1, 1, C, S), 0);
+    if (p->lora_rank) datt = lora_bwd(w, X, p, 3, milw_reshape4(w, dxm, 1, 1, C, S), datt, &lv[3]);
     MilT dO = milw_reshape4(w, datt, 1, H, D, S);
 
     milw_scope(w, "attn"); /* q, k after RoPE again (Qwen3: from the normalized taps) */
@@ -473,10 +669,26 @@ static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
     }
 
     milw_scope(w, "qkv"); /* dxn1 = wq^T dq + wk^T dk + wv^T dv */
-    MilT a = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 1, milw_reshape4(w, dq_raw, 1, 1, Q, S), 0);
-    MilT b = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 1, milw_reshape4(w, dk_raw, 1, 1, K, S), 0);
-    MilT c = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 1, milw_reshape4(w, dv, 1, 1, K, S), 0);
-    MilT dxn1 = milw_reshape4(w, milw_add(w, milw_add(w, a, b), c), 1, C, 1, S);
+    MilT a, b, c;
+    if (p->int8_base) {
+        MilT dqs = int8_rows(w, X, p, 0, milw_reshape4(w, dq_raw, 1, 1, Q, S));
+        a = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 1, dqs, 0);
+        MilT dks = int8_rows(w, X, p, 1, milw_reshape4(w, dk_raw, 1, 1, K, S));
+        b = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 1, dks, 0);
+        MilT dvs = int8_rows(w, X, p, 2, milw_reshape4(w, dv, 1, 1, K, S));
+        c = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 1, dvs, 0);
+    } else {
+        a = milw_matmul(w, region(w, X, p, AR_WQ, 1, 1, Q, C), 1, milw_reshape4(w, dq_raw, 1, 1, Q, S), 0);
+        b = milw_matmul(w, region(w, X, p, AR_WK, 1, 1, K, C), 1, milw_reshape4(w, dk_raw, 1, 1, K, S), 0);
+        c = milw_matmul(w, region(w, X, p, AR_WV, 1, 1, K, C), 1, milw_reshape4(w, dv, 1, 1, K, S), 0);
+    }
+    MilT sum = milw_add(w, milw_add(w, a, b), c);
+    if (p->lora_rank) {
+        sum = lora_bwd(w, X, p, 0, milw_reshape4(w, dq_raw, 1, 1, Q, S), sum, &lv[0]);
+        sum = lora_bwd(w, X, p, 1, milw_reshape4(w, dk_raw, 1, 1, K, S), sum, &lv[1]);
+        sum = lora_bwd(w, X, p, 2, milw_reshape4(w, dv, 1, 1, K, S), sum, &lv[2]);
+    }
+    MilT dxn1 = milw_reshape4(w, sum, 1, C, 1, S);
 
     milw_scope(w, "out");
     MilT outs[AB_COUNT] = {
@@ -488,7 +700,10 @@ static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
         milw_reshape4(w, dv, 1, K, 1, S),
         dxn1,
     };
-    return milw_concat(w, 1, AB_COUNT, outs);
+    int n = AB_LORA_V;
+    for (int m = 0; m < ANE_LORA_MODULES; m++)
+        if (lora_on(p, m)) outs[n++] = lv[m];
+    return milw_concat(w, 1, n, outs);
 }
 
 /* ------------------------------------------------------------------ entry points */

@@ -9,7 +9,9 @@
 ** regions. Region r holds n values (an activation [c][S] flattened, or a weight [out][in]
 ** flattened) folded row-major into the C rows: value i sits at row i / width, column
 ** off + i % width, width = ceil(n / C). Weights are staged once per step into their regions and
-** stay while the activation regions are rewritten per sequence. Outputs are channel
+** stay while the activation regions are rewritten per sequence (LoRA over a frozen base: the
+** base once for the run, the adapter's A and B regions every step; an int8 base: its int8 values
+** and row scales once). Outputs are channel
 ** concatenations of [rows][S] taps. S is the padded sequence length, a multiple of 32.
 */
 #ifndef ANETRAIN_ANE_KERNELS_H
@@ -49,10 +51,19 @@ typedef enum {
     AR_W1,       /* [F][C] */
     AR_W3,       /* [F][C] */
     AR_W2,       /* [C][F] */
-    AR_COUNT
+    /* LoRA adapters (only in a plan made with a rank, ane_plan_layer_lora; absent otherwise), in
+    ** the module order of train/lora.h (q k v o gate up down = wq wk wv wo w1 w3 w2):
+    ** A_m [R][in] holds s * A (the LoRA scale folded in on the CPU, in fp32), B_m [out][R] */
+    AR_LORA_A,                 /* AR_LORA_A + m: s A_m */
+    AR_LORA_B = AR_LORA_A + 7, /* AR_LORA_B + m: B_m */
+    /* An int8 frozen base (only in a plan made with int8_base, ane_plan_layer_frozen; absent
+    ** otherwise): the seven matrix regions above then hold q * ANE_INT8_STEP (the int8 values,
+    ** exact in fp16), and the row scales of matrix m (same module order) s_m / ANE_INT8_STEP [out] */
+    AR_SCALE = AR_LORA_B + 7,  /* AR_SCALE + m: per-output-row scale of module m's matrix */
+    AR_COUNT = AR_SCALE + 7
 } AneRegionId;
 
-enum { AR_FIRST_WEIGHT = AR_RMS_ATT };
+enum { AR_FIRST_WEIGHT = AR_RMS_ATT, ANE_LORA_MODULES = 7 };
 
 /* Output taps of layer_fwd, in channel order. */
 typedef enum {
@@ -67,7 +78,8 @@ typedef enum {
     AF_V,      /* [KV*D] */
     AF_RSTDQ,  /* [H] Qwen3 only */
     AF_RSTDK,  /* [KV] Qwen3 only */
-    AF_COUNT
+    AF_LORA_U, /* AF_LORA_U + m: [R] u_m = (s A_m) x_m, the adapter's low-rank activation (LoRA only) */
+    AF_COUNT = AF_LORA_U + ANE_LORA_MODULES
 } AneFwdTap;
 
 /* Output of layer_bwd, in channel order. */
@@ -79,7 +91,8 @@ typedef enum {
     AB_DK,    /* [KV*D] likewise */
     AB_DV,    /* [KV*D] */
     AB_DXN1,  /* [C] d loss / d xn1 (attention norm output) */
-    AB_COUNT
+    AB_LORA_V, /* AB_LORA_V + m: [R] v_m = B_m^T dy_m, dy_m the gradient of module m's output (LoRA only) */
+    AB_COUNT = AB_LORA_V + ANE_LORA_MODULES
 } AneBwdTap;
 
 typedef struct {
@@ -97,6 +110,8 @@ typedef struct {
     int S;                    /* padded sequence length (multiple of 32) */
     int T_max;                /* the longest real sequence (<= S) */
     int qk_norm;
+    int lora_rank;            /* R: 0 without adapters */
+    int int8_base;            /* 1: the seven matrices are int8 values with row scales (kernels.c, "int8 base") */
     RopeStyle rope;
     double theta;
     float eps;
@@ -111,6 +126,17 @@ typedef struct {
 
 /* Lays out the kernels of cfg for sequences of up to T_max tokens. */
 int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err);
+/* The same with LoRA adapters of rank R on the modules whose bit is set in targets (bit m: module
+** m in the order q k v o gate up down): their A and B regions, u and v taps, and the adapter path
+** in both kernels (kernels.c, "LoRA"). R 0 is ane_plan_layer: the same plan and MIL text. */
+int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, Err *err);
+/* The same over an int8 frozen base when int8_base is 1: the AR_SCALE regions, and every matrix
+** product of both kernels applies its row scale (kernels.c, "int8 base"). int8_base 0 is
+** ane_plan_layer_lora: the same plan and MIL text. */
+int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, int int8_base,
+                          Err *err);
+/* Module m's base matrix shape [out][in] in the plan (m in the order above). */
+void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in);
 
 /* MIL text and weight blobs (causal mask, RoPE tables) of each kernel; free the text with free
 ** and the blobs with milw_free_blobs. */
@@ -121,11 +147,21 @@ int ane_kernel_bwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_bl
 ** fp32 (converted, round to nearest even) or fp16 bits (copied). */
 void ane_region_put_f32(const AneLayerPlan *p, uint16_t *surface, int id, const float *src);
 void ane_region_put_f16(const AneLayerPlan *p, uint16_t *surface, int id, const uint16_t *src);
+/* As ane_region_put_f32 with every value multiplied by scale in fp32 before rounding. */
+void ane_region_put_f32_scaled(const AneLayerPlan *p, uint16_t *surface, int id, const float *src, float scale);
+/* Writes matrix region `id` of an int8 base from int8 values: q * ANE_INT8_STEP, exact in fp16. */
+void ane_region_put_i8(const AneLayerPlan *p, uint16_t *surface, int id, const int8_t *src);
 /* Reads region `id` back as n fp16 values (for tests). */
 void ane_region_get_f16(const AneLayerPlan *p, const uint16_t *surface, int id, uint16_t *dst);
 
 /* The additive mask value for keys after the query (large enough that exp underflows to 0 in
 ** fp32, small enough that adding a score cannot overflow fp16 to -inf). */
 #define ANE_MASK_NEG (-30000.0f)
+
+/* An int8 base's matrix values are staged as q * ANE_INT8_STEP and its row scales as
+** s / ANE_INT8_STEP: both exact in fp16 (|q| <= 127 has at most 7 significant bits; a power of two
+** only moves an fp16 scale's exponent), and the products W x then have the size of y / max|W_row|
+** instead of y / s, 128 times smaller, far from fp16's 65504 (kernels.c, "int8 base"). */
+#define ANE_INT8_STEP (1.0f / 128.0f)
 
 #endif

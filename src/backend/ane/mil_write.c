@@ -58,9 +58,12 @@ static void str_addf(Str *b, const char *fmt, ...) {
 
 enum { NAME_MAX_LEN = 24 };
 
+/* A declared constant. key and name share one allocation, which never moves: callers keep the
+** returned name while declaring more constants (milw_slice: begin, then size), and the array of
+** Consts is reallocated as it grows. */
 typedef struct {
-    char *key; /* "TYPE|LITERAL", e.g. "int32|int32(1)" */
-    char name[NAME_MAX_LEN];
+    char *key;        /* "TYPE|LITERAL", e.g. "int32|int32(1)" */
+    const char *name; /* "c<n>", inside key's allocation */
 } Const;
 
 struct MilW {
@@ -201,13 +204,16 @@ static const char *constant(MilW *w, const char *type, const char *literal) {
         w->cap_consts = cap;
     }
     Const *c = &w->consts[w->n_consts];
-    c->key = strdup(key);
+    size_t klen = strlen(key) + 1;
+    c->key = malloc(klen + NAME_MAX_LEN);
     if (!c->key) {
         fail(w, "out of memory");
         return "oom";
     }
+    memcpy(c->key, key, klen);
+    snprintf(c->key + klen, NAME_MAX_LEN, "c%d", w->n_const_names++);
+    c->name = c->key + klen;
     w->n_consts++;
-    snprintf(c->name, sizeof c->name, "c%d", w->n_const_names++);
     str_addf(&w->body, "        %s %s = const()[name = string(\"%s\"), val = %s];\n", type, c->name, c->name, literal);
     return c->name;
 }

@@ -1,0 +1,462 @@
+/*
+** test_ane_lora.c — LoRA over a frozen base on the ANE backend (backend_ane_create_frozen,
+** emulated device) against the CPU backend's merged path, the reference: the CPU runs on
+** W + s B A written into the parameters (lora_merge) and its full gradient projected onto the
+** adapter (lora_grad) is what the unmerged ANE step must give.
+**
+**   - one step for tiny Llama (MHA tied interleaved; GQA 4/2 untied rotate-half) and tiny-qwen3
+**     (GQA, q/k-norm, head_dim != dim/heads), with the targets attn (r 8), all (r 4, rsLoRA) and
+**     mlp (r 8, a rank whose A of down folds with a partial row), at llama2.c's init with padding
+**     and a batch of 2 (loss scale 1024) and at unit-variance weights: the loss within fp16
+**     tolerance, the logits, the adapter gradient's cosine >= 0.9999 overall and >= 0.999 for
+**     every A and B of every layer;
+**   - the contract: the base is staged at the first step only (bytes_staged_weights), the
+**     adapter every step (a changed adapter is honoured), 2 dispatches per layer and sequence,
+**     the same results with the dA/dB jobs on the dW worker thread,
+**     adapter_grads accumulate, forward-only gives the same loss, and what is refused: grads
+**     with a frozen base, a missing adapter, an int8 base that is not this model's (an int8 base
+**     itself is tested in test_ane_int8_base), LoRA dropout;
+**   - the LoRA kernels of stories110m and qwen3-0.6b at ranks 1, 4, 8 and 16 pass the emulator's
+**     checker (ane-facts constraints), and their I/O is what the plan says.
+**
+** -v prints every module's cosines.
+*/
+#include <stdint.h>
+
+#include "backend/ane/emu/mil.h"
+#include "backend/ane/kernels.h"
+#include "backend/ane/mil_write.h"
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "test.h"
+#include "train/lora.h"
+#include "util/parallel.h"
+#include "util/rng.h"
+
+static int verbose;
+
+#define LOSS_TOL(ref) (1e-3 + 2e-4 * fabs(ref)) /* as test_ane_step */
+
+typedef struct {
+    const char *name, *preset;
+    int tied, n_kv_heads;
+    RopeStyle rope;
+} Variant;
+
+static const Variant variants[] = {
+    {"tiny Llama (MHA 4/4, tied, interleaved)", "tiny", 1, 4, ROPE_INTERLEAVED},
+    {"tiny Llama GQA 4/2, untied, rotate-half", "tiny", 0, 2, ROPE_HALF},
+    {"tiny-qwen3 (GQA 4/2, q/k-norm, D=32)", "tiny-qwen3", 1, 2, ROPE_HALF},
+};
+
+typedef struct {
+    const char *targets;
+    int rank;
+    float alpha;
+    int rslora;
+} Targets;
+
+static const Targets target_sets[] = {
+    {"attn", 8, 16.0f, 0},
+    {"all", 4, 8.0f, 1},
+    {"mlp", 8, 16.0f, 0},
+};
+
+static float *falloc(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof *p);
+    if (!p) abort();
+    return p;
+}
+
+static void make_layout(ParamLayout *lay, const Variant *v) {
+    ModelConfig cfg;
+    Err err = {{0}};
+    config_from_preset(&cfg, v->preset, &err);
+    cfg.tied = v->tied;
+    cfg.n_kv_heads = v->n_kv_heads;
+    cfg.rope_style = v->rope;
+    params_layout(lay, &cfg);
+}
+
+/* llama2.c's init (unit 0), or unit-variance activations through every matrix, norms near 1. */
+static float *make_params(const ParamLayout *lay, int unit, uint64_t seed) {
+    float *p = falloc(lay->n_floats);
+    Rng rng;
+    rng_seed(&rng, seed);
+    params_init(lay, p, &rng);
+    if (!unit) return p;
+    for (int k = 0; k < T_COUNT; k++) {
+        const TensorSpec *t = &lay->t[k];
+        if (!t->present) continue;
+        float *x = p + t->offset;
+        int is_norm = t->rows == 1;
+        double sd = is_norm ? 0.1 : (k == T_TOK_EMB || k == T_WCLS ? 1.0 : 1.0 / sqrt((double)t->cols));
+        for (size_t i = 0; i < t->numel; i++) x[i] = (float)((is_norm ? 1.0 : 0.0) + sd * rng_normal(&rng));
+    }
+    return p;
+}
+
+static void make_layout_lora(LoraLayout *lo, const ParamLayout *lay, const Targets *ts) {
+    LoraConfig c = {ts->rank, ts->alpha, 0.0f, ts->rslora, 0};
+    Err err = {{0}};
+    CHECK(lora_parse_targets(ts->targets, &c.targets, &err) == 0, "%s", err.msg);
+    CHECK(lora_layout(lo, &lay->cfg, &c, "test", &err) == 0, "%s", err.msg);
+}
+
+/* PEFT's init for A, B ~ N(0, b_sd^2) (a trained-looking adapter: dA and the delta non-zero). */
+static float *make_adapter(const LoraLayout *lo, uint64_t seed, double b_sd) {
+    float *a = falloc(lo->n_floats);
+    Rng rng;
+    rng_seed(&rng, seed);
+    lora_init(lo, a, &rng);
+    for (int m = 0; m < LORA_MODULES; m++) {
+        if (!lo->t[m].present) continue;
+        for (int l = 0; l < lo->model.n_layers; l++) {
+            float *B = lora_B(lo, a, (LoraModule)m, l);
+            for (int i = 0; i < lo->t[m].out * lo->cfg.rank; i++) B[i] = (float)(b_sd * rng_normal(&rng));
+        }
+    }
+    return a;
+}
+
+static void make_tokens(int32_t *in, int32_t *tg, int n, int V, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) in[i] = (int32_t)rng_below(&rng, (uint64_t)V);
+    for (int i = 0; i < n; i++) tg[i] = (int32_t)rng_below(&rng, (uint64_t)V);
+}
+
+static Backend *make_frozen_overlap(const ParamLayout *lay, const LoraLayout *lo, int B, int T, int overlap,
+                                    Err *err) {
+    AneBackendOptions o;
+    backend_ane_default_options(&o);
+    o.device = "emu";
+    o.compile_budget = 1000;
+    o.overlap_dw = overlap;
+    FrozenBase fb = {lo, NULL};
+    return backend_ane_create_frozen(lay, &fb, B, T, &o, err);
+}
+
+static Backend *make_frozen(const ParamLayout *lay, const LoraLayout *lo, int B, int T, Err *err) {
+    return make_frozen_overlap(lay, lo, B, T, -1, err);
+}
+
+/* The reference: the CPU backend on the merged weights, its full gradient projected onto the
+** adapter. ga += grad_scale dloss/dadapter; returns the loss. */
+static double cpu_reference(Backend *cpu, const ParamLayout *lay, const LoraLayout *lo, const float *base,
+                            const float *adapter, float *ga, const int32_t *in, const int32_t *tg, int B, int T,
+                            float scale, float *logits) {
+    float *work = falloc(lay->n_floats), *copy = falloc(lo->n_base_floats), *g = falloc(lay->n_floats);
+    memcpy(work, base, lay->n_floats * sizeof(float));
+    lora_base_copy(lo, lay, base, copy);
+    lora_merge(lo, lay, copy, adapter, work);
+    double loss = NAN;
+    Err err = {{0}};
+    CHECK(backend_step(cpu, work, g, in, tg, B, T, scale, &loss, logits, &err) == 0, "cpu: %s", err.msg);
+    lora_grad(lo, lay, g, adapter, ga);
+    free(work), free(copy), free(g);
+    return loss;
+}
+
+static double ane_lora_step(Backend *be, const float *base, const float *adapter, float *ga, const int32_t *in,
+                            const int32_t *tg, int B, int T, float scale, float *logits) {
+    StepArgs a = {base, NULL, adapter, ga, in, tg, B, T, scale, logits, 0};
+    double loss = NAN;
+    Err err = {{0}};
+    CHECK(be->step(be, &a, &loss, &err) == 0, "ane lora step: %s", err.msg);
+    return loss;
+}
+
+static double cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : (aa == bb ? 1 : 0);
+}
+
+/* Overall cosine >= 0.9999 and every A and B of every layer >= 0.999; returns the overall. */
+static double check_adapter_grads(const char *what, const LoraLayout *lo, float *ane, float *cpu, double *worst) {
+    double all = cosine(ane, cpu, lo->n_floats);
+    CHECK(all >= 0.9999, "%s: adapter gradient cosine %.6f", what, all);
+    for (int m = 0; m < LORA_MODULES; m++) {
+        const LoraTensor *t = &lo->t[m];
+        if (!t->present) continue;
+        for (int l = 0; l < lo->model.n_layers; l++) {
+            size_t na = (size_t)lo->cfg.rank * t->in, nb = (size_t)t->out * lo->cfg.rank;
+            double ca = cosine(lora_A(lo, ane, (LoraModule)m, l), lora_A(lo, cpu, (LoraModule)m, l), na);
+            double cb = cosine(lora_B(lo, ane, (LoraModule)m, l), lora_B(lo, cpu, (LoraModule)m, l), nb);
+            if (verbose) printf("       %-5s layer %d: dA cosine %.6f, dB cosine %.6f\n", lora_module_name((LoraModule)m), l, ca, cb);
+            CHECK(ca >= 0.999 && cb >= 0.999, "%s: %s layer %d: dA cosine %.6f, dB cosine %.6f", what,
+                  lora_module_name((LoraModule)m), l, ca, cb);
+            if (ca < *worst) *worst = ca;
+            if (cb < *worst) *worst = cb;
+        }
+    }
+    return all;
+}
+
+/* ------------------------------------------------------------------ one step against the CPU */
+
+static double worst_all = 1, worst_tensor = 1, worst_loss = 0;
+
+static void step_vs_cpu(const Variant *v, const Targets *ts, int unit, int B, int T, float scale) {
+    ParamLayout lay;
+    make_layout(&lay, v);
+    LoraLayout lo;
+    make_layout_lora(&lo, &lay, ts);
+    float *p = make_params(&lay, unit, 42), *ad = make_adapter(&lo, 50, 0.05);
+    int32_t *in = malloc(sizeof(int32_t) * B * T), *tg = malloc(sizeof(int32_t) * B * T);
+    make_tokens(in, tg, B * T, lay.cfg.vocab_size, 7);
+    Err err = {{0}};
+    Backend *cpu = backend_cpu_create(&lay, B, T, &err), *ane = make_frozen(&lay, &lo, B, T, &err);
+    CHECK(cpu && ane, "backends: %s", err.msg);
+    if (!cpu || !ane) return;
+    float *gc = falloc(lo.n_floats), *ga = falloc(lo.n_floats);
+    size_t nl = (size_t)B * lay.cfg.vocab_size * T;
+    float *lc = falloc(nl), *la = falloc(nl);
+    double loss_c = cpu_reference(cpu, &lay, &lo, p, ad, gc, in, tg, B, T, scale, lc);
+    double loss_a = ane_lora_step(ane, p, ad, ga, in, tg, B, T, scale, la);
+    char what[200];
+    snprintf(what, sizeof what, "%s, %s r=%d%s, %s weights, B=%d T=%d", v->name, ts->targets, ts->rank,
+             ts->rslora ? " rsLoRA" : "", unit ? "unit" : "llama2.c", B, T);
+    CHECK(fabs(loss_a - loss_c) < LOSS_TOL(loss_c), "%s: loss %.6f vs cpu %.6f", what, loss_a, loss_c);
+    CHECK(cosine(la, lc, nl) > 0.9999, "%s: logits cosine %.6f", what, cosine(la, lc, nl));
+    double all = check_adapter_grads(what, &lo, ga, gc, &worst_tensor);
+    if (verbose) printf("     %s: loss cpu %.6f ane %.6f, adapter gradient cosine %.6f\n", what, loss_c, loss_a, all);
+    if (all < worst_all) worst_all = all;
+    if (fabs(loss_a - loss_c) > worst_loss) worst_loss = fabs(loss_a - loss_c);
+    free(gc), free(ga), free(lc), free(la), free(p), free(ad), free(in), free(tg);
+    cpu->destroy(cpu);
+    ane->destroy(ane);
+}
+
+static void test_step_matches_cpu_merged(void) {
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
+        for (size_t t = 0; t < sizeof target_sets / sizeof target_sets[0]; t++) {
+            step_vs_cpu(&variants[i], &target_sets[t], 0, 2, 40, 1024.0f); /* padded to S = 64 */
+            step_vs_cpu(&variants[i], &target_sets[t], 1, 1, 64, 1.0f);
+        }
+    printf("     adapter gradient cosine: worst overall %.6f (limit 0.9999), worst single A/B %.6f (limit 0.999); "
+           "worst loss difference %.1e\n",
+           worst_all, worst_tensor, worst_loss);
+}
+
+/* ------------------------------------------------------------------ the contract */
+
+/* Bytes of one layer's base weights as fp16 (the matrices and norm weights staged per layer). */
+static uint64_t base_bytes_per_layer(const ParamLayout *lay) {
+    static const TensorKind k[] = {T_RMS_ATT, T_RMS_FFN, T_Q_NORM, T_K_NORM, T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (lay->t[k[i]].present) n += (uint64_t)lay->t[k[i]].rows * lay->t[k[i]].cols;
+    return 2 * n;
+}
+
+static void test_contract(void) {
+    const Variant *v = &variants[2];
+    ParamLayout lay;
+    make_layout(&lay, v);
+    LoraLayout lo;
+    make_layout_lora(&lo, &lay, &target_sets[1]);
+    enum { B = 2, T = 48 };
+    int L = lay.cfg.n_layers;
+    const float scale = 1024.0f; /* llama2.c's init: fp16 gradients need the loss scale */
+    float *p = make_params(&lay, 0, 5), *ad = make_adapter(&lo, 6, 0.05);
+    int32_t in[B * T], tg[B * T];
+    make_tokens(in, tg, B * T, lay.cfg.vocab_size, 9);
+    Err err = {{0}};
+    Backend *ane = make_frozen(&lay, &lo, B, T, &err), *cpu = backend_cpu_create(&lay, B, T, &err);
+    CHECK(ane && cpu, "%s", err.msg);
+    if (!ane || !cpu) return;
+    size_t n = lo.n_floats;
+    float *g1 = falloc(n), *g2 = falloc(n), *gc = falloc(n);
+    BackendStats s0, s1, s2, s3;
+    ane->stats(ane, &s0);
+    double l1 = ane_lora_step(ane, p, ad, g1, in, tg, B, T, scale, NULL);
+    ane->stats(ane, &s1);
+    double l2 = ane_lora_step(ane, p, ad, g2, in, tg, B, T, scale, NULL);
+    ane->stats(ane, &s2);
+    uint64_t base = base_bytes_per_layer(&lay) * L, adapter = 2 * (uint64_t)lo.n_floats;
+    uint64_t w1 = s1.bytes_staged_weights - s0.bytes_staged_weights, w2 = s2.bytes_staged_weights - s1.bytes_staged_weights;
+    printf("     weight bytes staged: first step %llu (base %llu + adapter %llu), next step %llu (the adapter)\n",
+           (unsigned long long)w1, (unsigned long long)base, (unsigned long long)adapter, (unsigned long long)w2);
+    CHECK(w1 == base + adapter, "first step stages the base and the adapter: %llu bytes, expected %llu",
+          (unsigned long long)w1, (unsigned long long)(base + adapter));
+    CHECK(w2 == adapter, "a later step stages the adapter alone: %llu bytes, expected %llu", (unsigned long long)w2,
+          (unsigned long long)adapter);
+    CHECK(s2.evaluations - s1.evaluations == (uint64_t)2 * L * B, "2 dispatches per layer and sequence (%llu)",
+          (unsigned long long)(s2.evaluations - s1.evaluations));
+    CHECK(s2.compiles == 2, "2 compiles (%llu)", (unsigned long long)s2.compiles);
+    CHECK(l1 == l2 && memcmp(g1, g2, n * sizeof(float)) == 0, "the step is deterministic");
+    Backend *worker = make_frozen_overlap(&lay, &lo, B, T, 1, &err); /* dA/dB jobs on the dW worker thread */
+    CHECK(worker != NULL, "%s", err.msg);
+    if (worker) {
+        memset(g1, 0, n * sizeof(float));
+        double lw = ane_lora_step(worker, p, ad, g1, in, tg, B, T, scale, NULL);
+        CHECK(lw == l1 && memcmp(g1, g2, n * sizeof(float)) == 0, "the dW worker on and off give identical results");
+        worker->destroy(worker);
+        memcpy(g1, g2, n * sizeof(float));
+    }
+    /* accumulation */
+    ane_lora_step(ane, p, ad, g1, in, tg, B, T, scale, NULL);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) bad += fabsf(g1[i] - 2 * g2[i]) > 1e-5f * fabsf(g2[i]) + 1e-30f;
+    CHECK(bad == 0, "adapter_grads accumulate (+=): %d values differ from twice one step", bad);
+    /* forward only */
+    double lf = ane_lora_step(ane, p, ad, NULL, in, tg, B, T, scale, NULL);
+    CHECK(lf == l1, "forward-only loss %.9f vs %.9f", lf, l1);
+    /* the adapter changes every step: a new one is staged and used (B negated: the opposite delta) */
+    for (int m = 0; m < LORA_MODULES; m++)
+        for (int l = 0; lo.t[m].present && l < L; l++) {
+            float *Bm = lora_B(&lo, ad, (LoraModule)m, l);
+            for (int i = 0; i < lo.t[m].out * lo.cfg.rank; i++) Bm[i] = -Bm[i];
+        }
+    memset(g1, 0, n * sizeof(float));
+    ane->stats(ane, &s2);
+    double la = ane_lora_step(ane, p, ad, g1, in, tg, B, T, scale, NULL);
+    ane->stats(ane, &s3);
+    double lc = cpu_reference(cpu, &lay, &lo, p, ad, gc, in, tg, B, T, scale, NULL);
+    CHECK(fabs(la - lc) < LOSS_TOL(lc) && fabs(la - l1) > 1e-3, "after an adapter change: loss %.6f vs cpu %.6f "
+          "(before %.6f)", la, lc, l1);
+    double worst = 1;
+    check_adapter_grads("after an adapter change", &lo, g1, gc, &worst);
+    CHECK(s3.bytes_staged_weights - s2.bytes_staged_weights == adapter, "still the adapter alone");
+    /* a smaller batch and sequence than allocated, a single token */
+    int shapes[2][2] = {{1, 33}, {1, 1}};
+    for (int i = 0; i < 2; i++) {
+        memset(g1, 0, n * sizeof(float));
+        memset(gc, 0, n * sizeof(float));
+        la = ane_lora_step(ane, p, ad, g1, in, tg, shapes[i][0], shapes[i][1], scale, NULL);
+        lc = cpu_reference(cpu, &lay, &lo, p, ad, gc, in, tg, shapes[i][0], shapes[i][1], scale, NULL);
+        char what[64];
+        snprintf(what, sizeof what, "B=%d T=%d", shapes[i][0], shapes[i][1]);
+        CHECK(fabs(la - lc) < LOSS_TOL(lc), "%s: loss %.6f vs cpu %.6f", what, la, lc);
+        check_adapter_grads(what, &lo, g1, gc, &worst);
+    }
+    /* refusals */
+    float *full = falloc(lay.n_floats);
+    StepArgs a = {p, full, ad, g1, in, tg, B, T, 1.0f, NULL, 0};
+    double loss;
+    CHECK(ane->step(ane, &a, &loss, &err) == -1 && strstr(err.msg, "grads must be NULL"),
+          "grads with a frozen base refused: %s", err.msg);
+    a.grads = NULL;
+    a.adapter = NULL;
+    CHECK(ane->step(ane, &a, &loss, &err) == -1 && strstr(err.msg, "adapter is NULL"),
+          "adapter_grads without an adapter refused: %s", err.msg);
+    /* adapter NULL, forward only: params alone, e.g. the merged model evaluated on this backend
+    ** (restaged: another buffer), then the frozen base again */
+    {
+        float *merged = falloc(lay.n_floats), *copy = falloc(lo.n_base_floats);
+        memcpy(merged, p, lay.n_floats * sizeof(float));
+        lora_base_copy(&lo, &lay, p, copy);
+        lora_merge(&lo, &lay, copy, ad, merged);
+        double before = ane_lora_step(ane, p, ad, NULL, in, tg, B, T, scale, NULL), lm = NAN, lcm = NAN;
+        StepArgs e = {merged, NULL, NULL, NULL, in, tg, B, T, 1.0f, NULL, 0};
+        CHECK(ane->step(ane, &e, &lm, &err) == 0, "%s", err.msg);
+        CHECK(backend_step(cpu, merged, NULL, in, tg, B, T, 1.0f, &lcm, NULL, &err) == 0, "%s", err.msg);
+        double after = ane_lora_step(ane, p, ad, NULL, in, tg, B, T, scale, NULL);
+        CHECK(fabs(lm - lcm) < LOSS_TOL(lcm) && fabs(lm - before) < LOSS_TOL(lcm),
+              "the merged model without an adapter: loss %.6f, cpu %.6f, unmerged %.6f", lm, lcm, before);
+        CHECK(after == before, "the frozen base restaged after it: %.9f vs %.9f", after, before);
+        free(merged), free(copy);
+    }
+    Int8Weights q8;
+    memset(&q8, 0, sizeof q8);
+    FrozenBase fb = {&lo, &q8};
+    AneBackendOptions o;
+    backend_ane_default_options(&o);
+    o.device = "emu";
+    CHECK(backend_ane_create_frozen(&lay, &fb, B, T, &o, &err) == NULL && strstr(err.msg, "int8 base is for a model"),
+          "an empty int8 base (another model's) refused: %s", err.msg);
+    LoraLayout drop = lo;
+    drop.cfg.dropout = 0.1f;
+    fb = (FrozenBase){&drop, NULL};
+    CHECK(backend_ane_create_frozen(&lay, &fb, B, T, &o, &err) == NULL && strstr(err.msg, "dropout"),
+          "LoRA dropout refused: %s", err.msg);
+    ParamLayout other;
+    make_layout(&other, &variants[0]);
+    fb = (FrozenBase){&lo, NULL};
+    CHECK(backend_ane_create_frozen(&other, &fb, B, T, &o, &err) == NULL && strstr(err.msg, "LoRA layout"),
+          "an adapter for another model refused: %s", err.msg);
+    /* a plain backend refuses an adapter */
+    Backend *plain = backend_ane_create(&lay, B, T, &o, &err);
+    CHECK(plain != NULL, "%s", err.msg);
+    if (plain) {
+        StepArgs pa = {p, full, ad, g1, in, tg, B, T, 1.0f, NULL, 0};
+        CHECK(plain->step(plain, &pa, &loss, &err) == -1 && strstr(err.msg, "without one"),
+              "an adapter given to a plain backend refused: %s", err.msg);
+        /* the full step restages the whole base every step: what the frozen base saves */
+        BackendStats f0, f1;
+        plain->stats(plain, &f0);
+        CHECK(backend_step(plain, p, full, in, tg, B, T, 1.0f, &loss, NULL, &err) == 0, "%s", err.msg);
+        plain->stats(plain, &f1);
+        CHECK(f1.bytes_staged_weights - f0.bytes_staged_weights == base, "a full step stages the base (%llu bytes)",
+              (unsigned long long)(f1.bytes_staged_weights - f0.bytes_staged_weights));
+        plain->destroy(plain);
+    }
+    free(full), free(g1), free(g2), free(gc), free(p), free(ad);
+    ane->destroy(ane);
+    cpu->destroy(cpu);
+}
+
+/* ------------------------------------------------------------------ the checker */
+
+static void test_kernels_pass_the_checker(void) {
+    const char *models[] = {"stories110m", "qwen3-0.6b"};
+    const int ranks[] = {1, 4, 8, 16};
+    for (size_t mi = 0; mi < sizeof models / sizeof models[0]; mi++) {
+        ModelConfig cfg;
+        Err err = {{0}};
+        config_from_preset(&cfg, models[mi], &err);
+        AneLayerPlan plain;
+        CHECK(ane_plan_layer(&plain, &cfg, 256, &err) == 0, "%s", err.msg);
+        for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
+            unsigned targets = ri % 2 ? 0x7fu : 0x0fu; /* all, attn */
+            int nt = ri % 2 ? 7 : 4, R = ranks[ri];
+            AneLayerPlan p;
+            CHECK(ane_plan_layer_lora(&p, &cfg, 256, R, targets, &err) == 0, "%s", err.msg);
+            CHECK(p.fwd_C == plain.fwd_C + nt * R && p.bwd_C == plain.bwd_C + nt * R,
+                  "%s r=%d: taps %d/%d rows (plain %d/%d)", models[mi], R, p.fwd_C, p.bwd_C, plain.fwd_C, plain.bwd_C);
+            for (int k = 0; k < 2; k++) {
+                char *mil;
+                AneBlob *blobs;
+                int nb;
+                int rc = k ? ane_kernel_bwd(&p, &mil, &blobs, &nb, &err) : ane_kernel_fwd(&p, &mil, &blobs, &nb, &err);
+                CHECK(rc == 0, "%s r=%d: %s", models[mi], R, err.msg);
+                if (rc) continue;
+                MilAst ast;
+                MilGraph g;
+                MilCheckOptions co = {0, 0};
+                rc = mil_parse(mil, &ast, &err);
+                CHECK(rc == 0, "%s r=%d %s: parse: %s", models[mi], R, k ? "layer_bwd" : "layer_fwd", err.msg);
+                if (rc == 0) {
+                    rc = mil_check(&ast, blobs, nb, &co, &g, &err);
+                    CHECK(rc == 0, "%s r=%d %s: the checker refuses: %s", models[mi], R, k ? "layer_bwd" : "layer_fwd",
+                          err.msg);
+                    if (rc == 0) {
+                        const MilType *ti = &g.values[g.input].type, *to = &g.values[g.output].type;
+                        CHECK(ti->dims[1] == p.C && ti->dims[3] == p.in_S &&
+                                  to->dims[1] == (k ? p.bwd_C : p.fwd_C) && to->dims[3] == p.S,
+                              "%s r=%d: I/O as planned", models[mi], R);
+                        mil_graph_free(&g);
+                    }
+                }
+                free(mil);
+                milw_free_blobs(blobs, nb);
+            }
+            if (verbose)
+                printf("     %s r=%d (%s): input [%d x %d] (+%d columns), taps fwd %d bwd %d\n", models[mi], R,
+                       nt == 7 ? "all" : "attn", p.C, p.in_S, p.in_S - plain.in_S, p.fwd_C, p.bwd_C);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    parallel_init(2);
+    RUN(test_step_matches_cpu_merged);
+    RUN(test_contract);
+    RUN(test_kernels_pass_the_checker);
+    parallel_shutdown();
+    return TEST_SUMMARY();
+}
