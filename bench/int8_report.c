@@ -109,8 +109,8 @@ int main(int argc, char **argv) {
     quant_int8_dequantize_into(&qw, &pl, deq);
     Backend *be = backend_cpu_create(&pl, 1, T, &err);
     double loss_fp32 = 0, loss_deq = 0;
-    if (!be || eval_loss(be, params, tf.tokens, n_eval, 1, T, in, tg, &loss_fp32, NULL, &err) ||
-        eval_loss(be, deq, tf.tokens, n_eval, 1, T, in, tg, &loss_deq, NULL, &err))
+    if (!be || eval_loss(be, params, NULL, tf.tokens, n_eval, 1, T, in, tg, &loss_fp32, NULL, &err) ||
+        eval_loss(be, deq, NULL, tf.tokens, n_eval, 1, T, in, tg, &loss_deq, NULL, &err))
         return fail(&err);
     be->destroy(be);
 
