@@ -141,8 +141,8 @@ static int lora_resume(Trainer *tr, Err *err) {
     char diff[256];
     int rc = 0;
     if (config_difference(&now.base, &saved.base, diff, sizeof diff))
-        rc = err_set(err, "%s: not the base model this run started from: base config %s (expected: the base loaded "
-                          "now)", path, diff);
+        rc = err_set(err, "%s: not the base model this run started from (expected: the base loaded now; found: "
+                          "the state's): base config %s", path, diff);
     else if (saved.base_crc32 != now.base_crc32)
         rc = err_set(err, "%s: field base_crc32: expected %08x (the parameters of the base loaded now%s%s), found "
                           "%08x: not the base model this run started from", path, now.base_crc32,
