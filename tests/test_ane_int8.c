@@ -781,7 +781,7 @@ static void check_model(const char *preset, int T) {
     double loss_be = 0, loss_fwd = 0;
     Backend *be = backend_cpu_create(&pl, 1, T, &err);
     int32_t in_buf[256], tg_buf[256];
-    CHECK(be && eval_loss(be, params, tokens, 1, 1, T, in_buf, tg_buf, &loss_be, NULL, &err) == 0, "%s", err.msg);
+    CHECK(be && eval_loss(be, params, NULL, tokens, 1, 1, T, in_buf, tg_buf, &loss_be, NULL, &err) == 0, "%s", err.msg);
     if (be) be->destroy(be);
     float *act_max = xcalloc((size_t)nk, sizeof *act_max), *act_scales = xcalloc((size_t)nk, sizeof *act_scales);
     CHECK(ane_int8_model_loss_cpu(&pl, params, inputs, targets, T, NULL, act_max, &loss_fwd, &err) == 0, "%s", err.msg);
