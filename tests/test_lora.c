@@ -1197,14 +1197,17 @@ static void test_trainer_resume_cpu_int8(void) {
     lora_resume_case("cpu, int8 base, dropout 0.05", o, 7);
 }
 
-/* fp16 on the emulated device with a dynamic loss scale that grows every 3 clean steps (and
-** overflows from 2^24 down): the scale and its clean-step count must survive the save. */
+/* fp16 on the emulated device with a dynamic loss scale that grows every 3 clean steps, then one
+** starting at 2^24 that overflows (skipped steps, the scale halved): the scale, its clean-step
+** count and the skipped steps (AdamW's t) must survive the save. */
 static void test_trainer_resume_ane(void) {
     TrainOptions o = resume_options("ane");
     o.loss_scaling = LOSS_SCALE_DYNAMIC;
     o.loss_scale_init = 4096.0f;
     o.loss_scale_window = 3;
     lora_resume_case("ane, dynamic loss scale", o, 5);
+    o.loss_scale_init = 16777216.0f; /* 2^24: fp16 overflows, steps are skipped and the scale halves */
+    lora_resume_case("ane, overflowing loss scale", o, 4);
 }
 
 /* Writes path's first `keep` bytes, with byte `flip` (if >= 0) inverted, to out. */
