@@ -5,7 +5,9 @@
 # --adapter) gives a model that scores what the fine-tune reported, the same from the
 # llama2.c-style base (interleaved RoPE) and from its HF export (rotate-half), and as eval
 # --adapter (unmerged); eval --int8 scores near fp32; a fine-tune with LoRA dropout over an int8
-# base learns; the emulated ANE backend fine-tunes too; bad flags are refused with a reason.
+# base learns; the emulated ANE backend fine-tunes too; bad flags are refused with a reason;
+# --resume (after Ctrl-C, and after a planned stop over an int8 base and on the emulated ANE)
+# repeats the uninterrupted run's losses bit for bit, and refuses states that are not this run.
 # Usage: sh tests/test_finetune.sh BUILD_DIR   (ends with "N passed, N failed")
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
@@ -128,6 +130,95 @@ if [ -n "$a3" ] && lt "$a3" "$b3 - 0.3" && grep -q "dropout 0.1" drop.out && gre
 else bad "dropout + int8 fine-tune lowers the validation loss ('$b3' -> '$a3')"; cat drop.out; fi
 if grep -q '"lora_dropout":[[:space:]]*0.1,' ft-drop/adapter_config.json; then ok "lora_dropout in adapter_config.json"
 else bad "lora_dropout in adapter_config.json"; cat ft-drop/adapter_config.json; fi
+
+# ---- --resume: Ctrl-C mid-run (cpu, dropout 0.1, cosine schedule), then the same command plus
+# --resume: the losses of the uninterrupted run, bit for bit, and the same adapter
+losses() { grep -o '"loss": [^,]*' "$1"; }
+RES="--init base-hf --data b.txt --batch 4 --seq 32 --lr 2e-3 --eval-every 0 --eval-batches 2 --threads 2 --print-every 1000 --save-every 0 --steps 800"
+expect_ok "uninterrupted fine-tune (dropout 0.1)" "$BIN" finetune $RES --lora-dropout 0.1 --out res-full
+"$BIN" finetune $RES --lora-dropout 0.1 --out res-sig >"$W/out" 2>"$W/err" &
+pid=$!
+i=0
+while [ "$i" -lt 400 ] && [ "$(cat res-sig/metrics.jsonl 2>/dev/null | wc -l)" -lt 30 ]; do sleep 0.05; i=$((i + 1)); done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+n=$(wc -l < res-sig/metrics.jsonl)
+if [ "$rc" -eq 130 ] && [ "$n" -lt 801 ] && grep -q "training state at step .*continue with the same command plus --resume" "$W/out" &&
+    [ -s res-sig/lora_state.ckpt ] && [ -s res-sig/adapter_model.safetensors ]; then
+    ok "Ctrl-C saves the adapter and the training state, exits 130 (at step $((n - 1)))"
+else bad "Ctrl-C saves the adapter and the training state, exits 130 (rc $rc, $n log lines)"; cat "$W/out"; fi
+# the dropout is not repeated: --resume takes it (and the rest of the LoRA config) from the state
+expect_ok "finetune --resume after Ctrl-C" "$BIN" finetune $RES --out res-sig --resume
+if grep -q "^resume  res-sig/lora_state.ckpt at step $((n - 1))" "$W/out" && grep -q "^lora    dropout 0.1" "$W/out"; then
+    ok "resumed at the saved step with the saved dropout"; else bad "resumed at the saved step with the saved dropout"; cat "$W/out"; fi
+if [ "$(losses res-full/metrics.jsonl)" = "$(losses res-sig/metrics.jsonl)" ] && [ "$(wc -l < res-sig/metrics.jsonl)" -eq 801 ]; then
+    ok "Ctrl-C resume is bit-exact (800 losses)"
+else bad "Ctrl-C resume is bit-exact"; diff res-full/metrics.jsonl res-sig/metrics.jsonl | head -n 4; fi
+if cmp -s res-full/adapter_model.safetensors res-sig/adapter_model.safetensors && cmp -s res-full/lora_state.ckpt res-sig/lora_state.ckpt; then
+    ok "the same adapter and training state as the uninterrupted run"; else bad "the same adapter and training state"; fi
+
+# planned stop and --resume with more steps (constant lr: --steps does not change the schedule), over
+# an int8 base with dropout; --int8 and --lora-dropout left out on resume
+CONST="--init base-hf --data b.txt --batch 4 --seq 32 --lr 2e-3 --min-lr 2e-3 --warmup 0 --eval-every 0 --eval-batches 2 --threads 2 --print-every 1000 --lora-targets all --lora-rank 4"
+expect_ok "int8 fine-tune, 40 steps" "$BIN" finetune $CONST --int8 --lora-dropout 0.05 --steps 40 --out res-i8-full
+expect_ok "int8 fine-tune, 15 steps" "$BIN" finetune $CONST --int8 --lora-dropout 0.05 --steps 15 --out res-i8
+expect_ok "int8 fine-tune --resume to 40 steps" "$BIN" finetune $CONST --steps 40 --out res-i8 --resume
+if grep -q "^int8 " "$W/out" && [ "$(losses res-i8-full/metrics.jsonl)" = "$(losses res-i8/metrics.jsonl)" ]; then
+    ok "int8 + dropout resume is bit-exact"
+else bad "int8 + dropout resume is bit-exact"; diff res-i8-full/metrics.jsonl res-i8/metrics.jsonl | head -n 4; fi
+# the emulated ANE (fp16, dynamic loss scale, its state saved)
+ANE_RES="$CONST --backend ane --device emu"
+expect_ok "ane fine-tune, 8 steps" "$BIN" finetune $ANE_RES --steps 8 --out res-ane-full
+expect_ok "ane fine-tune, 3 steps" "$BIN" finetune $ANE_RES --steps 3 --out res-ane
+expect_ok "ane fine-tune --resume to 8 steps" "$BIN" finetune $ANE_RES --steps 8 --out res-ane --resume
+if [ "$(losses res-ane-full/metrics.jsonl)" = "$(losses res-ane/metrics.jsonl)" ] &&
+    [ "$(grep -o '"loss_scale": [^,]*' res-ane-full/metrics.jsonl)" = "$(grep -o '"loss_scale": [^,]*' res-ane/metrics.jsonl)" ]; then
+    ok "ane resume is bit-exact (losses and loss scales)"
+else bad "ane resume is bit-exact"; diff res-ane-full/metrics.jsonl res-ane/metrics.jsonl | head -n 4; fi
+
+# what --resume refuses, and why
+expect_fail "--resume without a state" "no training state res-none/lora_state.ckpt" \
+    "$BIN" finetune $RES --out res-none --resume
+expect_fail "--resume with another rank" "--lora-rank: expected 8 .the run being resumed, res-sig/lora_state.ckpt., found 4" \
+    "$BIN" finetune $RES --out res-sig --resume --lora-rank 4
+expect_fail "--resume with other targets" "--lora-targets: expected q,k,v,o .*found q,v" \
+    "$BIN" finetune $RES --out res-sig --resume --lora-targets q,v
+expect_fail "--resume with another dropout" "--lora-dropout: expected 0.1 .*found 0.2" \
+    "$BIN" finetune $RES --out res-sig --resume --lora-dropout 0.2
+expect_fail "--resume with --int8 on an fp32 run" "--int8: expected 0 .*found 1" \
+    "$BIN" finetune $RES --out res-sig --resume --int8
+expect_fail "--resume with another seed" "--seed: expected 1337 .*found 5" "$BIN" finetune $RES --out res-sig --resume --seed 5
+expect_fail "--resume with another batch" "--batch: expected 4 .*found 8" "$BIN" finetune $RES --out res-sig --resume --batch 8
+expect_fail "--resume with another seq" "--seq: expected 32 .*found 64" "$BIN" finetune $RES --out res-sig --resume --seq 64
+expect_fail "--resume over another base config (the interleaved original of the HF base)" \
+    "not the base model this run started from.*field rope_style" \
+    "$BIN" finetune $RES --out res-sig --resume --init base/model.ckpt --tokenizer tok.json
+expect_ok "another base of the same shape" "$BIN" train --model tiny --vocab 320 --data a.bin --steps 3 --batch 8 --seq 64 \
+    --eval-every 0 --threads 2 --print-every 1000 --seed 5 --out other/model.ckpt
+expect_ok "its HF export" "$BIN" convert other/model.ckpt other-hf
+cp tok.json other-hf/tokenizer.json
+expect_fail "--resume over another base" "field base_crc32: expected [0-9a-f]{8} .*other-hf.*not the base model" \
+    "$BIN" finetune $RES --out res-sig --resume --init other-hf
+expect_fail "--resume on other text" "train_crc32.*not the data this run trained on" \
+    "$BIN" finetune $RES --out res-sig --resume --data a.txt
+mkdir -p res-bad
+cp res-sig/lora_state.ckpt res-bad/lora_state.ckpt
+"$PY" -c "
+import sys
+b = bytearray(open('res-bad/lora_state.ckpt', 'rb').read()); b[1000] ^= 0xff
+open('res-bad/lora_state.ckpt', 'wb').write(b)"
+expect_fail "--resume of a corrupt state" "res-bad/lora_state.ckpt: section adapter: checksum mismatch" \
+    "$BIN" finetune $RES --out res-bad --resume
+head -c 5000 res-sig/lora_state.ckpt > res-bad/lora_state.ckpt
+expect_fail "--resume of a truncated state" "res-bad/lora_state.ckpt: truncated: expected [0-9]+ bytes, found 5000" \
+    "$BIN" finetune $RES --out res-bad --resume
+cp base/model.ckpt res-bad/lora_state.ckpt
+expect_fail "--resume of a full-training checkpoint" "not a LoRA training state.*full-training checkpoint" \
+    "$BIN" finetune $RES --out res-bad --resume
+expect_fail "train --resume of a LoRA state" "res-sig/lora_state.ckpt: not a checkpoint.*LoRA run's training state" \
+    "$BIN" train --model tiny --vocab 320 --data a.bin --steps 3 --out res-sig/lora_state.ckpt --resume
+if find . -name '*.tmp.*' | grep -q .; then bad "no temporary files left"; else ok "no temporary files left"; fi
 
 # ---- what is refused, and why
 expect_fail "dropout on the ane backend is refused with the reason" "LoRA dropout 0.1 is not supported .the masks would be" \

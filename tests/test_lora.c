@@ -10,7 +10,11 @@
 **   - RoPE: merging the saved adapter into the HF export of an interleaved model gives the HF
 **     export of the merged model (and the same logits)
 **   - the trainer: frozen tensors never change, only adapter moments exist, the loss falls,
-**     resume/save/dropout refused with a reason
+**     dropout on ane and int8 full training refused with a reason
+**   - resume: a LoRA run saved (trainer_save) and continued (lora_resume_path) takes the
+**     uninterrupted run's steps bit for bit (cpu with dropout, cpu over an int8 base, ane with a
+**     dynamic loss scale); bad states refused: truncated, corrupt, another base, contradicting
+**     options, a full-training checkpoint as a LoRA state and the reverse
 **   - a LoRA step on the ANE backend (emulated device) against the CPU backend
 */
 #include <cjson/cJSON.h>
@@ -945,8 +949,13 @@ static void test_trainer_trains_only_the_adapter(void) {
     CHECK(val1 < val0 - 0.3 && last < first - 0.3, "the adapter learns (val %.3f -> %.3f)", val0, val1);
     CHECK(memcmp(before, tr.params, n * sizeof(float)) == 0, "the frozen base changed");
     char dir[400];
+    snprintf(dir, sizeof dir, "%s/trained.lora", tmpdir);
+    CHECK(trainer_save(&tr, dir, &err) == 0, "trainer_save writes the LoRA training state: %s", err.msg);
+    LoraRunState saved;
+    CHECK(lora_state_load(dir, &saved, NULL, NULL, NULL, NULL, &err) == 0 && saved.state.step == o.steps &&
+              saved.lora.rank == o.lora.rank && saved.base_crc32 == tr.base_crc32,
+          "the state's header: %s", err.msg);
     snprintf(dir, sizeof dir, "%s/trained", tmpdir);
-    CHECK(trainer_save(&tr, dir, &err) != 0 && strstr(err.msg, "LoRA"), "trainer_save refuses: %s", err.msg);
     CHECK(trainer_save_adapter(&tr, dir, "tiny", &err) == 0, "%s", err.msg);
     /* the saved adapter merged into the base evaluates as the trained run (merged vs unmerged) */
     memcpy(check, before, n * sizeof(float));
@@ -966,7 +975,8 @@ static void test_trainer_trains_only_the_adapter(void) {
     free(before), free(check);
 
     o.resume_path = "whatever.ckpt";
-    CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "--resume"), "resume refused: %s", err.msg);
+    CHECK(trainer_init(&tr, &o, &err) != 0 && strstr(err.msg, "lora_resume_path"),
+          "a full-training resume_path refused for LoRA: %s", err.msg);
     o.resume_path = NULL;
     TrainOptions oa = lora_options("ane");
     oa.lora.dropout = 0.1f;
@@ -1080,6 +1090,240 @@ static void ane_step_vs_cpu(int int8) {
     trainer_free(&ta);
 }
 
+/* Runs o for `first` steps, saves (trainer_save) to path, frees; a new trainer continues from
+** path up to o.steps. Losses, norms and scales go to loss[o.steps] etc.; the final adapter and
+** moments stay in *tr. */
+typedef struct {
+    double loss[16], norm[16];
+    float scale[16];
+    int skipped;
+} StepLog;
+
+static int run_steps(Trainer *tr, long upto, StepLog *log) {
+    Err err = {{0}};
+    while (tr->state.step < upto) {
+        StepStats st;
+        if (trainer_step(tr, &st, &err) != 0) {
+            CHECK(0, "step: %s", err.msg);
+            return -1;
+        }
+        log->loss[st.step - 1] = st.loss;
+        log->norm[st.step - 1] = st.grad_norm;
+        log->scale[st.step - 1] = st.loss_scale;
+        log->skipped += st.skipped;
+    }
+    return 0;
+}
+
+static void lora_resume_case(const char *what, TrainOptions o, long first) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/resume-%s.lora", tmpdir, what);
+    Err err = {{0}};
+    Trainer full, half;
+    StepLog lf, lh;
+    memset(&lf, 0, sizeof lf);
+    memset(&lh, 0, sizeof lh);
+    if (trainer_init(&full, &o, &err) != 0) {
+        CHECK(0, "%s: %s", what, err.msg);
+        return;
+    }
+    if (run_steps(&full, o.steps, &lf) != 0) {
+        trainer_free(&full);
+        return;
+    }
+    if (trainer_init(&half, &o, &err) != 0) {
+        CHECK(0, "%s: %s", what, err.msg);
+        trainer_free(&full);
+        return;
+    }
+    int ok = run_steps(&half, first, &lh) == 0;
+    double val_saved = 0, val_resumed = -1;
+    if (ok) CHECK(trainer_eval(&half, &val_saved, &err) == 0, "%s", err.msg);
+    ok = ok && trainer_save(&half, path, &err) == 0;
+    CHECK(ok, "%s: save after %ld steps: %s", what, first, err.msg);
+    trainer_free(&half);
+    if (!ok) {
+        trainer_free(&full);
+        return;
+    }
+    o.lora_resume_path = path;
+    if (trainer_init(&half, &o, &err) != 0) {
+        CHECK(0, "%s: resume: %s", what, err.msg);
+        trainer_free(&full);
+        return;
+    }
+    CHECK(half.state.step == first, "%s: resumed at step %lld, expected %ld", what, (long long)half.state.step, first);
+    CHECK(trainer_eval(&half, &val_resumed, &err) == 0 && val_resumed == val_saved,
+          "%s: the resumed adapter evaluates as the saved one (%.9g vs %.9g)", what, val_resumed, val_saved);
+    if (run_steps(&half, o.steps, &lh) == 0) {
+        size_t n = full.lora.n_floats;
+        int same = memcmp(lf.loss, lh.loss, sizeof lf.loss) == 0 && memcmp(lf.norm, lh.norm, sizeof lf.norm) == 0 &&
+                   memcmp(lf.scale, lh.scale, sizeof lf.scale) == 0;
+        printf("     %s: %ld + %ld steps, loss %.6f -> %.6f, loss scale %g -> %g, %d skipped: %s\n", what, first,
+               o.steps - first, lf.loss[0], lf.loss[o.steps - 1], (double)lf.scale[0], (double)lf.scale[o.steps - 1],
+               lf.skipped, same ? "bit for bit" : "DIFFERENT");
+        for (long i = 0; i < o.steps && !same; i++)
+            if (lf.loss[i] != lh.loss[i]) printf("       step %ld: loss %.9g vs %.9g\n", i + 1, lf.loss[i], lh.loss[i]);
+        CHECK(same, "%s: the resumed run's losses, norms and scales equal the uninterrupted run's", what);
+        CHECK(memcmp(full.adapter, half.adapter, n * sizeof(float)) == 0 &&
+                  memcmp(full.adapter_m, half.adapter_m, n * sizeof(float)) == 0 &&
+                  memcmp(full.adapter_v, half.adapter_v, n * sizeof(float)) == 0,
+              "%s: the same adapter and moments at the end", what);
+        CHECK(memcmp(&full.state, &half.state, sizeof full.state) == 0, "%s: the same TrainState at the end", what);
+    }
+    trainer_free(&half);
+    trainer_free(&full);
+}
+
+static TrainOptions resume_options(const char *backend) {
+    TrainOptions o = lora_options(backend);
+    o.lora = lcfg(4, 8, "all", 0);
+    o.steps = 10;
+    o.min_lr = 1e-3f; /* cosine decay: the schedule depends on the step */
+    o.warmup = 2;
+    return o;
+}
+
+static void test_trainer_resume_cpu_dropout(void) {
+    TrainOptions o = resume_options("cpu");
+    o.lora.dropout = 0.1f;
+    lora_resume_case("cpu, dropout 0.1", o, 4);
+}
+
+static void test_trainer_resume_cpu_int8(void) {
+    TrainOptions o = resume_options("cpu");
+    o.lora.dropout = 0.05f;
+    o.int8 = 1;
+    lora_resume_case("cpu, int8 base, dropout 0.05", o, 7);
+}
+
+/* fp16 on the emulated device with a dynamic loss scale that grows every 3 clean steps, then one
+** starting at 2^24 that overflows (skipped steps, the scale halved): the scale, its clean-step
+** count and the skipped steps (AdamW's t) must survive the save. */
+static void test_trainer_resume_ane(void) {
+    TrainOptions o = resume_options("ane");
+    o.loss_scaling = LOSS_SCALE_DYNAMIC;
+    o.loss_scale_init = 4096.0f;
+    o.loss_scale_window = 3;
+    lora_resume_case("ane, dynamic loss scale", o, 5);
+    o.loss_scale_init = 16777216.0f; /* 2^24: fp16 overflows, steps are skipped and the scale halves */
+    lora_resume_case("ane, overflowing loss scale", o, 4);
+}
+
+/* Writes path's first `keep` bytes, with byte `flip` (if >= 0) inverted, to out. */
+static void copy_damaged(const char *path, const char *out, long keep, long flip) {
+    size_t n;
+    Err err;
+    char *b = file_read_all(path, &n, &err);
+    if (!b) abort();
+    if (flip >= 0) b[flip] = (char)~b[flip];
+    FILE *fp = fopen(out, "wb");
+    if (!fp) abort();
+    fwrite(b, 1, keep < 0 ? n : (size_t)keep, fp);
+    fclose(fp);
+    free(b);
+}
+
+/* trainer_init(o) must fail with a message holding both needles. */
+static void expect_refused(const char *what, const TrainOptions *o, const char *needle, const char *needle2) {
+    Trainer tr;
+    Err err = {{0}};
+    if (trainer_init(&tr, o, &err) == 0) {
+        CHECK(0, "%s: resumed, expected a refusal", what);
+        trainer_free(&tr);
+        return;
+    }
+    CHECK(strstr(err.msg, needle) && (!needle2 || strstr(err.msg, needle2)), "%s refused: %s", what, err.msg);
+    if (verbose) printf("     %s: %s\n", what, err.msg);
+}
+
+static void test_trainer_resume_refusals(void) {
+    TrainOptions o = resume_options("cpu");
+    o.steps = 3;
+    char state[400], base[400], other[400], bad[400];
+    snprintf(state, sizeof state, "%s/refuse.lora", tmpdir);
+    snprintf(base, sizeof base, "%s/refuse-base.ckpt", tmpdir);
+    snprintf(other, sizeof other, "%s/refuse-other.ckpt", tmpdir);
+    snprintf(bad, sizeof bad, "%s/refuse-bad.lora", tmpdir);
+    Trainer tr;
+    Err err = {{0}};
+    StepLog lg;
+    if (trainer_init(&tr, &o, &err) != 0) {
+        CHECK(0, "%s", err.msg);
+        return;
+    }
+    int ok = run_steps(&tr, 3, &lg) == 0 && trainer_save(&tr, state, &err) == 0 &&
+             ckpt_save(base, &tr.layout, tr.params, NULL, NULL, NULL, &err) == 0;
+    if (ok) { /* the same base but one weight */
+        tr.params[tr.layout.t[T_WQ].offset + 5] += 1e-3f;
+        ok = ckpt_save(other, &tr.layout, tr.params, NULL, NULL, NULL, &err) == 0;
+    }
+    trainer_free(&tr);
+    CHECK(ok, "%s", err.msg);
+    if (!ok) return;
+    TrainOptions r = o;
+    r.lora_resume_path = state;
+    r.steps = 5;
+    /* the base from a file instead of the seed: the same parameters, so it resumes */
+    TrainOptions from_file = r;
+    from_file.init_path = base;
+    if (trainer_init(&tr, &from_file, &err) != 0) CHECK(0, "the same base from a checkpoint file: %s", err.msg);
+    else {
+        CHECK(tr.state.step == 3, "resumed at step 3 from --init %s", base);
+        trainer_free(&tr);
+    }
+    from_file.init_path = other;
+    expect_refused("another base (one weight changed)", &from_file, "base_crc32", "not the base model");
+    TrainOptions t = r;
+    t.cfg.hidden_dim += 32;
+    expect_refused("another base config", &t, "field hidden_dim", "not the base model");
+    t = r, t.lora.rank = 8;
+    expect_refused("another rank", &t, "field rank: expected 8, found 4", NULL);
+    t = r, t.lora.alpha = 16;
+    expect_refused("another alpha", &t, "field alpha", NULL);
+    t = r, t.lora.dropout = 0.2f;
+    expect_refused("another dropout", &t, "field dropout", NULL);
+    t = r, t.lora = lcfg(4, 8, "q,v", 0);
+    expect_refused("other targets", &t, "field targets: expected q,v", NULL);
+    t = r, t.int8 = 1;
+    expect_refused("int8 on an fp32 run", &t, "field int8: expected 1, found 0", NULL);
+    t = r, t.seed = 10; /* the fresh base is seeded too: caught as another base */
+    expect_refused("another seed (fresh base)", &t, "not the base model", NULL);
+    t = from_file, t.init_path = base, t.seed = 10;
+    expect_refused("another seed", &t, "field seed: expected 10, found 9", NULL);
+    t = r, t.batch = 3;
+    expect_refused("another batch", &t, "field batch", NULL);
+    t = r, t.seq = 16;
+    expect_refused("another seq", &t, "field seq", NULL);
+    t = r, t.accum = 1;
+    expect_refused("another accum", &t, "field accum", NULL);
+    t = r, t.val_frac = 0.2;
+    expect_refused("another val_frac", &t, "field val_frac", NULL);
+    size_t n_bytes;
+    char *bytes = file_read_all(state, &n_bytes, &err);
+    CHECK(bytes != NULL, "%s", err.msg);
+    free(bytes);
+    t = r, t.lora_resume_path = bad;
+    copy_damaged(state, bad, (long)n_bytes - 100, -1);
+    expect_refused("truncated state", &t, bad, "truncated");
+    copy_damaged(state, bad, 100, -1);
+    expect_refused("truncated header", &t, bad, "truncated header");
+    copy_damaged(state, bad, -1, 300);
+    expect_refused("corrupt adapter", &t, "section adapter: checksum mismatch", bad);
+    copy_damaged(state, bad, -1, (long)n_bytes - 10);
+    expect_refused("corrupt v", &t, "section v: checksum mismatch", bad);
+    copy_damaged(state, bad, -1, 180);
+    expect_refused("corrupt header", &t, "section header: checksum mismatch", bad);
+    t.lora_resume_path = base;
+    expect_refused("a full-training checkpoint as a LoRA state", &t, "full-training checkpoint", base);
+    t = r, t.lora.rank = 0, t.lora_resume_path = NULL, t.resume_path = state;
+    expect_refused("a LoRA state as a full-training checkpoint", &t, "LoRA run's training state", state);
+    t = r, t.lora.rank = 0;
+    expect_refused("lora_resume_path without LoRA", &t, "LoRA run", NULL);
+    t = r, t.lora_resume_path = "/nonexistent/x.lora";
+    expect_refused("no state file", &t, "/nonexistent/x.lora", "cannot open");
+}
+
 static void test_ane_step_vs_cpu(void) { ane_step_vs_cpu(0); }
 static void test_ane_step_vs_cpu_int8_base(void) { ane_step_vs_cpu(1); }
 
@@ -1103,6 +1347,10 @@ int main(int argc, char **argv) {
     RUN(test_trainer_dropout_and_int8);
     RUN(test_ane_step_vs_cpu);
     RUN(test_ane_step_vs_cpu_int8_base);
+    RUN(test_trainer_resume_cpu_dropout);
+    RUN(test_trainer_resume_cpu_int8);
+    RUN(test_trainer_resume_ane);
+    RUN(test_trainer_resume_refusals);
     parallel_shutdown();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

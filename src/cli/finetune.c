@@ -5,6 +5,7 @@
 **   text ──the model's tokenizer──▶ DIR/tokens.bin ──▶ validation loss before
 **        ──▶ LoRA training (trainer.c with TrainOptions.lora) ──▶ validation loss after
 **        ──▶ DIR/adapter_model.safetensors + DIR/adapter_config.json (PEFT's format)
+**        + DIR/lora_state.ckpt (the training state: --resume continues it; checkpoint.h)
 **
 ** The validation split is the last --val-frac of the tokens, as in `train`. The adapter loads
 ** into `anetrain sample --adapter DIR` and `anetrain convert MODEL OUT --adapter DIR` (merged),
@@ -62,6 +63,16 @@ static const char *finetune_help =
     "  --int8                keep the frozen base's layer matrices as int8 (one scale per row),\n"
     "                        dequantized on the fly: about a quarter of their fp32 memory, at a\n"
     "                        small loss cost (see README)\n"
+    "\n"
+    "Resuming:\n"
+    "  --resume              continue the run whose training state is DIR/lora_state.ckpt (--out)\n"
+    "                        exactly where it stopped (adapter, AdamW moments, step, data position,\n"
+    "                        loss scale); the losses then match an uninterrupted run bit for bit.\n"
+    "                        --init and --data must give the same base and text (checked: the base's\n"
+    "                        config and crc32, the training tokens' crc32). The LoRA flags, --int8,\n"
+    "                        --seed, --batch, --seq, --accum and --val-frac come from the state:\n"
+    "                        leave them out, or give the saved values (others are refused). Give\n"
+    "                        the other flags (--steps, --lr, ...) as in the first run.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
@@ -82,11 +93,14 @@ static const char *finetune_help_more =
     "  --eval-every N        validation loss every N steps (default 50; 0: before and after only)\n"
     "  --eval-batches N      validation batches per evaluation (default 20; 0: the whole split)\n"
     "  --out DIR             output directory (default out/finetune): adapter_model.safetensors,\n"
-    "                        adapter_config.json, tokens.bin (the tokenized text), metrics.jsonl\n"
+    "                        adapter_config.json, lora_state.ckpt (the training state, for\n"
+    "                        --resume), tokens.bin (the tokenized text), metrics.jsonl\n"
     "  --log FILE            metrics log (default DIR/metrics.jsonl): a first line with step 0\n"
     "                        and the validation loss before training, then one JSON object per\n"
     "                        step as `train` writes (step, loss, lr, grad_norm, tokens, ms, and\n"
-    "                        val_loss when computed)\n"
+    "                        val_loss when computed); --resume appends to it\n"
+    "  --save-every N        also write the training state every N steps (default 100; 0: only at\n"
+    "                        the end and on Ctrl-C)\n"
     "  --print-every N       progress line every N steps when stderr is not a terminal (default 10)\n"
     "\n"
     "Execution:\n"
@@ -100,12 +114,15 @@ static const char *finetune_help_more =
     "only: no weight gradient GEMMs, no gradient or optimizer state for the frozen model. On the\n"
     "ane backend A and B are dynamic kernel inputs restaged every step while the frozen base is\n"
     "staged once; LoRA dropout is cpu-only (on ane the mask would be one more [in][T] input per\n"
-    "module). Ctrl-C saves the adapter and exits (there is no --resume for fine-tuning yet).\n"
+    "module). Ctrl-C finishes the current step, saves the adapter and the training state, and\n"
+    "exits; the same command plus --resume continues.\n"
     "\n"
     "examples:\n"
     "  anetrain finetune --init Qwen3-0.6B/ --data my_text.txt --steps 300\n"
     "  anetrain finetune --init stories15M.bin --tokenizer tokenizer.bin --data stories.txt \\\n"
     "                    --lora-targets all --out out/ft\n"
+    "  anetrain finetune --init stories15M.bin --tokenizer tokenizer.bin --data stories.txt \\\n"
+    "                    --out out/ft --resume          # after Ctrl-C: continues exactly\n"
     "  anetrain sample --model stories15M.bin --tokenizer tokenizer.bin --adapter out/ft\n"
     "  anetrain convert stories15M.bin merged-hf --adapter out/ft     # merged, as a HF directory\n";
 
@@ -120,8 +137,10 @@ enum { DOC_PARAGRAPHS, DOC_LINES, DOC_FILE };
 typedef struct {
     TrainOptions opt;
     const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale;
-    int eval_every, print_every, threads;
+    int eval_every, print_every, save_every, threads, resume;
     int seq_given, warmup_given, min_lr_given;
+    /* flags a --resume takes from the training state when they are left out */
+    int rank_given, alpha_given, dropout_given, int8_given, seed_given, batch_given, accum_given, val_frac_given;
 } FinetuneArgs;
 
 static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
@@ -142,12 +161,12 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     o->loss_scale_window = 1000;
     o->lora = (LoraConfig){8, 16.0f, 0.0f, 0, 0};
     a->format = "paragraphs";
-    a->targets = "q,k,v,o";
     a->out = "out/finetune";
     a->backend = "cpu";
     a->device = "auto";
     a->eval_every = 50;
     a->print_every = 10;
+    a->save_every = 100;
     a->threads = parallel_cpu_count();
     const double BIG = 1e9;
     const ArgSpec specs[] = {
@@ -155,27 +174,29 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--data", ARG_STR, &o->data_path, 0, 0, NULL},
         {"--tokenizer", ARG_STR, &a->tokenizer, 0, 0, NULL},
         {"--format", ARG_STR, &a->format, 0, 0, NULL},
-        {"--val-frac", ARG_DOUBLE, &o->val_frac, 0.001, 0.9, NULL},
-        {"--lora-rank", ARG_INT, &o->lora.rank, 1, 4096, NULL},
-        {"--lora-alpha", ARG_FLOAT, &o->lora.alpha, 1e-6, 1e6, NULL},
+        {"--val-frac", ARG_DOUBLE, &o->val_frac, 0.001, 0.9, &a->val_frac_given},
+        {"--lora-rank", ARG_INT, &o->lora.rank, 1, 4096, &a->rank_given},
+        {"--lora-alpha", ARG_FLOAT, &o->lora.alpha, 1e-6, 1e6, &a->alpha_given},
         {"--lora-targets", ARG_STR, &a->targets, 0, 0, NULL},
-        {"--lora-dropout", ARG_FLOAT, &o->lora.dropout, 0, 0.999, NULL},
-        {"--int8", ARG_BOOL, &o->int8, 0, 0, NULL},
+        {"--lora-dropout", ARG_FLOAT, &o->lora.dropout, 0, 0.999, &a->dropout_given},
+        {"--int8", ARG_BOOL, &o->int8, 0, 0, &a->int8_given},
+        {"--resume", ARG_BOOL, &a->resume, 0, 0, NULL},
         {"--steps", ARG_LONG, &o->steps, 0, BIG, NULL},
-        {"--batch", ARG_INT, &o->batch, 1, 65536, NULL},
+        {"--batch", ARG_INT, &o->batch, 1, 65536, &a->batch_given},
         {"--seq", ARG_INT, &o->seq, 1, 1 << 20, &a->seq_given},
-        {"--accum", ARG_INT, &o->accum, 1, 65536, NULL},
+        {"--accum", ARG_INT, &o->accum, 1, 65536, &a->accum_given},
         {"--lr", ARG_FLOAT, &o->lr, 1e-12, 10, NULL},
         {"--min-lr", ARG_FLOAT, &o->min_lr, 0, 10, &a->min_lr_given},
         {"--warmup", ARG_LONG, &o->warmup, 0, BIG, &a->warmup_given},
         {"--wd", ARG_FLOAT, &o->adam.weight_decay, 0, 10, NULL},
         {"--clip", ARG_FLOAT, &o->clip, 0, BIG, NULL},
-        {"--seed", ARG_U64, &o->seed, 0, 0, NULL},
+        {"--seed", ARG_U64, &o->seed, 0, 0, &a->seed_given},
         {"--eval-every", ARG_INT, &a->eval_every, 0, BIG, NULL},
         {"--eval-batches", ARG_INT, &o->eval_batches, 0, BIG, NULL},
         {"--out", ARG_STR, &a->out, 0, 0, NULL},
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
+        {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
         {"--backend", ARG_STR, &a->backend, 0, 0, NULL},
         {"--device", ARG_STR, &a->device, 0, 0, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
@@ -186,7 +207,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     if (!o->data_path) return err_set(err, "--data: a text file is required");
     if (strcmp(a->format, "paragraphs") && strcmp(a->format, "lines") && strcmp(a->format, "file"))
         return err_set(err, "--format: expected paragraphs, lines or file, found '%s'", a->format);
-    if (lora_parse_targets(a->targets, &o->lora.targets, err) != 0) return -1;
+    if (lora_parse_targets(a->targets ? a->targets : "q,k,v,o", &o->lora.targets, err) != 0) return -1;
     if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "ane") != 0)
         return err_set(err, "--backend: expected cpu or ane, found '%s'", a->backend);
     o->backend = a->backend;
@@ -357,6 +378,47 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
 
 /* ---------------------------------------------------------------- the run */
 
+/* --resume: the LoRA config, int8 and the data stream's shape come from the training state rs
+** at path; a flag given with another value than the saved one is refused. */
+static int take_flags_from_state(FinetuneArgs *a, const LoraRunState *rs, const char *path, Err *err) {
+    TrainOptions *o = &a->opt;
+#define SAVED_INT(flag, given, field, saved)                                                                         \
+    if ((given) && (long long)(field) != (long long)(saved))                                                       \
+        return err_set(err, flag ": expected %lld (the run being resumed, %s), found %lld; leave the flag out",     \
+                       (long long)(saved), path, (long long)(field));                                               \
+    field = saved;
+#define SAVED_REAL(flag, given, field, saved)                                                                        \
+    if ((given) && (double)(field) != (double)(saved))                                                             \
+        return err_set(err, flag ": expected %g (the run being resumed, %s), found %g; leave the flag out",         \
+                       (double)(saved), path, (double)(field));                                                     \
+    field = saved;
+    SAVED_INT("--lora-rank", a->rank_given, o->lora.rank, rs->lora.rank)
+    SAVED_REAL("--lora-alpha", a->alpha_given, o->lora.alpha, rs->lora.alpha)
+    SAVED_REAL("--lora-dropout", a->dropout_given, o->lora.dropout, rs->lora.dropout)
+    SAVED_INT("--int8", a->int8_given, o->int8, rs->int8)
+    SAVED_INT("--batch", a->batch_given, o->batch, rs->batch)
+    SAVED_INT("--seq", a->seq_given, o->seq, rs->seq)
+    SAVED_INT("--accum", a->accum_given, o->accum, rs->accum)
+    SAVED_REAL("--val-frac", a->val_frac_given, o->val_frac, rs->val_frac)
+    if (a->seed_given && o->seed != rs->seed)
+        return err_set(err, "--seed: expected %llu (the run being resumed, %s), found %llu; leave the flag out",
+                       (unsigned long long)rs->seed, path, (unsigned long long)o->seed);
+    o->seed = rs->seed;
+#undef SAVED_INT
+#undef SAVED_REAL
+    if (a->targets && o->lora.targets != rs->lora.targets) {
+        char want[64], found[64];
+        lora_targets_format(rs->lora.targets, want, sizeof want);
+        lora_targets_format(o->lora.targets, found, sizeof found);
+        return err_set(err, "--lora-targets: expected %s (the run being resumed, %s), found %s; leave the flag out",
+                       want, path, found);
+    }
+    o->lora.targets = rs->lora.targets;
+    o->lora.rslora = rs->lora.rslora;
+    o->order = rs->order;
+    return 0;
+}
+
 static void print_progress(const FinetuneArgs *a, const StepStats *s, double ms, double elapsed, long done, int tty) {
     double remaining = done > 0 ? elapsed / done * (double)(a->opt.steps - s->step) : 0;
     char eta[32];
@@ -372,8 +434,17 @@ static void print_progress(const FinetuneArgs *a, const StepStats *s, double ms,
 
 static int run(FinetuneArgs *a, Err *err) {
     TrainOptions *o = &a->opt;
-    char tokens_path[1100], log_path[1100];
+    char tokens_path[1100], log_path[1100], state_path[1100];
     snprintf(tokens_path, sizeof tokens_path, "%s/tokens.bin", a->out);
+    snprintf(state_path, sizeof state_path, "%s/lora_state.ckpt", a->out);
+    if (a->resume) {
+        if (!path_exists(state_path))
+            return err_set(err, "--resume: no training state %s to resume (run without --resume first)", state_path);
+        LoraRunState saved;
+        if (lora_state_load(state_path, &saved, NULL, NULL, NULL, NULL, err) != 0) return err_wrap(err, "--resume");
+        if (take_flags_from_state(a, &saved, state_path, err) != 0) return -1;
+        o->lora_resume_path = state_path;
+    }
     if (a->log) snprintf(log_path, sizeof log_path, "%s", a->log);
     else snprintf(log_path, sizeof log_path, "%s/metrics.jsonl", a->out);
 
@@ -383,14 +454,14 @@ static int run(FinetuneArgs *a, Err *err) {
     if (model_load_any(o->init_path, &layout, &params, err) != 0) return err_wrap(err, "--init");
     free(params);
     const ModelConfig cfg = layout.cfg;
-    if (!a->seq_given && cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
+    if (!a->seq_given && !a->resume && cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
     if (dir_ensure(a->out, err) != 0) return -1;
     if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
     o->data_path = tokens_path;
 
     Trainer tr;
     if (trainer_init(&tr, o, err) != 0) return -1;
-    FILE *log = fopen(log_path, "w");
+    FILE *log = fopen(log_path, a->resume ? "a" : "w");
     if (!log) {
         trainer_free(&tr);
         return err_set(err, "--log %s: cannot open for writing", log_path);
@@ -417,12 +488,19 @@ static int run(FinetuneArgs *a, Err *err) {
     printf("batch   %d x %d tokens x %d accum; %ld steps, lr %.2e -> %.2e, warmup %ld; backend %s, %d threads\n",
            o->batch, o->seq, o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup, tr.backend->name,
            a->threads);
+    if (a->resume) printf("resume  %s at step %lld\n", state_path, (long long)tr.state.step);
     fflush(stdout);
 
     double val_before, val_after = NAN;
     if (trainer_eval(&tr, &val_before, err) != 0) goto fail;
-    printf("step 0: val_loss %.4f (perplexity %.2f) before fine-tuning\n", val_before, exp(val_before));
-    fprintf(log, "{\"step\": 0, \"val_loss\": %.17g}\n", val_before);
+    if (a->resume) {
+        /* the log already holds this run's lines up to the saved step */
+        printf("step %lld: val_loss %.4f (perplexity %.2f) at resume\n", (long long)tr.state.step, val_before,
+               exp(val_before));
+    } else {
+        printf("step 0: val_loss %.4f (perplexity %.2f) before fine-tuning\n", val_before, exp(val_before));
+        fprintf(log, "{\"step\": 0, \"val_loss\": %.17g}\n", val_before);
+    }
     fflush(log);
     fflush(stdout);
 
@@ -461,9 +539,13 @@ static int run(FinetuneArgs *a, Err *err) {
             fflush(stdout);
             val_after = val;
         }
+        if (a->save_every > 0 && s.step % a->save_every == 0 && s.step < o->steps &&
+            trainer_save(&tr, state_path, err) != 0)
+            goto fail;
     }
     if (tty && done > 0) fputc('\n', stderr);
     if (interrupted && trainer_eval(&tr, &val_after, err) != 0) goto fail;
+    if (trainer_save(&tr, state_path, err) != 0) goto fail;
     if (trainer_save_adapter(&tr, a->out, o->init_path, err) != 0) goto fail;
     fclose(log);
     char dur[32];
@@ -474,6 +556,12 @@ static int run(FinetuneArgs *a, Err *err) {
            exp(val_after));
     printf("saved   %s/adapter_model.safetensors, %s/adapter_config.json (PEFT LoRA); metrics %s\n", a->out, a->out,
            log_path);
+    if (interrupted)
+        printf("        %s (training state at step %lld); continue with the same command plus --resume\n",
+               state_path, (long long)tr.state.step);
+    else
+        printf("        %s (training state at step %lld; --resume with more --steps continues)\n", state_path,
+               (long long)tr.state.step);
     printf("use     anetrain sample --model %s --adapter %s ...\n", o->init_path, a->out);
     printf("        anetrain convert %s MERGED --adapter %s   (the adapter merged into the weights)\n", o->init_path,
            a->out);

@@ -20,6 +20,16 @@
 **   off 188  u32 crc32 of bytes [0, 188)
 ** then the sections params, m, v (m and v only when n_moments is 2), each n_floats
 ** little-endian fp32 followed by the u32 crc32 of those bytes.
+**
+** LoRA training state, version 1, header 260 bytes (config and TrainState encoded as above):
+**   off   0  "ANELORA\0"   off 8 u32 version (1)   off 12 u32 header_bytes (260)
+**   off  16  ModelConfig of the base            off  72  TrainState
+**   off 176  i32 rank, f32 alpha, f32 dropout, u32 rslora, u32 targets
+**   off 196  u32 int8      off 200  u64 seed     off 208  i32 batch, seq, accum
+**   off 220  u32 order     off 224  f64 val_frac (its IEEE bits as u64)
+**   off 232  u64 train_tokens   off 240  u32 train_crc32   off 244  u32 base_crc32
+**   off 248  u64 n_floats  off 256  u32 crc32 of bytes [0, 256)
+** then the sections adapter, m, v: n_floats little-endian fp32 each, each followed by its crc32.
 */
 #include "checkpoint.h"
 
@@ -45,6 +55,25 @@ enum {
 };
 
 static const char *const section_names[3] = {"params", "m", "v"};
+static const char *const lora_section_names[3] = {"adapter", "m", "v"};
+
+enum {
+    LORA_STATE_VERSION = 1,
+    LORA_OFF_LORA = 176,
+    LORA_OFF_INT8 = 196,
+    LORA_OFF_SEED = 200,
+    LORA_OFF_BATCH = 208,
+    LORA_OFF_SEQ = 212,
+    LORA_OFF_ACCUM = 216,
+    LORA_OFF_ORDER = 220,
+    LORA_OFF_VAL_FRAC = 224,
+    LORA_OFF_TRAIN_TOKENS = 232,
+    LORA_OFF_TRAIN_CRC = 240,
+    LORA_OFF_BASE_CRC = 244,
+    LORA_OFF_N_FLOATS = 248,
+    LORA_OFF_CRC = 256,
+    LORA_HEADER_BYTES = 260,
+};
 
 /* ---------------------------------------------------------------- fixed-width fields */
 
@@ -250,6 +279,9 @@ static int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, Par
                             uint32_t *n_moments, Err *err) {
     uint8_t h[CKPT_HEADER_BYTES];
     size_t got = fread(h, 1, sizeof h, fp);
+    if (got >= 8 && memcmp(h, LORA_STATE_MAGIC, 8) == 0)
+        return err_set(err, "%s: not a checkpoint: expected magic \"%s\\0\", found \"%s\\0\": this is a LoRA run's "
+                            "training state (continue it with finetune --resume)", path, CKPT_MAGIC, LORA_STATE_MAGIC);
     if (got >= 8 && memcmp(h, CKPT_MAGIC, 8) != 0)
         return err_set(err,
                        "%s: not a checkpoint: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x %02x %02x "
@@ -366,6 +398,203 @@ int ckpt_load(const char *path, ParamLayout *layout, float **params, float **m, 
         return -1;
     }
     if (state) *state = ts;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- LoRA training state */
+
+uint32_t ckpt_crc32_words(const void *words, size_t n) {
+    if (host_is_little_endian()) return crc32_update(0, words, n * 4);
+    uint32_t crc = 0;
+    float staged[CKPT_SWAP_FLOATS];
+    for (size_t i = 0; i < n; i += CKPT_SWAP_FLOATS) {
+        size_t k = n - i < CKPT_SWAP_FLOATS ? n - i : CKPT_SWAP_FLOATS;
+        memcpy(staged, (const uint8_t *)words + 4 * i, 4 * k);
+        swap_floats(staged, k);
+        crc = crc32_update(crc, staged, 4 * k);
+    }
+    return crc;
+}
+
+static void lora_encode_header(uint8_t *h, const LoraRunState *rs, size_t n_floats) {
+    memset(h, 0, LORA_HEADER_BYTES);
+    memcpy(h, LORA_STATE_MAGIC, 8);
+    put_u32(h + 8, LORA_STATE_VERSION);
+    put_u32(h + 12, LORA_HEADER_BYTES);
+    ckpt_encode_config(h + CKPT_OFF_CONFIG, &rs->base);
+    ckpt_encode_state(h + CKPT_OFF_STATE, &rs->state);
+    uint8_t *l = h + LORA_OFF_LORA;
+    put_i32(l + 0, rs->lora.rank);
+    put_f32(l + 4, rs->lora.alpha);
+    put_f32(l + 8, rs->lora.dropout);
+    put_u32(l + 12, (uint32_t)rs->lora.rslora);
+    put_u32(l + 16, rs->lora.targets);
+    put_u32(h + LORA_OFF_INT8, (uint32_t)rs->int8);
+    put_u64(h + LORA_OFF_SEED, rs->seed);
+    put_i32(h + LORA_OFF_BATCH, rs->batch);
+    put_i32(h + LORA_OFF_SEQ, rs->seq);
+    put_i32(h + LORA_OFF_ACCUM, rs->accum);
+    put_u32(h + LORA_OFF_ORDER, (uint32_t)rs->order);
+    uint64_t vf;
+    memcpy(&vf, &rs->val_frac, 8);
+    put_u64(h + LORA_OFF_VAL_FRAC, vf);
+    put_u64(h + LORA_OFF_TRAIN_TOKENS, rs->train_tokens);
+    put_u32(h + LORA_OFF_TRAIN_CRC, rs->train_crc32);
+    put_u32(h + LORA_OFF_BASE_CRC, rs->base_crc32);
+    put_u64(h + LORA_OFF_N_FLOATS, (uint64_t)n_floats);
+    put_u32(h + LORA_OFF_CRC, crc32_update(0, h, LORA_OFF_CRC));
+}
+
+static void lora_decode_header(const uint8_t *h, LoraRunState *rs) {
+    memset(rs, 0, sizeof *rs);
+    ckpt_decode_config(h + CKPT_OFF_CONFIG, &rs->base);
+    ckpt_decode_state(h + CKPT_OFF_STATE, &rs->state);
+    const uint8_t *l = h + LORA_OFF_LORA;
+    rs->lora.rank = get_i32(l + 0);
+    rs->lora.alpha = get_f32(l + 4);
+    rs->lora.dropout = get_f32(l + 8);
+    rs->lora.rslora = get_i32(l + 12);
+    rs->lora.targets = get_u32(l + 16);
+    rs->int8 = get_i32(h + LORA_OFF_INT8);
+    rs->seed = get_u64(h + LORA_OFF_SEED);
+    rs->batch = get_i32(h + LORA_OFF_BATCH);
+    rs->seq = get_i32(h + LORA_OFF_SEQ);
+    rs->accum = get_i32(h + LORA_OFF_ACCUM);
+    rs->order = (LoaderOrder)get_i32(h + LORA_OFF_ORDER);
+    uint64_t vf = get_u64(h + LORA_OFF_VAL_FRAC);
+    memcpy(&rs->val_frac, &vf, 8);
+    rs->train_tokens = get_u64(h + LORA_OFF_TRAIN_TOKENS);
+    rs->train_crc32 = get_u32(h + LORA_OFF_TRAIN_CRC);
+    rs->base_crc32 = get_u32(h + LORA_OFF_BASE_CRC);
+}
+
+/* The run options a run can have: what trainer_init itself would accept. */
+static int lora_validate_run(const LoraRunState *rs, const char *path, Err *err) {
+    if (rs->int8 != 0 && rs->int8 != 1) return err_set(err, "%s: field int8: expected 0 or 1, found %d", path, rs->int8);
+    if (rs->batch < 1) return err_set(err, "%s: field batch: expected a positive integer, found %d", path, rs->batch);
+    if (rs->seq < 1 || rs->seq > rs->base.max_seq_len)
+        return err_set(err, "%s: field seq: expected 1..max_seq_len=%d, found %d", path, rs->base.max_seq_len, rs->seq);
+    if (rs->accum < 1) return err_set(err, "%s: field accum: expected a positive integer, found %d", path, rs->accum);
+    if (rs->order != ORDER_RANDOM && rs->order != ORDER_SEQUENTIAL)
+        return err_set(err, "%s: field order: expected 0 (random) or 1 (sequential), found %d", path, (int)rs->order);
+    if (!(rs->val_frac >= 0 && rs->val_frac < 1))
+        return err_set(err, "%s: field val_frac: expected a value in [0, 1), found %g", path, rs->val_frac);
+    return 0;
+}
+
+int lora_state_save(const char *path, const LoraRunState *rs, const float *adapter, const float *m, const float *v,
+                    size_t n_floats, Err *err) {
+    if (config_validate(&rs->base, path, err) != 0) return -1;
+    LoraLayout lo;
+    if (lora_layout(&lo, &rs->base, &rs->lora, path, err) != 0) return -1;
+    if (lo.n_floats != n_floats)
+        return err_set(err, "%s: adapter: expected %zu floats (the layout of its LoRA config), found %zu", path,
+                       lo.n_floats, n_floats);
+    if (!adapter || !m || !v) return err_set(err, "%s: a LoRA training state needs the adapter, m and v", path);
+    if (ckpt_validate_state(&rs->state, path, err) != 0 || lora_validate_run(rs, path, err) != 0) return -1;
+    uint8_t h[LORA_HEADER_BYTES];
+    lora_encode_header(h, rs, n_floats);
+    AtomicFile af;
+    if (atomic_file_open(&af, path, err) != 0) return -1;
+    const float *sections[3] = {adapter, m, v};
+    int rc = atomic_file_write(&af, h, sizeof h, err);
+    for (int s = 0; s < 3 && rc == 0; s++) rc = ckpt_write_section(&af, sections[s], n_floats, err);
+    if (rc != 0) {
+        atomic_file_abort(&af);
+        return -1;
+    }
+    return atomic_file_commit(&af, err);
+}
+
+/* Reads and checks the header of a LoRA training state, sizes against the file length included. */
+static int lora_read_header(FILE *fp, const char *path, uint64_t file_bytes, LoraRunState *rs, size_t *n_floats,
+                            Err *err) {
+    uint8_t h[LORA_HEADER_BYTES];
+    size_t got = fread(h, 1, sizeof h, fp);
+    if (got >= 8 && memcmp(h, CKPT_MAGIC, 8) == 0)
+        return err_set(err, "%s: not a LoRA training state: expected magic \"%s\\0\", found \"%s\\0\": this is a "
+                            "full-training checkpoint (continue it with train --resume, or fine-tune it with --init)",
+                       path, LORA_STATE_MAGIC, CKPT_MAGIC);
+    if (got >= 8 && memcmp(h, LORA_STATE_MAGIC, 8) != 0)
+        return err_set(err,
+                       "%s: not a LoRA training state: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x "
+                       "%02x %02x %02x",
+                       path, LORA_STATE_MAGIC, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+    if (got < 12)
+        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
+                       LORA_HEADER_BYTES, (unsigned long long)file_bytes);
+    uint32_t version = get_u32(h + 8);
+    if (version != LORA_STATE_VERSION)
+        return err_set(err, "%s: unsupported LoRA training state version: expected %d, found %u", path,
+                       LORA_STATE_VERSION, version);
+    if (got < LORA_HEADER_BYTES)
+        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
+                       LORA_HEADER_BYTES, (unsigned long long)file_bytes);
+    uint32_t header_bytes = get_u32(h + 12);
+    if (header_bytes != LORA_HEADER_BYTES)
+        return err_set(err, "%s: field header_bytes: expected %d, found %u", path, LORA_HEADER_BYTES, header_bytes);
+    uint32_t crc = get_u32(h + LORA_OFF_CRC), want = crc32_update(0, h, LORA_OFF_CRC);
+    if (crc != want)
+        return err_set(err, "%s: section header: checksum mismatch (stored crc32 %08x, computed %08x)", path, crc,
+                       want);
+    LoraRunState st;
+    lora_decode_header(h, &st);
+    if (config_validate(&st.base, path, err) != 0) return -1;
+    if (ckpt_validate_state(&st.state, path, err) != 0 || lora_validate_run(&st, path, err) != 0) return -1;
+    LoraLayout lo;
+    if (lora_layout(&lo, &st.base, &st.lora, path, err) != 0) return -1;
+    uint64_t n = get_u64(h + LORA_OFF_N_FLOATS);
+    if (n != (uint64_t)lo.n_floats)
+        return err_set(err, "%s: field n_floats: expected %zu (the adapter size of the stored LoRA config), found %llu",
+                       path, lo.n_floats, (unsigned long long)n);
+    uint64_t expected = LORA_HEADER_BYTES + 3 * (n * 4 + 4);
+    if (file_bytes < expected)
+        return err_set(err, "%s: truncated: expected %llu bytes, found %llu bytes", path, (unsigned long long)expected,
+                       (unsigned long long)file_bytes);
+    if (file_bytes > expected)
+        return err_set(err, "%s: unexpected trailing data: expected %llu bytes, found %llu bytes", path,
+                       (unsigned long long)expected, (unsigned long long)file_bytes);
+    *rs = st;
+    *n_floats = lo.n_floats;
+    return 0;
+}
+
+int lora_state_load(const char *path, LoraRunState *rs, size_t *n_floats, float **adapter, float **m, float **v,
+                    Err *err) {
+    float **out[3] = {adapter, m, v};
+    if (adapter)
+        for (int s = 0; s < 3; s++)
+            if (out[s]) *out[s] = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return err_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return err_set(err, "%s: not a regular file", path);
+    }
+    LoraRunState rstate;
+    size_t n = 0;
+    int rc = lora_read_header(fp, path, (uint64_t)st.st_size, &rstate, &n, err);
+    if (rc == 0 && adapter) {
+        if (!m || !v) rc = err_set(err, "%s: loading the adapter takes its moments too", path);
+        for (int s = 0; rc == 0 && s < 3; s++) {
+            *out[s] = ckpt_read_section(fp, path, lora_section_names[s], n, err);
+            if (!*out[s]) rc = -1;
+        }
+    }
+    fclose(fp);
+    if (rc != 0) {
+        if (adapter)
+            for (int s = 0; s < 3; s++) {
+                if (out[s]) {
+                    free(*out[s]);
+                    *out[s] = NULL;
+                }
+            }
+        return -1;
+    }
+    *rs = rstate;
+    if (n_floats) *n_floats = n;
     return 0;
 }
 

@@ -107,6 +107,95 @@ static int lora_setup(Trainer *tr, Err *err) {
     return 0;
 }
 
+/* What a LoRA training state records of this run (trainer_save; checked by lora_resume). */
+static LoraRunState lora_run_state(const Trainer *tr) {
+    const TrainOptions *o = &tr->opt;
+    LoraRunState rs;
+    memset(&rs, 0, sizeof rs);
+    rs.base = tr->layout.cfg;
+    rs.base_crc32 = tr->base_crc32;
+    rs.lora = o->lora;
+    rs.int8 = o->int8 ? 1 : 0;
+    rs.seed = o->seed;
+    rs.batch = o->batch;
+    rs.seq = o->seq;
+    rs.accum = o->accum;
+    rs.order = o->order;
+    rs.val_frac = o->val_frac;
+    rs.train_tokens = tr->loader.n_train;
+    rs.train_crc32 = ckpt_crc32_words(tr->data.tokens, tr->loader.n_train);
+    rs.state = tr->state;
+    rs.state.loader = tr->loader.state;
+    return rs;
+}
+
+/* LoRA resume: loads the training state at lora_resume_path, checks that it is this run (the
+** same base, LoRA config and data stream) and takes its adapter, moments and TrainState. */
+static int lora_resume(Trainer *tr, Err *err) {
+    const char *path = tr->opt.lora_resume_path;
+    LoraRunState saved;
+    size_t n;
+    float *adapter, *m, *v;
+    if (lora_state_load(path, &saved, &n, &adapter, &m, &v, err) != 0) return err_wrap(err, "--resume");
+    LoraRunState now = lora_run_state(tr);
+    char diff[256];
+    int rc = 0;
+    if (config_difference(&now.base, &saved.base, diff, sizeof diff))
+        rc = err_set(err, "%s: not the base model this run started from (expected: the base loaded now; found: "
+                          "the state's): base config %s", path, diff);
+    else if (saved.base_crc32 != now.base_crc32)
+        rc = err_set(err, "%s: field base_crc32: expected %08x (the parameters of the base loaded now%s%s), found "
+                          "%08x: not the base model this run started from", path, now.base_crc32,
+                     tr->opt.init_path ? ", " : "", tr->opt.init_path ? tr->opt.init_path : "", saved.base_crc32);
+    else if (saved.lora.rank != now.lora.rank)
+        rc = err_set(err, "%s: field rank: expected %d, found %d", path, now.lora.rank, saved.lora.rank);
+    else if (saved.lora.alpha != now.lora.alpha)
+        rc = err_set(err, "%s: field alpha: expected %g, found %g", path, (double)now.lora.alpha,
+                     (double)saved.lora.alpha);
+    else if (saved.lora.dropout != now.lora.dropout)
+        rc = err_set(err, "%s: field dropout: expected %g, found %g", path, (double)now.lora.dropout,
+                     (double)saved.lora.dropout);
+    else if (saved.lora.rslora != now.lora.rslora)
+        rc = err_set(err, "%s: field rslora: expected %d, found %d", path, now.lora.rslora, saved.lora.rslora);
+    else if (saved.lora.targets != now.lora.targets) {
+        char want[64], found[64];
+        lora_targets_format(now.lora.targets, want, sizeof want);
+        lora_targets_format(saved.lora.targets, found, sizeof found);
+        rc = err_set(err, "%s: field targets: expected %s, found %s", path, want, found);
+    } else if (saved.int8 != now.int8)
+        rc = err_set(err, "%s: field int8: expected %d, found %d", path, now.int8, saved.int8);
+    else if (saved.seed != now.seed)
+        rc = err_set(err, "%s: field seed: expected %llu, found %llu", path, (unsigned long long)now.seed,
+                     (unsigned long long)saved.seed);
+    else if (saved.batch != now.batch)
+        rc = err_set(err, "%s: field batch: expected %d, found %d", path, now.batch, saved.batch);
+    else if (saved.seq != now.seq)
+        rc = err_set(err, "%s: field seq: expected %d, found %d", path, now.seq, saved.seq);
+    else if (saved.accum != now.accum)
+        rc = err_set(err, "%s: field accum: expected %d, found %d", path, now.accum, saved.accum);
+    else if (saved.order != now.order)
+        rc = err_set(err, "%s: field order: expected %d, found %d", path, (int)now.order, (int)saved.order);
+    else if (saved.val_frac != now.val_frac)
+        rc = err_set(err, "%s: field val_frac: expected %g, found %g", path, now.val_frac, saved.val_frac);
+    else if (saved.train_tokens != now.train_tokens || saved.train_crc32 != now.train_crc32)
+        rc = err_set(err, "%s: field train_tokens/train_crc32: expected %llu tokens, crc32 %08x (the training split "
+                          "of %s), found %llu tokens, crc32 %08x: not the data this run trained on", path,
+                     (unsigned long long)now.train_tokens, now.train_crc32, tr->opt.data_path,
+                     (unsigned long long)saved.train_tokens, saved.train_crc32);
+    else if (n != tr->lora.n_floats)
+        rc = err_set(err, "%s: field n_floats: expected %zu, found %zu", path, tr->lora.n_floats, n);
+    if (rc == 0) {
+        memcpy(tr->adapter, adapter, n * sizeof(float));
+        memcpy(tr->adapter_m, m, n * sizeof(float));
+        memcpy(tr->adapter_v, v, n * sizeof(float));
+        tr->state = saved.state;
+    }
+    free(adapter);
+    free(m);
+    free(v);
+    return rc;
+}
+
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->opt = *opt;
@@ -116,8 +205,11 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         return err_set(err, "--int8: int8 weights cannot train: it takes a LoRA run (the base frozen, an adapter "
                             "trained) or a forward-only command (eval, sample)");
     if (lora && opt->resume_path)
-        return err_set(err, "--resume: not supported for LoRA runs yet (they save the adapter, not a resumable "
-                            "checkpoint); start again from the base model");
+        return err_set(err, "--resume %s: a LoRA run resumes from its LoRA training state (lora_resume_path), not "
+                            "from a full-training checkpoint", opt->resume_path);
+    if (opt->lora_resume_path && !lora)
+        return err_set(err, "--resume %s: resuming a LoRA training state takes a LoRA run (lora.rank > 0)",
+                       opt->lora_resume_path);
     if (opt->resume_path) {
         if (ckpt_load(opt->resume_path, &tr->layout, &tr->params, &tr->m, &tr->v, &tr->state, err) != 0)
             return err_wrap(err, "--resume");
@@ -140,6 +232,8 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     }
     const ModelConfig *cfg = &tr->layout.cfg;
     size_t n = tr->layout.n_floats;
+    /* the frozen base's identity, saved with (and checked against) a LoRA training state */
+    if (lora) tr->base_crc32 = ckpt_crc32_words(tr->params, n);
     /* seq 0: the default, known only now that the model is: 256, or its maximum if shorter. */
     if (tr->opt.seq == 0) tr->opt.seq = cfg->max_seq_len < 256 ? cfg->max_seq_len : 256;
     opt = &tr->opt;
@@ -163,7 +257,10 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     if (loader_init(&tr->loader, tr->data.tokens, tr->data.n_tokens, opt->val_frac, opt->batch, opt->seq, opt->order,
                     opt->seed, opt->data_path, err) != 0)
         goto fail;
-    if (have_moments) {
+    if (opt->lora_resume_path) {
+        if (lora_resume(tr, err) != 0) goto fail;
+        tr->loader.state = tr->state.loader;
+    } else if (have_moments) {
         tr->loader.state = tr->state.loader;
     } else {
         tr->state.loader = tr->loader.state;
@@ -295,9 +392,10 @@ int trainer_eval(Trainer *tr, double *val_loss, Err *err) {
 }
 
 int trainer_save(Trainer *tr, const char *path, Err *err) {
-    if (tr->adapter)
-        return err_set(err, "%s: a LoRA run has no resumable checkpoint yet; its adapter is saved as a PEFT "
-                            "directory (trainer_save_adapter)", path);
+    if (tr->adapter) {
+        LoraRunState rs = lora_run_state(tr);
+        return lora_state_save(path, &rs, tr->adapter, tr->adapter_m, tr->adapter_v, tr->lora.n_floats, err);
+    }
     tr->state.loader = tr->loader.state;
     return ckpt_save(path, &tr->layout, tr->params, tr->m, tr->v, &tr->state, err);
 }

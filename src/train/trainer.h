@@ -21,6 +21,13 @@
 ** on the fly; ane: staged once as int8 values with per-row scales applied in the kernels).
 ** The dropout seed of micro-batch a of step k is lora_step_dropout_seed(seed, k, a): a function
 ** of the run's seed and the position in the run only.
+**
+** Resuming a LoRA run (TrainOptions.lora_resume_path): the base is loaded as for a fresh run
+** (init_path, or a fresh cfg from the seed) and must be the one the run started from (its config
+** and the crc32 of its fp32 parameters, checkpoint.h's LoRA training state); the adapter, its
+** moments and the TrainState come from the file, and the LoRA config, int8, seed, batch, seq,
+** accum, order, val_frac and the training split must equal the saved ones (refused otherwise,
+** naming the field). trainer_save of a LoRA run writes that state.
 */
 #ifndef ANETRAIN_TRAINER_H
 #define ANETRAIN_TRAINER_H
@@ -43,7 +50,8 @@ typedef struct {
     /* model: exactly one source. resume_path set => continue that checkpoint (moments, state). */
     ModelConfig cfg;          /* used when init_path and resume_path are NULL (fresh init) */
     const char *init_path;    /* checkpoint, llama2.c .bin or HF directory: weights only */
-    const char *resume_path;  /* our checkpoint with moments and state */
+    const char *resume_path;  /* our checkpoint with moments and state (full training only) */
+    const char *lora_resume_path; /* LoRA runs: the training state (trainer_save) to continue */
     /* data */
     const char *data_path;
     double val_frac;
@@ -65,7 +73,8 @@ typedef struct {
     const char *backend;
     AneBackendOptions ane;
     /* LoRA: rank 0 (the zeroed default) trains every parameter; rank > 0 trains an adapter
-    ** with this config on the frozen model (needs init_path or a fresh cfg; no resume_path) */
+    ** with this config on the frozen model (needs init_path or a fresh cfg; no resume_path:
+    ** lora_resume_path continues a LoRA run) */
     LoraConfig lora;
     /* 1: the frozen base's seven layer matrices as int8 (LoRA runs on the cpu backend only:
     ** int8 weights cannot train) */
@@ -91,6 +100,8 @@ typedef struct {
     Int8Weights int8;
     int has_int8;
     size_t int8_released_bytes;
+    /* LoRA runs: ckpt_crc32_words of the frozen base's fp32 parameters, as loaded */
+    uint32_t base_crc32;
 } Trainer;
 
 /* What one optimizer step did. */
@@ -116,7 +127,8 @@ int trainer_eval(Trainer *tr, double *val_loss, Err *err);
 ** targets holding batch x T ids: validation at another length (train --eval-seq). */
 int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                       Err *err);
-/* Writes the resumable checkpoint (params, moments, state) to path. Not for LoRA runs. */
+/* Writes the resumable checkpoint (params, moments, state) to path; for a LoRA run, its LoRA
+** training state (adapter, its moments, state, identity of the base; checkpoint.h). */
 int trainer_save(Trainer *tr, const char *path, Err *err);
 /* LoRA runs: writes the adapter as a PEFT directory (lora_save); base_model names the base. */
 int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, Err *err);
