@@ -10,11 +10,11 @@
 ** the real device. The target of the ANE issue: an emulated step at most 4x the CPU step.
 ** With --lora-rank R the step fine-tunes a LoRA adapter instead: the ANE backend over a frozen
 ** base (backend_ane_create_frozen: the base staged once, the adapter every step, dA/dB on the
-** CPU), the CPU backend as the trainer runs it there (W + s B A merged into the weights every
-** step, the full gradient projected onto the adapter), AdamW on the adapter alone for both.
-** --int8 (with --lora-rank) makes the frozen base per-row int8 (model/quant.h): the ANE backend
-** takes it as FrozenBase.int8 (int8 values and row scales staged once, int8 kernels), the CPU runs
-** on the dequantized weights (the same model in fp32).
+** CPU), the CPU backend over the same frozen base (backend_cpu_create_frozen: the adapter
+** unmerged, no base gradient), AdamW on the adapter alone for both, as the trainer runs them.
+** --int8 (with --lora-rank) makes the frozen base per-row int8 (model/quant.h), FrozenBase.int8
+** on both: the ANE backend stages the int8 values and row scales once (int8 kernels), the CPU
+** dequantizes each matrix on the fly.
 ** Everything is allocated before the first timed step. This is a benchmark, not a test.
 */
 #include <math.h>
@@ -70,7 +70,7 @@ static void usage(FILE *f) {
             "  --accumulate fp32|fp16  the emulator's accumulation model (default fp32)\n"
             "  --no-cpu                skip the CPU backend\n"
             "  --lora-rank R           LoRA fine-tuning steps of rank R (alpha 2R) instead of full training:\n"
-            "                          ANE over a frozen base, CPU with the adapter merged (default 0: off)\n"
+            "                          over a frozen base on both backends (default 0: off)\n"
             "  --lora-targets LIST     LoRA target matrices (q,k,v,o,gate,up,down, attn, mlp, all; default all)\n"
             "  --int8                  with --lora-rank: an int8 frozen base (per-row, fp16 scales); the ANE\n"
             "                          backend takes it as int8, the CPU runs on its dequantized weights\n"
@@ -166,18 +166,15 @@ typedef struct {
     double loss;
 } Timing;
 
-/* A LoRA run's state (Lora.lo.cfg.rank 0: full training). frozen: the backend takes the adapter
-** (ANE over a frozen base); else the adapter is merged into params (from base_copy) every step and
-** the full gradient in grads is projected onto it, as the trainer does on the CPU. */
+/* A LoRA run's state (Lora.lo.cfg.rank 0: full training): the backend runs over a frozen base
+** and takes the adapter, as the trainer runs it on either backend. */
 typedef struct {
     LoraLayout lo;
     ParamLayout optim;
-    float *adapter, *ga, *am, *av, *base_copy;
-    int frozen;
+    float *adapter, *ga, *am, *av;
 } Lora;
 
-/* Runs warmup + steps whole steps; before/after: stats snapshots around the timed steps. The
-** optimizer time of a LoRA step includes the merge and the projection (CPU) or nothing more (ANE). */
+/* Runs warmup + steps whole steps; before/after: stats snapshots around the timed steps. */
 static int time_steps(Backend *be, const Options *o, const ParamLayout *lay, float *params, float *grads, float *m,
                       float *v, const int32_t *in, const int32_t *tg, Lora *lr, Timing *tm, BackendStats *before,
                       BackendStats *after, Err *err) {
@@ -188,17 +185,15 @@ static int time_steps(Backend *be, const Options *o, const ParamLayout *lay, flo
         if (s == o->warmup && be->stats) be->stats(be, before);
         double t0 = now_seconds();
         if (lora) memset(lr->ga, 0, na * sizeof(float));
-        if (!lr->frozen) memset(grads, 0, n * sizeof(float));
+        else memset(grads, 0, n * sizeof(float));
         double t1 = now_seconds(), loss;
-        StepArgs a = {params, lr->frozen ? NULL : grads, lr->frozen ? lr->adapter : NULL, lr->frozen ? lr->ga : NULL,
+        StepArgs a = {params, lora ? NULL : grads, lora ? lr->adapter : NULL, lora ? lr->ga : NULL,
                       in, tg, o->B, o->T, 1.0f, NULL, 0};
         if (be->step(be, &a, &loss, err)) return -1;
         double t2 = now_seconds();
         if (lora) {
-            if (!lr->frozen) lora_grad(&lr->lo, lay, grads, lr->adapter, lr->ga);
             float coef = grad_clip_coef(grad_global_norm(lr->ga, na), 1.0f);
             adamw_step(&lr->optim, &ac, lr->adapter, lr->ga, lr->am, lr->av, 1e-4f, s + 1, coef);
-            if (!lr->frozen) lora_merge(&lr->lo, lay, lr->base_copy, lr->adapter, params);
         } else {
             float coef = grad_clip_coef(grad_global_norm(grads, n), 1.0f);
             adamw_step(lay, &ac, params, grads, m, v, 1e-5f, s + 1, coef);
@@ -262,20 +257,18 @@ static int bench_model(const Options *o, const char *model, Err *err) {
         size_t na = lr.lo.n_floats;
         lr.adapter = malloc(na * sizeof(float)), lr.ga = calloc(na, sizeof(float));
         lr.am = calloc(na, sizeof(float)), lr.av = calloc(na, sizeof(float));
-        lr.base_copy = malloc(lr.lo.n_base_floats * sizeof(float));
-        if (!lr.adapter || !lr.ga || !lr.am || !lr.av || !lr.base_copy) return err_set(err, "out of memory for LoRA");
+        if (!lr.adapter || !lr.ga || !lr.am || !lr.av) return err_set(err, "out of memory for LoRA");
         lora_optim_layout(&lr.lo, &lr.optim);
-        lora_base_copy(&lr.lo, &lay, p0, lr.base_copy);
     }
+    FrozenBase fb = {&lr.lo, o->int8 ? &q8 : NULL};
     if (o->cpu) {
         memcpy(p, p0, n * sizeof(float));
-        if (o->lora_rank) { /* PEFT's init (B = 0), merged: the trainer's CPU path */
+        if (o->lora_rank) { /* PEFT's init (B = 0) */
             Rng ar;
             rng_seed(&ar, o->seed + 1);
             lora_init(&lr.lo, lr.adapter, &ar);
-            lora_merge(&lr.lo, &lay, lr.base_copy, lr.adapter, p);
         }
-        Backend *cpu = backend_cpu_create(&lay, o->B, o->T, err);
+        Backend *cpu = backend_cpu_create_frozen(&lay, o->lora_rank ? &fb : NULL, o->B, o->T, err);
         if (!cpu) return -1;
         rc = time_steps(cpu, o, &lay, p, g, m, v, in, tg, &lr, &tc, &dummy, &dummy, err);
         cpu->destroy(cpu);
@@ -287,7 +280,6 @@ static int bench_model(const Options *o, const char *model, Err *err) {
         lora_init(&lr.lo, lr.adapter, &ar);
         memset(lr.am, 0, lr.lo.n_floats * sizeof(float));
         memset(lr.av, 0, lr.lo.n_floats * sizeof(float));
-        lr.frozen = 1;
     }
     memcpy(p, p0, n * sizeof(float));
     memset(m, 0, n * sizeof(float));
@@ -298,7 +290,6 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     ao.overlap_dw = o->overlap;
     ao.accumulate_fp32 = o->accumulate;
     double tc0 = now_seconds();
-    FrozenBase fb = {&lr.lo, o->int8 ? &q8 : NULL};
     Backend *ane = backend_ane_create_frozen(&lay, o->lora_rank ? &fb : NULL, o->B, o->T, &ao, err);
     double create_s = now_seconds() - tc0;
     if (!ane) return -1;
@@ -313,7 +304,7 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     printf("%-12s %4dx%-5d %10.1f %10.1f %8.2fx  %s\n", model, o->B, o->T, cpu_ms, ane_ms, ratio,
            !o->cpu ? "" : ratio <= 4.0 ? "(target <= 4x: met)" : "(target <= 4x: MISSED)");
     if (o->lora_rank)
-        printf("    LoRA        rank %d on %s: %zu adapter parameters (%.2f%% of %zu); ANE: frozen base, CPU: merged\n",
+        printf("    LoRA        rank %d on %s: %zu adapter parameters (%.2f%% of %zu), over a frozen base\n",
                o->lora_rank, o->lora_targets, lr.lo.n_floats, 100.0 * lr.lo.n_floats / n, n);
     if (o->int8)
         printf("    int8 base   layer matrices %.1f MB as int8 + scales (%.1f MB in fp32); ANE stages them once as "
@@ -361,7 +352,7 @@ static int bench_model(const Options *o, const char *model, Err *err) {
                (double)total.bytes_staged_weights / 1e6 - staged_w * k, o->warmup);
     fflush(stdout);
     free(p0), free(p), free(g), free(m), free(v), free(in), free(tg);
-    free(lr.adapter), free(lr.ga), free(lr.am), free(lr.av), free(lr.base_copy);
+    free(lr.adapter), free(lr.ga), free(lr.am), free(lr.av);
     quant_int8_free(&q8);
     return 0;
 }

@@ -143,6 +143,14 @@ echo "ANE backend on the emulated device (same shapes; the emulator runs the dev
 "$BUILD/bench/bench_ane" --model "$(echo "$MODELS" | tr ' ' ,)" --batch "$B" --seq "$T" --steps "$STEPS" \
     --threads "$THREADS"
 
+# The LoRA step's efficiency report (issue #6): rank 8 on q,k,v,o over the frozen base, fp32 and int8.
+echo
+echo "LoRA r8 (q,k,v,o) fine-tuning steps of $FT_MODEL, emulated ANE over a frozen base vs the CPU's frozen-base backend:"
+"$BUILD/bench/bench_ane" --model "$FT_MODEL" --batch "$B" --seq "$T" --steps "$STEPS" --threads "$THREADS" \
+    --lora-rank 8 --lora-targets q,k,v,o
+"$BUILD/bench/bench_ane" --model "$FT_MODEL" --batch "$B" --seq "$T" --steps "$STEPS" --threads "$THREADS" \
+    --lora-rank 8 --lora-targets q,k,v,o --int8
+
 # Text generation (KV cache) tokens/s, next to llama2.c's run.c when BENCH_RUNC names one.
 echo
 sh "$HERE/bench_sample.sh" "$BUILD"
