@@ -23,6 +23,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "test.h"
+#include "test_models.h"
 #include "train/optim.h"
 #include "util/parallel.h"
 #include "util/rng.h"
@@ -32,62 +33,6 @@ static int verbose;
 #define COS_MIN 0.999
 /* |loss_ane - loss_cpu| <= LOSS_TOL(loss): measured at most 3.3e-3 at a loss of 45.6 (unit-variance
 ** weights give large logits) and 3e-4 near 6.2 (llama2.c init). */
-#define LOSS_TOL(ref) (1e-3 + 2e-4 * fabs(ref))
-
-typedef struct {
-    const char *name, *preset;
-    int tied, n_kv_heads;
-    RopeStyle rope;
-} Variant;
-
-static const Variant variants[] = {
-    {"tiny (Llama MHA 4/4, tied, interleaved)", "tiny", 1, 4, ROPE_INTERLEAVED},
-    {"tiny GQA 4/2, untied, rotate-half", "tiny", 0, 2, ROPE_HALF},
-    {"tiny-qwen3 (GQA 4/2, q/k-norm, D=32)", "tiny-qwen3", 1, 2, ROPE_HALF},
-};
-
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof *p);
-    if (!p) abort();
-    return p;
-}
-
-static void make_layout(ParamLayout *lay, const Variant *v) {
-    ModelConfig cfg;
-    Err err = {{0}};
-    config_from_preset(&cfg, v->preset, &err);
-    cfg.tied = v->tied;
-    cfg.n_kv_heads = v->n_kv_heads;
-    cfg.rope_style = v->rope;
-    params_layout(lay, &cfg);
-}
-
-/* llama2.c's init (scale 0), or unit-variance activations through every matrix (scale 1, as
-** test_model_grad), norm weights near 1. */
-static float *make_params(const ParamLayout *lay, int unit, uint64_t seed) {
-    float *p = falloc(lay->n_floats);
-    Rng rng;
-    rng_seed(&rng, seed);
-    params_init(lay, p, &rng);
-    if (!unit) return p;
-    for (int k = 0; k < T_COUNT; k++) {
-        const TensorSpec *t = &lay->t[k];
-        if (!t->present) continue;
-        float *x = p + t->offset;
-        int is_norm = t->rows == 1;
-        double sd = is_norm ? 0.1 : (k == T_TOK_EMB || k == T_WCLS ? 1.0 : 1.0 / sqrt((double)t->cols));
-        for (size_t i = 0; i < t->numel; i++) x[i] = (float)((is_norm ? 1.0 : 0.0) + sd * rng_normal(&rng));
-    }
-    return p;
-}
-
-static void make_tokens(int32_t *in, int32_t *tg, int n, int V, uint64_t seed) {
-    Rng rng;
-    rng_seed(&rng, seed);
-    for (int i = 0; i < n; i++) in[i] = (int32_t)rng_below(&rng, (uint64_t)V);
-    for (int i = 0; i < n; i++) tg[i] = (int32_t)rng_below(&rng, (uint64_t)V);
-}
-
 static Backend *make_ane_flush(const ParamLayout *lay, int B, int T, int overlap, int flush) {
     AneBackendOptions o;
     backend_ane_default_options(&o);
