@@ -274,6 +274,29 @@ int ckpt_save(const char *path, const ParamLayout *layout, const float *params, 
 
 /* ---------------------------------------------------------------- loading */
 
+/* The fields both file kinds' headers share, after the magic: version (at +8), header_bytes (at
+** +12) and the header's own crc32 (at crc_off, over the bytes before it); got bytes were read. */
+static int check_header_fields(const uint8_t *h, size_t got, uint64_t file_bytes, const char *path, const char *kind,
+                               uint32_t version, uint32_t header_bytes, size_t crc_off, Err *err) {
+    if (got < 12)
+        return err_set(err, "%s: truncated header: expected at least %u bytes, found %llu bytes", path, header_bytes,
+                       (unsigned long long)file_bytes);
+    uint32_t found_version = get_u32(h + 8);
+    if (found_version != version)
+        return err_set(err, "%s: unsupported %s version: expected %u, found %u", path, kind, version, found_version);
+    if (got < header_bytes)
+        return err_set(err, "%s: truncated header: expected at least %u bytes, found %llu bytes", path, header_bytes,
+                       (unsigned long long)file_bytes);
+    uint32_t found_bytes = get_u32(h + 12);
+    if (found_bytes != header_bytes)
+        return err_set(err, "%s: field header_bytes: expected %u, found %u", path, header_bytes, found_bytes);
+    uint32_t crc = get_u32(h + crc_off), want = crc32_update(0, h, crc_off);
+    if (crc != want)
+        return err_set(err, "%s: section header: checksum mismatch (stored crc32 %08x, computed %08x)", path, crc,
+                       want);
+    return 0;
+}
+
 /* Reads the header and checks everything it says before any section is touched. */
 static int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, ParamLayout *layout, TrainState *state,
                             uint32_t *n_moments, Err *err) {
@@ -287,22 +310,9 @@ static int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, Par
                        "%s: not a checkpoint: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x %02x %02x "
                        "%02x",
                        path, CKPT_MAGIC, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-    if (got < 12)
-        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
-                       CKPT_HEADER_BYTES, (unsigned long long)file_bytes);
-    uint32_t version = get_u32(h + 8);
-    if (version != CKPT_VERSION)
-        return err_set(err, "%s: unsupported checkpoint version: expected %d, found %u", path, CKPT_VERSION, version);
-    if (got < CKPT_HEADER_BYTES)
-        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
-                       CKPT_HEADER_BYTES, (unsigned long long)file_bytes);
-    uint32_t header_bytes = get_u32(h + 12);
-    if (header_bytes != CKPT_HEADER_BYTES)
-        return err_set(err, "%s: field header_bytes: expected %d, found %u", path, CKPT_HEADER_BYTES, header_bytes);
-    uint32_t crc = get_u32(h + CKPT_OFF_CRC), want = crc32_update(0, h, CKPT_OFF_CRC);
-    if (crc != want)
-        return err_set(err, "%s: section header: checksum mismatch (stored crc32 %08x, computed %08x)", path, crc,
-                       want);
+    if (check_header_fields(h, got, file_bytes, path, "checkpoint", CKPT_VERSION, CKPT_HEADER_BYTES, CKPT_OFF_CRC,
+                            err) != 0)
+        return -1;
 
     ModelConfig cfg;
     ckpt_decode_config(h + CKPT_OFF_CONFIG, &cfg);
@@ -520,23 +530,9 @@ static int lora_read_header(FILE *fp, const char *path, uint64_t file_bytes, Lor
                        "%s: not a LoRA training state: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x "
                        "%02x %02x %02x",
                        path, LORA_STATE_MAGIC, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-    if (got < 12)
-        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
-                       LORA_HEADER_BYTES, (unsigned long long)file_bytes);
-    uint32_t version = get_u32(h + 8);
-    if (version != LORA_STATE_VERSION)
-        return err_set(err, "%s: unsupported LoRA training state version: expected %d, found %u", path,
-                       LORA_STATE_VERSION, version);
-    if (got < LORA_HEADER_BYTES)
-        return err_set(err, "%s: truncated header: expected at least %d bytes, found %llu bytes", path,
-                       LORA_HEADER_BYTES, (unsigned long long)file_bytes);
-    uint32_t header_bytes = get_u32(h + 12);
-    if (header_bytes != LORA_HEADER_BYTES)
-        return err_set(err, "%s: field header_bytes: expected %d, found %u", path, LORA_HEADER_BYTES, header_bytes);
-    uint32_t crc = get_u32(h + LORA_OFF_CRC), want = crc32_update(0, h, LORA_OFF_CRC);
-    if (crc != want)
-        return err_set(err, "%s: section header: checksum mismatch (stored crc32 %08x, computed %08x)", path, crc,
-                       want);
+    if (check_header_fields(h, got, file_bytes, path, "LoRA training state", LORA_STATE_VERSION, LORA_HEADER_BYTES,
+                            LORA_OFF_CRC, err) != 0)
+        return -1;
     LoraRunState st;
     lora_decode_header(h, &st);
     if (config_validate(&st.base, path, err) != 0) return -1;
