@@ -19,6 +19,8 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
 #include "util/fileio.h"
 #include "util/rng.h"
 #include "test.h"
@@ -974,6 +976,38 @@ static void test_cross_format(void) {
     model_free(&m);
 }
 
+/* model_config_load_any reads the config of every format without the weights, and says what
+** is wrong with a file that is none. */
+static void test_config_only(void) {
+    ModelConfig cfg = cfg_variant("tiny-qwen3", 1, 2), found;
+    ModelConfig l2c_cfg = cfg_variant("tiny", 0, 2);
+    Model m, m2;
+    model_make(&m, &cfg, 5);
+    model_make(&m2, &l2c_cfg, 6);
+    const char *ck = tmp_path("cfg.ckpt"), *dir = tmp_path("cfg_hf"), *bin = tmp_path("cfg.bin");
+    Err err = {{0}};
+    TrainState st;
+    memset(&st, 0, sizeof st);
+    st.loss_scale = 1;
+    CHECK(ckpt_save(ck, &m.layout, m.p, NULL, NULL, &st, &err) == 0, "%s", err.msg);
+    CHECK(model_config_load_any(ck, &found, &err) == 0 && config_equal(&found, &cfg), "checkpoint: %s", err.msg);
+    CHECK(hf_save(dir, &m.layout, m.p, &err) == 0, "%s", err.msg);
+    CHECK(model_config_load_any(dir, &found, &err) == 0 && config_equal(&found, &cfg), "HF: %s", err.msg);
+    CHECK(llama2c_save(bin, &m2.layout, m2.p, &err) == 0, "%s", err.msg);
+    CHECK(model_config_load_any(bin, &found, &err) == 0 && config_equal(&found, &l2c_cfg), ".bin: %s", err.msg);
+    /* a .bin cut short: its header no longer matches the file's size */
+    size_t n;
+    uint8_t *bytes = read_file(bin, &n);
+    const char *cut = tmp_path("cut.bin");
+    write_file(cut, bytes, n - 4);
+    free(bytes);
+    CHECK(model_config_load_any(cut, &found, &err) != 0 && strstr(err.msg, cut), "truncated .bin: %s", err.msg);
+    CHECK(model_config_load_any(tmp_path("nothing-here"), &found, &err) != 0 && strstr(err.msg, "no such file"),
+          "missing: %s", err.msg);
+    model_free(&m);
+    model_free(&m2);
+}
+
 /* ---------------------------------------------------------------- config.json */
 
 static cJSON *config_base(const char *model_type) {
@@ -1438,6 +1472,7 @@ int main(void) {
     RUN_CLEAN(test_failed_saves_leave_nothing);
     RUN_CLEAN(test_hf_round_trip);
     RUN_CLEAN(test_cross_format);
+    RUN_CLEAN(test_config_only);
     RUN_CLEAN(test_hf_config_rejections);
     RUN_CLEAN(test_hf_config_defaults);
     RUN_CLEAN(test_hf_config_save);

@@ -448,12 +448,9 @@ static int run(FinetuneArgs *a, Err *err) {
     if (a->log) snprintf(log_path, sizeof log_path, "%s", a->log);
     else snprintf(log_path, sizeof log_path, "%s/metrics.jsonl", a->out);
 
-    /* The base model's config (for the tokenizer and the default --seq); the trainer loads it again. */
-    ParamLayout layout;
-    float *params = NULL;
-    if (model_load_any(o->init_path, &layout, &params, err) != 0) return err_wrap(err, "--init");
-    free(params);
-    const ModelConfig cfg = layout.cfg;
+    /* The base model's config (for the tokenizer and the default --seq); the trainer loads the weights. */
+    ModelConfig cfg;
+    if (model_config_load_any(o->init_path, &cfg, err) != 0) return err_wrap(err, "--init");
     if (!a->seq_given && !a->resume && cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
     if (dir_ensure(a->out, err) != 0) return -1;
     if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;

@@ -118,6 +118,17 @@ int llama2c_header_check(const uint8_t *bytes, uint64_t file_size, ModelConfig *
     return 0;
 }
 
+int llama2c_config_load(const char *path, ModelConfig *cfg, Err *err) {
+    MappedFile m;
+    if (file_map(&m, path, err) != 0) return -1;
+    int rc = m.size < LLAMA2C_HEADER_BYTES
+                 ? err_set(err, "%s: file is %zu bytes, too short for the %d-byte llama2.c header", path, m.size,
+                           LLAMA2C_HEADER_BYTES)
+                 : llama2c_header_check(m.data, m.size, cfg, path, err);
+    file_unmap(&m);
+    return rc;
+}
+
 int llama2c_load(const char *path, ParamLayout *layout, float **params, Err *err) {
     *params = NULL;
     MappedFile m;

@@ -29,6 +29,8 @@ const char *model_format_name(ModelFormat f);
 
 /* Loads a llama2.c .bin. On success *params is a malloc'ed buffer laid out by *layout. */
 int llama2c_load(const char *path, ParamLayout *layout, float **params, Err *err);
+/* Reads only the config of a llama2.c .bin (its header, checked against the file's size). */
+int llama2c_config_load(const char *path, ModelConfig *cfg, Err *err);
 /* Saves as llama2.c .bin (shared classifier when tied, else negative vocab + wcls). */
 int llama2c_save(const char *path, const ParamLayout *layout, const float *params, Err *err);
 

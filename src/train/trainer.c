@@ -36,6 +36,30 @@ int model_load_any(const char *path, ParamLayout *layout, float **params, Err *e
     }
 }
 
+int model_config_load_any(const char *path, ModelConfig *cfg, Err *err) {
+    ParamLayout layout;
+    char json[4096];
+    switch (model_format_detect(path)) {
+    case MODEL_FORMAT_CHECKPOINT: /* the header alone: no section is read */
+        if (ckpt_load(path, &layout, NULL, NULL, NULL, NULL, err) != 0) return -1;
+        *cfg = layout.cfg;
+        return 0;
+    case MODEL_FORMAT_HF:
+        if ((size_t)snprintf(json, sizeof json, "%s/config.json", path) >= sizeof json)
+            return err_set(err, "%s: path too long", path);
+        return hf_config_load(json, cfg, err);
+    case MODEL_FORMAT_LLAMA2C:
+        return llama2c_config_load(path, cfg, err);
+    default: { /* model_load_any's diagnosis of what the file is not */
+        float *params = NULL;
+        if (model_load_any(path, &layout, &params, err) != 0) return -1;
+        free(params);
+        *cfg = layout.cfg;
+        return 0;
+    }
+    }
+}
+
 Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
                         const AneBackendOptions *ane, Err *err) {
     if (!name || !strcmp(name, "cpu")) return backend_cpu_create(layout, max_B, max_T, err);

@@ -135,6 +135,10 @@ int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, E
 /* Bytes of optimizer state (AdamW m and v) the run holds: 2 x 4 x (trainable parameters). */
 size_t trainer_optimizer_bytes(const Trainer *tr);
 
+/* Reads only the config of any model file model_load_any reads (a checkpoint's header, a HF
+** config.json, a llama2.c header): no weights are loaded. */
+int model_config_load_any(const char *path, ModelConfig *cfg, Err *err);
+
 /* Creates the backend `name` ("cpu" or "ane") for max_B x max_T; ane may be NULL (defaults). */
 Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
                         const AneBackendOptions *ane, Err *err);
