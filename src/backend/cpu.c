@@ -14,6 +14,8 @@
 **   xn2 = rmsnorm(x_mid) * rms_ffn       g = silu(w1 xn2) * (w3 xn2)
 **   x_next = x_mid + w2 g
 ** then xf = rmsnorm(x_L) * rms_final, logits = wcls xf, loss = cross-entropy.
+** The classifier alone is computed token-major ([T][V], one 4V-byte row per position), so
+** that each position's softmax runs in cache instead of striding through all of [V][T].
 */
 #include <math.h>
 #include <stdlib.h>
@@ -70,7 +72,7 @@ typedef struct {
     size_t arena_floats;
     Activations a;
     Gradients d;
-    float *logits;   /* [V][T] one sequence at a time */
+    float *logits;   /* [T][V] token-major, one sequence at a time */
     float *losses;   /* [B][T] per-position loss */
     float *dloss;    /* [T] */
     float *rope_cos; /* [T][D/2] */
@@ -140,7 +142,7 @@ static size_t carve(CpuBackend *m, float *base) {
     TAKE(m->d.dh1, B * s.f);
     TAKE(m->d.dh3, B * s.f);
     TAKE(m->d.dg, B * s.f);
-    TAKE(m->logits, (size_t)cfg->vocab_size * T);
+    TAKE(m->logits, T * (size_t)cfg->vocab_size);
     TAKE(m->losses, B * T);
     TAKE(m->dloss, T);
     TAKE(m->rope_cos, T * (size_t)(cfg->head_dim / 2));
@@ -306,7 +308,7 @@ static void run_attention(Stage *st, int backward) {
     if (threads > 1) blas_set_threads(threads);
 }
 
-/* Cross-entropy over column chunks of one sequence's [V][T] logits. */
+/* Cross-entropy over row chunks (positions) of one sequence's [T][V] logits. */
 typedef struct {
     CpuBackend *m;
     const int32_t *targets;
@@ -320,12 +322,23 @@ static void loss_job_run(void *ctx, int begin, int end, int worker) {
     LossJob *job = ctx;
     CpuBackend *m = job->m;
     int V = m->layout.cfg.vocab_size;
-    float *cols = m->logits + begin;
+    float *rows = m->logits + (size_t)begin * V;
     if (!job->backward)
-        ops_cross_entropy_forward(job->losses + begin, cols, cols, job->targets + begin, V, end - begin, job->T);
+        ops_cross_entropy_rows_forward(job->losses + begin, rows, job->targets + begin, V, end - begin);
     else /* loss and, in place, dlogits */
-        ops_cross_entropy_fused(job->losses + begin, cols, cols, job->targets + begin, m->dloss + begin, V,
-                                end - begin, job->T);
+        ops_cross_entropy_rows_fused(job->losses + begin, rows, rows, job->targets + begin, m->dloss + begin, V,
+                                     end - begin);
+}
+
+/* out [V][T] = in^T for in [T][V]: the token-major logits in the documented [V][T] layout. */
+static void transpose_logits(float *out, const float *in, int T, int V) {
+    enum { TILE = 32 };
+    for (int v0 = 0; v0 < V; v0 += TILE)
+        for (int t0 = 0; t0 < T; t0 += TILE) {
+            int v1 = v0 + TILE < V ? v0 + TILE : V, t1 = t0 + TILE < T ? t0 + TILE : T;
+            for (int v = v0; v < v1; v++)
+                for (int t = t0; t < t1; t++) out[(size_t)v * T + t] = in[(size_t)t * V + v];
+        }
 }
 
 /* SwiGLU over all sequences of a layer: elementwise, so split into fixed chunks of the flat
@@ -453,21 +466,21 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
     }
     for_each_seq(&st, fwd_final_norm);
 
-    /* ---- classifier and loss, one sequence at a time (logits are [V][T]); with gradients
-    ** the classifier's backward runs right here so no [B][V][T] buffer is ever needed ---- */
+    /* ---- classifier and loss, one sequence at a time (logits are [T][V] token-major); with
+    ** gradients the classifier's backward runs right here so no [B][V][T] buffer is ever needed ---- */
     if (grads) memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
     double total = 0;
     for (int b = 0; b < B; b++) {
         const float *xf = m->a.xf + (size_t)b * s.c;
-        ops_linear_forward(m->logits, xf, w.wcls, V, C, T);
-        if (logits_out) memcpy(logits_out + (size_t)b * V * T, m->logits, (size_t)V * T * sizeof(float));
+        ops_linear_forward_tokens(m->logits, xf, w.wcls, V, C, T);
+        if (logits_out) transpose_logits(logits_out + (size_t)b * V * T, m->logits, T, V);
         if (grads)
             for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
         LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, grads != NULL};
         parallel_for(T, loss_job_run, &job); /* with grads, the logits now hold dlogits */
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
         if (!grads) continue;
-        ops_linear_backward(m->d.dxn + (size_t)b * s.c, dw.wcls, m->logits, xf, w.wcls, V, C, T);
+        ops_linear_backward_tokens(m->d.dxn + (size_t)b * s.c, dw.wcls, m->logits, xf, w.wcls, V, C, T);
     }
     *loss_out = total / ((double)B * T);
     if (!grads) return 0;

@@ -121,6 +121,18 @@ void OPS(linear_backward)(Real *dx, Real *dW, const Real *dy, const Real *x, con
     if (dW) GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, 1, dy, T, x, T, 1, dW, In);
 }
 
+void OPS(linear_forward_tokens)(Real *yt, const Real *x, const Real *W, int O, int In, int T) {
+    /* yt [T][O] = x^T [T][In] @ W^T [In][O] */
+    GEMM(CblasRowMajor, CblasTrans, CblasTrans, T, O, In, 1, x, T, W, In, 0, yt, O);
+}
+
+void OPS(linear_backward_tokens)(Real *dx, Real *dW, const Real *dyt, const Real *x, const Real *W, int O, int In,
+                                 int T) {
+    /* dx [In][T] += W^T [In][O] @ dyt^T [O][T];  dW [O][In] += dyt^T [O][T] @ x^T [T][In] */
+    if (dx) GEMM(CblasRowMajor, CblasTrans, CblasTrans, In, T, O, 1, W, In, dyt, O, 1, dx, T);
+    if (dW) GEMM(CblasRowMajor, CblasTrans, CblasTrans, O, In, T, 1, dyt, O, x, T, 1, dW, In);
+}
+
 /* ---------------------------------------------------------------- RoPE */
 
 void OPS(rope_table)(Real *cos_tab, Real *sin_tab, int T, int D, int pos0, double theta) {
@@ -328,4 +340,76 @@ void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t
         for (int t = 0; t < n; t++) drow[t] = dloss[t] * prow[t];
     }
     for (int t = 0; t < n; t++) dlogits[(size_t)targets[t] * ld + t] -= dloss[t];
+}
+
+/* ---------------------------------------------------------------- cross-entropy, token-major */
+
+/* The row reductions keep CE_LANES independent partial results, so they vectorize without
+** reassociation by the compiler; the order is fixed, so results never depend on threads. */
+enum { CE_LANES = 16 };
+
+static Real ce_row_max(const Real *row, int V) {
+    Real lane[CE_LANES];
+    for (int k = 0; k < CE_LANES; k++) lane[k] = row[0];
+    int v = 0;
+    for (; v + CE_LANES <= V; v += CE_LANES)
+        for (int k = 0; k < CE_LANES; k++) lane[k] = row[v + k] > lane[k] ? row[v + k] : lane[k];
+    Real mx = row[0];
+    for (; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    for (int k = 0; k < CE_LANES; k++) mx = lane[k] > mx ? lane[k] : mx;
+    return mx;
+}
+
+/* sum_v exp(row[v] - mx). */
+static Real ce_row_sum_exp(const Real *row, int V, Real mx) {
+    Real lane[CE_LANES] = {0};
+    int v = 0;
+    for (; v + CE_LANES <= V; v += CE_LANES)
+        for (int k = 0; k < CE_LANES; k++) lane[k] += EXP(row[v + k] - mx);
+    Real sum = 0;
+    for (; v < V; v++) sum += EXP(row[v] - mx);
+    for (int k = 0; k < CE_LANES; k++) sum += lane[k];
+    return sum;
+}
+
+/* row[v] = exp(row[v] - mx) in place; returns their sum (in the same order as ce_row_sum_exp). */
+static Real ce_row_exp(Real *row, int V, Real mx) {
+    Real lane[CE_LANES] = {0};
+    int v = 0;
+    for (; v + CE_LANES <= V; v += CE_LANES)
+        for (int k = 0; k < CE_LANES; k++) {
+            row[v + k] = EXP(row[v + k] - mx);
+            lane[k] += row[v + k];
+        }
+    Real sum = 0;
+    for (; v < V; v++) {
+        row[v] = EXP(row[v] - mx);
+        sum += row[v];
+    }
+    for (int k = 0; k < CE_LANES; k++) sum += lane[k];
+    return sum;
+}
+
+void OPS(cross_entropy_rows_forward)(Real *loss, const Real *logits, const int32_t *targets, int V, int n) {
+    for (int t = 0; t < n; t++) {
+        const Real *row = logits + (size_t)t * V;
+        Real mx = ce_row_max(row, V);
+        loss[t] = mx - row[targets[t]] + LOG(ce_row_sum_exp(row, V, mx));
+    }
+}
+
+void OPS(cross_entropy_rows_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
+                                   const Real *dloss, int V, int n) {
+    for (int t = 0; t < n; t++) {
+        Real *row = dlogits + (size_t)t * V;
+        const Real *in = logits + (size_t)t * V;
+        if (row != in) memcpy(row, in, (size_t)V * sizeof *row);
+        Real mx = ce_row_max(row, V);
+        Real target_logit = row[targets[t]];
+        Real sum = ce_row_exp(row, V, mx); /* row = exp(logit - max) */
+        loss[t] = mx - target_logit + LOG(sum);
+        Real scale = dloss[t] / sum; /* exp -> dloss * probs */
+        for (int v = 0; v < V; v++) row[v] *= scale;
+        row[targets[t]] -= dloss[t];
+    }
 }
