@@ -513,6 +513,8 @@ static void test_rope(void) {
     rope_case(ROPE_INTERLEAVED, 2, 6, 5, 123, 1e6, 43); /* D/2 odd */
     rope_case(ROPE_HALF, 2, 6, 5, 123, 1e6, 44);
     rope_case(ROPE_HALF, 1, 4, 1, 9, 10000.0, 45); /* one token */
+    rope_case(ROPE_INTERLEAVED, 2, 68, 70, 3, 10000.0, 46); /* past the 32x32 table tiles, with tails */
+    rope_case(ROPE_HALF, 1, 68, 70, 3, 1e6, 47);
 }
 
 /* ------------------------------------------------------------------ attention */
