@@ -155,7 +155,7 @@ static const char *gap_name(const char *prev, const char *next) {
         const char *prev, *next, *what;
     } known[] = {
         {"step", "fwd.wq/wk/wv", "embedding + rmsnorm fwd (layer 0)"},
-        {"fwd.wq/wk/wv", "attn.fwd", "rope fwd"},
+        {"fwd.wq/wk/wv", "attn.fwd", "(nothing: q/k norm + rope run in the attention phase)"},
         {"attn.fwd", "fwd.wo", "(nothing: attention fwd -> wo)"},
         {"fwd.wo", "fwd.w1/w3", "residual add + rmsnorm fwd"},
         {"fwd.w1/w3", "fwd.w2", "swiglu fwd"},
@@ -166,7 +166,7 @@ static const char *gap_name(const char *prev, const char *next) {
         {"dW.w2", "dx.w1/w3", "swiglu bwd + memsets"},
         {"dW.w1/w3", "dx.wo", "rmsnorm bwd + memset"},
         {"dW.wo", "attn.bwd", "memsets dq dk dv"},
-        {"attn.bwd", "dx.wq/wk/wv", "rope bwd + memset"},
+        {"attn.bwd", "dx.wq/wk/wv", "(qwen3: q/k norm bwd) + memset"},
         {"dW.wq/wk/wv", "dx.w2", "rmsnorm bwd + memset"},
         {"dW.wq/wk/wv", "end", "rmsnorm bwd + embedding bwd"},
     };
@@ -418,8 +418,8 @@ int main(int argc, char **argv) {
             int attention = strncmp(prev, "attn.", 5) == 0 && strcmp(prev, name) == 0;
             if (attention)
                 snprintf(key, sizeof key, "%s",
-                         backward ? "attention bwd (P recompute, softmax bwd, 5 gemms/head; pool)"
-                                  : "attention fwd (softmax, 2 gemms/head; pool)");
+                         backward ? "attention bwd (P recompute, softmax bwd, 5 gemms/head, rope bwd; pool)"
+                                  : "attention fwd (q/k norm, rope, softmax, 2 gemms/head; pool)");
             else {
                 const char *what = gap_name(prev, name);
                 if (what) snprintf(key, sizeof key, "%s", what);

@@ -215,27 +215,9 @@ static void fwd_attn_norm(Stage *st, int b) {
                         st->w->rms_att + (size_t)l * C, C, T, cfg->norm_eps);
 }
 
-/* Per-head work (q/k norm, RoPE) runs one task per (sequence, head), so even a single
-** sequence keeps every thread busy. Head index hd < H is query head hd, else key head hd-H. */
-typedef void (*HeadFn)(Stage *st, int b, int hd);
-
-typedef struct {
-    Stage *st;
-    HeadFn fn;
-} HeadJob;
-
-static void head_job_run(void *ctx, int begin, int end, int worker) {
-    (void)worker;
-    HeadJob *job = ctx;
-    int heads = job->st->m->layout.cfg.n_heads + job->st->m->layout.cfg.n_kv_heads;
-    for (int task = begin; task < end; task++) job->fn(job->st, task / heads, task % heads);
-}
-
-static void for_each_head(Stage *st, HeadFn fn) {
-    HeadJob job = {st, fn};
-    const ModelConfig *cfg = &st->m->layout.cfg;
-    parallel_for(st->B * (cfg->n_heads + cfg->n_kv_heads), head_job_run, &job);
-}
+/* Per-head work (q/k norm, RoPE) runs inside the attention task of the head's KV group
+** (attn_job_run), so it needs no round of the pool of its own. Head index hd < H is query
+** head hd, else key head hd-H. */
 
 /* One head of sequence b: (Qwen3) RMSNorm over the head's D channels, then RoPE. */
 static void fwd_qk_rope(Stage *st, int b, int hd) {
@@ -256,6 +238,18 @@ static void fwd_qk_rope(Stage *st, int b, int hd) {
     ops_rope_forward(x, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
 }
 
+/* RoPE backward on one head of sequence b's dq or dk (the q/k norm backward accumulates into
+** weights shared by all heads, so it runs serially in cpu_step). */
+static void bwd_qk_rope(Stage *st, int b, int hd) {
+    CpuBackend *m = st->m;
+    const ModelConfig *cfg = &m->layout.cfg;
+    int T = st->T, D = cfg->head_dim, H = cfg->n_heads;
+    Sizes s = sizes_for(cfg, T);
+    float *dx = hd < H ? m->d.dq + (size_t)b * s.q + (size_t)hd * D * T
+                       : m->d.dk + (size_t)b * s.kv + (size_t)(hd - H) * D * T;
+    ops_rope_backward(dx, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
+}
+
 static void fwd_ffn_norm(Stage *st, int b) {
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
@@ -274,7 +268,9 @@ static void fwd_final_norm(Stage *st, int b) {
                         st->w->rms_final, cfg->dim, T, cfg->norm_eps);
 }
 
-/* Attention runs one task per (sequence, KV head) with BLAS single-threaded inside. */
+/* Attention runs one task per (sequence, KV head) with BLAS single-threaded inside. The task
+** also owns the per-head work of its heads (the KV head and the query heads that share it):
+** q/k norm and RoPE before the forward, RoPE's backward after the backward. */
 typedef struct {
     Stage *st;
     int backward;
@@ -285,17 +281,21 @@ static void attn_job_run(void *ctx, int begin, int end, int worker) {
     Stage *st = job->st;
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
-    int l = st->layer, T = st->T, H = cfg->n_heads, KV = cfg->n_kv_heads, D = cfg->head_dim;
+    int l = st->layer, T = st->T, H = cfg->n_heads, KV = cfg->n_kv_heads, D = cfg->head_dim, group = H / KV;
     Sizes s = sizes_for(cfg, T);
     float *scratch = m->attn_scratch + (size_t)worker * 2 * T * T; /* one slice per pool thread */
     for (int task = begin; task < end; task++) {
         int b = task / KV, g = task % KV;
         const float *q = m->a.q + at(st, l, b, s.q), *k = m->a.k + at(st, l, b, s.kv), *v = m->a.v + at(st, l, b, s.kv);
         if (!job->backward) {
+            for (int h = g * group; h < (g + 1) * group; h++) fwd_qk_rope(st, b, h);
+            fwd_qk_rope(st, b, H + g);
             ops_attention_forward(m->a.att + at(st, l, b, s.q), q, k, v, H, KV, D, T, g, g + 1, scratch);
         } else {
             ops_attention_backward(m->d.dq + (size_t)b * s.q, m->d.dk + (size_t)b * s.kv, m->d.dv + (size_t)b * s.kv,
                                    m->d.datt + (size_t)b * s.q, q, k, v, H, KV, D, T, g, g + 1, scratch);
+            for (int h = g * group; h < (g + 1) * group; h++) bwd_qk_rope(st, b, h);
+            bwd_qk_rope(st, b, H + g);
         }
     }
 }
@@ -384,18 +384,6 @@ static void bwd_final_norm(Stage *st, int b) {
                          cfg->dim, T);
 }
 
-/* RoPE backward on one head of sequence b's dq or dk (the q/k norm backward accumulates into
-** weights shared by all heads, so it runs serially in cpu_step). */
-static void bwd_qk_rope(Stage *st, int b, int hd) {
-    CpuBackend *m = st->m;
-    const ModelConfig *cfg = &m->layout.cfg;
-    int T = st->T, D = cfg->head_dim, H = cfg->n_heads;
-    Sizes s = sizes_for(cfg, T);
-    float *dx = hd < H ? m->d.dq + (size_t)b * s.q + (size_t)hd * D * T
-                       : m->d.dk + (size_t)b * s.kv + (size_t)(hd - H) * D * T;
-    ops_rope_backward(dx, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
-}
-
 /* ------------------------------------------------------------------ the step */
 
 /* Runs a linear layer's forward for every sequence: y_b = W x_b. */
@@ -451,7 +439,6 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         linear_fwd_all(&st, q_dst + lq, s.q, m->a.xn1 + lc, s.c, w.wq + (size_t)l * QD * C, QD, C);
         linear_fwd_all(&st, k_dst + lkv, s.kv, m->a.xn1 + lc, s.c, w.wk + (size_t)l * KD * C, KD, C);
         linear_fwd_all(&st, m->a.v + lkv, s.kv, m->a.xn1 + lc, s.c, w.wv + (size_t)l * KD * C, KD, C);
-        for_each_head(&st, fwd_qk_rope);
         run_attention(&st, 0);
         linear_fwd_all(&st, m->a.x_mid + lc, s.c, m->a.att + lq, s.q, w.wo + (size_t)l * C * QD, C, QD);
         for (int b = 0; b < B; b++) add_into(m->a.x_mid + lc + b * s.c, m->a.x + lc + b * s.c, s.c);
@@ -515,7 +502,6 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         memset(m->d.dk, 0, (size_t)B * s.kv * sizeof(float));
         memset(m->d.dv, 0, (size_t)B * s.kv * sizeof(float));
         run_attention(&st, 1);
-        for_each_head(&st, bwd_qk_rope);
         float *dq_raw = m->d.dq, *dk_raw = m->d.dk;
         if (cfg->qk_norm) {
             /* The norm weights are shared by heads and sequences: accumulate serially. */
