@@ -304,11 +304,13 @@ static void run_attention(Stage *st, int backward) {
     AttnJob job = {st, backward};
     int threads = parallel_threads();
     if (threads > 1) blas_set_threads(1);
-    parallel_for(st->B * st->m->layout.cfg.n_kv_heads, attn_job_run, &job);
+    parallel_tasks(st->B * st->m->layout.cfg.n_kv_heads, 1, attn_job_run, &job);
     if (threads > 1) blas_set_threads(threads);
 }
 
-/* Cross-entropy over row chunks (positions) of one sequence's [T][V] logits. */
+/* Cross-entropy over row chunks (positions) of one sequence's [T][V] logits, LOSS_ROWS at a time. */
+enum { LOSS_ROWS = 8 };
+
 typedef struct {
     CpuBackend *m;
     const int32_t *targets;
@@ -367,7 +369,7 @@ static void swiglu_job_run(void *ctx, int begin, int end, int worker) {
 }
 
 static void run_swiglu(SwigluJob *job) {
-    parallel_for((int)((job->n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK), swiglu_job_run, job);
+    parallel_tasks((int)((job->n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK), 1, swiglu_job_run, job);
 }
 
 /* ------------------------------------------------------------------ backward stages */
@@ -464,7 +466,7 @@ static int cpu_step(Backend *self, const float *params, float *grads, const int3
         if (grads)
             for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
         LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, grads != NULL};
-        parallel_for(T, loss_job_run, &job); /* with grads, the logits now hold dlogits */
+        parallel_tasks(T, LOSS_ROWS, loss_job_run, &job); /* with grads, the logits now hold dlogits */
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
         if (!grads) continue;
         ops_linear_backward_tokens(m->d.dxn + (size_t)b * s.c, dw.wcls, m->logits, xf, w.wcls, V, C, T);

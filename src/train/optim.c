@@ -3,7 +3,7 @@
 **
 ** The optimizer is one streaming pass over four buffers of every parameter (p, g, m, v):
 ** memory-bound, so it is written to vectorize (restrict locals, no calls in the loop) and
-** split across the thread pool in fixed blocks.
+** split across the thread pool in fixed blocks, handed out on demand (parallel_tasks).
 */
 #include "optim.h"
 
@@ -52,7 +52,7 @@ void adamw_step(const ParamLayout *layout, const AdamWConfig *cfg, float *params
                       cfg->beta1, cfg->beta2, cfg->eps, grad_scale,
                       ts->decay ? (float)(1.0 - (double)lr * cfg->weight_decay) : 1.0f,
                       (float)(lr / bias1), (float)sqrt(bias2)};
-        parallel_for((int)((ts->numel + BLOCK - 1) / BLOCK), adamw_blocks, &j);
+        parallel_tasks((int)((ts->numel + BLOCK - 1) / BLOCK), 1, adamw_blocks, &j);
     }
 }
 
@@ -93,7 +93,7 @@ double grad_global_norm(const float *grads, size_t n) {
         size_t count = blocks - first < MAX_STACK_BLOCKS ? blocks - first : MAX_STACK_BLOCKS;
         size_t lo = first * BLOCK, len = n - lo < count * BLOCK ? n - lo : count * BLOCK;
         NormJob j = {grads + lo, len, stack};
-        parallel_for((int)count, norm_blocks, &j);
+        parallel_tasks((int)count, 1, norm_blocks, &j);
         for (size_t b = 0; b < count; b++) total += stack[b];
     }
     return sqrt(total);
