@@ -120,6 +120,10 @@ void openblas_set_num_threads(int n) {
 **   forward  y = W x         NoTrans,NoTrans  M=O  N=T  K=In
 **   backward dx += W^T dy    Trans,NoTrans    M=In N=T  K=O
 **   backward dW += dy x^T    NoTrans,Trans    M=O  N=In K=T
+** and the classifier's token-major forms (ops_linear_*_tokens, both operands transposed):
+**   forward  yt = x^T W^T    Trans,Trans      M=T  N=O  K=In
+**   backward dx += W^T dyt^T Trans,Trans      M=In N=T  K=O
+**   backward dW += dyt^T x^T Trans,Trans      M=O  N=In K=T
 ** When wo has the shape of wq (H*D == C), the previous event tells them apart: wo's forward
 ** follows the attention phase, its backward follows w1/w3's. Other equal shapes (only in the
 ** tiny test presets, e.g. F == H*D) take the first name that fits. */
@@ -130,6 +134,9 @@ static void gemm_name(char *buf, size_t size, const Event *e, const ModelConfig 
     if (!e->ta && !e->tb && e->N == T) dir = "fwd", O = e->M, In = e->K;
     else if (e->ta && !e->tb && e->N == T) dir = "dx", O = e->K, In = e->M;
     else if (!e->ta && e->tb && e->K == T) dir = "dW", O = e->M, In = e->N;
+    else if (e->ta && e->tb && e->M == T) dir = "fwd", O = e->N, In = e->K;
+    else if (e->ta && e->tb && e->N == T) dir = "dx", O = e->K, In = e->M;
+    else if (e->ta && e->tb && e->K == T) dir = "dW", O = e->M, In = e->N;
     const char *w = NULL;
     int after_attention = strcmp(prev, "attn.fwd") == 0 || strcmp(prev, "dW.w1/w3") == 0 || strcmp(prev, "dx.wo") == 0;
     if (O == V && In == C) w = "cls";
@@ -148,7 +155,7 @@ static const char *gap_name(const char *prev, const char *next) {
         const char *prev, *next, *what;
     } known[] = {
         {"step", "fwd.wq/wk/wv", "embedding + rmsnorm fwd (layer 0)"},
-        {"fwd.wq/wk/wv", "attn.fwd", "rope fwd"},
+        {"fwd.wq/wk/wv", "attn.fwd", "(nothing: q/k norm + rope run in the attention phase)"},
         {"attn.fwd", "fwd.wo", "(nothing: attention fwd -> wo)"},
         {"fwd.wo", "fwd.w1/w3", "residual add + rmsnorm fwd"},
         {"fwd.w1/w3", "fwd.w2", "swiglu fwd"},
@@ -159,7 +166,7 @@ static const char *gap_name(const char *prev, const char *next) {
         {"dW.w2", "dx.w1/w3", "swiglu bwd + memsets"},
         {"dW.w1/w3", "dx.wo", "rmsnorm bwd + memset"},
         {"dW.wo", "attn.bwd", "memsets dq dk dv"},
-        {"attn.bwd", "dx.wq/wk/wv", "rope bwd + memset"},
+        {"attn.bwd", "dx.wq/wk/wv", "(qwen3: q/k norm bwd) + memset"},
         {"dW.wq/wk/wv", "dx.w2", "rmsnorm bwd + memset"},
         {"dW.wq/wk/wv", "end", "rmsnorm bwd + embedding bwd"},
     };
@@ -411,8 +418,8 @@ int main(int argc, char **argv) {
             int attention = strncmp(prev, "attn.", 5) == 0 && strcmp(prev, name) == 0;
             if (attention)
                 snprintf(key, sizeof key, "%s",
-                         backward ? "attention bwd (P recompute, softmax bwd, 5 gemms/head; pool)"
-                                  : "attention fwd (softmax, 2 gemms/head; pool)");
+                         backward ? "attention bwd (P recompute, softmax bwd, 5 gemms/head, rope bwd; pool)"
+                                  : "attention fwd (q/k norm, rope, softmax, 2 gemms/head; pool)");
             else {
                 const char *what = gap_name(prev, name);
                 if (what) snprintf(key, sizeof key, "%s", what);

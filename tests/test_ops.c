@@ -448,6 +448,80 @@ static void test_lora(void) {
     lora_case(40, 4, 33, 17, 2.0, 43); /* sampled */
 }
 
+/* The token-major variants: yt [T][O] = (W x)^T for x [In][T]. */
+static void lin_forward_tokens(void *p) {
+    LinCtx *c = p;
+    ops64_linear_forward_tokens(c->y, c->x, c->W, c->O, c->In, c->T);
+}
+
+static void linear_tokens_case(int O, int In, int T, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t nx = (size_t)In * T, ny = (size_t)O * T, nw = (size_t)O * In;
+    double *x = alloc(nx), *W = alloc(nw), *yt = alloc(ny), *Rt = alloc(ny);
+    fill(x, nx, 0, 1, &rng);
+    fill(W, nw, 0, 1, &rng);
+    fill(Rt, ny, 0, 1, &rng);
+    LinCtx ctx = {yt, x, W, Rt, O, In, T};
+    char what[160];
+
+    set_all(yt, ny, -7.25); /* forward writes every element */
+    ops64_linear_forward_tokens(yt, x, W, O, In, T);
+    double *want = alloc(ny);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) {
+            double s = 0;
+            for (int i = 0; i < In; i++) s += W[(size_t)o * In + i] * x[(size_t)i * T + t];
+            want[(size_t)t * O + o] = s;
+        }
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d forward", O, In, T);
+    check_near(what, yt, want, ny, 1e-13);
+
+    double *dx = alloc(nx), *dW = alloc(nw);
+    ops64_linear_backward_tokens(dx, dW, Rt, x, W, O, In, T);
+    Fd fd = {lin_forward_tokens, &ctx, yt, Rt, ny};
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dx", O, In, T);
+    fd_check(what, &fd, x, nx, dx, 1, &rng);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dW", O, In, T);
+    fd_check(what, &fd, W, nw, dW, 1, &rng);
+
+    /* the same gradients as the channel-first op given dy = Rt^T */
+    double *R = alloc(ny), *cf_dx = alloc(nx), *cf_dW = alloc(nw);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < O; o++) R[(size_t)o * T + t] = Rt[(size_t)t * O + o];
+    ops64_linear_backward(cf_dx, cf_dW, R, x, W, O, In, T);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dx vs channel-first", O, In, T);
+    check_near(what, dx, cf_dx, nx, 1e-13);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dW vs channel-first", O, In, T);
+    check_near(what, dW, cf_dW, nw, 1e-13);
+
+    double *init_x = alloc(nx), *init_w = alloc(nw);
+    fill(init_x, nx, 0, 3, &rng);
+    fill(init_w, nw, 0, 3, &rng);
+    double *acc_x = dup(init_x, nx), *acc_w = dup(init_w, nw);
+    ops64_linear_backward_tokens(acc_x, acc_w, Rt, x, W, O, In, T);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dx +=", O, In, T);
+    check_accumulated(what, acc_x, init_x, dx, nx);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dW +=", O, In, T);
+    check_accumulated(what, acc_w, init_w, dW, nw);
+
+    double *only_x = alloc(nx), *only_w = alloc(nw);
+    ops64_linear_backward_tokens(only_x, NULL, Rt, x, W, O, In, T);
+    ops64_linear_backward_tokens(NULL, only_w, Rt, x, W, O, In, T);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dx with dW NULL", O, In, T);
+    check_near(what, only_x, dx, nx, 1e-14);
+    snprintf(what, sizeof what, "linear tokens %dx%d T=%d dW with dx NULL", O, In, T);
+    check_near(what, only_w, dW, nw, 1e-14);
+    free(x), free(W), free(yt), free(Rt), free(want), free(dx), free(dW), free(R), free(cf_dx), free(cf_dW);
+    free(init_x), free(init_w), free(acc_x), free(acc_w), free(only_x), free(only_w);
+}
+
+static void test_linear_tokens(void) {
+    linear_tokens_case(5, 7, 3, 34);
+    linear_tokens_case(3, 4, 1, 35);
+    linear_tokens_case(40, 33, 17, 36); /* sampled */
+}
+
 /* ------------------------------------------------------------------ RoPE */
 
 typedef struct {
@@ -528,6 +602,8 @@ static void test_rope(void) {
     rope_case(ROPE_INTERLEAVED, 2, 6, 5, 123, 1e6, 43); /* D/2 odd */
     rope_case(ROPE_HALF, 2, 6, 5, 123, 1e6, 44);
     rope_case(ROPE_HALF, 1, 4, 1, 9, 10000.0, 45); /* one token */
+    rope_case(ROPE_INTERLEAVED, 2, 68, 70, 3, 10000.0, 46); /* past the 32x32 table tiles, with tails */
+    rope_case(ROPE_HALF, 1, 68, 70, 3, 1e6, 47);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -812,6 +888,89 @@ static void test_cross_entropy(void) {
     cross_entropy_case(6, 4, 7, 1, 2.0, 800, 74);  /* exp(800) overflows: needs the max shift */
 }
 
+/* ------------------------------------------------------------------ cross-entropy, token-major */
+
+/* logits [n][V], one row per position; the output is loss[n], L = sum_t R[t] * loss[t]. */
+typedef struct {
+    double *loss, *logits;
+    const int32_t *targets;
+    int V, n;
+} CeRowsCtx;
+
+static void ce_rows_forward(void *p) {
+    CeRowsCtx *c = p;
+    ops64_cross_entropy_rows_forward(c->loss, c->logits, c->targets, c->V, c->n);
+}
+
+static void cross_entropy_rows_case(int V, int n, double spread, double offset, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t all = (size_t)V * n;
+    double *logits = alloc(all), *loss = alloc(n), *R = alloc(n), *want = alloc(n);
+    int32_t *targets = malloc((size_t)n * sizeof *targets);
+    if (!targets) exit(2);
+    fill(logits, all, offset, spread, &rng);
+    fill(R, n, 0, 1, &rng);
+    for (int t = 0; t < n; t++) targets[t] = (int32_t)rng_below(&rng, (uint64_t)V);
+    char name[96], what[200];
+    snprintf(name, sizeof name, "cross-entropy rows V=%d n=%d", V, n);
+    CeRowsCtx ctx = {loss, logits, targets, V, n};
+
+    /* forward against a direct log-sum-exp (shifted only when the logits would overflow exp) */
+    double *keep = dup(logits, all);
+    ce_rows_forward(&ctx);
+    CHECK(memcmp(keep, logits, all * sizeof *keep) == 0, "%s forward: changed its input", name);
+    double *want_grad = alloc(all);
+    for (int t = 0; t < n; t++) {
+        const double *row = logits + (size_t)t * V;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp(row[v] - offset);
+        double lse = offset + log(sum);
+        want[t] = lse - row[targets[t]];
+        for (int v = 0; v < V; v++) want_grad[(size_t)t * V + v] = R[t] * (exp(row[v] - lse) - (v == targets[t]));
+    }
+    snprintf(what, sizeof what, "%s forward loss", name);
+    check_near(what, loss, want, n, 1e-12);
+
+    /* the same loss as the channel-first op on the transposed logits */
+    double *cols = alloc(all), *probs = alloc(all), *loss_cols = alloc(n);
+    for (int t = 0; t < n; t++)
+        for (int v = 0; v < V; v++) cols[(size_t)v * n + t] = logits[(size_t)t * V + v];
+    ops64_cross_entropy_forward(loss_cols, probs, cols, targets, V, n, n);
+    snprintf(what, sizeof what, "%s loss vs channel-first", name);
+    check_near(what, loss, loss_cols, n, 1e-13);
+
+    /* fused, into a separate buffer (every element written) */
+    double *grad = alloc(all), *loss2 = alloc(n);
+    set_all(grad, all, 9.75);
+    ops64_cross_entropy_rows_fused(loss2, grad, logits, targets, R, V, n);
+    CHECK(memcmp(keep, logits, all * sizeof *keep) == 0, "%s fused: changed its input", name);
+    snprintf(what, sizeof what, "%s fused loss", name);
+    check_near(what, loss2, loss, n, 1e-13);
+    snprintf(what, sizeof what, "%s fused dlogits vs direct", name);
+    check_near(what, grad, want_grad, all, 1e-13);
+    snprintf(what, sizeof what, "%s fused dlogits", name);
+    Fd fd = {ce_rows_forward, &ctx, loss, R, (size_t)n};
+    fd_check(what, &fd, logits, all, grad, 1, &rng);
+
+    /* in place, as the backend runs it: the same loss and dlogits, bit for bit */
+    double *inplace = dup(logits, all), *loss3 = alloc(n);
+    ops64_cross_entropy_rows_fused(loss3, inplace, inplace, targets, R, V, n);
+    CHECK(memcmp(loss3, loss2, (size_t)n * sizeof *loss3) == 0, "%s fused in place: losses differ", name);
+    CHECK(memcmp(inplace, grad, all * sizeof *grad) == 0, "%s fused in place: dlogits differ", name);
+
+    free(logits), free(loss), free(R), free(want), free(targets), free(keep), free(want_grad), free(cols);
+    free(probs), free(loss_cols), free(grad), free(loss2), free(inplace), free(loss3);
+}
+
+static void test_cross_entropy_rows(void) {
+    cross_entropy_rows_case(7, 5, 1.5, 0, 81);
+    cross_entropy_rows_case(40, 3, 1.5, 0, 82);   /* rows past the 16-lane blocks, with a tail */
+    cross_entropy_rows_case(48, 2, 1.5, 0, 83);   /* whole lane blocks only */
+    cross_entropy_rows_case(300, 4, 1.5, 0, 84);  /* sampled */
+    cross_entropy_rows_case(37, 4, 2.0, 800, 85); /* exp(800) overflows: needs the max shift */
+}
+
 /* Logits 2000 apart: without the max shift exp overflows to inf or underflows every term to 0. */
 static void test_cross_entropy_extremes(void) {
     enum { V = 4, N = 3 };
@@ -846,6 +1005,37 @@ static void test_cross_entropy_extremes(void) {
     CHECK(probs[2 * N + 0] == 0, "column 0: p(row 2) = %g, expected 0 (exp(-2000))", probs[2 * N + 0]);
 }
 
+/* Token-major: logits 2000 apart, the max in a lane block and in the tail, one row all equal. */
+static void test_cross_entropy_rows_extremes(void) {
+    enum { V = 20, N = 3 };
+    double logits[N * V], loss[N], dlogits[N * V];
+    const double dloss[N] = {1, 1, 1};
+    const int32_t targets[N] = {3, 19, 0};
+    for (int v = 0; v < V; v++) {
+        logits[0 * V + v] = v == 2 ? 1000 : v == 3 ? 999 : -1000; /* max inside the first 16 */
+        logits[1 * V + v] = v == 18 ? -999.5 : -1000;              /* max in the 4-element tail */
+        logits[2 * V + v] = 1000;                                  /* all equal */
+    }
+    const double want[N] = {1 + log(1 + exp(-1.0)), 0.5 + log(exp(-0.5) * (V - 1) + 1),
+                            log((double)V)};
+    ops64_cross_entropy_rows_forward(loss, logits, targets, V, N);
+    check_near("cross-entropy rows extreme logits: loss", loss, want, N, 1e-13);
+    ops64_cross_entropy_rows_fused(loss, dlogits, logits, targets, dloss, V, N);
+    check_near("cross-entropy rows extreme logits: fused loss", loss, want, N, 1e-13);
+    for (int t = 0; t < N; t++) {
+        double dsum = 0;
+        int finite = 1;
+        for (int v = 0; v < V; v++) {
+            finite &= isfinite(dlogits[t * V + v]);
+            dsum += dlogits[t * V + v];
+        }
+        CHECK(finite, "cross-entropy rows extreme logits row %d: non-finite gradient", t);
+        CHECK(fabs(dsum) < 1e-14, "cross-entropy rows extreme logits row %d: dlogits sum to %.17g, expected 0", t, dsum);
+    }
+    CHECK(fabs(dlogits[0 * V + 2] - 1 / (1 + exp(-1.0))) < 1e-15, "row 0: p(2) = %.17g", dlogits[0 * V + 2]);
+    CHECK(dlogits[0 * V + 0] == 0, "row 0: p(0) = %g, expected 0 (exp(-2000))", dlogits[0 * V + 0]);
+}
+
 int main(void) {
     RUN(test_embedding);
     RUN(test_rmsnorm);
@@ -856,6 +1046,9 @@ int main(void) {
     RUN(test_swiglu);
     RUN(test_cross_entropy);
     RUN(test_cross_entropy_extremes);
+    RUN(test_linear_tokens);
+    RUN(test_cross_entropy_rows);
+    RUN(test_cross_entropy_rows_extremes);
     printf("worst finite-difference relative error: %.3g (limit %g)\n", worst_fd_rel, FD_RTOL);
     return TEST_SUMMARY();
 }

@@ -22,6 +22,9 @@ void ops64_rmsnorm_backward(double *dx, double *dw, const double *dout, const do
 void ops64_linear_forward(double *y, const double *x, const double *W, int O, int In, int T);
 void ops64_linear_backward(double *dx, double *dW, const double *dy, const double *x, const double *W, int O, int In,
                            int T);
+void ops64_linear_forward_tokens(double *yt, const double *x, const double *W, int O, int In, int T);
+void ops64_linear_backward_tokens(double *dx, double *dW, const double *dyt, const double *x, const double *W, int O,
+                                  int In, int T);
 void ops64_rope_table(double *cos_tab, double *sin_tab, int T, int D, int pos0, double theta);
 void ops64_rope_forward(double *x, const double *cos_tab, const double *sin_tab, int NH, int D, int T,
                         RopeStyle style);
@@ -40,6 +43,9 @@ void ops64_cross_entropy_fused(double *loss, double *dlogits, const double *logi
                                const double *dloss, int V, int n, int ld);
 void ops64_cross_entropy_backward(double *dlogits, const double *probs, const int32_t *targets, const double *dloss,
                                   int V, int n, int ld);
+void ops64_cross_entropy_rows_forward(double *loss, const double *logits, const int32_t *targets, int V, int n);
+void ops64_cross_entropy_rows_fused(double *loss, double *dlogits, const double *logits, const int32_t *targets,
+                                    const double *dloss, int V, int n);
 
 #define AGREE_RTOL 1e-5
 
@@ -158,6 +164,22 @@ static void test_linear(void) {
     pair_free(&x), pair_free(&W), pair_free(&dy), pair_free(&y), pair_free(&dx), pair_free(&dW);
 }
 
+static void test_linear_tokens(void) {
+    enum { O = 48, In = 64, T = 33 };
+    Rng rng;
+    rng_seed(&rng, 122);
+    Pair x = random_pair(In * T, 0, 1, &rng), W = random_pair(O * In, 0, 0.125, &rng);
+    Pair dyt = random_pair(T * O, 0, 1, &rng), yt = pair(T * O), dx = pair(In * T), dW = pair(O * In);
+    ops_linear_forward_tokens(yt.f, x.f, W.f, O, In, T);
+    ops64_linear_forward_tokens(yt.d, x.d, W.d, O, In, T);
+    check_agree("linear tokens forward", &yt);
+    ops_linear_backward_tokens(dx.f, dW.f, dyt.f, x.f, W.f, O, In, T);
+    ops64_linear_backward_tokens(dx.d, dW.d, dyt.d, x.d, W.d, O, In, T);
+    check_agree("linear tokens backward dx", &dx);
+    check_agree("linear tokens backward dW", &dW);
+    pair_free(&x), pair_free(&W), pair_free(&dyt), pair_free(&yt), pair_free(&dx), pair_free(&dW);
+}
+
 static void rope_case(RopeStyle style, int pos0, double theta, uint64_t seed) {
     enum { NH = 3, D = 16, T = 37 };
     Rng rng;
@@ -257,6 +279,24 @@ static void test_cross_entropy(void) {
     pair_free(&logits), pair_free(&dloss), pair_free(&loss), pair_free(&probs), pair_free(&dlogits);
 }
 
+static void test_cross_entropy_rows(void) {
+    enum { V = 1000, N = 9 }; /* V not a multiple of the 16-lane blocks: the tail runs too */
+    Rng rng;
+    rng_seed(&rng, 162);
+    Pair logits = random_pair(N * V, 0, 3, &rng), dloss = random_pair(N, 0, 1, &rng);
+    Pair loss = pair(N), fused_loss = pair(N), dlogits = pair(N * V);
+    int32_t targets[N];
+    for (int t = 0; t < N; t++) targets[t] = (int32_t)rng_below(&rng, V);
+    ops_cross_entropy_rows_forward(loss.f, logits.f, targets, V, N);
+    ops64_cross_entropy_rows_forward(loss.d, logits.d, targets, V, N);
+    check_agree("cross-entropy rows forward loss", &loss);
+    ops_cross_entropy_rows_fused(fused_loss.f, dlogits.f, logits.f, targets, dloss.f, V, N);
+    ops64_cross_entropy_rows_fused(fused_loss.d, dlogits.d, logits.d, targets, dloss.d, V, N);
+    check_agree("cross-entropy rows fused loss", &fused_loss);
+    check_agree("cross-entropy rows fused dlogits", &dlogits);
+    pair_free(&logits), pair_free(&dloss), pair_free(&loss), pair_free(&fused_loss), pair_free(&dlogits);
+}
+
 int main(void) {
     RUN(test_embedding);
     RUN(test_rmsnorm);
@@ -265,6 +305,8 @@ int main(void) {
     RUN(test_attention);
     RUN(test_swiglu);
     RUN(test_cross_entropy);
+    RUN(test_linear_tokens);
+    RUN(test_cross_entropy_rows);
     printf("worst float/double disagreement: %.3g of (|d| + rms) (limit %g)\n", worst_ratio, AGREE_RTOL);
     return TEST_SUMMARY();
 }

@@ -30,6 +30,8 @@
 **   int8: each of the seven matrices is dequantized (model/quant.h) into one [out][in] scratch
 **         right before its GEMMs, in the forward and again in the backward pass; the fp32
 **         copies of those matrices in StepArgs.params are never read.
+** The classifier alone is computed token-major ([T][V], one 4V-byte row per position), so
+** that each position's softmax runs in cache instead of striding through all of [V][T].
 */
 #include <math.h>
 #include <stdlib.h>
@@ -87,7 +89,7 @@ typedef struct {
     size_t arena_floats;
     Activations a;
     Gradients d;
-    float *logits;   /* [V][T] one sequence at a time */
+    float *logits;   /* [T][V] token-major, one sequence at a time */
     float *losses;   /* [B][T] per-position loss */
     float *dloss;    /* [T] */
     float *rope_cos; /* [T][D/2] */
@@ -170,7 +172,7 @@ static size_t carve(CpuBackend *m, float *base) {
     TAKE(m->d.dh1, B * s.f);
     TAKE(m->d.dh3, B * s.f);
     TAKE(m->d.dg, B * s.f);
-    TAKE(m->logits, (size_t)cfg->vocab_size * T);
+    TAKE(m->logits, T * (size_t)cfg->vocab_size);
     TAKE(m->losses, B * T);
     TAKE(m->dloss, T);
     TAKE(m->rope_cos, T * (size_t)(cfg->head_dim / 2));
@@ -268,27 +270,9 @@ static void fwd_attn_norm(Stage *st, int b) {
                         st->w->rms_att + (size_t)l * C, C, T, cfg->norm_eps);
 }
 
-/* Per-head work (q/k norm, RoPE) runs one task per (sequence, head), so even a single
-** sequence keeps every thread busy. Head index hd < H is query head hd, else key head hd-H. */
-typedef void (*HeadFn)(Stage *st, int b, int hd);
-
-typedef struct {
-    Stage *st;
-    HeadFn fn;
-} HeadJob;
-
-static void head_job_run(void *ctx, int begin, int end, int worker) {
-    (void)worker;
-    HeadJob *job = ctx;
-    int heads = job->st->m->layout.cfg.n_heads + job->st->m->layout.cfg.n_kv_heads;
-    for (int task = begin; task < end; task++) job->fn(job->st, task / heads, task % heads);
-}
-
-static void for_each_head(Stage *st, HeadFn fn) {
-    HeadJob job = {st, fn};
-    const ModelConfig *cfg = &st->m->layout.cfg;
-    parallel_for(st->B * (cfg->n_heads + cfg->n_kv_heads), head_job_run, &job);
-}
+/* Per-head work (q/k norm, RoPE) runs inside the attention task of the head's KV group
+** (attn_job_run), so it needs no round of the pool of its own. Head index hd < H is query
+** head hd, else key head hd-H. */
 
 /* One head of sequence b: (Qwen3) RMSNorm over the head's D channels, then RoPE. */
 static void fwd_qk_rope(Stage *st, int b, int hd) {
@@ -309,6 +293,18 @@ static void fwd_qk_rope(Stage *st, int b, int hd) {
     ops_rope_forward(x, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
 }
 
+/* RoPE backward on one head of sequence b's dq or dk (the q/k norm backward accumulates into
+** weights shared by all heads, so it runs serially in cpu_step). */
+static void bwd_qk_rope(Stage *st, int b, int hd) {
+    CpuBackend *m = st->m;
+    const ModelConfig *cfg = &m->layout.cfg;
+    int T = st->T, D = cfg->head_dim, H = cfg->n_heads;
+    Sizes s = sizes_for(cfg, T);
+    float *dx = hd < H ? m->d.dq + (size_t)b * s.q + (size_t)hd * D * T
+                       : m->d.dk + (size_t)b * s.kv + (size_t)(hd - H) * D * T;
+    ops_rope_backward(dx, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
+}
+
 static void fwd_ffn_norm(Stage *st, int b) {
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
@@ -327,7 +323,9 @@ static void fwd_final_norm(Stage *st, int b) {
                         st->w->rms_final, cfg->dim, T, cfg->norm_eps);
 }
 
-/* Attention runs one task per (sequence, KV head) with BLAS single-threaded inside. */
+/* Attention runs one task per (sequence, KV head) with BLAS single-threaded inside. The task
+** also owns the per-head work of its heads (the KV head and the query heads that share it):
+** q/k norm and RoPE before the forward, RoPE's backward after the backward. */
 typedef struct {
     Stage *st;
     int backward;
@@ -338,17 +336,21 @@ static void attn_job_run(void *ctx, int begin, int end, int worker) {
     Stage *st = job->st;
     CpuBackend *m = st->m;
     const ModelConfig *cfg = &m->layout.cfg;
-    int l = st->layer, T = st->T, H = cfg->n_heads, KV = cfg->n_kv_heads, D = cfg->head_dim;
+    int l = st->layer, T = st->T, H = cfg->n_heads, KV = cfg->n_kv_heads, D = cfg->head_dim, group = H / KV;
     Sizes s = sizes_for(cfg, T);
     float *scratch = m->attn_scratch + (size_t)worker * 2 * T * T; /* one slice per pool thread */
     for (int task = begin; task < end; task++) {
         int b = task / KV, g = task % KV;
         const float *q = m->a.q + at(st, l, b, s.q), *k = m->a.k + at(st, l, b, s.kv), *v = m->a.v + at(st, l, b, s.kv);
         if (!job->backward) {
+            for (int h = g * group; h < (g + 1) * group; h++) fwd_qk_rope(st, b, h);
+            fwd_qk_rope(st, b, H + g);
             ops_attention_forward(m->a.att + at(st, l, b, s.q), q, k, v, H, KV, D, T, g, g + 1, scratch);
         } else {
             ops_attention_backward(m->d.dq + (size_t)b * s.q, m->d.dk + (size_t)b * s.kv, m->d.dv + (size_t)b * s.kv,
                                    m->d.datt + (size_t)b * s.q, q, k, v, H, KV, D, T, g, g + 1, scratch);
+            for (int h = g * group; h < (g + 1) * group; h++) bwd_qk_rope(st, b, h);
+            bwd_qk_rope(st, b, H + g);
         }
     }
 }
@@ -357,11 +359,13 @@ static void run_attention(Stage *st, int backward) {
     AttnJob job = {st, backward};
     int threads = parallel_threads();
     if (threads > 1) blas_set_threads(1);
-    parallel_for(st->B * st->m->layout.cfg.n_kv_heads, attn_job_run, &job);
+    parallel_tasks(st->B * st->m->layout.cfg.n_kv_heads, 1, attn_job_run, &job);
     if (threads > 1) blas_set_threads(threads);
 }
 
-/* Cross-entropy over column chunks of one sequence's [V][T] logits. */
+/* Cross-entropy over row chunks (positions) of one sequence's [T][V] logits, LOSS_ROWS at a time. */
+enum { LOSS_ROWS = 8 };
+
 typedef struct {
     CpuBackend *m;
     const int32_t *targets;
@@ -375,12 +379,23 @@ static void loss_job_run(void *ctx, int begin, int end, int worker) {
     LossJob *job = ctx;
     CpuBackend *m = job->m;
     int V = m->layout.cfg.vocab_size;
-    float *cols = m->logits + begin;
+    float *rows = m->logits + (size_t)begin * V;
     if (!job->backward)
-        ops_cross_entropy_forward(job->losses + begin, cols, cols, job->targets + begin, V, end - begin, job->T);
+        ops_cross_entropy_rows_forward(job->losses + begin, rows, job->targets + begin, V, end - begin);
     else /* loss and, in place, dlogits */
-        ops_cross_entropy_fused(job->losses + begin, cols, cols, job->targets + begin, m->dloss + begin, V,
-                                end - begin, job->T);
+        ops_cross_entropy_rows_fused(job->losses + begin, rows, rows, job->targets + begin, m->dloss + begin, V,
+                                     end - begin);
+}
+
+/* out [V][T] = in^T for in [T][V]: the token-major logits in the documented [V][T] layout. */
+static void transpose_logits(float *out, const float *in, int T, int V) {
+    enum { TILE = 32 };
+    for (int v0 = 0; v0 < V; v0 += TILE)
+        for (int t0 = 0; t0 < T; t0 += TILE) {
+            int v1 = v0 + TILE < V ? v0 + TILE : V, t1 = t0 + TILE < T ? t0 + TILE : T;
+            for (int v = v0; v < v1; v++)
+                for (int t = t0; t < t1; t++) out[(size_t)v * T + t] = in[(size_t)t * V + v];
+        }
 }
 
 /* SwiGLU over all sequences of a layer: elementwise, so split into fixed chunks of the flat
@@ -409,7 +424,7 @@ static void swiglu_job_run(void *ctx, int begin, int end, int worker) {
 }
 
 static void run_swiglu(SwigluJob *job) {
-    parallel_for((int)((job->n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK), swiglu_job_run, job);
+    parallel_tasks((int)((job->n + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK), 1, swiglu_job_run, job);
 }
 
 /* ------------------------------------------------------------------ backward stages */
@@ -425,18 +440,6 @@ static void bwd_final_norm(Stage *st, int b) {
                          m->d.dxn + (size_t)b * s.c,
                          m->a.x + at(st, cfg->n_layers, b, s.c), st->w->rms_final, m->a.rstd_f + (size_t)b * T,
                          cfg->dim, T);
-}
-
-/* RoPE backward on one head of sequence b's dq or dk (the q/k norm backward accumulates into
-** weights shared by all heads, so it runs serially in cpu_step). */
-static void bwd_qk_rope(Stage *st, int b, int hd) {
-    CpuBackend *m = st->m;
-    const ModelConfig *cfg = &m->layout.cfg;
-    int T = st->T, D = cfg->head_dim, H = cfg->n_heads;
-    Sizes s = sizes_for(cfg, T);
-    float *dx = hd < H ? m->d.dq + (size_t)b * s.q + (size_t)hd * D * T
-                       : m->d.dk + (size_t)b * s.kv + (size_t)(hd - H) * D * T;
-    ops_rope_backward(dx, m->rope_cos, m->rope_sin, 1, D, T, cfg->rope_style);
 }
 
 /* ------------------------------------------------------------------ the step */
@@ -631,7 +634,6 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
         linear_fwd(&st, LORA_Q, q_dst + lq, s.q, m->a.xn1 + lc, s.c);    /* [H*D][T] */
         linear_fwd(&st, LORA_K, k_dst + lkv, s.kv, m->a.xn1 + lc, s.c);  /* [KV*D][T] */
         linear_fwd(&st, LORA_V, m->a.v + lkv, s.kv, m->a.xn1 + lc, s.c); /* [KV*D][T] */
-        for_each_head(&st, fwd_qk_rope);
         run_attention(&st, 0);
         linear_fwd(&st, LORA_O, m->a.x_mid + lc, s.c, m->a.att + lq, s.q); /* [C][T] */
         for (int b = 0; b < B; b++) add_into(m->a.x_mid + lc + b * s.c, m->a.x + lc + b * s.c, s.c);
@@ -646,21 +648,22 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     }
     for_each_seq(&st, fwd_final_norm);
 
-    /* ---- classifier and loss, one sequence at a time (logits are [V][T]); with gradients
-    ** the classifier's backward runs right here so no [B][V][T] buffer is ever needed ---- */
+    /* ---- classifier and loss, one sequence at a time (logits are [T][V] token-major); with
+    ** gradients the classifier's backward runs right here so no [B][V][T] buffer is ever needed ---- */
     if (backward) memset(m->d.dxn, 0, (size_t)B * s.c * sizeof(float));
     double total = 0;
     for (int b = 0; b < B; b++) {
         const float *xf = m->a.xf + (size_t)b * s.c;
-        ops_linear_forward(m->logits, xf, w.wcls, V, C, T);
-        if (logits_out) memcpy(logits_out + (size_t)b * V * T, m->logits, (size_t)V * T * sizeof(float));
+        ops_linear_forward_tokens(m->logits, xf, w.wcls, V, C, T);
+        if (logits_out) transpose_logits(logits_out + (size_t)b * V * T, m->logits, T, V);
         if (backward)
             for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
         LossJob job = {m, targets + (size_t)b * T, m->losses + (size_t)b * T, T, backward};
-        parallel_for(T, loss_job_run, &job); /* with grads, the logits now hold dlogits */
+        parallel_tasks(T, LOSS_ROWS, loss_job_run, &job); /* with grads, the logits now hold dlogits */
         for (int t = 0; t < T; t++) total += m->losses[(size_t)b * T + t];
         if (!backward) continue;
-        ops_linear_backward(m->d.dxn + (size_t)b * s.c, grads ? dw.wcls : NULL, m->logits, xf, w.wcls, V, C, T);
+        ops_linear_backward_tokens(m->d.dxn + (size_t)b * s.c, grads ? dw.wcls : NULL, m->logits, xf, w.wcls, V, C,
+                                   T);
     }
     *loss_out = total / ((double)B * T);
     if (!backward) return 0;
@@ -692,7 +695,6 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
         memset(m->d.dk, 0, (size_t)B * s.kv * sizeof(float));
         memset(m->d.dv, 0, (size_t)B * s.kv * sizeof(float));
         run_attention(&st, 1);
-        for_each_head(&st, bwd_qk_rope);
         float *dq_raw = m->d.dq, *dk_raw = m->d.dk;
         if (cfg->qk_norm) {
             /* The norm weights are shared by heads and sequences: accumulate serially. */

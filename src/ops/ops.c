@@ -46,6 +46,68 @@ static inline float exp_vec(float x) {
 }
 #endif
 
+/* ---------------------------------------------------------------- row reductions */
+
+/* Reductions over a contiguous row (softmax of attention and of the token-major
+** cross-entropy) keep ROW_LANES independent partial results: a single running result is a
+** chain of dependent operations, while the lanes vectorize without the compiler having to
+** reassociate. The order is fixed by n alone, so results never depend on the thread count. */
+enum { ROW_LANES = 16 };
+
+static Real row_max(const Real *row, int n) {
+    Real lane[ROW_LANES];
+    for (int k = 0; k < ROW_LANES; k++) lane[k] = row[0];
+    int i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int k = 0; k < ROW_LANES; k++) lane[k] = row[i + k] > lane[k] ? row[i + k] : lane[k];
+    Real mx = row[0];
+    for (; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int k = 0; k < ROW_LANES; k++) mx = lane[k] > mx ? lane[k] : mx;
+    return mx;
+}
+
+/* sum_i exp(row[i] - mx) over i < n. */
+static Real row_sum_exp(const Real *row, int n, Real mx) {
+    Real lane[ROW_LANES] = {0};
+    int i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int k = 0; k < ROW_LANES; k++) lane[k] += EXP(row[i + k] - mx);
+    Real sum = 0;
+    for (; i < n; i++) sum += EXP(row[i] - mx);
+    for (int k = 0; k < ROW_LANES; k++) sum += lane[k];
+    return sum;
+}
+
+/* row[i] = exp(row[i] - mx) in place; returns their sum (in the same order as row_sum_exp). */
+static Real row_exp(Real *row, int n, Real mx) {
+    Real lane[ROW_LANES] = {0};
+    int i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int k = 0; k < ROW_LANES; k++) {
+            row[i + k] = EXP(row[i + k] - mx);
+            lane[k] += row[i + k];
+        }
+    Real sum = 0;
+    for (; i < n; i++) {
+        row[i] = EXP(row[i] - mx);
+        sum += row[i];
+    }
+    for (int k = 0; k < ROW_LANES; k++) sum += lane[k];
+    return sum;
+}
+
+/* sum_i a[i] * b[i] over i < n, in the same lanes. */
+static Real row_dot(const Real *a, const Real *b, int n) {
+    Real lane[ROW_LANES] = {0};
+    int i = 0;
+    for (; i + ROW_LANES <= n; i += ROW_LANES)
+        for (int k = 0; k < ROW_LANES; k++) lane[k] += a[i + k] * b[i + k];
+    Real sum = 0;
+    for (; i < n; i++) sum += a[i] * b[i];
+    for (int k = 0; k < ROW_LANES; k++) sum += lane[k];
+    return sum;
+}
+
 /* ---------------------------------------------------------------- embedding */
 
 void OPS(embedding_forward)(Real *x, const int32_t *tokens, const Real *emb, int T, int C) {
@@ -137,6 +199,18 @@ void OPS(lora_backward)(Real *dxd, Real *dA, Real *dB, Real *du, const Real *dy,
     if (dxd) GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, In, T, r, 1, A, In, du, T, 1, dxd, T); /* dxd += Aᵀ du */
 }
 
+void OPS(linear_forward_tokens)(Real *yt, const Real *x, const Real *W, int O, int In, int T) {
+    /* yt [T][O] = x^T [T][In] @ W^T [In][O] */
+    GEMM(CblasRowMajor, CblasTrans, CblasTrans, T, O, In, 1, x, T, W, In, 0, yt, O);
+}
+
+void OPS(linear_backward_tokens)(Real *dx, Real *dW, const Real *dyt, const Real *x, const Real *W, int O, int In,
+                                 int T) {
+    /* dx [In][T] += W^T [In][O] @ dyt^T [O][T];  dW [O][In] += dyt^T [O][T] @ x^T [T][In] */
+    if (dx) GEMM(CblasRowMajor, CblasTrans, CblasTrans, In, T, O, 1, W, In, dyt, O, 1, dx, T);
+    if (dW) GEMM(CblasRowMajor, CblasTrans, CblasTrans, O, In, T, 1, dyt, O, x, T, 1, dW, In);
+}
+
 /* ---------------------------------------------------------------- RoPE */
 
 void OPS(rope_table)(Real *cos_tab, Real *sin_tab, int T, int D, int pos0, double theta) {
@@ -192,12 +266,7 @@ static void attention_probs_block(Real *P, const Real *qh, const Real *kh, int D
     GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - i0, i1, D, scale, qh + i0, T, kh, T, 0, P + (size_t)i0 * T, T);
     for (int i = i0; i < i1; i++) {
         Real *row = P + (size_t)i * T;
-        Real mx = row[0];
-        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        for (int j = 0; j <= i; j++) row[j] = EXP(row[j] - mx);
-        Real sum = 0;
-        for (int j = 0; j <= i; j++) sum += row[j];
-        Real inv = 1 / sum;
+        Real inv = 1 / row_exp(row, i + 1, row_max(row, i + 1));
         for (int j = 0; j <= i; j++) row[j] *= inv;
         for (int j = i + 1; j < i1; j++) row[j] = 0;
     }
@@ -241,8 +310,7 @@ void OPS(attention_backward)(Real *dq, Real *dk, Real *dv, const Real *dout, con
                 /* softmax backward: dS = P * (dP - sum_j dP*P), zero where P is masked */
                 for (int i = i0; i < i1; i++) {
                     Real *prow = P + (size_t)i * T, *drow = dS + (size_t)i * T;
-                    Real dot = 0;
-                    for (int j = 0; j <= i; j++) dot += prow[j] * drow[j];
+                    Real dot = row_dot(prow, drow, i + 1);
                     for (int j = 0; j <= i; j++) drow[j] = prow[j] * (drow[j] - dot);
                     for (int j = i + 1; j < i1; j++) drow[j] = 0;
                 }
@@ -344,4 +412,30 @@ void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t
         for (int t = 0; t < n; t++) drow[t] = dloss[t] * prow[t];
     }
     for (int t = 0; t < n; t++) dlogits[(size_t)targets[t] * ld + t] -= dloss[t];
+}
+
+/* ---------------------------------------------------------------- cross-entropy, token-major */
+
+void OPS(cross_entropy_rows_forward)(Real *loss, const Real *logits, const int32_t *targets, int V, int n) {
+    for (int t = 0; t < n; t++) {
+        const Real *row = logits + (size_t)t * V;
+        Real mx = row_max(row, V);
+        loss[t] = mx - row[targets[t]] + LOG(row_sum_exp(row, V, mx));
+    }
+}
+
+void OPS(cross_entropy_rows_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
+                                   const Real *dloss, int V, int n) {
+    for (int t = 0; t < n; t++) {
+        Real *row = dlogits + (size_t)t * V;
+        const Real *in = logits + (size_t)t * V;
+        if (row != in) memcpy(row, in, (size_t)V * sizeof *row);
+        Real mx = row_max(row, V);
+        Real target_logit = row[targets[t]];
+        Real sum = row_exp(row, V, mx); /* row = exp(logit - max) */
+        loss[t] = mx - target_logit + LOG(sum);
+        Real scale = dloss[t] / sum; /* exp -> dloss * probs */
+        for (int v = 0; v < V; v++) row[v] *= scale;
+        row[targets[t]] -= dloss[t];
+    }
 }

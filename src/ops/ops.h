@@ -72,6 +72,14 @@ void OPS(lora_forward)(Real *y, Real *u, const Real *xd, const Real *A, const Re
 void OPS(lora_backward)(Real *dxd, Real *dA, Real *dB, Real *du, const Real *dy, const Real *xd, const Real *u,
                         const Real *A, const Real *B, Real s, int O, int r, int In, int T);
 
+/* The same layer with its output token-major, for wide outputs such as the classifier's
+** logits: yt [T][O] = (W x)^T, row t holding position t's O outputs contiguously. x [In][T]
+** stays channel-first. */
+void OPS(linear_forward_tokens)(Real *yt, const Real *x, const Real *W, int O, int In, int T);
+/* dx [In][T] += W^T dyt^T;  dW [O][In] += dyt^T x^T, for dyt [T][O]. Either may be NULL. */
+void OPS(linear_backward_tokens)(Real *dx, Real *dW, const Real *dyt, const Real *x, const Real *W, int O, int In,
+                                 int T);
+
 /* --- rotary position embedding ---------------------------------------------------
 ** Table for positions pos0..pos0+T-1: angle[t][i] = (pos0+t) * theta^(-2i/D), i < D/2.
 ** cos_tab, sin_tab [T][D/2], computed in double precision. */
@@ -115,5 +123,15 @@ void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t
 ** logits), without the intermediate normalized probabilities — one pass over [V][n] fewer. */
 void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
                               const Real *dloss, int V, int n, int ld);
+
+/* --- cross-entropy, token-major --------------------------------------------------
+** The same loss over logits stored one row per position: logits [n][V], row t holding
+** position t's V logits contiguously (what linear_forward_tokens writes). A row is 4V bytes,
+** so its softmax passes run in cache. loss[t] = -log softmax(logits[t])[targets[t]]. */
+void OPS(cross_entropy_rows_forward)(Real *loss, const Real *logits, const int32_t *targets, int V, int n);
+/* Loss as above, and (writes; dlogits may alias logits)
+**   dlogits[t][v] = dloss[t] * (softmax(logits[t])[v] - [v == targets[t]]). */
+void OPS(cross_entropy_rows_fused)(Real *loss, Real *dlogits, const Real *logits, const int32_t *targets,
+                                   const Real *dloss, int V, int n);
 
 #endif

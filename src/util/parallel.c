@@ -1,10 +1,12 @@
 /*
 ** parallel.c — a minimal pthread pool (see parallel.h). Workers sleep on a condition
-** variable between jobs; one job runs at a time.
+** variable between jobs; one job runs at a time. A job either splits [0, n) into one fixed
+** chunk per thread (parallel_for) or hands out pieces from a shared counter (parallel_tasks).
 */
 #include "parallel.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -22,12 +24,29 @@ static struct {
     ParallelFn fn;
     void *ctx;
     int n;
+    int grain;                /* 0: one fixed chunk per thread; else pieces of this size from next */
+    atomic_int next;          /* parallel_tasks: start of the next piece not yet taken */
 } pool = {.n_threads = 1, .lock = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
         .done = PTHREAD_COND_INITIALIZER};
 
 static void chunk(int n, int parts, int i, int *begin, int *end) {
     *begin = (int)((long long)n * i / parts);
     *end = (int)((long long)n * (i + 1) / parts);
+}
+
+/* The share of thread `index` of the current job: its fixed chunk, or pieces until none are left. */
+static void run_share(ParallelFn fn, void *ctx, int n, int parts, int grain, int index) {
+    if (grain == 0) {
+        int b, e;
+        chunk(n, parts, index, &b, &e);
+        if (b < e) fn(ctx, b, e, index);
+        return;
+    }
+    for (;;) {
+        int b = atomic_fetch_add(&pool.next, grain);
+        if (b >= n) return;
+        fn(ctx, b, n - b < grain ? n : b + grain, index);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -42,11 +61,9 @@ static void *worker_main(void *arg) {
         seen = pool.generation;
         ParallelFn fn = pool.fn;
         void *ctx = pool.ctx;
-        int n = pool.n, parts = pool.n_threads;
+        int n = pool.n, parts = pool.n_threads, grain = pool.grain;
         pthread_mutex_unlock(&pool.lock);
-        int b, e;
-        chunk(n, parts, index, &b, &e);
-        if (b < e) fn(ctx, b, e, index);
+        run_share(fn, ctx, n, parts, grain, index);
         pthread_mutex_lock(&pool.lock);
         if (--pool.pending == 0) pthread_cond_signal(&pool.done);
     }
@@ -83,27 +100,41 @@ int parallel_init(int n_threads) {
 
 int parallel_threads(void) { return pool.n_threads; }
 
-void parallel_for(int n, ParallelFn fn, void *ctx) {
-    if (n <= 0) return;
+static void run_job(int n, int grain, ParallelFn fn, void *ctx) {
     int parts = pool.n_threads;
-    if (parts <= 1 || n == 1) {
-        fn(ctx, 0, n, 0);
-        return;
-    }
     pthread_mutex_lock(&pool.lock);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n = n;
+    pool.grain = grain;
+    atomic_store(&pool.next, 0);
     pool.pending = parts - 1;
     pool.generation++;
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.lock);
-    int b, e;
-    chunk(n, parts, 0, &b, &e);
-    if (b < e) fn(ctx, b, e, 0);
+    run_share(fn, ctx, n, parts, grain, 0);
     pthread_mutex_lock(&pool.lock);
     while (pool.pending > 0) pthread_cond_wait(&pool.done, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
+}
+
+void parallel_for(int n, ParallelFn fn, void *ctx) {
+    if (n <= 0) return;
+    if (pool.n_threads <= 1 || n == 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    run_job(n, 0, fn, ctx);
+}
+
+void parallel_tasks(int n, int grain, ParallelFn fn, void *ctx) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    if (pool.n_threads <= 1 || n <= grain) {
+        for (int b = 0; b < n; b += grain) fn(ctx, b, n - b < grain ? n : b + grain, 0);
+        return;
+    }
+    run_job(n, grain, fn, ctx);
 }
 
 int parallel_cpu_count(void) {
