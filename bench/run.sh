@@ -12,6 +12,7 @@
 #   BENCH_BATCH    sequences per step                     [1]
 #   BENCH_SEQ      tokens per sequence                    [256]
 #   BENCH_STEPS    timed steps per model (median shown)   [5]
+#   BENCH_ROUNDS   rounds of ours-then-torch per model    [3]
 #   BENCH_THREADS  threads for BLAS, our pool and torch   [all cores]
 #   BENCH_PYTHON   interpreter for torch_step.py          [/usr/bin/python3]
 #   BENCH_FT_MODEL model of the fine-tuning comparison    [stories110m]
@@ -27,6 +28,7 @@ MODELS=${BENCH_MODELS:-stories15m stories110m}
 B=${BENCH_BATCH:-1}
 T=${BENCH_SEQ:-256}
 STEPS=${BENCH_STEPS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
 PY=${BENCH_PYTHON:-/usr/bin/python3}
 
@@ -62,12 +64,19 @@ echo
 COMMON="--batch $B --seq $T --steps $STEPS --threads $THREADS --no-header"
 printf '%-8s %-12s %-7s %5s %9s %9s %8s %8s %6s %10s %8s\n' impl model BxT steps ms/step "best ms" tok/s \
     GFLOP/s %peak "fwd+bwd ms" "optim ms"
-# shellcheck disable=SC2086
-for m in $MODELS; do
-    "$BIN" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
-    if [ $have_torch = 1 ]; then
-        "$PY" "$HERE/torch_step.py" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
-    fi
+echo "($ROUNDS rounds; each row is one run's median of $STEPS steps)"
+# Rounds alternate ours and torch, so a slow minute of the machine hits both (it drifts by
+# 15-20% from minute to minute); the comparison takes the median over rounds.
+r=0
+while [ "$r" -lt "$ROUNDS" ]; do
+    # shellcheck disable=SC2086
+    for m in $MODELS; do
+        "$BIN" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
+        if [ $have_torch = 1 ]; then
+            "$PY" "$HERE/torch_step.py" --model "$m" --peak-gflops "$PEAK" $COMMON | tee -a "$ROWS"
+        fi
+    done
+    r=$((r + 1))
 done
 
 echo
@@ -81,12 +90,22 @@ awk -v a="$PEAK" -v b="$PEAK2" 'BEGIN {
                "         the rows above used %s, the comparison uses %s GFLOP/s\n", a, (a > b ? a : b) }'
 echo
 
-# Comparison: one line per model from the rows above (columns: 5 ms/step, 6 best ms, 8 GFLOP/s).
-# "best" compares the fastest steps: on a shared machine it is the steadier of the two ratios.
+# Comparison: one line per model from the rows above (columns: 5 ms/step, 6 best ms, 8 GFLOP/s):
+# medians over the rounds of each run's median step, and the fastest step of all rounds ("best
+# compares the fastest steps: on a shared machine it is the steadier of the two ratios).
 awk -v models="$MODELS" -v p1="$PEAK" -v p2="$PEAK2" '
-    $1 == "anetrain" { ours[$2] = $5; ours_best[$2] = $6; gflops[$2] = $8 }
-    $1 == "torch"    { torch[$2] = $5; torch_best[$2] = $6 }
+    function med(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    $1 == "anetrain" { o[$2] = o[$2] " " $5; g[$2] = g[$2] " " $8
+                       if (!($2 in ours_best) || $6 < ours_best[$2]) ours_best[$2] = $6 }
+    $1 == "torch"    { tl[$2] = tl[$2] " " $5
+                       if (!($2 in torch_best) || $6 < torch_best[$2]) torch_best[$2] = $6 }
     END {
+        for (m in o) { ours[m] = med(o[m]); gflops[m] = med(g[m]) }
+        for (m in tl) torch[m] = med(tl[m])
         peak = p1 > p2 ? p1 : p2
         printf "%-12s %13s %14s %8s %13s %11s\n", "model", "ours ms/step", "torch ms/step", "speedup", "best vs best",
                "ours %peak"
