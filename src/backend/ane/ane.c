@@ -38,8 +38,13 @@
 ** LoRA over a frozen base: the kernels compute the adapter path unmerged (kernels.c, "LoRA") and
 ** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
 ** dB = dy u^T per targeted module (job_lora_layer). No gradient of any base tensor (matrices,
-** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout is
-** refused (see backend_ane_create_frozen). bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
+** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout
+** (p > 0) compiles the kernels with one more region per targeted module, its 0/1 mask [in][S]
+** (ane_plan_lora_dropout), staged per layer and sequence before both kernels from
+** lora_dropout_mask (the CPU backend's masks: same seed, layer, module, sequence index, channel,
+** position); the keep factor 1/(1-p) is folded into the staged s A in fp32, so the masks are
+** exact in fp16. The dA job masks its x itself (dA = s v (x * mask)^T). Forward-only steps stage
+** masks of ones and s A without the factor: no dropout. bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
 ** all seven modules against full training, alternating runs: weights staged 2.8 vs 169.9 MB per
 ** step, staging 18 vs 38-55 ms, dW 62-84 vs 570-770 ms, AdamW 2-6 vs 160-260 ms, the device the
 ** same within the noise (+1.6% FLOPs); a step 1.6-2.2 s vs 1.7-3.6 s.
@@ -614,11 +619,14 @@ static void mask_rows_worker(void *ctx, int begin, int end, int worker) {
     const MaskJob *j = ctx;
     AneBackend *m = j->m;
     int T = j->T, S = m->S;
-    if (m->dropout > 0) lora_dropout_mask(m->mask_T, m->dropout_seed, j->layer, (LoraModule)j->mod, j->b, begin, end, T,
-                                          m->dropout);
-    for (int c = begin; c < end; c++)
-        for (int t = 0; t < S; t++)
-            m->mask_S[(size_t)c * S + t] = t < T && (!(m->dropout > 0) || m->mask_T[(size_t)c * T + t] != 0) ? 1.0f : 0.0f;
+    int drop = m->dropout > 0;
+    if (drop)
+        lora_dropout_mask(m->mask_T, m->dropout_seed, j->layer, (LoraModule)j->mod, j->b, begin, end, T, m->dropout);
+    for (int c = begin; c < end; c++) {
+        const float *keep = m->mask_T + (size_t)c * T;
+        float *row = m->mask_S + (size_t)c * S;
+        for (int t = 0; t < S; t++) row[t] = t < T && (!drop || keep[t] != 0) ? 1.0f : 0.0f;
+    }
 }
 
 /* Every targeted module's dropout mask of sequence b in layer l into the surface (locked at base). */

@@ -72,6 +72,10 @@
 **  (tested for 1, 4, 8, 16). stories110m, R 8, all seven modules: 154 more input columns of 768
 **  rows (+1.3%, 0.24 MB per layer), 56 more rows out of each kernel. Weight gradients of the base
 **  are not computed at all; dA and dB are BLAS on the CPU from these taps (ane.c).
+**  LoRA dropout (ane_plan_lora_dropout): one more activation region per targeted module after
+**  all the others, MASK_m [in][S] of 0/1 (the keep factor 1/(1-p) is in s A_m, staged by ane.c),
+**  and x_m becomes x_m * MASK_m before s A_m in layer_fwd, (s A_m)^T v_m becomes
+**  MASK_m * ((s A_m)^T v_m) in layer_bwd. A plan without it gives the LoRA text unchanged.
 **
 ** ===== int8 base (a plan made by ane_plan_layer_frozen with int8_base 1) ================
 **  A frozen base whose seven matrices are per-row int8 (model/quant.h: W ~ s_o q_o, q in
