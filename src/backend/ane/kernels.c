@@ -221,6 +221,8 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
         add_region(p, AR_LORA_A + m, on ? (long long)R * in : 0, &col);
         add_region(p, AR_LORA_B + m, on ? (long long)out * R : 0, &col);
     }
+    for (int m = 0; m < ANE_LORA_MODULES; m++) /* dropout masks: absent until ane_plan_lora_dropout */
+        add_region(p, AR_LORA_MASK + m, 0, &col);
     p->in_S = (col + 31) / 32 * 32;
     int ch = 0;
     add_tap(p->fwd, AF_XNEXT, p->C, &ch);
