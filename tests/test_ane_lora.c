@@ -15,9 +15,14 @@
 **     the same results with the dA/dB jobs on the dW worker thread,
 **     adapter_grads accumulate, forward-only gives the same loss, and what is refused: grads
 **     with a frozen base, a missing adapter, an int8 base that is not this model's (an int8 base
-**     itself is tested in test_ane_int8_base), LoRA dropout;
-**   - the LoRA kernels of stories110m and qwen3-0.6b at ranks 1, 4, 8 and 16 pass the emulator's
-**     checker (ane-facts constraints), and their I/O is what the plan says.
+**     itself is tested in test_ane_int8_base);
+**   - LoRA dropout (p 0.25, all targets, r 4): one training step against the CPU backend's
+**     frozen-base step with the same adapter and dropout seed (its masks, lora_dropout_mask):
+**     the loss within fp16 tolerance and the adapter gradient's cosine as above, both away from
+**     the step without dropout; a forward-only step ignores dropout (the dropout-0 loss);
+**   - the LoRA kernels of stories110m and qwen3-0.6b at ranks 1, 4, 8 and 16, with and without
+**     dropout masks, pass the emulator's checker (ane-facts constraints), and their I/O is what
+**     the plan says.
 **
 ** -v prints every module's cosines.
 */
@@ -272,11 +277,6 @@ static void test_contract(void) {
     o.device = "emu";
     CHECK(backend_ane_create_frozen(&lay, &fb, B, T, &o, &err) == NULL && strstr(err.msg, "int8 base is for a model"),
           "an empty int8 base (another model's) refused: %s", err.msg);
-    LoraLayout drop = lo;
-    drop.cfg.dropout = 0.1f;
-    fb = (FrozenBase){&drop, NULL};
-    CHECK(backend_ane_create_frozen(&lay, &fb, B, T, &o, &err) == NULL && strstr(err.msg, "dropout"),
-          "LoRA dropout refused: %s", err.msg);
     ParamLayout other;
     make_layout(&other, &variants[0]);
     fb = (FrozenBase){&lo, NULL};
@@ -303,6 +303,69 @@ static void test_contract(void) {
     cpu->destroy(cpu);
 }
 
+/* ------------------------------------------------------------------ dropout */
+
+/* One training step of the ANE frozen base with dropout p against the CPU backend's frozen-base
+** step (the unmerged reference that applies lora_dropout_mask itself), and a forward-only step
+** against the ANE without dropout. */
+static void dropout_vs_cpu(const Variant *v, int unit, int B, int T, float scale) {
+    ParamLayout lay;
+    make_layout(&lay, v);
+    LoraLayout lo0, lo;
+    make_layout_lora(&lo0, &lay, &target_sets[1]); /* all, r 4 */
+    lo = lo0;
+    lo.cfg.dropout = 0.25f;
+    float *p = make_params(&lay, unit, 42), *ad = make_adapter(&lo, 50, 0.05);
+    int32_t *in = malloc(sizeof(int32_t) * B * T), *tg = malloc(sizeof(int32_t) * B * T);
+    make_tokens(in, tg, B * T, lay.cfg.vocab_size, 7);
+    Err err = {{0}};
+    FrozenBase fb = {&lo, NULL};
+    Backend *cpu = backend_cpu_create_frozen(&lay, &fb, B, T, &err);
+    CHECK(cpu != NULL, "cpu frozen: %s", err.msg);
+    Backend *ane = make_frozen(&lay, &lo, B, T, &err);
+    CHECK(ane != NULL, "ane frozen with dropout: %s", err.msg);
+    Backend *ane0 = make_frozen(&lay, &lo0, B, T, &err);
+    CHECK(ane0 != NULL, "ane frozen: %s", err.msg);
+    float *gc = falloc(lo.n_floats), *ga = falloc(lo.n_floats), *g0 = falloc(lo.n_floats);
+    char what[200];
+    snprintf(what, sizeof what, "%s, all r=4 dropout 0.25, %s weights, B=%d T=%d", v->name,
+             unit ? "unit" : "llama2.c", B, T);
+    if (cpu && ane && ane0) {
+        uint64_t seed = 12345;
+        StepArgs ac = {p, NULL, ad, gc, in, tg, B, T, scale, NULL, seed};
+        StepArgs aa = {p, NULL, ad, ga, in, tg, B, T, scale, NULL, seed};
+        StepArgs a0 = {p, NULL, ad, g0, in, tg, B, T, scale, NULL, seed};
+        double lc = NAN, la = NAN, l0 = NAN;
+        CHECK(cpu->step(cpu, &ac, &lc, &err) == 0, "cpu: %s", err.msg);
+        CHECK(ane->step(ane, &aa, &la, &err) == 0, "ane: %s", err.msg);
+        CHECK(ane0->step(ane0, &a0, &l0, &err) == 0, "ane without dropout: %s", err.msg);
+        CHECK(fabs(la - lc) < LOSS_TOL(lc), "%s: loss %.6f vs cpu %.6f", what, la, lc);
+        double all = check_adapter_grads(what, &lo, ga, gc, &worst_tensor);
+        double c0 = cosine(g0, gc, lo.n_floats);
+        /* the masks matter: without them the step is another one */
+        CHECK(fabs(l0 - lc) > LOSS_TOL(lc) && c0 < 0.99, "%s: dropout changes the step (loss %.6f vs %.6f "
+              "without, gradient cosine %.6f)", what, lc, l0, c0);
+        printf("     %s: loss cpu %.6f ane %.6f (without dropout %.6f), adapter gradient cosine %.6f (without "
+               "dropout %.4f)\n", what, lc, la, l0, all, c0);
+        /* forward only: no dropout, the dropout-0 backend's loss */
+        StepArgs fa = {p, NULL, ad, NULL, in, tg, B, T, scale, NULL, seed}, f0 = fa;
+        double lf = NAN, lf0 = NAN;
+        CHECK(ane->step(ane, &fa, &lf, &err) == 0 && ane0->step(ane0, &f0, &lf0, &err) == 0, "%s", err.msg);
+        CHECK(lf == lf0, "%s: a forward-only step ignores dropout (loss %.9f, without dropout %.9f)", what, lf, lf0);
+    }
+    free(gc), free(ga), free(g0), free(p), free(ad), free(in), free(tg);
+    if (cpu) cpu->destroy(cpu);
+    if (ane) ane->destroy(ane);
+    if (ane0) ane0->destroy(ane0);
+}
+
+static void test_dropout_matches_cpu(void) {
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        dropout_vs_cpu(&variants[i], 0, 2, 40, 1024.0f); /* padded to S = 64 */
+        dropout_vs_cpu(&variants[i], 1, 1, 64, 1.0f);
+    }
+}
+
 /* ------------------------------------------------------------------ the checker */
 
 static void test_kernels_pass_the_checker(void) {
@@ -317,31 +380,39 @@ static void test_kernels_pass_the_checker(void) {
         for (size_t ri = 0; ri < sizeof ranks / sizeof ranks[0]; ri++) {
             unsigned targets = ri % 2 ? 0x7fu : 0x0fu; /* all, attn */
             int nt = ri % 2 ? 7 : 4, R = ranks[ri];
-            AneLayerPlan p;
+            AneLayerPlan p, pd;
             CHECK(ane_plan_layer_lora(&p, &cfg, 256, R, targets, &err) == 0, "%s", err.msg);
+            pd = p;
+            ane_plan_lora_dropout(&pd);
             CHECK(p.fwd_C == plain.fwd_C + nt * R && p.bwd_C == plain.bwd_C + nt * R,
                   "%s r=%d: taps %d/%d rows (plain %d/%d)", models[mi], R, p.fwd_C, p.bwd_C, plain.fwd_C, plain.bwd_C);
-            for (int k = 0; k < 2; k++) {
+            long long mask_n = 0;
+            for (int m = 0; m < ANE_LORA_MODULES; m++) mask_n += pd.reg[AR_LORA_MASK + m].n - p.reg[AR_LORA_MASK + m].n;
+            CHECK(mask_n == (long long)p.S * (nt == 7 ? 5LL * p.C + p.Q + p.F : 3LL * p.C + p.Q) &&
+                      pd.fwd_C == p.fwd_C && pd.bwd_C == p.bwd_C,
+                  "%s r=%d: one [in][S] mask per module, the same taps", models[mi], R);
+            for (int k = 0; k < 4; k++) {
                 char *mil;
                 AneBlob *blobs;
                 int nb;
-                int rc = k ? ane_kernel_bwd(&p, &mil, &blobs, &nb, &err) : ane_kernel_fwd(&p, &mil, &blobs, &nb, &err);
+                const AneLayerPlan *kp = k < 2 ? &p : &pd;
+                int rc = k % 2 ? ane_kernel_bwd(kp, &mil, &blobs, &nb, &err) : ane_kernel_fwd(kp, &mil, &blobs, &nb, &err);
                 CHECK(rc == 0, "%s r=%d: %s", models[mi], R, err.msg);
                 if (rc) continue;
                 MilAst ast;
                 MilGraph g;
                 MilCheckOptions co = {0, 0};
                 rc = mil_parse(mil, &ast, &err);
-                CHECK(rc == 0, "%s r=%d %s: parse: %s", models[mi], R, k ? "layer_bwd" : "layer_fwd", err.msg);
+                CHECK(rc == 0, "%s r=%d %s: parse: %s", models[mi], R, k % 2 ? "layer_bwd" : "layer_fwd", err.msg);
                 if (rc == 0) {
                     rc = mil_check(&ast, blobs, nb, &co, &g, &err);
-                    CHECK(rc == 0, "%s r=%d %s: the checker refuses: %s", models[mi], R, k ? "layer_bwd" : "layer_fwd",
+                    CHECK(rc == 0, "%s r=%d %s: the checker refuses: %s", models[mi], R, k % 2 ? "layer_bwd" : "layer_fwd",
                           err.msg);
                     if (rc == 0) {
                         const MilType *ti = &g.values[g.input].type, *to = &g.values[g.output].type;
-                        CHECK(ti->dims[1] == p.C && ti->dims[3] == p.in_S &&
-                                  to->dims[1] == (k ? p.bwd_C : p.fwd_C) && to->dims[3] == p.S,
-                              "%s r=%d: I/O as planned", models[mi], R);
+                        CHECK(ti->dims[1] == kp->C && ti->dims[3] == kp->in_S &&
+                                  to->dims[1] == (k % 2 ? kp->bwd_C : kp->fwd_C) && to->dims[3] == kp->S,
+                              "%s r=%d%s: I/O as planned", models[mi], R, k < 2 ? "" : " dropout");
                         mil_graph_free(&g);
                     }
                 }
@@ -360,6 +431,7 @@ int main(int argc, char **argv) {
     parallel_init(2);
     RUN(test_step_matches_cpu_merged);
     RUN(test_contract);
+    RUN(test_dropout_matches_cpu);
     RUN(test_kernels_pass_the_checker);
     parallel_shutdown();
     return TEST_SUMMARY();

@@ -16,7 +16,7 @@
 ** How a step trains it: the backend (backend_*_create_frozen with a FrozenBase) takes the
 ** adapter and computes each targeted linear as y = W x + s B A drop(x), with the gradients of A
 ** and B alone (see backend/cpu.c, backend/ane/kernels.c); drop is LoRA dropout, a pure function
-** of a seed and the position (lora_dropout_mask below; the cpu backend only).
+** of a seed and the position (lora_dropout_mask below; both backends).
 ** The merged form is kept as the reference the tests check the backends against: lora_merge
 ** writes W_eff of every targeted matrix into a copy of the parameters, a full-training backend
 ** returns the full gradient dL/dW_eff, and lora_grad projects it onto the adapter:

@@ -38,8 +38,13 @@
 ** LoRA over a frozen base: the kernels compute the adapter path unmerged (kernels.c, "LoRA") and
 ** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
 ** dB = dy u^T per targeted module (job_lora_layer). No gradient of any base tensor (matrices,
-** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout is
-** refused (see backend_ane_create_frozen). bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
+** norms, classifier, embedding) is computed, and StepArgs.grads must be NULL. LoRA dropout
+** (p > 0) compiles the kernels with one more region per targeted module, its 0/1 mask [in][S]
+** (ane_plan_lora_dropout), staged per layer and sequence before both kernels from
+** lora_dropout_mask (the CPU backend's masks: same seed, layer, module, sequence index, channel,
+** position); the keep factor 1/(1-p) is folded into the staged s A in fp32, so the masks are
+** exact in fp16. The dA job masks its x itself (dA = s v (x * mask)^T). Forward-only steps stage
+** masks of ones and s A without the factor: no dropout. bench_ane, stories110m 1x256, 2 busy cores, rank 8 on
 ** all seven modules against full training, alternating runs: weights staged 2.8 vs 169.9 MB per
 ** step, staging 18 vs 38-55 ms, dW 62-84 vs 570-770 ms, AdamW 2-6 vs 160-260 ms, the device the
 ** same within the noise (+1.6% FLOPs); a step 1.6-2.2 s vs 1.7-3.6 s.
@@ -99,6 +104,7 @@ typedef struct {
     float *xn1, *att, *xn2, *g, *h3, *dh1, *dh3, *dq, *dk, *dv, *dxn1, *dxn2;
     float *tq, *tk, *rq, *rk, *dq_raw, *dk_raw;
     float *lu, *lv; /* LoRA only: one module's u and v taps [R][S] */
+    float *lmask, *lxd; /* LoRA dropout only: one module's mask [in][T] and drop(x_m) [in][S] */
 } WorkerScratch;
 
 typedef struct AneBackend AneBackend;
@@ -150,6 +156,13 @@ struct AneBackend {
     const float *base_staged;
     const float *adapter;  /* this step's adapter and gradient (set before any job is submitted) */
     float *adapter_grads;
+    /* LoRA dropout (lora.cfg.dropout > 0): the kernels have mask regions (ane_plan_lora_dropout).
+    ** This step's p (0 in a forward-only step: the masks are then ones) and seed; mask_T [maxIn][T]
+    ** and mask_S [maxIn][S] are the main thread's scratch for one module's mask. */
+    int lora_dropout;
+    float dropout;
+    uint64_t dropout_seed;
+    float *mask_T, *mask_S;
     /* An int8 frozen base (FrozenBase.int8, the caller's; read at staging time, never copied), else
     ** NULL. frozen: has_lora or int8, a base staged once and never trained. */
     const Int8Weights *int8;
@@ -388,7 +401,15 @@ static void job_lora_layer(AneBackend *m, const Job *j) {
         f16_rows(w->lu, tap(m, l, b, AF_LORA_U + mod), R, S);
         f16_rows(w->lv, BOUT(AB_LORA_V + mod), R, S);
         gemm_dw(lora_B(lo, m->adapter_grads, (LoraModule)mod, l), dys[mod], w->lu, t->out, R, T, S);
-        gemm_dw_scaled(lora_A(lo, m->adapter_grads, (LoraModule)mod, l), lo->scale, w->lv, xs[mod], R, t->in, T, S);
+        const float *xd = xs[mod]; /* drop(x_m) = x_m * mask (lora_dropout_mask, values 0 or 1/(1-p)) */
+        if (m->dropout > 0) {
+            lora_dropout_mask(w->lmask, m->dropout_seed, l, (LoraModule)mod, b, 0, t->in, T, m->dropout);
+            for (int c = 0; c < t->in; c++)
+                for (int u = 0; u < T; u++)
+                    w->lxd[(size_t)c * S + u] = xs[mod][(size_t)c * S + u] * w->lmask[(size_t)c * T + u];
+            xd = w->lxd;
+        }
+        gemm_dw_scaled(lora_A(lo, m->adapter_grads, (LoraModule)mod, l), lo->scale, w->lv, xd, R, t->in, T, S);
     }
 #undef ON
 #undef BOUT
@@ -528,7 +549,8 @@ static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
     }
 }
 
-/* The adapter of every layer: region AR_LORA_A + m gets s A_m (the scale folded in in fp32),
+/* The adapter of every layer: region AR_LORA_A + m gets s A_m (the scale folded in in fp32; in a
+** training step with dropout p, also the keep factor 1/(1-p) of the masks),
 ** AR_LORA_B + m gets B_m; without an adapter (NULL), zeros. Tasks: layer x (A or B) x module. */
 static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
     (void)worker;
@@ -545,9 +567,9 @@ static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
                 memset(j.base[l] + row * p->in_S + r->off, 0, sizeof(uint16_t) * (size_t)r->width);
         } else if (is_b)
             ane_region_put_f32(&j.m->plan, j.base[l], AR_LORA_B + mod, lora_B(lo, adapter, (LoraModule)mod, l));
-        else
+        else /* with dropout, s A / (1-p): the masks hold 0/1, exact in fp16 */
             ane_region_put_f32_scaled(&j.m->plan, j.base[l], AR_LORA_A + mod, lora_A(lo, adapter, (LoraModule)mod, l),
-                                      lo->scale);
+                                      j.m->dropout > 0 ? lo->scale * (1.0f / (1.0f - j.m->dropout)) : lo->scale);
     }
 }
 
@@ -582,6 +604,39 @@ static void put32(AneBackend *m, uint16_t *base, int id, const float *src) {
 static void put16(AneBackend *m, uint16_t *base, int id, const uint16_t *src) {
     ane_region_put_f16(&m->plan, base, id, src);
     m->st.bytes_staged += 2 * (uint64_t)m->plan.reg[id].n;
+}
+
+typedef struct {
+    AneBackend *m;
+    int layer, mod, b, T;
+} MaskJob;
+
+/* Rows [begin, end) of one module's mask into mask_S [in][S]: 1 where lora_dropout_mask keeps
+** (its value 1/(1-p) is in s A), 0 where it drops and in the padding; all ones (t < T) in a
+** forward-only step. */
+static void mask_rows_worker(void *ctx, int begin, int end, int worker) {
+    (void)worker;
+    const MaskJob *j = ctx;
+    AneBackend *m = j->m;
+    int T = j->T, S = m->S;
+    int drop = m->dropout > 0;
+    if (drop)
+        lora_dropout_mask(m->mask_T, m->dropout_seed, j->layer, (LoraModule)j->mod, j->b, begin, end, T, m->dropout);
+    for (int c = begin; c < end; c++) {
+        const float *keep = m->mask_T + (size_t)c * T;
+        float *row = m->mask_S + (size_t)c * S;
+        for (int t = 0; t < S; t++) row[t] = t < T && (!drop || keep[t] != 0) ? 1.0f : 0.0f;
+    }
+}
+
+/* Every targeted module's dropout mask of sequence b in layer l into the surface (locked at base). */
+static void stage_masks(AneBackend *m, uint16_t *base, int l, int b, int T) {
+    for (int mod = 0; mod < LORA_MODULES; mod++) {
+        if (!m->lora.t[mod].present) continue;
+        MaskJob j = {m, l, mod, b, T};
+        parallel_for(m->lora.t[mod].in, mask_rows_worker, &j);
+        put32(m, base, AR_LORA_MASK + mod, m->mask_S);
+    }
 }
 
 static int evaluate(AneBackend *m, AneProgram *k, AneSurface *in, AneSurface *out, const char *what, int l, int b,
@@ -645,6 +700,8 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     if (grads) params_views(&m->layout, grads, &m->dw);
     m->adapter = args->adapter;
     m->adapter_grads = args->adapter_grads;
+    m->dropout = m->lora_dropout && args->adapter_grads ? m->lora.cfg.dropout : 0.0f; /* training steps only */
+    m->dropout_seed = args->dropout_seed;
     const ParamViews *w = &m->w;
     m->st.steps++;
 
@@ -670,6 +727,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
             uint16_t *base = dev->surface_lock(dev, m->in[l], 0);
             put32(m, base, AR_X, x);
             put32(m, base, AR_RSTD1, r1);
+            if (m->lora_dropout) stage_masks(m, base, l, b, T);
             dev->surface_unlock(dev, m->in[l], 0);
             m->st.t_stage += now_seconds() - t0;
             if (evaluate(m, m->k_fwd, m->in[l], m->out_f, "layer_fwd", l, b, err)) return -1;
@@ -756,6 +814,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
                              {AR_RSTDK, AF_RSTDK}};
             for (size_t i = 0; i < sizeof from_taps / sizeof from_taps[0]; i++)
                 if (p->reg[from_taps[i].reg].n) put16(m, base, from_taps[i].reg, tap(m, l, b, from_taps[i].tap));
+            if (m->lora_dropout) stage_masks(m, base, l, b, T); /* the forward of later sequences overwrote them */
             dev->surface_unlock(dev, m->in[l], 0);
             m->st.t_stage += now_seconds() - t0;
             if (evaluate(m, m->k_bwd, m->in[l], m->out_b, "layer_bwd", l, b, err)) {
@@ -850,7 +909,7 @@ static void ane_destroy(Backend *self) {
     free(m->in);
     free(m->bases);
     float *fs[] = {m->x, m->rstd1, m->xf, m->rstd_f, m->dcur, m->dxf, m->f32a, m->f32b, m->f32c, m->logit_buf[0],
-                   m->logit_buf[1], m->losses, m->dloss};
+                   m->logit_buf[1], m->losses, m->dloss, m->mask_T, m->mask_S};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) free(fs[i]);
     free(m->taps);
     for (int i = 0; i < N_SLOTS; i++) {
@@ -860,7 +919,8 @@ static void ane_destroy(Backend *self) {
     }
     float **ws[] = {&m->ws.xn1, &m->ws.att, &m->ws.xn2, &m->ws.g,  &m->ws.h3, &m->ws.dh1, &m->ws.dh3,
                     &m->ws.dq,  &m->ws.dk,  &m->ws.dv,  &m->ws.dxn1, &m->ws.dxn2, &m->ws.tq, &m->ws.tk,
-                    &m->ws.rq,  &m->ws.rk,  &m->ws.dq_raw, &m->ws.dk_raw, &m->ws.lu, &m->ws.lv};
+                    &m->ws.rq,  &m->ws.rk,  &m->ws.dq_raw, &m->ws.dk_raw, &m->ws.lu, &m->ws.lv,
+                    &m->ws.lmask, &m->ws.lxd};
     for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free(*ws[i]);
     free(m);
 }
@@ -972,15 +1032,6 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
                     c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
             return NULL;
         }
-        /* LoRA dropout masks the adapter path's input x_m, a different mask per module and position:
-        ** on the device that is one more [in][S] input region per targeted module per sequence
-        ** (as many bytes as the activations themselves), or an RNG op MIL does not have. Not done. */
-        if (lora->cfg.dropout > 0) {
-            err_set(err, "ane backend: LoRA dropout %g is not supported (the masks would be an extra [in][S] input per "
-                         "module and sequence); use dropout 0",
-                    (double)lora->cfg.dropout);
-            return NULL;
-        }
     }
     if (max_B < 1 || max_T < 1) {
         err_set(err, "ane backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
@@ -1008,6 +1059,10 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     if (ane_plan_layer_frozen(&m->plan, cfg, max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0,
                               int8 != NULL, err))
         goto fail;
+    if (lora && lora->cfg.dropout > 0) { /* the mask regions: a third kernel variant, still 2 compiles */
+        m->lora_dropout = 1;
+        ane_plan_lora_dropout(&m->plan);
+    }
     for (int i = 0; lora && i < LORA_MODULES; i++) { /* the plan's module shapes are the adapter's */
         int out, in;
         ane_lora_module_shape(&m->plan, i, &out, &in);
@@ -1081,6 +1136,11 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     ws->dq_raw = falloc(qk ? QS : 0, &fail), ws->dk_raw = falloc(qk ? KS : 0, &fail);
     size_t RS = lora ? (size_t)lora->cfg.rank * S : 0;
     ws->lu = falloc(RS, &fail), ws->lv = falloc(RS, &fail);
+    size_t max_in = 0; /* LoRA dropout: the widest targeted module input */
+    for (int i = 0; m->lora_dropout && i < LORA_MODULES; i++)
+        if (lora->t[i].present && (size_t)lora->t[i].in > max_in) max_in = (size_t)lora->t[i].in;
+    ws->lmask = falloc(max_in * max_T, &fail), ws->lxd = falloc(max_in * S, &fail);
+    m->mask_T = falloc(max_in * max_T, &fail), m->mask_S = falloc(max_in * S, &fail);
     if (fail) goto oom;
 
     if (m->opt.overlap_dw) {

@@ -72,6 +72,10 @@
 **  (tested for 1, 4, 8, 16). stories110m, R 8, all seven modules: 154 more input columns of 768
 **  rows (+1.3%, 0.24 MB per layer), 56 more rows out of each kernel. Weight gradients of the base
 **  are not computed at all; dA and dB are BLAS on the CPU from these taps (ane.c).
+**  LoRA dropout (ane_plan_lora_dropout): one more activation region per targeted module after
+**  all the others, MASK_m [in][S] of 0/1 (the keep factor 1/(1-p) is in s A_m, staged by ane.c),
+**  and x_m becomes x_m * MASK_m before s A_m in layer_fwd, (s A_m)^T v_m becomes
+**  MASK_m * ((s A_m)^T v_m) in layer_bwd. A plan without it gives the LoRA text unchanged.
 **
 ** ===== int8 base (a plan made by ane_plan_layer_frozen with int8_base 1) ================
 **  A frozen base whose seven matrices are per-row int8 (model/quant.h: W ~ s_o q_o, q in
@@ -144,6 +148,18 @@ int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int 
     return ane_plan_layer_frozen(p, cfg, T_max, R, targets, 0, err);
 }
 
+void ane_plan_lora_dropout(AneLayerPlan *p) {
+    int col = 0;
+    for (int id = 0; id < AR_COUNT; id++) /* the first column after every region */
+        if (p->reg[id].off + p->reg[id].width > col) col = p->reg[id].off + p->reg[id].width;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) {
+        int out, in;
+        ane_lora_module_shape(p, m, &out, &in);
+        add_region(p, AR_LORA_MASK + m, p->reg[AR_LORA_A + m].n ? (long long)in * p->S : 0, &col);
+    }
+    p->in_S = (col + 31) / 32 * 32;
+}
+
 int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, int int8_base,
                           Err *err) {
     memset(p, 0, sizeof *p);
@@ -205,6 +221,8 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
         add_region(p, AR_LORA_A + m, on ? (long long)R * in : 0, &col);
         add_region(p, AR_LORA_B + m, on ? (long long)out * R : 0, &col);
     }
+    for (int m = 0; m < ANE_LORA_MODULES; m++) /* dropout masks: absent until ane_plan_lora_dropout */
+        add_region(p, AR_LORA_MASK + m, 0, &col);
     p->in_S = (col + 31) / 32 * 32;
     int ch = 0;
     add_tap(p->fwd, AF_XNEXT, p->C, &ch);
@@ -411,25 +429,30 @@ static MilT probs(MilW *w, const AneLayerPlan *p, MilT q, MilT k, MilT mask) {
 static int lora_on(const AneLayerPlan *p, int m) { return p->reg[AR_LORA_A + m].n > 0; }
 
 /* Module m's output with its adapter: y + B_m ((s A_m) x), x [1, 1, in, S], y [1, 1, out, S];
-** *u receives the tap u = (s A_m) x as [1, R, 1, S]. Without an adapter on m, y itself. */
+** *u receives the tap u = (s A_m) x as [1, R, 1, S]. Without an adapter on m, y itself. With a
+** dropout mask region (ane_plan_lora_dropout), x is x * MASK_m. */
 static MilT lora_fwd(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT x, MilT y, MilT *u) {
     if (!lora_on(p, m)) return y;
     int R = p->lora_rank, out, in;
     ane_lora_module_shape(p, m, &out, &in);
+    if (p->reg[AR_LORA_MASK + m].n) x = milw_mul(w, x, region(w, X, p, AR_LORA_MASK + m, 1, 1, in, p->S));
     MilT um = milw_matmul(w, region(w, X, p, AR_LORA_A + m, 1, 1, R, in), 0, x, 0); /* [1, 1, R, S] */
     *u = milw_reshape4(w, um, 1, R, 1, p->S);
     return milw_add(w, y, milw_matmul(w, region(w, X, p, AR_LORA_B + m, 1, 1, out, R), 0, um, 0));
 }
 
 /* Module m's input gradient with its adapter: dx + (s A_m)^T (B_m^T dy), dy [1, 1, out, S],
-** dx [1, 1, in, S]; *v receives the tap v = B_m^T dy as [1, R, 1, S]. Without one, dx itself. */
+** dx [1, 1, in, S]; *v receives the tap v = B_m^T dy as [1, R, 1, S]. Without one, dx itself.
+** With a dropout mask region, the adapter's term is MASK_m * ((s A_m)^T v). */
 static MilT lora_bwd(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT dy, MilT dx, MilT *v) {
     if (!lora_on(p, m)) return dx;
     int R = p->lora_rank, out, in;
     ane_lora_module_shape(p, m, &out, &in);
     MilT vm = milw_matmul(w, region(w, X, p, AR_LORA_B + m, 1, 1, out, R), 1, dy, 0); /* [1, 1, R, S] */
     *v = milw_reshape4(w, vm, 1, R, 1, p->S);
-    return milw_add(w, dx, milw_matmul(w, region(w, X, p, AR_LORA_A + m, 1, 1, R, in), 1, vm, 0));
+    MilT dxd = milw_matmul(w, region(w, X, p, AR_LORA_A + m, 1, 1, R, in), 1, vm, 0); /* [1, 1, in, S] */
+    if (p->reg[AR_LORA_MASK + m].n) dxd = milw_mul(w, dxd, region(w, X, p, AR_LORA_MASK + m, 1, 1, in, p->S));
+    return milw_add(w, dx, dxd);
 }
 
 /* ------------------------------------------------------------------ int8 base */

@@ -60,7 +60,11 @@ typedef enum {
     ** otherwise): the seven matrix regions above then hold q * ANE_INT8_STEP (the int8 values,
     ** exact in fp16), and the row scales of matrix m (same module order) s_m / ANE_INT8_STEP [out] */
     AR_SCALE = AR_LORA_B + 7,  /* AR_SCALE + m: per-output-row scale of module m's matrix */
-    AR_COUNT = AR_SCALE + 7
+    /* LoRA dropout masks (only in a plan given them by ane_plan_lora_dropout; absent otherwise),
+    ** activations rewritten per sequence: MASK_m [in][S] holds 0 (dropped, and the padding
+    ** columns) or 1, the keep factor 1/(1-p) being folded into s A_m on the CPU */
+    AR_LORA_MASK = AR_SCALE + 7, /* AR_LORA_MASK + m: module m's 0/1 dropout mask */
+    AR_COUNT = AR_LORA_MASK + 7
 } AneRegionId;
 
 enum { AR_FIRST_WEIGHT = AR_RMS_ATT, ANE_LORA_MODULES = 7 };
@@ -135,6 +139,11 @@ int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int 
 ** ane_plan_layer_lora: the same plan and MIL text. */
 int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, int int8_base,
                           Err *err);
+/* Adds a dropout mask region AR_LORA_MASK + m [in][S] after every other region for each module m
+** the LoRA plan p adapts: both kernels then multiply the adapter path's input by it (layer_fwd:
+** u_m = (s A_m)(x_m * MASK_m); layer_bwd: dx_m += MASK_m * ((s A_m)^T v_m)). A plan without it
+** gives the LoRA text unchanged. p must have a rank > 0. */
+void ane_plan_lora_dropout(AneLayerPlan *p);
 /* Module m's base matrix shape [out][in] in the plan (m in the order above). */
 void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in);
 
