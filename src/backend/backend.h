@@ -101,6 +101,10 @@ typedef struct {
     const Int8Weights *int8;
 } FrozenBase;
 
+/* Fails, naming `backend` and both shapes, when the adapter or the int8 base of frozen (which may
+** be NULL) was made for a model whose layer shapes differ from layout's. */
+int frozen_base_check(const FrozenBase *frozen, const ParamLayout *layout, const char *backend, Err *err);
+
 /* The fp32 reference backend. Allocates every activation buffer for max_B x max_T now;
 ** nothing is allocated inside step. Per-thread scratch is sized for parallel_threads() at
 ** creation: step fails if the pool has grown since. */

@@ -756,20 +756,7 @@ Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *
     }
     const LoraLayout *lora = frozen ? frozen->lora : NULL;
     const Int8Weights *int8 = frozen ? frozen->int8 : NULL;
-    if (lora && (lora->model.dim != layout->cfg.dim || lora->model.hidden_dim != layout->cfg.hidden_dim ||
-                 lora->model.n_layers != layout->cfg.n_layers || lora->model.n_heads != layout->cfg.n_heads ||
-                 lora->model.n_kv_heads != layout->cfg.n_kv_heads || lora->model.head_dim != layout->cfg.head_dim)) {
-        err_set(err, "cpu backend: the LoRA layout was made for another model (dim %d, %d layers; the model has dim "
-                     "%d, %d layers)", lora->model.dim, lora->model.n_layers, layout->cfg.dim, layout->cfg.n_layers);
-        return NULL;
-    }
-    if (int8 && (int8->cfg.dim != layout->cfg.dim || int8->cfg.hidden_dim != layout->cfg.hidden_dim ||
-                 int8->cfg.n_layers != layout->cfg.n_layers || int8->cfg.n_heads != layout->cfg.n_heads ||
-                 int8->cfg.n_kv_heads != layout->cfg.n_kv_heads || int8->cfg.head_dim != layout->cfg.head_dim)) {
-        err_set(err, "cpu backend: the int8 weights were made for another model (dim %d, %d layers; the model has "
-                     "dim %d, %d layers)", int8->cfg.dim, int8->cfg.n_layers, layout->cfg.dim, layout->cfg.n_layers);
-        return NULL;
-    }
+    if (frozen_base_check(frozen, layout, "cpu", err) != 0) return NULL;
     CpuBackend *m = err_calloc(1, sizeof *m, "cpu backend", err);
     if (!m) return NULL;
     m->base.name = "cpu";

@@ -987,16 +987,10 @@ Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, con
     return backend_ane_create_frozen(layout, NULL, max_B, max_T, opt, err);
 }
 
-/* An int8 base fits the model (its shapes and lengths) and its scales are what the kernels can hold:
-** fp16 values (quant.h), finite, >= 0, and still finite in fp16 once divided by ANE_INT8_STEP. */
+/* An int8 base that fits the model's shapes (frozen_base_check) also fits its buffers, and its
+** scales are what the kernels can hold: fp16 values (quant.h), finite, >= 0, and still finite in
+** fp16 once divided by ANE_INT8_STEP. */
 static int check_int8(const Int8Weights *q8, const ParamLayout *layout, Err *err) {
-    const ModelConfig *a = &q8->cfg, *c = &layout->cfg;
-    if (a->dim != c->dim || a->hidden_dim != c->hidden_dim || a->n_layers != c->n_layers || a->n_heads != c->n_heads ||
-        a->n_kv_heads != c->n_kv_heads || a->head_dim != c->head_dim)
-        return err_set(err, "ane backend: the int8 base is for a model of dim %d, hidden %d, %d layers, %d/%d heads of "
-                            "%d; the model is dim %d, hidden %d, %d layers, %d/%d heads of %d",
-                       a->dim, a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->head_dim, c->dim,
-                       c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
     if (!q8->q || !q8->scale) return err_set(err, "ane backend: the int8 base has no values (quant_int8_create makes them)");
     for (int i = 0; i < ANE_LORA_MODULES; i++) {
         const TensorSpec *t = &layout->t[matrix_kinds[i]];
@@ -1020,19 +1014,8 @@ static int check_int8(const Int8Weights *q8, const ParamLayout *layout, Err *err
 Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
                                    const AneBackendOptions *opt, Err *err) {
     const Int8Weights *int8 = frozen ? frozen->int8 : NULL;
-    if (int8 && check_int8(int8, layout, err)) return NULL;
     const LoraLayout *lora = frozen ? frozen->lora : NULL;
-    if (lora) {
-        const ModelConfig *a = &lora->model, *c = &layout->cfg;
-        if (a->dim != c->dim || a->hidden_dim != c->hidden_dim || a->n_layers != c->n_layers ||
-            a->n_heads != c->n_heads || a->n_kv_heads != c->n_kv_heads || a->head_dim != c->head_dim) {
-            err_set(err, "ane backend: the LoRA layout is for a model of dim %d, hidden %d, %d layers, %d/%d heads of "
-                         "%d; the base is dim %d, hidden %d, %d layers, %d/%d heads of %d",
-                    a->dim, a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->head_dim, c->dim, c->hidden_dim,
-                    c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim);
-            return NULL;
-        }
-    }
+    if (frozen_base_check(frozen, layout, "ane", err) != 0 || (int8 && check_int8(int8, layout, err))) return NULL;
     if (max_B < 1 || max_T < 1) {
         err_set(err, "ane backend: batch and sequence length must be positive (found %d x %d)", max_B, max_T);
         return NULL;
