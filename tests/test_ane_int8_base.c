@@ -310,17 +310,6 @@ static void test_large_activations(void) {
 
 /* ------------------------------------------------------------------ the contract */
 
-/* Bytes one layer's base takes in its surface as fp16: norm weights, the seven matrices (int8
-** values, one fp16 each) and, over an int8 base, one scale per output row of each matrix. */
-static uint64_t base_bytes_per_layer(const ParamLayout *lay, int int8) {
-    static const TensorKind k[] = {T_RMS_ATT, T_RMS_FFN, T_Q_NORM, T_K_NORM, T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
-    uint64_t n = 0;
-    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
-        if (lay->t[k[i]].present) n += (uint64_t)lay->t[k[i]].rows * lay->t[k[i]].cols;
-    for (size_t i = 0; int8 && i < sizeof matrix_kinds / sizeof matrix_kinds[0]; i++) n += (uint64_t)lay->t[matrix_kinds[i]].rows;
-    return 2 * n;
-}
-
 static void test_staging(void) {
     const Variant *v = &variants[2];
     ParamLayout lay;

@@ -152,15 +152,6 @@ static void test_step_matches_cpu_merged(void) {
 
 /* ------------------------------------------------------------------ the contract */
 
-/* Bytes of one layer's base weights as fp16 (the matrices and norm weights staged per layer). */
-static uint64_t base_bytes_per_layer(const ParamLayout *lay) {
-    static const TensorKind k[] = {T_RMS_ATT, T_RMS_FFN, T_Q_NORM, T_K_NORM, T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
-    uint64_t n = 0;
-    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
-        if (lay->t[k[i]].present) n += (uint64_t)lay->t[k[i]].rows * lay->t[k[i]].cols;
-    return 2 * n;
-}
-
 static void test_contract(void) {
     const Variant *v = &variants[2];
     ParamLayout lay;
@@ -185,7 +176,7 @@ static void test_contract(void) {
     ane->stats(ane, &s1);
     double l2 = ane_lora_step(ane, p, ad, g2, in, tg, B, T, scale, NULL);
     ane->stats(ane, &s2);
-    uint64_t base = base_bytes_per_layer(&lay) * L, adapter = 2 * (uint64_t)lo.n_floats;
+    uint64_t base = base_bytes_per_layer(&lay, 0) * L, adapter = 2 * (uint64_t)lo.n_floats;
     uint64_t w1 = s1.bytes_staged_weights - s0.bytes_staged_weights, w2 = s2.bytes_staged_weights - s1.bytes_staged_weights;
     printf("     weight bytes staged: first step %llu (base %llu + adapter %llu), next step %llu (the adapter)\n",
            (unsigned long long)w1, (unsigned long long)base, (unsigned long long)adapter, (unsigned long long)w2);

@@ -111,6 +111,22 @@ static inline float *make_adapter(const LoraLayout *lo, uint64_t seed, double b_
     return a;
 }
 
+/* Bytes one layer's base takes in its ANE surface as fp16: the norm weights, the seven matrices
+** (over an int8 base their int8 values, one fp16 each) and, over an int8 base, one scale per
+** output row of each matrix. */
+static inline uint64_t base_bytes_per_layer(const ParamLayout *lay, int int8) {
+    static const TensorKind norms[] = {T_RMS_ATT, T_RMS_FFN, T_Q_NORM, T_K_NORM};
+    static const TensorKind matrices[] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
+    uint64_t n = 0;
+    for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++)
+        if (lay->t[norms[i]].present) n += (uint64_t)lay->t[norms[i]].cols;
+    for (size_t i = 0; i < sizeof matrices / sizeof matrices[0]; i++) {
+        const TensorSpec *t = &lay->t[matrices[i]];
+        n += (uint64_t)t->rows * t->cols + (int8 ? (uint64_t)t->rows : 0);
+    }
+    return 2 * n;
+}
+
 static inline double cosine(const float *a, const float *b, size_t n) {
     double ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
