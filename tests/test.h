@@ -33,8 +33,24 @@ static int tests_passed, tests_failed;
         CHECK(fabs(a_ - b_) <= (atol) + (rtol)*fabs(b_), "%s: got %.9g, expected %.9g", (what), a_, b_); \
     } while (0)
 
+/* ANETRAIN_TEST_ONLY=a,b runs only the tests named a and b (tests/run.sh uses it to run the
+** determinism tests again under another BLAS kernel); the others are not run and not counted. */
+static int test_selected(const char *name) {
+    const char *only = getenv("ANETRAIN_TEST_ONLY");
+    if (!only || !*only) return 1;
+    size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0) return 1;
+        p += len + (end != NULL);
+    }
+    return 0;
+}
+
 #define RUN(fn)                                                                                    \
     do {                                                                                           \
+        if (!test_selected(#fn)) break;                                                            \
         test_checks_failed_in_test = 0;                                                            \
         fn();                                                                                      \
         if (test_checks_failed_in_test) {                                                          \
@@ -47,7 +63,18 @@ static int tests_passed, tests_failed;
         fflush(stdout);                                                                            \
     } while (0)
 
-#define TEST_SUMMARY()                                                                             \
-    (printf("%d passed, %d failed\n", tests_passed, tests_failed), tests_failed ? 1 : 0)
+/* Prints the closing line and returns the exit code; a binary that ran no test (a selection
+** that matched none) fails. */
+static int test_summary(void) {
+    if (tests_passed + tests_failed == 0) {
+        const char *only = getenv("ANETRAIN_TEST_ONLY");
+        fprintf(stderr, "  FAIL: no test ran (ANETRAIN_TEST_ONLY=%s matches none)\n", only ? only : "");
+        tests_failed = 1;
+    }
+    printf("%d passed, %d failed\n", tests_passed, tests_failed);
+    return tests_failed ? 1 : 0;
+}
+
+#define TEST_SUMMARY() test_summary()
 
 #endif

@@ -155,6 +155,15 @@ static void test_contract(void) {
     /* the same with the dW worker off: identical (the same arithmetic, in another thread) */
     double l2 = run(sync, p, g2, in, tg, B, T, 1.0f, NULL);
     CHECK(l1 == l2 && memcmp(g1, g2, n * sizeof(float)) == 0, "dW worker on and off give identical results");
+    /* ... and so does one thread instead of two: every product is a fixed grid of tiles
+    ** (blas_sgemm_tiled), whatever BLAS kernel OPENBLAS_CORETYPE picks */
+    int threads = parallel_threads();
+    parallel_init(1);
+    memset(g3, 0, n * sizeof(float));
+    double l3 = run(sync, p, g3, in, tg, B, T, 1.0f, NULL);
+    parallel_init(threads);
+    CHECK(l3 == l1 && memcmp(g3, g1, n * sizeof(float)) == 0, "1 and %d threads give identical results", threads);
+    memset(g3, 0, n * sizeof(float));
     /* accumulation: a second call adds the same again */
     run(ane, p, g1, in, tg, B, T, 1.0f, NULL);
     int bad = 0;

@@ -16,7 +16,28 @@
 
 /* Sets the BLAS library's own thread count where the library allows it (OpenBLAS). */
 void blas_set_threads(int n);
+/* The BLAS library's own thread count (1 where it cannot be read). */
+int blas_get_threads(void);
 /* A short name for reports, e.g. "OpenBLAS (Haswell)" or "Accelerate". */
 const char *blas_name(void);
+
+/* C [M][N] = alpha op(A) op(B) + beta C, row-major (cblas_sgemm's arguments), computed as a grid
+** of tiles fixed by M, N and K alone, each one single-threaded BLAS call: so the result depends
+** on the shapes and the data only, never on the number of threads, on which thread runs a tile,
+** or on how the BLAS library would have split the product itself. That matters because it is
+** not true of a plain multithreaded call: OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell,
+** which some machines need) round a product differently when it is split among 1 or 2 threads,
+** and two threads calling it at once change its split.
+** on_pool 1 spreads the tiles over the thread pool (util/parallel.h; call it from the thread
+** that owns the pool), 0 runs them in order on the calling thread: the same result either way.
+** The library must be single-threaded while this runs: wrap the calls in blas_single_begin/end. */
+void blas_sgemm_tiled(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc, int on_pool);
+
+/* Makes the BLAS library single-threaded until the matching blas_single_end (which restores the
+** count it had); returns what blas_single_end takes. Call both from one thread, with no BLAS call
+** of another thread in flight. */
+int blas_single_begin(void);
+void blas_single_end(int saved);
 
 #endif

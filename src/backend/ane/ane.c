@@ -29,11 +29,11 @@
 ** elementwise loops over buffers nobody else writes while the job is in flight. With
 ** overlap_dw they run on one worker thread, fed by a small queue, concurrently with the device;
 ** the worker never calls parallel_for (the emulator evaluates on the pool, which is not
-** re-entrant). OpenBLAS's thread count is global, so while jobs can be in flight (head and
-** backward) each of the two BLAS callers gets half the threads. Overlap pays when the device is
-** not this CPU; on the emulator, whose device work already runs on every core, it only adds
-** contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step; stories110m 4.08 -> 3.99 s with
-** the split, 4.45 s without), so its default (-1) turns it on for a real device only.
+** re-entrant), so it runs its products' tiles in order (blas_sgemm_tiled: the same result as
+** on the pool; the BLAS library is single-threaded for the whole step, see ane_step). Overlap
+** pays when the device is not this CPU; on the emulator, whose device work already runs on
+** every core, it only adds contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step), so
+** its default (-1) turns it on for a real device only.
 **
 ** LoRA over a frozen base: the kernels compute the adapter path unmerged (kernels.c, "LoRA") and
 ** return its taps u = (s A) x and v = B^T dy; a dW job then computes only dA = s v x^T and
@@ -237,13 +237,22 @@ static void norm_dw(float *dw, const float *dxn, const float *xh, int C, int T, 
     }
 }
 
-/* dW [O][In] += alpha dY [O][T] X^T, both with row stride S (only the T real columns). */
-static void gemm_dw_scaled(float *dW, float alpha, const float *dY, const float *X, int O, int In, int T, int S) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, O, In, T, alpha, dY, S, X, S, 1.0f, dW, In);
+/* A dW job's product, wherever it runs: on the pool when jobs run inline on the stepping thread,
+** in order on the worker otherwise (the pool is the emulator's then); the same result both ways
+** (blas_sgemm_tiled). */
+static void job_gemm(const AneBackend *m, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float *C, int ldc) {
+    blas_sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1.0f, C, ldc, !m->thread_started);
 }
 
-static void gemm_dw(float *dW, const float *dY, const float *X, int O, int In, int T, int S) {
-    gemm_dw_scaled(dW, 1.0f, dY, X, O, In, T, S);
+/* dW [O][In] += alpha dY [O][T] X^T, both with row stride S (only the T real columns). */
+static void gemm_dw_scaled(const AneBackend *m, float *dW, float alpha, const float *dY, const float *X, int O, int In,
+                           int T, int S) {
+    job_gemm(m, 0, 1, O, In, T, alpha, dY, S, X, S, dW, In);
+}
+
+static void gemm_dw(const AneBackend *m, float *dW, const float *dY, const float *X, int O, int In, int T, int S) {
+    gemm_dw_scaled(m, dW, 1.0f, dY, X, O, In, T, S);
 }
 
 /* ------------------------------------------------------------------ the dW worker */
@@ -330,13 +339,13 @@ static void job_layer(AneBackend *m, const Job *j) {
         dq_raw = w->dq_raw;
         dk_raw = w->dk_raw;
     }
-    gemm_dw(G->w2 + (size_t)l * C * F, s->dy, w->g, C, F, T, S);
-    gemm_dw(G->w1 + (size_t)l * F * C, w->dh1, w->xn2, F, C, T, S);
-    gemm_dw(G->w3 + (size_t)l * F * C, w->dh3, w->xn2, F, C, T, S);
-    gemm_dw(G->wo + (size_t)l * C * Q, s->dxm, w->att, C, Q, T, S);
-    gemm_dw(G->wq + (size_t)l * Q * C, dq_raw, w->xn1, Q, C, T, S);
-    gemm_dw(G->wk + (size_t)l * K * C, dk_raw, w->xn1, K, C, T, S);
-    gemm_dw(G->wv + (size_t)l * K * C, w->dv, w->xn1, K, C, T, S);
+    gemm_dw(m, G->w2 + (size_t)l * C * F, s->dy, w->g, C, F, T, S);
+    gemm_dw(m, G->w1 + (size_t)l * F * C, w->dh1, w->xn2, F, C, T, S);
+    gemm_dw(m, G->w3 + (size_t)l * F * C, w->dh3, w->xn2, F, C, T, S);
+    gemm_dw(m, G->wo + (size_t)l * C * Q, s->dxm, w->att, C, Q, T, S);
+    gemm_dw(m, G->wq + (size_t)l * Q * C, dq_raw, w->xn1, Q, C, T, S);
+    gemm_dw(m, G->wk + (size_t)l * K * C, dk_raw, w->xn1, K, C, T, S);
+    gemm_dw(m, G->wv + (size_t)l * K * C, w->dv, w->xn1, K, C, T, S);
 }
 
 /* The adapter's gradients of layer l for sequence b (LoRA over a frozen base: no gradient of any
@@ -400,7 +409,7 @@ static void job_lora_layer(AneBackend *m, const Job *j) {
         const LoraTensor *t = &lo->t[mod];
         f16_rows(w->lu, tap(m, l, b, AF_LORA_U + mod), R, S);
         f16_rows(w->lv, BOUT(AB_LORA_V + mod), R, S);
-        gemm_dw(lora_B(lo, m->adapter_grads, (LoraModule)mod, l), dys[mod], w->lu, t->out, R, T, S);
+        gemm_dw(m, lora_B(lo, m->adapter_grads, (LoraModule)mod, l), dys[mod], w->lu, t->out, R, T, S);
         const float *xd = xs[mod]; /* drop(x_m) = x_m * mask (lora_dropout_mask, values 0 or 1/(1-p)) */
         if (m->dropout > 0) {
             lora_dropout_mask(w->lmask, m->dropout_seed, l, (LoraModule)mod, b, 0, t->in, T, m->dropout);
@@ -409,7 +418,7 @@ static void job_lora_layer(AneBackend *m, const Job *j) {
                     w->lxd[(size_t)c * S + u] = xs[mod][(size_t)c * S + u] * w->lmask[(size_t)c * T + u];
             xd = w->lxd;
         }
-        gemm_dw_scaled(lora_A(lo, m->adapter_grads, (LoraModule)mod, l), lo->scale, w->lv, xd, R, t->in, T, S);
+        gemm_dw_scaled(m, lora_A(lo, m->adapter_grads, (LoraModule)mod, l), lo->scale, w->lv, xd, R, t->in, T, S);
     }
 #undef ON
 #undef BOUT
@@ -418,8 +427,8 @@ static void job_lora_layer(AneBackend *m, const Job *j) {
 /* The classifier's weight gradient for sequence b: dWcls [V][C] += dlogits [V][T] xf^T. */
 static void job_cls(AneBackend *m, const Job *j) {
     const ModelConfig *cfg = &m->layout.cfg;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cfg->vocab_size, cfg->dim, j->T, 1.0f, m->logit_buf[j->slot],
-                j->T, m->xf + (size_t)j->b * cfg->dim * m->S, m->S, 1.0f, m->dw.wcls, cfg->dim);
+    job_gemm(m, 0, 1, cfg->vocab_size, cfg->dim, j->T, 1.0f, m->logit_buf[j->slot], j->T,
+             m->xf + (size_t)j->b * cfg->dim * m->S, m->S, m->dw.wcls, cfg->dim);
 }
 
 static void job_run(AneBackend *m, const Job *j) {
@@ -669,8 +678,7 @@ static void loss_worker(void *ctx, int begin, int end, int worker) {
         ops_cross_entropy_forward(j->losses + begin, cols, cols, j->targets + begin, j->V, end - begin, j->T);
 }
 
-static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
-    AneBackend *m = (AneBackend *)self;
+static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *err) {
     const float *params = args->params;
     float *grads = args->grads, *logits_out = args->logits;
     const int32_t *inputs = args->inputs, *targets = args->targets;
@@ -749,10 +757,6 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     m->st.flops_device += (double)B * L * p->fwd_flops;
 
     /* ---- head: final norm, classifier, loss; with grads its backward too ---- */
-    /* From here until the worker drains, two threads call BLAS at once: its thread count is
-    ** global (OpenBLAS), so each gets half the cores instead of both spinning on all of them. */
-    int threads = parallel_threads(), split = backward && m->thread_started && threads > 1;
-    if (split) blas_set_threads(threads / 2);
     double total = 0;
     int lb = 0; /* logits buffer in use */
     for (int b = 0; b < B; b++) {
@@ -760,7 +764,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
         ops_rmsnorm_forward(xf, rf, x_at(m, L, b), w->rms_final, C, S, cfg->norm_eps); /* padding: x = 0 -> 0 */
         wait_for(m, &m->logit_busy[lb]);
         float *lg = m->logit_buf[lb];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, V, T, C, 1.0f, w->wcls, C, xf, S, 0.0f, lg, T);
+        blas_sgemm_tiled(0, 0, V, T, C, 1.0f, w->wcls, C, xf, S, 0.0f, lg, T, 1);
         if (logits_out) memcpy(logits_out + (size_t)b * V * T, lg, (size_t)V * T * sizeof(float));
         for (int t = 0; t < T; t++) m->dloss[t] = grad_scale / ((float)B * (float)T);
         LossJob lj = {lg, targets + (size_t)b * T, m->losses + (size_t)b * T, m->dloss, V, T, backward};
@@ -770,7 +774,7 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
         if (!backward) continue;
         /* dxf = wcls^T dlogits; dWcls on the worker (frozen base: none); final norm backward */
         memset(m->dxf, 0, CS * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, T, V, 1.0f, w->wcls, C, lg, T, 0.0f, m->dxf, S);
+        blas_sgemm_tiled(1, 0, C, T, V, 1.0f, w->wcls, C, lg, T, 0.0f, m->dxf, S, 1);
         float *d = m->dcur + (size_t)b * CS;
         memset(d, 0, CS * sizeof(float));
         if (m->has_lora) { /* the input gradient alone, from xhat = x * rstd */
@@ -819,7 +823,6 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
             m->st.t_stage += now_seconds() - t0;
             if (evaluate(m, m->k_bwd, m->in[l], m->out_b, "layer_bwd", l, b, err)) {
                 wait_for(m, NULL); /* no job may outlive the step */
-                if (split) blas_set_threads(threads);
                 return -1;
             }
             Slot *sl = &m->slots[si];
@@ -848,7 +851,6 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     }
     m->st.flops_device += (double)B * L * p->bwd_flops;
     wait_for(m, NULL);
-    if (split) blas_set_threads(threads);
     for (int b = 0; !m->has_lora && b < B; b++) { /* embedding backward: after the worker (tied: the same rows as wcls) */
         const float *d = m->dcur + (size_t)b * CS;
         const int32_t *tok = inputs + (size_t)b * T;
@@ -859,6 +861,17 @@ static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     }
     m->st.t_total += now_seconds() - t_start;
     return 0;
+}
+
+/* Every matrix product of a step (the emulator's, the classifier's, the dW jobs') is a
+** blas_sgemm_tiled grid of single-threaded BLAS calls, so its result never depends on how many
+** threads run, on whether the dW worker overlaps, or on whether gradients are computed: the
+** library is single-threaded for the step, and back to its own count after. */
+static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
+    int blas_threads = blas_single_begin();
+    int rc = step_run((AneBackend *)self, args, loss_out, err);
+    blas_single_end(blas_threads);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ stats, lifetime */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../../util/blas.h"
 #include "../../../util/parallel.h"
 #include "fp16.h"
 #include "mil.h"
@@ -260,7 +261,11 @@ int mil_program_run(MilProgram *P, const uint16_t *in, uint16_t *out, Err *err) 
     int64_t n_in = g->values[g->input].numel, n_out = g->values[g->output].numel;
     ConvJob ji = {P->bufs[g->input], NULL, in, n_in, P->kopt.flush_subnormals};
     convert_run(n_in, convert_in_worker, &ji);
+    /* The matrix products are tiled single-threaded BLAS calls on the pool (blas_sgemm_tiled), so
+    ** that an output never depends on threads; the library stays single-threaded meanwhile. */
+    int blas_threads = blas_single_begin();
     for (int i = 0; i < g->n_ops; i++) mil_kernel_run(&g->ops[i], g->values, P->bufs, P->scratch[i], &P->kopt);
+    blas_single_end(blas_threads);
     ConvJob jo = {P->bufs[g->output], out, NULL, n_out, 0};
     convert_run(n_out, convert_out_worker, &jo);
     return 0;

@@ -31,7 +31,8 @@
 **   slice, transpose, concat: exact copies. reshape and cast are aliases (mil_exec.c).
 **
 ** Rounding-to-nearest of the FP environment is assumed (as in fp16.h). Big loops run on the
-** thread pool (util/parallel.h) and BLAS threads; nothing here allocates: per-op scratch is
+** thread pool (util/parallel.h), matrix products as fixed tiles of single-threaded BLAS calls on
+** it (blas_sgemm_tiled: the result never depends on threads); nothing here allocates: per-op scratch is
 ** sized by mil_kernel_scratch_floats and allocated at compile time.
 */
 #include <math.h>
@@ -93,9 +94,8 @@ static void round_all(float *x, int64_t n, int flush) {
 ** [N][K] when tb), with the accumulation rule of the header. */
 static void gemm_round(const MilKernelOptions *o, int ta, int tb, int M, int N, int K, const float *A, int lda,
                        const float *B, int ldb, float *C, int ldc) {
-    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
     if (o->accumulate_fp32 || K <= ACC_CHUNK) {
-        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+        blas_sgemm_tiled(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, 1);
         if (ldc == N) {
             round_all(C, (int64_t)M * N, o->flush_subnormals);
         } else {
@@ -107,7 +107,7 @@ static void gemm_round(const MilKernelOptions *o, int ta, int tb, int M, int N, 
         int kc = K - k0 < ACC_CHUNK ? K - k0 : ACC_CHUNK;
         const float *a = ta ? A + (size_t)k0 * lda : A + k0;
         const float *b = tb ? B + k0 : B + (size_t)k0 * ldb;
-        cblas_sgemm(CblasRowMajor, TA, TB, M, N, kc, 1.0f, a, lda, b, ldb, k0 ? 1.0f : 0.0f, C, ldc);
+        blas_sgemm_tiled(ta, tb, M, N, kc, 1.0f, a, lda, b, ldb, k0 ? 1.0f : 0.0f, C, ldc, 1);
         for (int i = 0; i < M; i++) fp16_round_array(C + (size_t)i * ldc, (size_t)N, o->flush_subnormals);
     }
 }
@@ -618,7 +618,7 @@ static void run_sdpa(const MilOp *op, const MilValue *vals, float *const *bufs, 
         const float *q = bufs[op->x] + b * L * E, *k = bufs[op->y] + b * S * E, *v = bufs[op->z] + b * S * Ev;
         /* scores in fp32, scaled, then one rounding */
         if (o->accumulate_fp32) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, S, E, scale, q, E, k, E, 0.0f, scratch, S);
+            blas_sgemm_tiled(0, 1, L, S, E, scale, q, E, k, E, 0.0f, scratch, S, 1);
             round_all(scratch, (int64_t)L * S, o->flush_subnormals);
         } else {
             gemm_round(o, 0, 1, L, S, E, q, E, k, E, scratch, S);
