@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/ane/cost.h"
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
@@ -346,6 +347,10 @@ static int bench_model(const Options *o, const char *model, Err *err) {
     printf("    time/step   device %.0f ms, staging %.0f ms, CPU ops %.0f ms, dW %.0f ms (%s; waited %.0f ms), "
            "optimizer %.0f ms\n",
            t_dev, t_st, t_cpu, t_dw, o->overlap ? "worker thread" : "inline", t_wait, t_opt);
+    AneStepWork work = {ev, fd * 1e9, (din + dout + staged + readb) * 1e6};
+    char estimate[1024];
+    ane_cost_format(&work, "    estimate    ", estimate, sizeof estimate);
+    fputs(estimate, stdout);
     printf("    loss        cpu %.4f, ane %.4f (after the timed steps)\n", tc.loss, ta.loss);
     if (o->warmup)
         printf("    warmup      weights staged %.1f MB in the %d untimed step(s) (a frozen base: staged at the first)\n",

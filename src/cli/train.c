@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../backend/ane/cost.h"
 #include "../io/model_file.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
@@ -444,6 +445,11 @@ static void print_efficiency(const char *backend, const BackendStats *d, const B
     printf("  time       %.0f ms/step: device %.0f, staging %.0f, CPU ops %.0f, dW %.0f (waited %.0f), optimizer %.0f\n",
            wall / n * 1e3, d->t_device / n * 1e3, d->t_stage / n * 1e3, d->t_cpu_ops / n * 1e3, d->t_dw / n * 1e3,
            d->t_dw_wait / n * 1e3, t_optim / n * 1e3);
+    AneStepWork work = {(double)d->evaluations / n, d->flops_device / n,
+                        (double)(d->device_bytes_in + d->device_bytes_out + d->bytes_staged + d->bytes_read) / n};
+    char estimate[1024];
+    ane_cost_format(&work, "  ", estimate, sizeof estimate);
+    fputs(estimate, stdout);
 }
 
 int cli_train(int argc, char **argv) {
