@@ -349,8 +349,8 @@ static int bench_model(const Options *o, const char *model, Err *err) {
            t_dev, t_st, t_cpu, t_dw, o->overlap ? "worker thread" : "inline", t_wait, t_opt);
     AneStepWork work = {ev, fd * 1e9, (din + dout + staged + readb) * 1e6};
     char estimate[1024];
-    ane_cost_format(&work, "    estimate    ", estimate, sizeof estimate);
-    fputs(estimate, stdout);
+    ane_cost_format(&work, "                ", estimate, sizeof estimate);
+    printf("    estimate\n%s", estimate);
     printf("    loss        cpu %.4f, ane %.4f (after the timed steps)\n", tc.loss, ta.loss);
     if (o->warmup)
         printf("    warmup      weights staged %.1f MB in the %d untimed step(s) (a frozen base: staged at the first)\n",
