@@ -72,7 +72,7 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libanetrain.a $(OPS64_OBJ) tests/test.h
 
 # The whole suite: C unit tests, PyTorch parity, CLI end-to-end. See tests/run.sh.
 # The macOS bridge on Linux: darwin.c compiled against the fake framework in tests/fake_ane/,
-# which checks every message against the facts sheet and runs the programs on the emulator.
+# which checks every message against docs/ane-facts.md §1 and runs the programs on the emulator.
 FAKE_ANE_SRC := $(sort $(wildcard tests/fake_ane/*.c))
 FAKE_ANE_DEP := $(FAKE_ANE_SRC) $(wildcard tests/fake_ane/*.h) src/backend/ane/darwin.c src/backend/ane/darwin.h \
                 src/backend/ane/objc_shim.h

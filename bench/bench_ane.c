@@ -2,8 +2,9 @@
 ** bench_ane.c — the ANE backend on the emulated device against the CPU backend, with the
 ** efficiency report: ms/step for both (the same whole step: zero the gradients, backend step,
 ** clip the global norm to 1.0, AdamW), then per step what crossed the device boundary and
-** where the time went, next to the seed project's design for the same model (ane-facts §4.2:
-** 10 kernels per layer and sequence, weights staged into two kernels each).
+** where the time went, next to the design of the seed project, maderix/ANE, for the same model
+** (docs/ane-facts.md §4.2: 10 kernels per layer and sequence, weights staged into two kernels
+** each).
 **
 ** The emulator runs the device's work on this CPU (fp32 sgemm plus fp16 rounding and the data
 ** movement of every MIL op), so "ANE ms/step" here is an emulation cost, not a prediction of
@@ -214,7 +215,7 @@ static int time_steps(Backend *be, const Options *o, const ParamLayout *lay, flo
 }
 
 /* Activation rows (of S fp16 values) per layer and sequence crossing the boundary in the seed's
-** ten kernels (ane-facts §4.2; GQA K/V tiled to Q width in sdpaBwd1, as the seed does). */
+** ten kernels (docs/ane-facts.md §4.2; GQA K/V tiled to Q width in sdpaBwd1, as the seed does). */
 static double seed_rows(const ModelConfig *c) {
     double D = c->dim, F = c->hidden_dim, Q = (double)c->n_heads * c->head_dim, K = (double)c->n_kv_heads * c->head_dim;
     double in = D + Q + 2 * D + D + 2 * F + D + 4 * Q + 2 * K + 2 * Q + Q; /* + 2 SC, below */

@@ -17,7 +17,7 @@
 #   BENCH_THREADS        threads for both (OMP_NUM_THREADS)        [2]
 #   BENCH_RUNC           llama2.c's run binary (optional)          [/tmp/llama2c/run]
 #   BENCH_SAMPLE_DIR     where the random .bin models are kept     [BUILD_DIR/bench-models]
-#   ANETRAIN_DATA_DIR    holds llama2-tokenizer.bin                [shared/data beside the repo]
+# The tokenizer is the repository's tests/data/llama2-tokenizer.bin (tests/data/README.md).
 set -u
 
 BUILD=${1:?usage: sh bench/bench_sample.sh BUILD_DIR}
@@ -30,14 +30,13 @@ STEPS=${BENCH_SAMPLE_STEPS:-256}
 THREADS=${BENCH_THREADS:-2}
 RUNC=${BENCH_RUNC:-/tmp/llama2c/run}
 DIR=${BENCH_SAMPLE_DIR:-$BUILD/bench-models}
-DATA=${ANETRAIN_DATA_DIR:-$ROOT/../shared/data}
-TOK=$DATA/llama2-tokenizer.bin
+TOK=$ROOT/tests/data/llama2-tokenizer.bin
 PROMPT="Once upon a time"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
 [ -x "$BIN" ] || { echo "bench_sample.sh: $BIN not found: build it first (make BUILD=... )" >&2; exit 1; }
-[ -f "$TOK" ] || { echo "bench_sample.sh: $TOK not found (set ANETRAIN_DATA_DIR)" >&2; exit 1; }
+[ -f "$TOK" ] || { echo "bench_sample.sh: $TOK not found (it is part of the repository)" >&2; exit 1; }
 have_runc=0
 if [ -x "$RUNC" ]; then have_runc=1; fi
 mkdir -p "$DIR" || exit 1

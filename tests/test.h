@@ -4,6 +4,9 @@
 ** Each test binary defines its tests as functions and runs them from main with RUN().
 ** A failed CHECK prints file:line and the message, and the test goes on, so one run shows
 ** every failure. The binary ends with "N passed, N failed" and exits 1 on any failure.
+** A test that cannot run here (an optional reference not installed) is reported with SKIP:
+** one "skip" line saying why, counted neither as passed nor as failed; the summary line then
+** ends with ", N skipped".
 */
 #ifndef ANETRAIN_TEST_H
 #define ANETRAIN_TEST_H
@@ -14,7 +17,7 @@
 #include <string.h>
 
 static int test_checks_failed_in_test;
-static int tests_passed, tests_failed;
+static int tests_passed, tests_failed, tests_skipped;
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -63,15 +66,26 @@ static int test_selected(const char *name) {
         fflush(stdout);                                                                            \
     } while (0)
 
-/* Prints the closing line and returns the exit code; a binary that ran no test (a selection
-** that matched none) fails. */
+/* SKIP(test_fn, "why", ...): the test is not run and not counted as passed. */
+#define SKIP(fn, ...)                                                                              \
+    do {                                                                                           \
+        tests_skipped++;                                                                           \
+        printf("skip %s: ", #fn);                                                                  \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        fflush(stdout);                                                                            \
+    } while (0)
+
+/* Prints the closing line and returns the exit code; a binary that ran no test at all (a
+** selection that matched none) fails. */
 static int test_summary(void) {
-    if (tests_passed + tests_failed == 0) {
+    if (tests_passed + tests_failed + tests_skipped == 0) {
         const char *only = getenv("ANETRAIN_TEST_ONLY");
         fprintf(stderr, "  FAIL: no test ran (ANETRAIN_TEST_ONLY=%s matches none)\n", only ? only : "");
         tests_failed = 1;
     }
-    printf("%d passed, %d failed\n", tests_passed, tests_failed);
+    if (tests_skipped) printf("%d passed, %d failed, %d skipped\n", tests_passed, tests_failed, tests_skipped);
+    else printf("%d passed, %d failed\n", tests_passed, tests_failed);
     return tests_failed ? 1 : 0;
 }
 

@@ -954,7 +954,7 @@ static void test_big_shapes_parallel(void) {
 
 /* ================================================================== the training patterns */
 
-/* ane-facts §2.4: input [1, IC, 1, S + OC] with act in columns [0, S), W[ic][oc] in [S, S+OC). */
+/* docs/ane-facts.md §2.4: input [1, IC, 1, S + OC] with act in columns [0, S), W[ic][oc] in [S, S+OC). */
 static char *dyn_linear_mil(int IC, int OC, int S) {
     Str b = {0};
     str_addf(&b,
@@ -1810,7 +1810,7 @@ static double seconds(void) {
 }
 
 static void bench_big_matmul(void) {
-    /* The §2.4 linear kernel at Qwen3-0.6B's FFN size (IC 1024, OC 3072, S 256), against one
+    /* The docs/ane-facts.md §2.4 linear kernel at Qwen3-0.6B's FFN size (IC 1024, OC 3072, S 256), against one
     ** sgemm of the same shape on fp32 data. */
     int IC = 1024, OC = 3072, S = 256, SP = S + OC, reps = 5;
     char *m = dyn_linear_mil(IC, OC, S);
@@ -1847,8 +1847,9 @@ static void bench_big_matmul(void) {
     free(m);
 }
 
-/* ffnFused as the seed writes it (ane-facts §4.2), Stories110M sizes: input [1, D, 1, 2S+3F] =
-** x2norm | x2 | W1 | W3 | W2; out [1, D+3F, 1, S] = x2 + a*W2(silu(W1 xn) * W3 xn) | h1 | h3 | gate. */
+/* ffnFused as the seed (maderix/ANE) writes it (docs/ane-facts.md §4.2), Stories110M sizes:
+** input [1, D, 1, 2S+3F] = x2norm | x2 | W1 | W3 | W2;
+** out [1, D+3F, 1, S] = x2 + a*W2(silu(W1 xn) * W3 xn) | h1 | h3 | gate. */
 static char *ffn_mil(int D, int F, int S) {
     Str b = {0};
     str_addf(&b,

@@ -13,7 +13,8 @@
 ** columns of the gradients must be exactly zero.
 **
 ** The tests can fail: a reference with the wrong GQA head mapping (query head h on KV head
-** h mod KV, the seed's bug) or without the causal mask is checked to be far outside TOL.
+** h mod KV, the bug of the seed, maderix/ANE: docs/ane-facts.md §6) or without the causal mask
+** is checked to be far outside TOL.
 */
 #include <stdint.h>
 
@@ -516,7 +517,7 @@ static const MilType *type_of(const MilAst *ast, const char *name) {
     return NULL;
 }
 
-/* Checks one kernel's text against the constructs the fact sheet reports (§2): returns the
+/* Checks one kernel's text against the constructs docs/ane-facts.md §2 reports: returns the
 ** number of violations, printing the first few unless what is NULL. */
 static int dialect_violations(const char *what, const char *mil) {
     MilAst ast;
@@ -569,7 +570,7 @@ static int dialect_violations(const char *what, const char *mil) {
     return bad;
 }
 
-/* The writer's text is what the fact sheet reports: one fp16 input, explicit consts, no cast,
+/* The writer's text is what docs/ane-facts.md §2 reports: one fp16 input, explicit consts, no cast,
 ** canonical blobs, and only the axes and permutations the seed's kernels use. */
 static void test_mil_dialect(void) {
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {

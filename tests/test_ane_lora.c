@@ -21,7 +21,7 @@
 **     the loss within fp16 tolerance and the adapter gradient's cosine as above, both away from
 **     the step without dropout; a forward-only step ignores dropout (the dropout-0 loss);
 **   - the LoRA kernels of stories110m and qwen3-0.6b at ranks 1, 4, 8 and 16, with and without
-**     dropout masks, pass the emulator's checker (ane-facts constraints), and their I/O is what
+**     dropout masks, pass the emulator's checker (docs/ane-facts.md §1.7, §2), and their I/O is what
 **     the plan says.
 **
 ** -v prints every module's cosines.

@@ -256,7 +256,7 @@ static void underflow_report(const ParamLayout *lay, const float *ane, const flo
 
 /* A deep, narrow model at llama2.c's init (16 layers of width 32, B=2, T=64): its activation
 ** gradients on the device fall below fp16's normal range (~6e-5) without loss scaling. Whether
-** the real ANE keeps fp16 subnormals is unknown (ane-facts §7), so both device models run:
+** the real ANE keeps fp16 subnormals is unknown (docs/ane-facts.md §7), so both device models run:
 **   gradual underflow (the emulator's default): precision is lost, wq/wk go off;
 **   flushing subnormals: whole gradient tensors (wq, wk, rms_att) come back exactly zero.
 ** With grad_scale 1024 neither happens. */

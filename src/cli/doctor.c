@@ -6,7 +6,7 @@
 ** a larger matmul kernel. On Linux the device is the emulator and the framework rows say why
 ** they are not checked.
 **
-** The kernels are the dynamic-weight linear pattern of ane-facts §2.4 (activations in spatial
+** The kernels are the dynamic-weight linear pattern of docs/ane-facts.md §2.4 (activations in spatial
 ** columns [0, S), W[ic][oc] in the next OC columns), the one every weight-bearing training
 ** kernel uses, written here in full so the report does not depend on the planner.
 */
@@ -134,7 +134,7 @@ static void platform_info(Report *r) {
 
 /* ------------------------------------------------------------------ kernels */
 
-/* ane-facts §2.4, written with the training kernels' MIL writer: input [1, IC, 1, S + OC]
+/* docs/ane-facts.md §2.4, written with the training kernels' MIL writer: input [1, IC, 1, S + OC]
 ** (act | W[ic][oc]), output [1, OC, 1, S], y[oc][s] = sum_ic act[ic][s] W[ic][oc]. */
 static char *matmul_mil(int IC, int OC, int S, Err *err) {
     MilW *w = milw_create();
@@ -422,7 +422,7 @@ int cli_doctor(int argc, char **argv) {
     r->blas = blas_name();
     r->device_requested = device;
     r->ck_ic = 128, r->ck_oc = 64, r->ck_s = 64;
-    r->check_tol = 1e-2; /* the seed's matmul threshold (ane-facts §2.5) */
+    r->check_tol = 1e-2; /* the matmul threshold of maderix/ANE's tests (docs/ane-facts.md §2.5) */
     r->tm_ic = 1024, r->tm_oc = 1024, r->tm_s = 512, r->evals = evals;
     r->probe_rc = ane_darwin_probe(NULL, &r->probe);
 

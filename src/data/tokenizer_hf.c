@@ -45,14 +45,16 @@ static int bad(const Tokenizer *t, Err *err, const char *field, const char *expe
 
 static const cJSON *item(const cJSON *obj, const char *name) { return cJSON_GetObjectItemCaseSensitive(obj, name); }
 
+/* The getters below write *out on every path (the default, NULL or -1 before the value is
+** known), so a caller's variable is never read uninitialized, even where the compiler cannot
+** see that an error return is -1. */
+
 /* A field that may be missing or null (then *out = dflt). */
 static int get_bool(const Tokenizer *t, const cJSON *obj, const char *name, int dflt, const char *where, int *out,
                     Err *err) {
     const cJSON *v = item(obj, name);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
+    *out = dflt;
+    if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsBool(v)) {
         char field[256];
         snprintf(field, sizeof field, "%s.%s", where, name);
@@ -65,6 +67,7 @@ static int get_bool(const Tokenizer *t, const cJSON *obj, const char *name, int 
 static int get_string(const Tokenizer *t, const cJSON *obj, const char *name, const char *where, const char **out,
                       Err *err) {
     const cJSON *v = item(obj, name);
+    *out = NULL;
     if (!cJSON_IsString(v)) {
         char field[256];
         snprintf(field, sizeof field, "%s.%s", where, name);
@@ -76,6 +79,7 @@ static int get_string(const Tokenizer *t, const cJSON *obj, const char *name, co
 
 /* An integer id in [0, MAX_VOCAB). */
 static int get_id(const Tokenizer *t, const cJSON *v, const char *field, int32_t *out, Err *err) {
+    *out = -1;
     if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= MAX_VOCAB || v->valuedouble != floor(v->valuedouble))
         return bad(t, err, field, "an integer id in 0..67108863", v);
     *out = (int32_t)v->valuedouble;
@@ -105,6 +109,7 @@ static char *dup_n(const char *s, size_t n, Err *err) {
 /* A {"String": s} pattern (Regex ones are refused where only String is supported). */
 static int get_string_pattern(const Tokenizer *t, const cJSON *obj, const char *where, const char **out, Err *err) {
     const cJSON *p = item(obj, "pattern");
+    *out = NULL;
     char field[256];
     snprintf(field, sizeof field, "%s.pattern", where);
     if (!cJSON_IsObject(p)) return bad(t, err, field, "an object {\"String\": ...}", p);

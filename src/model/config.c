@@ -108,13 +108,10 @@ double config_train_flops_per_seq(const ModelConfig *cfg, int T) {
     return 6.0 * matmul_weights * T + attn;
 }
 
-int config_equal(const ModelConfig *a, const ModelConfig *b) {
-    char unused[8];
-    return !config_difference(a, b, unused, sizeof unused);
-}
+int config_equal(const ModelConfig *a, const ModelConfig *b) { return !config_difference(a, b, NULL, 0); }
 
 int config_difference(const ModelConfig *e, const ModelConfig *f, char *buf, int size) {
-    buf[0] = '\0';
+    if (size > 0) buf[0] = '\0';
 #define INT_FIELD(field)                                                                           \
     if (e->field != f->field) {                                                                    \
         snprintf(buf, (size_t)size, "field " #field ": expected %d, found %d", (int)e->field, (int)f->field); \

@@ -61,7 +61,8 @@ double config_train_flops_per_seq(const ModelConfig *cfg, int T);
 /* 1 if a and b describe the same model (every field equal). */
 int config_equal(const ModelConfig *a, const ModelConfig *b);
 /* Describes the first field where `found` differs from `expected` as
-** "field dim: expected 288, found 512"; returns 0 (and writes "") when they are equal. */
+** "field dim: expected 288, found 512"; returns 0 (and writes "") when they are equal.
+** With size 0, buf may be NULL and nothing is written (only the answer). */
 int config_difference(const ModelConfig *expected, const ModelConfig *found, char *buf, int size);
 
 const char *config_family_name(ModelFamily f);

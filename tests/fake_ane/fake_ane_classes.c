@@ -1,6 +1,6 @@
 /*
 ** fake_ane_classes.c — the test double's AppleNeuralEngine.framework: the classes and
-** methods of ane-facts §1.1-§1.2 with the argument checks of fake_control.h, dlopen of the
+** methods of docs/ane-facts.md §1.1-§1.2 with the argument checks of fake_control.h, dlopen of the
 ** framework path, NSTemporaryDirectory, and the routing of compile and evaluate to the
 ** emulator. Failure injection comes from fake_ane_faults.
 **
@@ -116,29 +116,30 @@ static FakeObj *desc_weights(const FakeObj *d) { return d->n_kids > 1 ? d->kids[
 /* The shared checks of the QoS/options/error calls. */
 static void check_call(const char *sel, unsigned qos, id options, id *error) {
     last_qos = qos;
-    if (qos > 63) fake_violation("-%s: QoS %u (ane-facts §1.3: 0..63)", sel, qos);
+    if (qos > 63) fake_violation("-%s: QoS %u (docs/ane-facts.md §1.3: 0..63)", sel, qos);
     FakeObj *o = fake_check(options, FK_DICT, NULL, sel);
-    if (!options) fake_violation("-%s: options is nil; the seed passes @{} (ane-facts §1.2)", sel);
+    /* the seed: maderix/ANE, the project anetrain follows (docs/ane-facts.md) */
+    if (!options) fake_violation("-%s: options is nil; the seed passes @{} (docs/ane-facts.md §1.2)", sel);
     else if (o && o->n != 0) fake_violation("-%s: options has %d entries; the seed passes @{}", sel, o->n);
     if (!error) fake_violation("-%s: error is NULL: the framework's message would be lost", sel);
 }
 
 static Model *model_of(id self) { return ((FakeObj *)(void *)self)->state; }
 
-/* ------------------------------------------------------------------ §1.2 row 1 */
+/* ---------------------------------------------------------- docs/ane-facts.md §1.2 row 1 */
 
 static void check_weights(const FakeObj *w) {
     for (int i = 0; i < w->n; i++) {
         const FakeObj *k = w->keys[i], *v = w->items[i];
         if (k->kind != FK_STRING || k->len < 12 || memcmp(k->bytes, "@model_path/", 12) != 0)
-            fake_violation("weights: key %d is not an NSString \"@model_path/...\" (ane-facts §1.4)", i);
+            fake_violation("weights: key %d is not an NSString \"@model_path/...\" (docs/ane-facts.md §1.4)", i);
         if (v->kind != FK_DICT) {
             fake_violation("weights: the value of key %d is %s, not a dictionary", i, fake_kind_name(v));
             continue;
         }
         FakeObj *off = fake_dict_get(v, "offset"), *data = fake_dict_get(v, "data");
         if (v->n != 2 || !off || !data)
-            fake_violation("weights: entry %d must hold exactly \"offset\" and \"data\" (ane-facts §1.4)", i);
+            fake_violation("weights: entry %d must hold exactly \"offset\" and \"data\" (docs/ane-facts.md §1.4)", i);
         if (off && (off->kind != FK_NUMBER || (off->num != 0 && off->num != 64)))
             fake_violation("weights: entry %d offset is not the NSNumber 0 the seed uses", i);
         if (data && data->kind != FK_DATA) fake_violation("weights: entry %d data is not NSData", i);
@@ -154,7 +155,7 @@ static id descriptor_with_mil(id self, SEL op, id mil_text, id weights, id optio
         fake_violation("%s: the MIL text must be non-empty UTF-8 without NUL bytes (%zu bytes)", what, m->len);
     FakeObj *w = fake_check(weights, FK_DICT, NULL, what);
     if (w) check_weights(w);
-    if (options_plist) fake_violation("%s: optionsPlist must be nil (ane-facts §1.2)", what);
+    if (options_plist) fake_violation("%s: optionsPlist must be nil (docs/ane-facts.md §1.2)", what);
     if (take(&fake_ane_faults.descriptor_nil) || !m || (weights && !w)) return NULL;
     FakeObj *d = fake_new(&class_descriptor, FK_INSTANCE);
     fake_retain(m);
@@ -227,7 +228,8 @@ static char *read_whole(const char *path, size_t *size) {
 static void check_file(const char *path, const void *want, size_t size, const char *what) {
     size_t n = 0;
     char *got = read_whole(path, &n);
-    if (!got) fake_violation("compile: %s %s is missing (ane-facts §1.5: written before compiling)", what, path);
+    if (!got)
+        fake_violation("compile: %s %s is missing (docs/ane-facts.md §1.5: written before compiling)", what, path);
     else if (n != size || memcmp(got, want, size) != 0)
         fake_violation("compile: %s %s differs from what the descriptor holds (%zu bytes, expected %zu)", what, path, n,
                        size);
@@ -236,7 +238,8 @@ static void check_file(const char *path, const void *want, size_t size, const ch
 
 static void model_dir(const Model *m, char *buf, size_t n) { snprintf(buf, n, "%s%s", fake_ane_tmpdir(), m->hex); }
 
-/* §1.5: NSTemporaryDirectory()/<hex>/model.mil and each weight file, as the descriptor holds them. */
+/* docs/ane-facts.md §1.5: NSTemporaryDirectory()/<hex>/model.mil and each weight file, as the descriptor
+** holds them. */
 static void check_temp_dir(const FakeObj *model, const Model *m) {
     char dir[PATH_MAX + 64], path[PATH_MAX + 320];
     model_dir(m, dir, sizeof dir);
@@ -417,10 +420,11 @@ static id request_with_inputs(id self, SEL op, id inputs, id input_indices, id o
     FakeObj *ii = in ? check_array(input_indices, 1, in->n, "inputIndices") : NULL;
     FakeObj *out = check_array(outputs, 0, 0, "outputs");
     FakeObj *oi = out ? check_array(output_indices, 1, out->n, "outputIndices") : NULL;
-    if (weights_buffer) fake_violation("+requestWithInputs:...: weightsBuffer must be nil (ane-facts §1.2)");
-    if (perf_stats) fake_violation("+requestWithInputs:...: perfStats must be nil (ane-facts §1.2)");
+    if (weights_buffer) fake_violation("+requestWithInputs:...: weightsBuffer must be nil (docs/ane-facts.md §1.2)");
+    if (perf_stats) fake_violation("+requestWithInputs:...: perfStats must be nil (docs/ane-facts.md §1.2)");
     FakeObj *pi = fake_check(procedure_index, FK_NUMBER, NULL, "procedureIndex");
-    if (!pi || pi->num != 0) fake_violation("+requestWithInputs:...: procedureIndex must be @0 (ane-facts §1.2)");
+    if (!pi || pi->num != 0)
+        fake_violation("+requestWithInputs:...: procedureIndex must be @0 (docs/ane-facts.md §1.2)");
     if (!in || !ii || !out || !oi || !pi || take(&fake_ane_faults.request_nil)) return NULL;
     FakeObj *r = fake_new(&class_request, FK_INSTANCE);
     FakeObj *kids[5] = {in, ii, out, oi, pi};
@@ -482,7 +486,7 @@ const int fake_n_classes = COUNT(fake_classes);
 void *fake_dlopen(const char *path, int mode) {
     fake_init();
     fake_log("dlopen");
-    if (!(mode & RTLD_NOW)) fake_violation("dlopen(%s): mode %#x lacks RTLD_NOW (ane-facts §1.1)", path, mode);
+    if (!(mode & RTLD_NOW)) fake_violation("dlopen(%s): mode %#x lacks RTLD_NOW (docs/ane-facts.md §1.1)", path, mode);
     if (take(&fake_ane_faults.framework_missing) || !path || strcmp(path, ANE_DARWIN_FRAMEWORK_PATH) != 0) {
         snprintf(dl_error, sizeof dl_error, "dlopen(%s, %d): image not found", path ? path : "(null)", mode);
         return NULL;

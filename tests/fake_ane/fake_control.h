@@ -5,8 +5,8 @@
 ** What the fake checks (each breach is recorded as a violation; tests assert there are none):
 **   - dispatch: the receiver is a live object or a loaded class; the selector exists on it as
 **     the right kind (+ or -); it was sent through the call shape of its fact-sheet prototype
-**     (ane-facts §1.2), whose argument count equals the selector's colon count;
-**   - arguments: each method checks the kinds and values §1 gives (NSData MIL text, the
+**     (docs/ane-facts.md §1.2), whose argument count equals the selector's colon count;
+**   - arguments: each method checks the kinds and values docs/ane-facts.md §1 gives (NSData MIL text, the
 **     weights dictionary's keys and inner "offset"/"data", nil optionsPlist/weightsBuffer/
 **     perfStats, empty options dictionaries, NSNumber indices 0..n-1 and procedureIndex 0,
 **     QoS in 0..63, a non-NULL NSError**), and the order (compile after the temp directory
@@ -16,7 +16,7 @@
 **     an autorelease pool, and pools pop in order; no message, retain or release reaches a
 **     dead object or a pointer the fake did not make (CFRelease(NULL) included); the CF
 **     collections are made with the kCFType callbacks, IOSurfaces are made with exactly the
-**     §1.6 properties and locked/unlocked in matching pairs (with the same flags), and the
+**     docs/ane-facts.md §1.6 properties and locked/unlocked in matching pairs (with the same flags), and the
 **     base address is read only under a lock.
 ** Compile converts the weights dictionary into AneBlobs and compiles on the emulator; evaluate
 ** runs the emulator on the surfaces' memory (the IOSurfaces are emulator surfaces).

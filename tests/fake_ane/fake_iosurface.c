@@ -1,7 +1,7 @@
 /*
 ** fake_iosurface.c — the test double's IOSurface: each IOSurfaceRef is a fake object owning
 ** one emulator surface (fake_ane_emulator()), so the fake framework's evaluate runs the
-** emulator directly on the memory the bridge wrote. Checks the §1.6 creation properties
+** emulator directly on the memory the bridge wrote. Checks the docs/ane-facts.md §1.6 creation properties
 ** (exactly Width = AllocSize = BytesPerRow = bytes, Height 1, BytesPerElement 1, PixelFormat
 ** 0), lock/unlock pairing with equal options, and that the base address is read under a lock.
 */
@@ -67,10 +67,10 @@ IOSurfaceRef IOSurfaceCreate(CFDictionaryRef properties) {
     int64_t w = property(d, "IOSurfaceWidth"), h = property(d, "IOSurfaceHeight"),
             bpe = property(d, "IOSurfaceBytesPerElement"), bpr = property(d, "IOSurfaceBytesPerRow"),
             alloc = property(d, "IOSurfaceAllocSize"), pf = property(d, "IOSurfacePixelFormat");
-    if (d->n != 6) fake_violation("IOSurfaceCreate: %d properties, ane-facts §1.6 sets exactly 6", d->n);
+    if (d->n != 6) fake_violation("IOSurfaceCreate: %d properties, docs/ane-facts.md §1.6 sets exactly 6", d->n);
     if (w <= 0 || h != 1 || bpe != 1 || bpr != w || alloc != w || pf != 0)
         fake_violation("IOSurfaceCreate: Width %lld Height %lld BytesPerElement %lld BytesPerRow %lld AllocSize %lld "
-                       "PixelFormat %lld; ane-facts §1.6: Width = BytesPerRow = AllocSize = bytes, Height 1, "
+                       "PixelFormat %lld; docs/ane-facts.md §1.6: Width = BytesPerRow = AllocSize = bytes, Height 1, "
                        "BytesPerElement 1, PixelFormat 0",
                        (long long)w, (long long)h, (long long)bpe, (long long)bpr, (long long)alloc, (long long)pf);
     if (take(&fake_ane_faults.surface_create_fail) || alloc <= 0) return NULL;
@@ -127,7 +127,7 @@ kern_return_t IOSurfaceUnlock(IOSurfaceRef buffer, IOSurfaceLockOptions options,
     }
     int locked = s->lock_flags[--s->n_locks];
     if (locked != (int)options)
-        fake_violation("IOSurfaceUnlock with options %#x of a lock taken with %#x (ane-facts §1.6: the same "
+        fake_violation("IOSurfaceUnlock with options %#x of a lock taken with %#x (docs/ane-facts.md §1.6: the same "
                        "options for both)",
                        (unsigned)options, (unsigned)locked);
     AneDevice *e = fake_emu();

@@ -1,7 +1,7 @@
 /*
 ** darwin.c — the real Neural Engine behind the device seam (device.h, darwin.h): Apple's
 ** private AppleNeuralEngine.framework driven from C through the Objective-C runtime's C API,
-** CoreFoundation and IOSurface, following ane-facts §1 call for call.
+** CoreFoundation and IOSurface, following docs/ane-facts.md §1 call for call.
 **
 **   create    dlopen the framework; objc_getClass each class, sel_registerName each selector
 **             and check that the class answers it (a macOS update that renames one gives a
@@ -9,15 +9,15 @@
 **   compile   emulator checker (shapes, constraints) -> budget slot -> in an autorelease pool:
 **             1 descriptor from MIL text (CFData) + weights (CFDictionary), 2 model, 3
 **             hexStringIdentifier, write NSTemporaryDirectory()/<hex>/model.mil and weights/,
-**             4 compile, 5 load (retried once after a pause, as the seed does)
+**             4 compile, 5 load (retried once after a pause, as the seed, maderix/ANE, does)
 **   evaluate  6 wrap both IOSurfaces, 7 request (cached per surface pair), 8 evaluate
 **   release   9 unload, release the model, delete the temp dir with its last user
-**   surfaces  IOSurfaceCreate with the §1.6 properties; lock/unlock read-only or read-write
+**   surfaces  IOSurfaceCreate with the docs/ane-facts.md §1.6 properties; lock/unlock read-only or read-write
 **
 ** The same text compiles on macOS against the real headers and on Linux against the test
 ** double (objc_shim.h explains how); every line here runs in CI on Linux. The typed message
 ** sends live in objc_shim.h (their prototypes) and in the "sends" section below (one function
-** per row of ane-facts §1.2). Every nil, NO, NSError, NULL surface and file error becomes an
+** per row of docs/ane-facts.md §1.2). Every nil, NO, NSError, NULL surface and file error becomes an
 ** Err carrying the framework's own message. Objects the framework returns autoreleased are
 ** CFRetain'ed when they outlive the pool (the model, the requests); every CF object this file
 ** creates is released on every path.
@@ -57,7 +57,7 @@ void ane_darwin_default_options(AneDarwinOptions *opt) {
 
 int ane_darwin_available(void) { return 1; }
 
-/* ================================================================== the API surface (§1.1, §1.2) */
+/* ======================================================= the API surface (docs/ane-facts.md §1.1, §1.2) */
 
 typedef enum { C_DESCRIPTOR, C_MODEL, C_SURFACE_OBJECT, C_REQUEST, C_DEVICE_INFO, C_COUNT } ClassId;
 
@@ -161,9 +161,9 @@ static int api_resolve(Api *a, const char *path, AneDarwinProbe *probe, Err *err
     return rc;
 }
 
-/* ================================================================== the sends (ane-facts §1.2) */
+/* ================================================================== the sends (docs/ane-facts.md §1.2) */
 /* One function per row of the table; the prototypes come from ANE_MSG_SHAPES (objc_shim.h).
-** NULL stands for nil; CF objects go where the seed passes Foundation literals (§1.10). */
+** NULL stands for nil; CF objects go where the seed passes Foundation literals (docs/ane-facts.md §1.10). */
 
 static id send_descriptor(const Api *a, CFDataRef mil, CFDictionaryRef weights) { /* 1 */
     return ane_send_id_id3((id)a->cls[C_DESCRIPTOR], a->sel[S_MODEL_WITH_MIL], (id)mil, (id)weights, NULL);
@@ -237,7 +237,7 @@ static int fail_ns(Err *err, const Api *a, id nserror, const char *fmt, ...) {
     return -1;
 }
 
-/* The weights dictionary (§1.4): { path: { "offset": 0, "data": blob file } } for each blob;
+/* The weights dictionary (docs/ane-facts.md §1.4): { path: { "offset": 0, "data": blob file } } for each blob;
 ** empty when there are none. */
 static CFDictionaryRef weights_dict(const AneBlob *blobs, int n) {
     CFMutableDictionaryRef d = CFDictionaryCreateMutable(kCFAllocatorDefault, n, &kCFTypeDictionaryKeyCallBacks,
@@ -269,7 +269,7 @@ static CFDictionaryRef weights_dict(const AneBlob *blobs, int n) {
     return d;
 }
 
-/* The IOSurface properties of §1.6: one flat buffer of `bytes`. */
+/* The IOSurface properties of docs/ane-facts.md §1.6: one flat buffer of `bytes`. */
 static CFDictionaryRef surface_properties(size_t bytes) {
     const void *keys[6] = {kIOSurfaceWidth,       kIOSurfaceHeight,    kIOSurfaceBytesPerElement,
                            kIOSurfaceBytesPerRow, kIOSurfaceAllocSize, kIOSurfacePixelFormat};
@@ -348,7 +348,7 @@ static int budget_reserve(int budget, uint64_t *count_out) {
     }
 }
 
-/* ------------------------------------------------------------------ temp directory (§1.5) */
+/* ------------------------------------------------------------------ temp directory (docs/ane-facts.md §1.5) */
 
 /* The path of a blob relative to the model directory ("@model_path/weights/w.bin" ->
 ** "weights/w.bin"), or NULL if it is not one we may write (outside the directory). */
@@ -553,7 +553,7 @@ static int framework_compile(DarwinDevice *D, AneProgram *p, const char *mil, co
         pthread_mutex_lock(&D->lock);
         D->stats.load_retries++;
         pthread_mutex_unlock(&D->lock);
-        sleep_us(D->opt.load_retry_us); /* the seed waits "for ANE slot reclamation" (§1.2) */
+        sleep_us(D->opt.load_retry_us); /* the seed waits "for ANE slot reclamation" (docs/ane-facts.md §1.2) */
         nserr = NULL;
         if (!send_load(a, model, qos, D->empty, &nserr)) {
             fail_ns(err, a, nserr,
@@ -605,7 +605,7 @@ static AneProgram *dw_compile(AneDevice *dev, const char *mil_text, const AneBlo
     if (!budget_reserve(dev->compile_budget, &count)) {
         err_set(err,
                 "ANE compile budget exhausted: %llu compiles in this process (budget %d); restart the process "
-                "(ane-facts §1.8: the real compiler fails after about 119 compiles per process)",
+                "(docs/ane-facts.md §1.8: the real compiler fails after about 119 compiles per process)",
                 (unsigned long long)count, dev->compile_budget);
         goto fail;
     }
@@ -784,7 +784,7 @@ static void dw_program_io(const AneProgram *p, AneShape *in, AneShape *out) {
     if (out) *out = p->out;
 }
 
-/* ------------------------------------------------------------------ surfaces (§1.6) */
+/* ------------------------------------------------------------------ surfaces (docs/ane-facts.md §1.6) */
 
 static AneSurface *dw_surface_create(AneDevice *dev, size_t bytes, Err *err) {
     (void)dev;
@@ -893,7 +893,7 @@ AneDevice *ane_darwin_create(const AneDarwinOptions *opt, Err *err) {
         err_set(err, "ane_darwin_create: compile_budget must be >= 1, found %d", o.compile_budget);
         return NULL;
     }
-    if (o.qos > 63) { /* ane-facts §1.3: 0..63 all work; 21 is what the seed uses */
+    if (o.qos > 63) { /* docs/ane-facts.md §1.3: 0..63 all work; 21 is what the seed uses */
         err_set(err, "ane_darwin_create: qos must be in 0..63, found %u", o.qos);
         return NULL;
     }

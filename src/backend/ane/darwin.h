@@ -1,6 +1,6 @@
 /*
 ** darwin.h — the real Neural Engine behind the device seam (device.h), through Apple's
-** private AppleNeuralEngine.framework (ane-facts §1), in plain C.
+** private AppleNeuralEngine.framework (docs/ane-facts.md §1), in plain C.
 **
 ** Built for real on macOS. On Linux the library gets stubs (ane_darwin_available() is 0 and
 ** ane_darwin_create fails with a message saying so), and the test build compiles the same
@@ -11,12 +11,13 @@
 **   - every MIL program is first checked by the emulator's checker (emu/mil.h), so a program
 **     is accepted or refused on a Mac exactly as on Linux, with the same messages, and the
 **     I/O shapes come from it;
-**   - compiles count against a per-process budget (default 119, ane-facts §1.8), like the
+**   - compiles count against a per-process budget (default 119, docs/ane-facts.md §1.8), like the
 **     emulator's: past it compiles fail with "ANE compile budget exhausted ... restart";
 **   - a program keeps its own temp directory (NSTemporaryDirectory()/<hexStringIdentifier>/,
-**     ane-facts §1.5) until it is released; identical programs share one, deleted with the last;
+**     docs/ane-facts.md §1.5) until it is released; identical programs share one, deleted with the last;
 **   - evaluate keeps up to `request_cache` request objects per program, one per (input,
-**     output) surface pair, as the seed does; freeing a surface drops the requests using it;
+**     output) surface pair, as the seed (maderix/ANE, docs/ane-facts.md §1.2) does; freeing a
+**     surface drops the requests using it;
 **   - surfaces must be freed before destroy(); destroy() releases programs still alive.
 */
 #ifndef ANETRAIN_ANE_DARWIN_H
@@ -31,7 +32,7 @@
 typedef struct {
     const char *framework_path; /* default ANE_DARWIN_FRAMEWORK_PATH */
     int compile_budget;         /* compiles per process; default 119 */
-    unsigned qos;               /* quality of service passed to every call; default 21 (ane-facts §1.3) */
+    unsigned qos;               /* quality of service passed to every call; default 21 (docs/ane-facts.md §1.3) */
     int load_retry_us;          /* a failed load is retried once after this pause; default 100000 */
     int request_cache;          /* request objects kept per program; default 64, 0 = one per evaluate */
 } AneDarwinOptions;

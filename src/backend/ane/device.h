@@ -9,7 +9,7 @@
 ** against the real device's constraints and runs it with fp16 storage) and, on macOS, the
 ** bridge to the private runtime (darwin.c). Surfaces are flat byte buffers holding one
 ** dense row-major [1,C,1,S] fp16 tensor (element (c,s) at c*S + s), as the real IOSurfaces
-** are created (ane-facts.md §1.6). Nothing above this seam may depend on which device runs.
+** are created (docs/ane-facts.md §1.6). Nothing above this seam may depend on which device runs.
 */
 #ifndef ANETRAIN_ANE_DEVICE_H
 #define ANETRAIN_ANE_DEVICE_H
@@ -20,7 +20,7 @@
 #include "../../util/err.h"
 
 /* A named weight file the MIL refers to, e.g. path "@model_path/weights/mask.bin", holding a
-** whole MILBlob file (64-byte storage header, 64-byte metadata record, data; ane-facts.md §3). */
+** whole MILBlob file (64-byte storage header, 64-byte metadata record, data; docs/ane-facts.md §3). */
 typedef struct {
     const char *path;
     const void *data;
@@ -68,7 +68,7 @@ struct AneDevice {
     void (*destroy)(AneDevice *dev);
 };
 
-/* The emulator's switchable assumptions (the real device's answers are unknown: ane-facts §7). */
+/* The emulator's switchable assumptions (the real device's answers are unknown: docs/ane-facts.md §7). */
 typedef struct {
     int compile_budget;   /* default 119 */
     int accumulate_fp32;  /* 1 (default): matmul/conv/reduce accumulate in fp32 and round once;

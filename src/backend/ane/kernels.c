@@ -48,7 +48,8 @@
 **     than to move F rows);
 **   - every weight gradient (BLAS, in a worker thread overlapped with the device) and AdamW.
 **
-**  Per layer and sequence: 2 dispatches (the seed: 10 for MHA and GQA alike, ane-facts §4.2).
+**  Per layer and sequence: 2 dispatches (the seed, maderix/ANE: 10 for MHA and GQA alike,
+**  docs/ane-facts.md §4.2).
 **  Activation bytes across the boundary, in rows of S fp16 values (stories110m, C=Q=K=768,
 **  F=2048): fwd in x + rstd1 769, out 8705; bwd in dy + taps 7937, out 7936: 25347 rows =
 **  13.0 MB per layer at S=256 (156 MB per step for 12 layers), against the seed's 46848 rows =
@@ -460,7 +461,7 @@ static MilT lora_bwd(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT dy, Mil
 /* y [1, 1, out, S] with module m's row scale applied when the base is int8: s_m [out] multiplies
 ** row o (forward: the output of Q_m x; backward: dy_m before Q_m^T). The scale is read as
 ** [1, out, 1, 1] and the rows as [1, out, 1, S], the broadcast the seed uses for norm weights
-** (ane-facts: [1,C,1,S]*[1,C,1,1]). Without an int8 base, y itself (no op written). */
+** (docs/ane-facts.md §2.3: [1,C,1,S]*[1,C,1,1]). Without an int8 base, y itself (no op written). */
 static MilT int8_rows(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT y) {
     if (!p->int8_base) return y;
     int out, in;

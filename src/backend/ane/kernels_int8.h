@@ -8,8 +8,8 @@
 **
 ** with the weight a constant baked into the kernel: per-row int8 q [OC][IC] and fp16 scales
 ** [OC] in quant.h's format, W'[o][i] = fp16(q[o][i] * scale[o]) (constexpr_affine_dequantize,
-** axis 0, zero point 0, one rounding to fp16), then a 1x1 conv (the form the seed's int8
-** benchmark and its static pipeline use, ane-facts §2.2-2.3, §4.4).
+** axis 0, zero point 0, one rounding to fp16), then a 1x1 conv (the form the int8 benchmark and
+** the static pipeline of the seed, maderix/ANE, use: docs/ane-facts.md §2.2-2.3, §4.4).
 **
 **   W8      x' = x.
 **   W8A8    x' = dequantize(quantize(x, a), a): q_x = clamp(round_half_even(x / a), -128, 127)
@@ -26,7 +26,7 @@
 ** beyond 127.5 a later saturate to +-127 a (-128 a below); the C reference in the tests models
 ** that exactly.
 **
-** Where the scales go (per-channel scales are unverified on the device, ane-facts §7 Q7):
+** Where the scales go (per-channel scales are unverified on the device, docs/ane-facts.md §7 Q7):
 **   ANE_INT8_SCALE_PER_CHANNEL  the per-row scale vector inside constexpr_affine_dequantize:
 **                               W' is exactly quant.h's dequantized weight rounded to fp16.
 **   ANE_INT8_SCALE_AFTER        only constructs the seed ran: a per-tensor scale m = max_o
@@ -37,7 +37,7 @@
 **
 ** Compile cost: every int8 weight matrix is its own kernel (its weights are constants), so a
 ** model needs one compile per matrix kernel and layer, against the budget of about 119 per
-** process (ane-facts §1.8; emu.h).
+** process (docs/ane-facts.md §1.8; emu.h).
 */
 #ifndef ANETRAIN_ANE_KERNELS_INT8_H
 #define ANETRAIN_ANE_KERNELS_INT8_H

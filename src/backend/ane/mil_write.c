@@ -4,8 +4,8 @@
 ** Statements are appended to one growing string; constants are declared at their first use
 ** and shared afterwards (a small table keyed by their literal text). The header, the function
 ** line and the closing lines are added by milw_finish. This file must never emit a construct
-** the fact sheet does not report as compiling (see the list in mil_write.h), with one
-** exception the caller chooses: a per-channel scale in milw_affine_dequantize (ane-facts §7
+** docs/ane-facts.md §2 does not report as compiling (see the list in mil_write.h), with one
+** exception the caller chooses: a per-channel scale in milw_affine_dequantize (docs/ane-facts.md §7
 ** question 7; per-tensor scales are the reported form).
 */
 #include "mil_write.h"
@@ -154,7 +154,7 @@ static int is_int8(const MilW *w, MilT t) { return (w->kinds[t.id] & KIND_INT8) 
 static int fp16_arg(MilW *w, MilT t) {
     if (!valid(&t)) return 0;
     if (is_int8(w, t)) {
-        fail(w, "%s is an int8 value; only dequantize takes int8 (ane-facts §2.3)", name_of(w, t));
+        fail(w, "%s is an int8 value; only dequantize takes int8 (docs/ane-facts.md §2.3)", name_of(w, t));
         return 0;
     }
     return 1;
@@ -500,7 +500,7 @@ MilT milw_reduce_sum(MilW *w, MilT x, int axis) {
 
 /* ------------------------------------------------------------------ blobs */
 
-/* A canonical single-blob MILBlob file (ane-facts §3): storage header {count 1, version 2},
+/* A canonical single-blob MILBlob file (docs/ane-facts.md §3): storage header {count 1, version 2},
 ** metadata record at 64 {sentinel 0xDEADBEEF, dtype code, u64 sizeInBytes, u64 data offset
 ** 128}, data at 128. The data bytes are left zero for the caller. */
 static unsigned char *blob_file(uint32_t dtype_code, size_t bytes, size_t *size) {

@@ -2,8 +2,9 @@
 ** mil_write.h — a small MIL text builder with typed helpers, so a kernel generator reads like
 ** the math it computes (kernels.c).
 **
-** It writes only the dialect the fact sheet reports as compiling (ane-facts.md §2):
-**   program(1.3), the seed's buildInfo line, one `func main<ios18>` with exactly one input
+** It writes only the dialect docs/ane-facts.md §2 reports as compiling:
+**   program(1.3), the buildInfo line of the seed (maderix/ANE, docs/ane-facts.md §2.1), one
+**   `func main<ios18>` with exactly one input
 **   tensor<fp16, [1, C, 1, S]> and one output, S a multiple of 32 (the caller's job; checked);
 **   the statement form `TYPE NAME = OP(arg = name, ...)[name = string("NAME")];`;
 **   every argument a named earlier value; every parameter an explicit const() (int32 scalars,
@@ -14,9 +15,9 @@
 ** broadcast), add/sub/mul (numpy trailing broadcast), pow and mul/add/sub by an fp16 scalar,
 ** sigmoid, softmax, reduce_sum (keep_dims), concat (interleave false), 1x1 conv with a constant
 ** weight (groups 1, the seed's static-pipeline form).
-** int8 (ane-facts §2.2-2.3): constexpr_affine_dequantize of an int8 blob (dtype code 4) with a
+** int8 (docs/ane-facts.md §2.2-2.3): constexpr_affine_dequantize of an int8 blob (dtype code 4) with a
 ** scalar or per-channel fp16 scale and zero_point int8(0) (per-channel is unverified on the
-** device: ane-facts §7 question 7); quantize (scalar fp16 scale, output_dtype "int8") giving an
+** device: docs/ane-facts.md §7 question 7); quantize (scalar fp16 scale, output_dtype "int8") giving an
 ** int8 value whose only use is dequantize (scalar fp16 scale). Every other op takes fp16 only.
 **
 ** The writer infers every result type itself (the device requires declared types to equal the
@@ -113,7 +114,7 @@ void milw_free_blobs(AneBlob *blobs, int n_blobs);
 /* Number of statements (ops, not consts) written so far, for reports and tests. */
 int milw_op_count(const MilW *w);
 
-/* A canonical single-blob MILBlob file (ane-facts §3) holding n fp16 values; malloc'd, *size set. */
+/* A canonical single-blob MILBlob file (docs/ane-facts.md §3) holding n fp16 values; malloc'd, *size set. */
 unsigned char *milw_blob_file_fp16(const float *data, size_t n, size_t *size);
 /* The same for n int8 values: dtype code 4 (Int8), sizeInBytes n, data at 128. */
 unsigned char *milw_blob_file_int8(const int8_t *data, size_t n, size_t *size);

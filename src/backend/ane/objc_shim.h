@@ -8,7 +8,7 @@
 **   Linux, ANE_FAKE_FRAMEWORK the test double's declarations (tests/fake_ane/fake_framework.h)
 **                             of exactly the same names and types; each typed send is a real
 **                             C function of the same prototype that looks the method up,
-**                             checks it against the fact sheet and calls it.
+**                             checks it against docs/ane-facts.md §1 and calls it.
 **
 ** Why typed send functions rather than casting objc_msgSend inside darwin.c: objc_msgSend is
 ** an assembly trampoline that jumps to the method with the caller's registers untouched, so
@@ -46,7 +46,7 @@
 void *objc_autoreleasePoolPush(void);
 void objc_autoreleasePoolPop(void *pool);
 /* Foundation's NSString *NSTemporaryDirectory(void); NSString is toll-free bridged with
-** CFString (ane-facts §1.10). */
+** CFString (docs/ane-facts.md §1.10). */
 CFStringRef NSTemporaryDirectory(void);
 
 #else
@@ -55,7 +55,7 @@ CFStringRef NSTemporaryDirectory(void);
 
 /*
 ** The typed message sends: X(function, return type, parameters, arguments). Each is one row
-** shape of ane-facts §1.2; BOOL is the runtime's own type (bool on arm64), qos is unsigned
+** shape of docs/ane-facts.md §1.2; BOOL is the runtime's own type (bool on arm64), qos is unsigned
 ** int, every object is id, NSError ** is id *. The selectors each shape carries:
 **
 **   ane_send_id                  -hexStringIdentifier, -description, +aneSubType

@@ -3,7 +3,7 @@
 ** weight blobs into a planned fp16 program (mil_exec.c), evaluate it from an input surface
 ** into an output surface, surfaces as plain aligned buffers, counters and the compile budget.
 **
-** The compile budget (ane-facts §1.8) is per process: one counter shared by every emulated
+** The compile budget (docs/ane-facts.md §1.8) is per process: one counter shared by every emulated
 ** device, the only global mutable state of the emulator (emu.h). A compile first reserves a
 ** slot under dev->compile_budget; when none is left it fails like the real device
 ** ("ANE compile budget exhausted: ...; restart the process") and counts a compile failure.
@@ -66,7 +66,7 @@ static AneProgram *emu_compile(AneDevice *dev, const char *mil_text, const AneBl
         dev->counters.compile_failures++;
         err_set(err,
                 "ANE compile budget exhausted: %llu compiles in this process (budget %d); restart the process "
-                "(ane-facts §1.8: the real compiler fails after about 119 compiles per process)",
+                "(docs/ane-facts.md §1.8: the real compiler fails after about 119 compiles per process)",
                 (unsigned long long)count, dev->compile_budget);
         return NULL;
     }

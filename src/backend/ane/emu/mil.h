@@ -187,7 +187,7 @@ typedef struct {
 } MilCheckOptions;
 
 #define MIL_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 28) /* 1 GiB of fp32 per tensor */
-#define MIL_CONV_MAX_INPUT_CHANNELS 16384           /* the seed saw 32000 rejected */
+#define MIL_CONV_MAX_INPUT_CHANNELS 16384           /* maderix/ANE saw 32000 rejected (docs/ane-facts.md §2.5) */
 #define MIL_IO_SPATIAL_MULTIPLE 32                  /* our conservative I/O rule */
 
 /* Checks the parsed program against the device's constraints and builds the graph. Takes

@@ -3,11 +3,12 @@
 ** checked graph (mil.h), or an error naming the statement, its line:column, what was expected
 ** and what was found.
 **
-** What is checked (ane-facts.md §1.7, §2, §3; the conservative choices are ours and marked):
+** What is checked (docs/ane-facts.md §1.7, §2, §3; the conservative choices are ours and marked):
 **   program(1.3), one function `main<ios18>`;
 **   exactly one input and one output, both tensor<fp16, [1, C, 1, S]> with S a multiple of 32
-**     (ours: every I/O width the seed uses is; the writer guarantees it);
-**   every op in the supported set with exactly the argument names of §2.3 (op_specs below);
+**     (ours: every I/O width the seed, maderix/ANE (docs/ane-facts.md), uses is; the writer
+**     guarantees it);
+**   every op in the supported set with exactly the argument names of docs/ane-facts.md §2.3 (op_specs below);
 **     every listed argument is required (as the seed always writes them), except matmul's
 **     transpose_x/transpose_y (default false, omitted in a seed test); each statement carries
 **     [name = string("...")] (any string; it need not equal the value's name);
@@ -19,14 +20,14 @@
 **   conv: const weight ("Can't use dynamic weight with conv"), 1x1 kernel, strides/dilations 1,
 **     zero pad, pad_type "valid", at most 16384 input channels (ours; 32000 was rejected);
 **   scaled_dot_product_attention: accepted only without attn_mask (the hardware ignores the
-**     mask, §2.5: a masked SDPA would silently compute unmasked attention);
+**     mask, docs/ane-facts.md §2.5: a masked SDPA would silently compute unmasked attention);
 **   concat: interleave must be false;
 **   BLOBFILE: the path is among the blobs given; storage header version 2, count >= 1;
 **     the MIL offset is 64-aligned and points at a metadata record with sentinel 0xDEADBEEF,
 **     the dtype code of the declared tensor, sizeInBytes = elements x element size, and a
 **     64-aligned data offset past the record with the data inside the blob (ours: alignment);
 **   fp16 literals in range; tensors of at most MilCheckOptions.max_elements elements;
-**   int8 (ane-facts §2.2-2.3, CoreML's iOS16 constexpr_affine_dequantize and iOS17
+**   int8 (docs/ane-facts.md §2.2-2.3, CoreML's iOS16 constexpr_affine_dequantize and iOS17
 **     quantize/dequantize definitions for the argument rules):
 **     quantize(input, output_dtype = "int8", scale) and dequantize(input, scale) take a scalar
 **       scale of the input's (quantize) or fp16 (dequantize) dtype, finite, > 0 for quantize
@@ -37,7 +38,7 @@
 **     constexpr_affine_dequantize: quantized_data an int8 tensor literal (inline or BLOBFILE
 **       with dtype code 4), axis in range, scale fp16 and zero_point int8, each a scalar or a
 **       rank-1 vector of quantized_data.shape[axis] values (per-channel: accepted although
-**       unverified on the device, ane-facts §7 question 7; see docs/macos.md).
+**       unverified on the device, docs/ane-facts.md §7 question 7; see docs/macos.md).
 **
 ** Constants are materialised here (fp16-rounded floats; int32/bool as int64). This file
 ** must never crash or exit on any input; it allocates only what the declared types ask for,
@@ -161,7 +162,7 @@ static int value_add(Checker *C, const char *name, MilPos pos, const MilType *t)
     return v;
 }
 
-/* ------------------------------------------------------------------ blobs (ane-facts §3) */
+/* ------------------------------------------------------------------ blobs (docs/ane-facts.md §3) */
 
 static uint32_t rd32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -321,7 +322,7 @@ static int literal_store(Checker *C, const MilExpr *lit, int v) {
     return 0;
 }
 
-/* ------------------------------------------------------------------ op table (ane-facts §2.3) */
+/* ------------------------------------------------------------------ op table (docs/ane-facts.md §2.3) */
 
 enum { ARG_REQ = 1, ARG_CONST = 2, ARG_TUPLE = 4 };
 enum { MAX_ARGS = 8 };
@@ -521,7 +522,7 @@ static int param_scale(Checker *C, int v, MilPos pos, const char *what, MilDtype
     if (x->type.dtype != dt || x->type.rank != 0)
         return check_fail(C, pos,
                           "%s must be a %s scalar (per-tensor: per-channel scales, axis and zero_point are not "
-                          "accepted for quantize/dequantize, ane-facts §2.3), found '%s' of type %s",
+                          "accepted for quantize/dequantize, docs/ane-facts.md §2.3), found '%s' of type %s",
                           what, mil_dtype_name(dt), x->name, type_str(&x->type, tb, sizeof tb));
     float s = x->fdata[0];
     if (!isfinite(s) || s < 0 || (!zero_ok && s == 0))
@@ -540,12 +541,12 @@ static int axis_norm(Checker *C, MilPos pos, int64_t axis, int rank, const char 
     return 0;
 }
 
-/* Where int8 tensors may go: only into dequantize (ane-facts §2.3 shows quantize -> dequantize
+/* Where int8 tensors may go: only into dequantize (docs/ane-facts.md §2.3 shows quantize -> dequantize
 ** and nothing else; CoreML's op set has no int8 arithmetic on the ANE that the seed used). */
 static int int8_misuse(Checker *C, const MilValue *x, MilPos pos, const char *what) {
     return check_fail(C, pos,
                       "%s '%s' is int8; an int8 tensor can only be the input of dequantize (quantize -> dequantize, "
-                      "ane-facts §2.3)",
+                      "docs/ane-facts.md §2.3)",
                       what, x->name);
 }
 
@@ -714,7 +715,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         if (!w->is_const)
             return check_fail(C, arg_pos(a, "weight"),
                               "Can't use dynamic weight with conv: weight '%s' is computed at run time; conv weights "
-                              "must be const (use matmul for dynamic weights, ane-facts §2.5)",
+                              "must be const (use matmul for dynamic weights, docs/ane-facts.md §2.5)",
                               w->name);
         if (need_float(C, op->x, arg_pos(a, "x"), "x") || need_float(C, op->y, arg_pos(a, "weight"), "weight") ||
             need_same_dtype(C, op->x, op->y, s->op_pos))
@@ -737,7 +738,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         if (ic > MIL_CONV_MAX_INPUT_CHANNELS)
             return check_fail(C, arg_pos(a, "x"),
                               "conv with %lld input channels: the emulator rejects more than %d (the real compiler "
-                              "rejected 32000, ane-facts §2.5); use matmul",
+                              "rejected 32000, docs/ane-facts.md §2.5); use matmul",
                               (long long)ic, MIL_CONV_MAX_INPUT_CHANNELS);
         if (ic % g != 0 || oc % g != 0 || wt->dims[1] * g != ic)
             return check_fail(C, arg_pos(a, "weight"),
@@ -872,13 +873,13 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
     case MIL_OP_QUANTIZE:
     case MIL_OP_DEQUANTIZE: {
         /* CoreML (iOS17 quantize/dequantize) also has optional zero_point and axis (per-channel);
-        ** the seed only ever wrote a scalar scale without them (ane-facts §2.3). */
+        ** the seed only ever wrote a scalar scale without them (docs/ane-facts.md §2.3). */
         static const char *const unshown[] = {"zero_point", "axis"};
         for (int k = 0; k < 2; k++)
             if (arg_of(a, unshown[k]) >= 0)
                 return check_fail(C, arg_pos(a, unshown[k]),
                                   "%s is not accepted: CoreML defines it for %s, but only a scalar scale without "
-                                  "zero_point or axis is reported to run on the ANE (ane-facts §2.3)",
+                                  "zero_point or axis is reported to run on the ANE (docs/ane-facts.md §2.3)",
                                   unshown[k], s->op);
         op->x = arg_of(a, "input");
         const MilValue *x = val(C, op->x);
@@ -908,9 +909,9 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
     case MIL_OP_SDPA: {
         if (arg_of(a, "attn_mask") >= 0)
             return check_fail(C, arg_pos(a, "attn_mask"),
-                              "attn_mask is not accepted: the hardware is reported to ignore it (ane-facts §2.5), so "
-                              "the result would be unmasked; build masked attention from matmul, add (mask), softmax "
-                              "and matmul");
+                              "attn_mask is not accepted: the hardware is reported to ignore it "
+                              "(docs/ane-facts.md §2.5), so the result would be unmasked; build masked attention from "
+                              "matmul, add (mask), softmax and matmul");
         op->x = arg_of(a, "query");
         op->y = arg_of(a, "key");
         op->z = arg_of(a, "value");
@@ -1023,7 +1024,7 @@ static int affine_param(Checker *C, const MilExpr *e, MilDtype dt, int64_t n_axi
 /* fp16 tensor = constexpr_affine_dequantize()[axis, name, quantized_data, scale, zero_point]:
 ** w = (q - zero_point) * scale, rounded once to fp16, evaluated now. scale (fp16) and
 ** zero_point (int8) are scalars or per-channel vectors along `axis` (CoreML iOS16
-** constexpr_ops). Per-channel is NOT verified on the device (ane-facts §7 question 7: the seed
+** constexpr_ops). Per-channel is NOT verified on the device (docs/ane-facts.md §7 question 7: the seed
 ** only used a per-tensor scale); it is accepted here so that per-row int8 weights can be
 ** emulated, and docs/macos.md lists it among the unchecked assumptions. Scales must be finite
 ** and >= 0 (ours: a zero scale gives a zero channel, as quant.h writes for all-zero rows). */
@@ -1155,7 +1156,7 @@ static int check_program(Checker *C) {
     if (ast->n_inputs != 1)
         return check_fail(C, ast->n_inputs ? ast->inputs[1].pos : ast->func_pos,
                           "the function has %d inputs; the ANE program must have exactly one input (multi-input "
-                          "requests fail with 0x1d, ane-facts §1.7): pack inputs along the spatial axis",
+                          "requests fail with 0x1d, docs/ane-facts.md §1.7): pack inputs along the spatial axis",
                           ast->n_inputs);
     const MilParam *in = &ast->inputs[0];
     if (check_io_type(C, &in->type, "input", in->name, in->pos)) return -1;

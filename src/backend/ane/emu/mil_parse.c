@@ -1,6 +1,6 @@
 /*
-** mil_parse.c — MIL text to syntax tree, for the dialect the ANE seed project writes
-** (ane-facts.md §2.1-2.2):
+** mil_parse.c — MIL text to syntax tree, for the dialect the seed (maderix/ANE, the project
+** anetrain follows) writes (docs/ane-facts.md §2.1-2.2):
 **
 **   program(1.3)
 **   [buildInfo = dict<string, string>({{"k", "v"}, ...})]        (optional)
