@@ -7,9 +7,9 @@
 #include <stdio.h>
 
 static const AneChipFigures chips[] = {
-    /* M1: the overhead floor of about 0.23 ms (ane-guide, ch. 9); fp16 GEMM
-    ** 2.7-4.6 TFLOP/s (ANEForge bench/results/ROOFLINES.md); 68.25 GB/s (Apple, M1). */
-    {"M1", 0.23, 0.23, 2.7, 4.6, 68.25, "overhead: ane-guide ch. 9; GEMM: ANEForge ROOFLINES.md; memory: Apple"},
+    /* M1: the overhead floor of about 0.23 ms (sbryngelson/ane-guide, ch. 9); fp16 GEMM
+    ** 2.7-4.6 TFLOP/s (ANEForge bench/results/ROOFLINES.md); 68.25 GB/s (M1's 128-bit LPDDR4X-4266). */
+    {"M1", 0.23, 0.23, 2.7, 4.6, 68.25, "overhead: sbryngelson/ane-guide ch. 9; GEMM: ANEForge ROOFLINES.md; memory: LPDDR4X-4266"},
     /* M4: 0.095 ms of XPC + IOKit per op (maderix's article, part 2) to 0.117 ms (maderix/ANE#44);
     ** fp16 GEMM 5.4 TFLOP/s (ANEForge); 120 GB/s (Apple, M4). */
     {"M4", 0.095, 0.117, 5.4, 5.4, 120.0, "overhead: maderix article part 2, maderix/ANE#44; GEMM: ANEForge; memory: Apple"},
