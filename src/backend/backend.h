@@ -129,6 +129,8 @@ typedef struct {
     int overlap_dw;       /* 1: dW GEMMs run in a worker thread while the device evaluates; 0: on the
                           ** calling thread after each layer's backward; -1 (default): 1 on a real
                           ** device, 0 on the emulator (whose device work already uses every core) */
+    int plan_max_width;   /* the widest input surface the plan may use; 0 (default): the device's
+                          ** 16384. Tests lower it to run the layouts of big models on small ones. */
 } AneBackendOptions;
 
 void backend_ane_default_options(AneBackendOptions *opt);
