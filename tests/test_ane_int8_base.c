@@ -542,7 +542,7 @@ static void test_kernels_pass_the_checker(void) {
                 if (rc) continue;
                 MilAst ast;
                 MilGraph g;
-                MilCheckOptions co = {0, 0};
+                MilCheckOptions co = {0, 0, ANE_LIMITS_STRICT, NULL};
                 rc = mil_parse(mil, &ast, &err);
                 CHECK(rc == 0, "%s r=%d %s: parse: %s", models[mi], R, k ? "layer_bwd" : "layer_fwd", err.msg);
                 if (rc == 0) {

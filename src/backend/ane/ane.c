@@ -929,6 +929,7 @@ void backend_ane_default_options(AneBackendOptions *opt) {
     opt->flush_subnormals = 0;
     opt->compile_budget = 119;
     opt->overlap_dw = -1;
+    opt->limits = ANE_LIMITS_STRICT;
     opt->plan_max_width = 0;
 }
 
@@ -945,6 +946,7 @@ static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
         AneDarwinOptions d;
         ane_darwin_default_options(&d);
         d.compile_budget = o->compile_budget;
+        d.limits = o->limits;
         return ane_darwin_create(&d, err);
     }
     AneEmuOptions e;
@@ -952,6 +954,7 @@ static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
     e.compile_budget = o->compile_budget;
     e.accumulate_fp32 = o->accumulate_fp32;
     e.flush_subnormals = o->flush_subnormals;
+    e.limits = o->limits;
     return ane_emu_create(&e, err);
 }
 

@@ -40,6 +40,7 @@ void ane_darwin_default_options(AneDarwinOptions *opt) {
     opt->qos = 21;
     opt->load_retry_us = 100000;
     opt->request_cache = 64;
+    opt->limits = ANE_LIMITS_STRICT;
 }
 
 #if defined(__APPLE__) || defined(ANE_FAKE_FRAMEWORK)
@@ -489,17 +490,13 @@ static void temp_dir_release(DarwinDevice *D, TempDir *t) {
 
 /* ------------------------------------------------------------------ compile */
 
-/* The emulator's checker: the same programs are refused with the same messages on every
-** device, and the I/O shapes come from it. */
-static int preflight(const char *mil, const AneBlob *blobs, int n_blobs, AneShape *in, AneShape *out, Err *err) {
-    MilAst ast;
-    MilGraph g;
-    if (mil_parse(mil, &ast, err) != 0 || mil_check(&ast, blobs, n_blobs, NULL, &g, err) != 0) return -1;
-    const MilType *ti = &g.values[g.input].type, *to = &g.values[g.output].type;
-    *in = (AneShape){(int)ti->dims[1], (int)ti->dims[3]};
-    *out = (AneShape){(int)to->dims[1], (int)to->dims[3]};
-    mil_graph_free(&g);
-    return 0;
+/* The emulator's checker under the device's limits: the same programs are refused with the same
+** named rule on every device (before the framework sees them, so a Mac user gets the rule
+** instead of an opaque compile failure), and the I/O shapes come from it. */
+static int preflight(AneLimits limits, const char *mil, const AneBlob *blobs, int n_blobs, AneShape *in, AneShape *out,
+                     Err *err) {
+    MilCheckOptions co = {0, 0, limits, NULL};
+    return mil_check_text(mil, blobs, n_blobs, &co, in, out, err);
 }
 
 /* Rows 1-5 and the temp files, inside the caller's autorelease pool. *compiled is set once
@@ -592,7 +589,7 @@ static AneProgram *dw_compile(AneDevice *dev, const char *mil_text, const AneBlo
         err_set(err, "darwin ANE compile: no MIL text or a bad blob list (%d blobs)", n_blobs);
         goto fail;
     }
-    if (preflight(mil_text, blobs, n_blobs, &in, &out, err) != 0) goto fail;
+    if (preflight(D->opt.limits, mil_text, blobs, n_blobs, &in, &out, err) != 0) goto fail;
     for (int i = 0; i < n_blobs; i++)
         if (!blob_relpath(blobs[i].path)) {
             err_set(
@@ -891,6 +888,11 @@ AneDevice *ane_darwin_create(const AneDarwinOptions *opt, Err *err) {
     if (!o.framework_path) o.framework_path = ANE_DARWIN_FRAMEWORK_PATH;
     if (o.compile_budget < 1) {
         err_set(err, "ane_darwin_create: compile_budget must be >= 1, found %d", o.compile_budget);
+        return NULL;
+    }
+    if (o.limits != ANE_LIMITS_STRICT && o.limits != ANE_LIMITS_PROBED) {
+        err_set(err, "ane_darwin_create: limits must be ANE_LIMITS_STRICT or ANE_LIMITS_PROBED, found %d",
+                (int)o.limits);
         return NULL;
     }
     if (o.qos > 63) { /* ane-facts §1.3: 0..63 all work; 21 is what the seed uses */
