@@ -183,6 +183,20 @@ void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in) {
     *in = v[1];
 }
 
+const char *ane_region_name(int id) {
+    static const char *const base[AR_LORA_A] = {
+        "x",  "rstd1", "dy", "xh2", "rstd2", "h1", "h3", "q", "k", "v", "rstd_q", "rstd_k", "rms_att", "rms_ffn",
+        "q_norm", "k_norm", "wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+    static const char *const per_module[4][ANE_LORA_MODULES] = {
+        {"lora_A.q", "lora_A.k", "lora_A.v", "lora_A.o", "lora_A.gate", "lora_A.up", "lora_A.down"},
+        {"lora_B.q", "lora_B.k", "lora_B.v", "lora_B.o", "lora_B.gate", "lora_B.up", "lora_B.down"},
+        {"scale.q", "scale.k", "scale.v", "scale.o", "scale.gate", "scale.up", "scale.down"},
+        {"mask.q", "mask.k", "mask.v", "mask.o", "mask.gate", "mask.up", "mask.down"}};
+    if (id < 0 || id >= AR_COUNT) return "?";
+    if (id < AR_LORA_A) return base[id];
+    return per_module[(id - AR_LORA_A) / ANE_LORA_MODULES][(id - AR_LORA_A) % ANE_LORA_MODULES];
+}
+
 int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, Err *err) {
     return ane_plan_layer_frozen(p, cfg, T_max, R, targets, 0, err);
 }

@@ -177,6 +177,8 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
 ** gives the LoRA text unchanged. p must have a rank > 0. The plan is laid out again (the masks
 ** may need more rows); -1 when it no longer fits (p unchanged). */
 int ane_plan_lora_dropout(AneLayerPlan *p, Err *err);
+/* The name of region id ("x", "wq", "lora_A.gate", "scale.down", "mask.q", ...), for reports. */
+const char *ane_region_name(int id);
 /* Module m's base matrix shape [out][in] in the plan (m in the order above). */
 void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in);
 
