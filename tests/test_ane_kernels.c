@@ -22,6 +22,7 @@
 #include "backend/ane/device.h"
 #include "backend/ane/emu/mil.h"
 #include "backend/ane/half.h"
+#include "backend/ane/inspect.h"
 #include "backend/ane/kernels.h"
 #include "backend/ane/mil_write.h"
 #include "model/config.h"
@@ -754,6 +755,79 @@ static void test_plan_layout(void) {
     CHECK(ane_plan_make(&p, &cfg, &rank, &err) != 0 && strstr(err.msg, "layer_fwd's output rows"), "%s", err.msg);
 }
 
+/* ane_kernel_reference (inspect.h, the doctor's CPU reference) against the emulator, on input
+** surfaces of random values, for plans of every kind: plain (Llama MHA, GQA with half RoPE,
+** Qwen3 with q/k-norm), LoRA on all modules with dropout masks, an int8 base with LoRA, and a
+** plan folded into more rows than C. Every tap of both kernels, every column. */
+static void test_reference_matches_emulator(void) {
+    typedef struct {
+        const char *name, *preset;
+        int kv, rope, rank, dropout, int8, max_width;
+    } Case;
+    const Case cases[] = {
+        {"tiny MHA interleaved", "tiny", 4, ROPE_INTERLEAVED, 0, 0, 0, 0},
+        {"tiny GQA half, LoRA all r4 + dropout", "tiny", 2, ROPE_HALF, 4, 1, 0, 0},
+        {"tiny-qwen3, int8 base + LoRA all r4", "tiny-qwen3", 2, ROPE_HALF, 4, 0, 1, 0},
+        {"tiny-qwen3 LoRA + dropout + int8, input at most 512 wide", "tiny-qwen3", 2, ROPE_HALF, 4, 1, 1, 512},
+    };
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const Case *c = &cases[ci];
+        ModelConfig cfg;
+        Err err = {{0}};
+        config_from_preset(&cfg, c->preset, &err);
+        cfg.n_kv_heads = c->kv;
+        cfg.rope_style = (RopeStyle)c->rope;
+        AnePlanSpec spec = {64, c->rank, c->rank ? 0x7fu : 0, c->dropout, c->int8, c->max_width};
+        AneLayerPlan p;
+        CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0, "%s: %s", c->name, err.msg);
+        int S = p.S;
+        uint16_t *in = calloc((size_t)p.in_C * p.in_S, sizeof *in);
+        Rng rng;
+        rng_seed(&rng, 77 + ci);
+        for (int id = 0; id < AR_COUNT; id++) { /* a value of the right kind in every region */
+            const AneRegion *r = &p.reg[id];
+            if (!r->n) continue;
+            float *v = falloc((size_t)r->n);
+            int is_rstd = id == AR_RSTD1 || id == AR_RSTD2 || id == AR_RSTDQ || id == AR_RSTDK;
+            int is_norm = id == AR_RMS_ATT || id == AR_RMS_FFN || id == AR_QNORM || id == AR_KNORM;
+            int is_scale = id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES;
+            int is_mask = id >= AR_LORA_MASK && id < AR_LORA_MASK + ANE_LORA_MODULES;
+            double sd = id >= AR_WQ && id <= AR_W2 ? 1 / sqrt((double)r->b) : id >= AR_LORA_A && id < AR_SCALE ? 0.2 : 1;
+            for (long long i = 0; i < r->n; i++)
+                v[i] = is_mask ? (float)(rng_normal(&rng) > -0.7)
+                       : is_rstd || is_norm || is_scale ? h16((float)(1 + 0.2 * rng_normal(&rng)))
+                                                        : h16((float)(sd * rng_normal(&rng)));
+            ane_region_put_f32(&p, in, id, v);
+            free(v);
+        }
+        for (int id = 0; id < ANE_KERNELS; id++) {
+            AneKernel k;
+            CHECK(ane_kernel_make(&p, (AneKernelId)id, &k, &err) == 0, "%s", err.msg);
+            size_t out_n = (size_t)k.out.channels * S;
+            float *dev_out = run_kernel(k.mil, k.blobs, k.n_blobs, in, (size_t)p.in_C * p.in_S, out_n, &err);
+            CHECK(dev_out != NULL, "%s %s: %s", c->name, k.name, err.msg);
+            float *ref = falloc(out_n);
+            CHECK(ane_kernel_reference(&p, (AneKernelId)id, in, ref, &err) == 0, "%s", err.msg);
+            const AneTap *taps = id ? p.bwd : p.fwd;
+            int n_taps = id ? AB_COUNT : AF_COUNT;
+            for (int t = 0; dev_out && t < n_taps; t++) {
+                if (!taps[t].rows) continue;
+                double e = tap_error(dev_out + (size_t)taps[t].off * S, S, ref + (size_t)taps[t].off * S, taps[t].rows, S);
+                /* tap_error's reference is [rows][T]: here T = S, the same stride */
+                if (e > worst) worst = e;
+                if (verbose) printf("       %-50s %s tap %2d: %.2e\n", c->name, k.name, t, e);
+                CHECK(e <= TOL, "%s %s tap %d: reference error %.3e exceeds %.1e", c->name, k.name, t, e, TOL);
+            }
+            free(dev_out);
+            free(ref);
+            ane_kernel_free(&k);
+        }
+        free(in);
+    }
+    printf("     worst error of the emulator against ane_kernel_reference: %.2e (limit %.1e)\n", worst, TOL);
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     parallel_init(2);
@@ -773,6 +847,7 @@ int main(int argc, char **argv) {
     RUN(test_plan_layout);
     RUN(test_mil_dialect);
     RUN(test_kernels_all_variants);
+    RUN(test_reference_matches_emulator);
     dev->destroy(dev);
     parallel_shutdown();
     return TEST_SUMMARY();

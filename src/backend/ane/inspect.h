@@ -2,7 +2,8 @@
 ** inspect.h — what a run would compile, without compiling it: every kernel of a plan with its
 ** MIL text, weight files and I/O shapes, the device limits' verdict on it (the emulator's checker,
 ** the same one every device runs before compiling) and its largest axis, and the plan's cost per
-** step. `anetrain ane-plan` prints and dumps it; doctor can run the same kernels on a device.
+** step. `anetrain ane-plan` prints and dumps it; a doctor can run the same kernels on a device and
+** compare them with ane_kernel_reference, their CPU reference.
 **
 ** Nothing here compiles, evaluates or touches a device, and nothing counts against the compile
 ** budget.
@@ -47,6 +48,13 @@ typedef struct {
 int ane_plan_inspect(const ModelConfig *cfg, const AnePlanSpec *spec, int batch, int training, AneLimits limits,
                      AnePlanReport *r, Err *err);
 void ane_plan_report_free(AnePlanReport *r);
+
+/* What kernel `id` of plan p computes, on the CPU in fp32 with the reference ops (src/ops), from
+** the input surface `in` (fp16 [in_C][in_S], as staged for the device): out [out_C][S] (every
+** column, padding included). A device's output should match it within fp16 error (the doctor's
+** comparison; test_ane_kernels holds the emulator to it for full, LoRA + dropout and int8-base
+** plans). reference.c. */
+int ane_kernel_reference(const AneLayerPlan *p, AneKernelId id, const uint16_t *in, float *out, Err *err);
 
 /* Writes every kernel as the framework is given it (ane-facts §1.5): DIR/<kernel>/model.mil and
 ** DIR/<kernel>/weights/<file> for each of its blobs ("@model_path/weights/<file>"), whole MILBlob
