@@ -90,13 +90,16 @@ static void print_text(FILE *f, const char *model, const ModelConfig *cfg, const
     const AnePlanCost *c = &r->cost;
     const char *lim = ane_limits_name(r->limits);
     fprintf(f, "model        %s: dim %d, hidden %d, %d layers, %d heads (%d kv), head_dim %d%s\n", model, cfg->dim,
-            cfg->hidden_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->qk_norm ? ", q/k-norm" : "");
+            cfg->hidden_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim,
+            cfg->qk_norm ? ", q/k-norm" : "");
     fprintf(f, "sequence     %d tokens (the kernels' S = %d)%s\n", seq, p->S,
             seq > cfg->max_seq_len ? " -- above the model's max_seq_len: train and eval refuse it" : "");
     fprintf(f, "run          %s, batch %d\n", run, r->batch);
     fprintf(f, "limits       %s (docs/ane-facts.md section 9)\n", lim);
-    fprintf(f, "compiles     %d per run, whatever the number of layers (budget: about 119 per process)\n", r->n_kernels);
-    fprintf(f, "\nkernels (each evaluated once per layer and sequence%s):\n", r->training ? "" : "; layer_bwd never, forward only");
+    fprintf(f, "compiles     %d per run, whatever the number of layers (budget: about 119 per process)\n",
+            r->n_kernels);
+    fprintf(f, "\nkernels (each evaluated once per layer and sequence%s):\n",
+            r->training ? "" : "; layer_bwd never, forward only");
     for (int i = 0; i < r->n_kernels; i++) {
         const AneKernelReport *k = &r->kernels[i];
         fprintf(f, "  %-10s input [1, %d, 1, %d] %.1f MB -> output [1, %d, 1, %d] %.1f MB; %.2f GFLOP, %d ops\n",
@@ -123,8 +126,8 @@ static void print_text(FILE *f, const char *model, const ModelConfig *cfg, const
     }
     fprintf(f, "\nper step (%d layers x %d sequence%s):\n", r->n_layers, r->batch, r->batch > 1 ? "s" : "");
     fprintf(f, "  evaluations      %lld (%lld per layer and sequence)\n", c->evals, c->evals_per_layer_seq);
-    fprintf(f, "  bytes staged     %.1f MB (weights %.1f MB, activations %.1f MB)\n", mb(c->weight_bytes + c->act_bytes),
-            mb(c->weight_bytes), mb(c->act_bytes));
+    fprintf(f, "  bytes staged     %.1f MB (weights %.1f MB, activations %.1f MB)\n",
+            mb(c->weight_bytes + c->act_bytes), mb(c->weight_bytes), mb(c->act_bytes));
     if (c->base_bytes_once > 0)
         fprintf(f, "  frozen base      %.1f MB staged once, at the first step\n", mb(c->base_bytes_once));
     fprintf(f, "  bytes read back  %.1f MB\n", mb(c->read_bytes));

@@ -151,8 +151,10 @@ static void ref_fwd(Ref *r, float *out) {
     float *v = buf(r, (size_t)K * S), *att = buf(r, (size_t)Q * S), *xm = buf(r, (size_t)C * S);
     float *xh2 = buf(r, (size_t)C * S), *r2 = buf(r, (size_t)S), *xn2 = buf(r, (size_t)C * S);
     float *h1 = buf(r, (size_t)F * S), *h3 = buf(r, (size_t)F * S), *g = buf(r, (size_t)F * S);
-    float *fo = buf(r, (size_t)C * S), *o = buf(r, (size_t)C * S), *qt = buf(r, (size_t)Q * S), *kt = buf(r, (size_t)K * S);
-    float *rq = buf(r, (size_t)H * S), *rk = buf(r, (size_t)KV * S), *u = buf(r, (size_t)ANE_LORA_MODULES * p->lora_rank * S);
+    float *fo = buf(r, (size_t)C * S), *o = buf(r, (size_t)C * S), *qt = buf(r, (size_t)Q * S),
+          *kt = buf(r, (size_t)K * S);
+    float *rq = buf(r, (size_t)H * S), *rk = buf(r, (size_t)KV * S),
+          *u = buf(r, (size_t)ANE_LORA_MODULES * p->lora_rank * S);
     float *rc = buf(r, (size_t)S * D / 2), *rs = buf(r, (size_t)S * D / 2), *scratch = buf(r, (size_t)2 * S * S);
     float *wq = reg(r, AR_WQ), *wk = reg(r, AR_WK), *wv = reg(r, AR_WV), *wo = reg(r, AR_WO);
     float *w1 = reg(r, AR_W1), *w3 = reg(r, AR_W3), *w2 = reg(r, AR_W2);
@@ -312,6 +314,7 @@ int ane_kernel_reference(const AneLayerPlan *p, AneKernelId id, const uint16_t *
     if (id == ANE_KERNEL_LAYER_BWD) ref_bwd(&r, out);
     else ref_fwd(&r, out);
     for (int i = 0; i < r.n_pool; i++) free(r.pool[i]);
-    if (r.oom) return err_set(err, "ane reference: out of memory for %s at S = %d", id ? "layer_bwd" : "layer_fwd", p->S);
+    if (r.oom)
+        return err_set(err, "ane reference: out of memory for %s at S = %d", id ? "layer_bwd" : "layer_fwd", p->S);
     return 0;
 }
