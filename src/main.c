@@ -25,6 +25,7 @@ static const char *usage =
     "  sample    generate text from a model (KV cache, temperature, top-p)\n"
     "  chat      chat with a Qwen3 model using its chat template\n"
     "  doctor    check the Neural Engine (or its emulator): framework, classes, a test kernel\n"
+    "  ane-plan  the Neural Engine kernels a run would compile: shapes, limits check, cost\n"
     "  help      this text\n"
     "  version   print the version\n"
     "\n"
@@ -54,9 +55,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "sample")) return cli_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat")) return cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "doctor")) return cli_doctor(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ane-plan")) return cli_ane_plan(argc - 1, argv + 1);
     fprintf(stderr,
             "anetrain: unknown command '%s' (expected train, finetune, eval, convert, plot, tokenize, tokenizer, sample, "
-            "chat, doctor, help, version)\n",
+            "chat, doctor, ane-plan, help, version)\n",
             cmd);
     return 2;
 }

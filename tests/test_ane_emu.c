@@ -360,6 +360,12 @@ static void test_parse_literals_and_spacing(void) {
     CHECK(s[0].attrs[1].val.num == 0.125 && s[1].attrs[1].val.num == 1e-5 && s[2].attrs[1].val.num == -1 &&
               s[3].attrs[1].val.num == 0.125,
           "fp16 spellings");
+    /* The parser remembers exponent notation (the strict rule fp16-literal-exponent), in scalars
+    ** and in inline tensors, and where; hex floats and plain decimals are not it. */
+    CHECK(!s[0].attrs[1].val.exp_spelled && s[1].attrs[1].val.exp_spelled && s[1].attrs[1].val.exp_pos.line == 5 &&
+              !s[2].attrs[1].val.exp_spelled && !s[3].attrs[1].val.exp_spelled && s[8].attrs[1].val.exp_spelled &&
+              s[8].attrs[1].val.exp_pos.line == 12,
+          "exponent spellings remembered");
     CHECK(s[2].pos.line == 6 && s[2].pos.col == 5 && s[2].op_pos.col == 17, "positions %d:%d op col %d",
           s[2].pos.line, s[2].pos.col, s[2].op_pos.col);
     CHECK(s[4].attrs[1].val.inum == -1 && s[5].attrs[1].val.inum == 1, "int32, bool");
@@ -1642,7 +1648,7 @@ static void test_plan_reuses_buffers(void) {
         prev = names[i];
     }
     char *m = mil_prog("tensor<fp16, [1, 64, 1, 64]> x", b.s, prev);
-    MilOptions o = {1, 0, 0};
+    MilOptions o = {1, 0, 0, ANE_LIMITS_STRICT};
     Err err = {{0}};
     MilProgram *p = mil_program_compile(m, NULL, 0, &o, &err);
     CHECK(p, "%s", err.msg);
@@ -1758,7 +1764,7 @@ static void test_fuzz(void) {
     char *seeds[3] = {attention_mil(2, 16, 32), mil_prog("tensor<fp16, [1, 4, 1, 32]> x", b.s, "y"),
                       dyn_linear_mil(16, 32, 32)};
     free(b.s);
-    MilOptions o = {1, 0, 1 << 16}; /* small tensors only: mutated dims must not eat memory */
+    MilOptions o = {1, 0, 1 << 16, ANE_LIMITS_STRICT}; /* small tensors only: mutated dims must not eat memory */
     size_t cap = 0;
     for (int s = 0; s < 3; s++) cap = strlen(seeds[s]) * 2 + 64 > cap ? strlen(seeds[s]) * 2 + 64 : cap;
     char *t = malloc(cap);
@@ -2004,6 +2010,10 @@ int main(void) {
     AneEmuOptions o;
     ane_emu_default_options(&o);
     o.compile_budget = INT_MAX;
+    /* The op and parser tests use spellings and ops that the strict limits refuse (1e-05, cast,
+    ** slices at odd offsets, axes above 16384): this device checks the probed rules, which are
+    ** every hard rule. The strict-only rules have their own tests (test_ane_limits.c). */
+    o.limits = ANE_LIMITS_PROBED;
     Err err = {{0}};
     dev = ane_emu_create(&o, &err);
     if (!dev) {

@@ -358,17 +358,17 @@ static void test_validator_rejects_int8_misuse(void) {
         const char *stmt, *out, *n1, *n2;
     } cases[] = {
         {"        tensor<fp16, [1, 4, 1, 32]> y = add(x = x, y = q)[name = string(\"y\")];\n", "y",
-         "MIL 8:", "value 'y' (add): y 'q' is int8; an int8 tensor can only be the input of dequantize"},
+         "MIL 8:", "value 'y' (add): rule int8-dequantize-only: y 'q' is int8; an int8 tensor can only be the input of dequantize"},
         {"        tensor<int32, [4]> sh = const()[name = string(\"sh\"), val = tensor<int32, [4]>([1, 4, 32, 1])];\n"
          "        tensor<int8, [1, 4, 32, 1]> y = reshape(x = q, shape = sh)[name = string(\"y\")];\n",
-         "y", "MIL 9:", "(reshape): x 'q' is int8"},
-        {"        tensor<fp16, [1, 4, 1, 32]> y = sigmoid(x = q)[name = string(\"y\")];\n", "y", "(sigmoid): x 'q' is int8",
+         "y", "MIL 9:", "(reshape): rule int8-dequantize-only: x 'q' is int8"},
+        {"        tensor<fp16, [1, 4, 1, 32]> y = sigmoid(x = q)[name = string(\"y\")];\n", "y", "(sigmoid): rule int8-dequantize-only: x 'q' is int8",
          NULL},
         {"", "q", "output 'q' is tensor<int8, [1, 4, 1, 32]>", "must be fp16"},
         {"        tensor<fp16, [1, 4, 1, 32]> y = dequantize(input = x, scale = qs)[name = string(\"y\")];\n", "y",
          "MIL 8:", "input 'x' must be int8, found fp16"},
         {"        tensor<int8, [1, 4, 1, 32]> y = quantize(input = q, output_dtype = qd, scale = qs)[name = string(\"y\")];\n",
-         "q", "(quantize): input 'q' is int8", NULL},
+         "q", "(quantize): rule int8-dequantize-only: input 'q' is int8", NULL},
         {"        tensor<fp16, [1, 4, 1, 32]> y = dequantize(input = q, scale = qs, zero_point = qs)[name = string(\"y\")];\n",
          "y", "zero_point is not accepted", "scalar scale without zero_point or axis"},
         {"        int32 ax = const()[name = string(\"ax\"), val = int32(1)];\n"

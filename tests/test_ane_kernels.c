@@ -4,7 +4,9 @@
 ** against the CPU reference ops (src/ops) on the same inputs.
 **
 ** For each model variant (Llama MHA with interleaved RoPE; Llama GQA 4/2 with rotate-half RoPE
-** and a padded sequence; GQA 8/2; Qwen3 GQA with q/k-norm and head_dim != C/H; Qwen3 MHA) the
+** and a padded sequence; GQA 8/2; Qwen3 GQA with q/k-norm and head_dim != C/H; Qwen3 MHA; and
+** the layouts of big models on small ones: h1/h3 in column blocks (F = 256 > C = 96), and input
+** surfaces narrowed so the plan needs 2 and 4 times C rows with half-RoPE heads) the
 ** layer_fwd kernel gets random fp16 weights and activations, and every output tap is compared
 ** with the same quantity computed by ops_* in fp32 from the same (fp16-valued) inputs; then
 ** layer_bwd gets those taps and a random dy, and every output is compared with the reference
@@ -21,6 +23,7 @@
 #include "backend/ane/device.h"
 #include "backend/ane/emu/mil.h"
 #include "backend/ane/half.h"
+#include "backend/ane/inspect.h"
 #include "backend/ane/kernels.h"
 #include "backend/ane/mil_write.h"
 #include "model/config.h"
@@ -45,14 +48,22 @@ typedef struct {
     RopeStyle rope;
     int T;
     double x_scale; /* std of the residual stream entering the layer */
+    int dim, hidden; /* 0: the preset's */
+    int max_width;   /* the plan's widest input surface (0: the device's 16384) */
+    int want_rows;   /* the input surface's rows the plan must choose, as a multiple of dim (0: any) */
+    int want_blocks; /* 1: h1 and h3 must be read in column blocks */
 } Variant;
 
 static const Variant variants[] = {
-    {"llama MHA 4/4 D16 interleaved", "tiny", 4, 4, 16, ROPE_INTERLEAVED, 128, 1.0},
-    {"llama GQA 4/2 D16 half, T=40 (padded to 64)", "tiny", 4, 2, 16, ROPE_HALF, 40, 0.02},
-    {"llama GQA 8/2 D8 interleaved", "tiny", 8, 2, 8, ROPE_INTERLEAVED, 64, 3.0},
-    {"qwen3 GQA 4/2 D32 (Q=128 > C=64) half", "tiny-qwen3", 4, 2, 32, ROPE_HALF, 64, 1.0},
-    {"qwen3 MHA 4/4 D8 interleaved, T=50", "tiny-qwen3", 4, 4, 8, ROPE_INTERLEAVED, 50, 0.5},
+    {"llama MHA 4/4 D16 interleaved", "tiny", 4, 4, 16, ROPE_INTERLEAVED, 128, 1.0, 0, 0, 0, 0, 0},
+    {"llama GQA 4/2 D16 half, T=40 (padded to 64)", "tiny", 4, 2, 16, ROPE_HALF, 40, 0.02, 0, 0, 0, 0, 0},
+    {"llama GQA 8/2 D8 interleaved", "tiny", 8, 2, 8, ROPE_INTERLEAVED, 64, 3.0, 0, 0, 0, 0, 0},
+    {"qwen3 GQA 4/2 D32 (Q=128 > C=64) half", "tiny-qwen3", 4, 2, 32, ROPE_HALF, 64, 1.0, 0, 0, 0, 0, 0},
+    {"qwen3 MHA 4/4 D8 interleaved, T=50", "tiny-qwen3", 4, 4, 8, ROPE_INTERLEAVED, 50, 0.5, 0, 0, 0, 0, 0},
+    {"llama C=96 F=256: h1, h3 in column blocks", "tiny", 4, 4, 24, ROPE_HALF, 64, 1.0, 96, 256, 0, 1, 1},
+    {"llama GQA 4/2 half, input at most 1024 wide: 2C rows", "tiny", 4, 2, 16, ROPE_HALF, 64, 1.0, 0, 0, 1024, 2, 0},
+    {"qwen3 GQA 4/2 half, input at most 512 wide: 4C rows, T=40", "tiny-qwen3", 4, 2, 32, ROPE_HALF, 40, 1.0, 0, 0,
+     512, 4, 0},
 };
 
 /* ------------------------------------------------------------------ helpers */
@@ -227,8 +238,15 @@ static void layer_init(Layer *L, const Variant *v, uint64_t seed) {
     L->cfg.n_kv_heads = v->n_kv_heads;
     L->cfg.head_dim = v->head_dim;
     L->cfg.rope_style = v->rope;
+    if (v->dim) L->cfg.dim = v->dim;
+    if (v->hidden) L->cfg.hidden_dim = v->hidden;
     L->T = v->T;
-    CHECK(ane_plan_layer(&L->plan, &L->cfg, v->T, &err) == 0, "%s", err.msg);
+    AnePlanSpec spec = {v->T, 0, 0, 0, 0, v->max_width};
+    CHECK(ane_plan_make(&L->plan, &L->cfg, &spec, &err) == 0, "%s", err.msg);
+    CHECK(!v->want_rows || L->plan.in_C == v->want_rows * L->cfg.dim, "%s: the plan has %d rows, expected %d x %d",
+          v->name, L->plan.in_C, v->want_rows, L->cfg.dim);
+    CHECK(!v->want_blocks || (L->plan.reg[AR_H1].blocks > 1 && L->plan.reg[AR_H3].blocks > 1),
+          "%s: h1 and h3 in column blocks (%d)", v->name, L->plan.reg[AR_H1].blocks);
     L->S = L->plan.S;
     const ModelConfig *c = &L->cfg;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, T = L->T;
@@ -266,7 +284,7 @@ static void layer_init(Layer *L, const Variant *v, uint64_t seed) {
 static uint16_t *stage_forward(const Layer *L) {
     const AneLayerPlan *p = &L->plan;
     int C = p->C, S = p->S, T = L->T;
-    uint16_t *in = calloc((size_t)C * p->in_S, sizeof *in);
+    uint16_t *in = calloc((size_t)p->in_C * p->in_S, sizeof *in);
     float *xs = falloc((size_t)C * S), *r1 = falloc((size_t)S);
     for (int ch = 0; ch < C; ch++) memcpy(xs + (size_t)ch * S, L->x + (size_t)ch * T, sizeof(float) * T);
     for (int t = 0; t < S; t++) r1[t] = t < T ? L->rstd1[t] : 1.0f;
@@ -305,8 +323,9 @@ static void test_variant(const Variant *v, uint64_t seed) {
     const ModelConfig *c = &L.cfg;
     int C = c->dim, F = c->hidden_dim, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, T = L.T, S = L.S;
     int Q = H * D, K = KV * D;
-    if (verbose) printf("     %s: input [%d x %d], fwd out %d rows, bwd out %d rows\n", v->name, C, p->in_S, p->fwd_C,
-                        p->bwd_C);
+    if (verbose)
+        printf("     %s: input [%d x %d], fwd out %d rows, bwd out %d rows\n", v->name, p->in_C, p->in_S, p->fwd_C,
+               p->bwd_C);
     reference_forward(&L, 0, 0);
     round_all(L.rstd1, (size_t)T); /* staged as fp16: the reference uses the same value */
 
@@ -317,7 +336,7 @@ static void test_variant(const Variant *v, uint64_t seed) {
     int nb;
     CHECK(ane_kernel_fwd(p, &mil, &blobs, &nb, &err) == 0, "%s", err.msg);
     uint16_t *in = stage_forward(&L);
-    size_t in_n = (size_t)C * p->in_S;
+    size_t in_n = (size_t)p->in_C * p->in_S;
     float *out = run_kernel(mil, blobs, nb, in, in_n, (size_t)p->fwd_C * S, &err);
     CHECK(out != NULL, "%s: layer_fwd: %s", v->name, err.msg);
     free(mil);
@@ -587,7 +606,8 @@ static void test_mil_dialect(void) {
             if (rc) continue;
             const char *hdr = "program(1.3)\n[buildInfo = dict<string, string>(";
             char want_in[64];
-            snprintf(want_in, sizeof want_in, "func main<ios18>(tensor<fp16, [1, %d, 1, %d]> x) {", L.plan.C, L.plan.in_S);
+            snprintf(want_in, sizeof want_in, "func main<ios18>(tensor<fp16, [1, %d, 1, %d]> x) {", L.plan.in_C,
+                     L.plan.in_S);
             CHECK(strncmp(mil, hdr, strlen(hdr)) == 0, "header");
             CHECK(strstr(mil, want_in) != NULL && L.plan.in_S % 32 == 0, "one fp16 input [1, C, 1, in_S]");
             CHECK(strstr(mil, "cast(") == NULL && strstr(mil, "fp32") == NULL, "no cast, no fp32");
@@ -629,49 +649,184 @@ static void test_mil_dialect(void) {
     milw_free(w);
 }
 
-/* The plan: regions fold exactly into the C rows, in order, and the surface width is aligned. */
+/* The layout invariants of plan p (kernels.h): every present region starts at a column that is a
+** multiple of 32, lies inside the [in_C][in_S] surface, divides into whole rows (no partial row:
+** nothing is flattened to be read), and overlaps no other; absent regions take no columns; the
+** surface is at most 16384 wide and tall, its rows a power-of-two multiple of C. */
+static void check_layout(const char *what, const AneLayerPlan *p) {
+    CHECK(p->in_S % 32 == 0 && p->in_S <= ANE_MAX_AXIS && p->in_C <= ANE_MAX_AXIS && p->in_C % p->C == 0 &&
+              ((p->in_C / p->C) & (p->in_C / p->C - 1)) == 0,
+          "%s: surface [%d x %d] for C = %d", what, p->in_C, p->in_S, p->C);
+    for (int i = 0; i < AR_COUNT; i++) {
+        const AneRegion *r = &p->reg[i];
+        if (!r->n) {
+            CHECK(r->width == 0 && r->blocks == 0, "%s: absent region %d takes no columns", what, i);
+            continue;
+        }
+        long long per = (long long)r->rows * r->width, last = r->n - (r->blocks - 1) * per;
+        CHECK(r->off % 32 == 0 && r->rows >= 1 && r->width >= 1 && r->blocks >= 1 && r->n == (long long)r->a * r->b,
+              "%s: region %d at column %d, %d x %d in %d blocks, %lld values", what, i, r->off, r->rows, r->width,
+              r->blocks, r->n);
+        CHECK(last > 0 && last <= per && last % r->width == 0, "%s: region %d divides into whole rows", what, i);
+        CHECK(r->row + r->rows <= p->in_C && r->off + (long long)r->blocks * r->width <= p->in_S,
+              "%s: region %d inside the surface", what, i);
+        for (int j = 0; j < i; j++) {
+            const AneRegion *o = &p->reg[j];
+            if (!o->n) continue;
+            int cols = r->off < o->off + o->blocks * o->width && o->off < r->off + r->blocks * r->width;
+            int rows = r->row < o->row + o->rows && o->row < r->row + r->rows;
+            CHECK(!(cols && rows), "%s: regions %d and %d overlap", what, i, j);
+        }
+    }
+}
+
+/* The plan's layout for every preset and variant, and the value order of each kind of region
+** (a fold, a shelf of small regions, column blocks) through put and get. */
 static void test_plan_layout(void) {
     ModelConfig cfg;
     Err err = {{0}};
-    const char *models[] = {"stories15m", "stories110m", "qwen3-0.6b", "tiny", "tiny-qwen3"};
+    const char *models[] = {"stories15m", "stories42m", "stories110m", "qwen3-0.6b", "tiny", "tiny-qwen3"};
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         config_from_preset(&cfg, models[m], &err);
-        AneLayerPlan p;
-        CHECK(ane_plan_layer(&p, &cfg, 256, &err) == 0, "%s", err.msg);
-        int col = 0;
-        for (int r = 0; r < AR_COUNT; r++) {
-            CHECK(p.reg[r].off == col, "%s: region %d starts at %d, expected %d", models[m], r, p.reg[r].off, col);
-            CHECK((long long)p.reg[r].width * p.C >= p.reg[r].n && (long long)(p.reg[r].width - 1) * p.C < p.reg[r].n + (p.reg[r].n == 0),
-                  "%s: region %d width %d for %lld values", models[m], r, p.reg[r].width, p.reg[r].n);
-            col += p.reg[r].width;
+        for (int v = 0; v < 4; v++) {
+            AnePlanSpec spec = {256, v ? 8 : 0, v == 2 ? 0x7fu : 0x0fu, v == 2, v == 3, 0};
+            AneLayerPlan p;
+            char what[64];
+            snprintf(what, sizeof what, "%s variant %d", models[m], v);
+            CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0, "%s: %s", what, err.msg);
+            check_layout(what, &p);
+            if (verbose && v == 0)
+                printf("     %-12s input [%d x %d] (%.1f MB), fwd out %d rows, bwd out %d rows\n", models[m], p.in_C,
+                       p.in_S, 2.0 * p.in_C * p.in_S / 1e6, p.fwd_C, p.bwd_C);
         }
-        CHECK(p.in_S % 32 == 0 && p.in_S >= col && p.in_S < col + 32, "%s: in_S %d for %d columns", models[m],
-              p.in_S, col);
-        /* every weight matrix folds exactly (no partial row): a factor C in each */
-        for (int r = AR_WQ; r <= AR_W2; r++)
-            CHECK(p.reg[r].n % p.C == 0, "%s: weight region %d folds exactly", models[m], r);
-        if (verbose)
-            printf("     %-12s input [%d x %d] (%.1f MB), fwd out %d rows, bwd out %d rows\n", models[m], p.C, p.in_S,
-                   2.0 * p.C * p.in_S / 1e6, p.fwd_C, p.bwd_C);
     }
-    /* region put/get round trip with a partial last row */
+    /* The variants of the kernel tests (column blocks, 2C and 4C rows). */
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        Layer L;
+        layer_init(&L, &variants[v], 1);
+        check_layout(variants[v].name, &L.plan);
+        layer_free(&L);
+    }
+    /* The value order: put 1, 2, 3, ... into every region of a surface, read each back, and find
+    ** a few values where kernels.h says they are. */
     config_from_preset(&cfg, "tiny", &err);
+    cfg.dim = 96, cfg.hidden_dim = 256, cfg.head_dim = 24;
+    AnePlanSpec spec = {40, 4, 0x7fu, 1, 1, 0};
     AneLayerPlan p;
-    ane_plan_layer(&p, &cfg, 70, &err); /* S = 96: rstd1's 96 values take 2 columns of 64 rows */
-    const AneRegion *r = &p.reg[AR_RSTD1];
-    uint16_t *s = calloc((size_t)p.C * p.in_S, 2), *back = calloc((size_t)r->n, 2);
-    float *v = falloc((size_t)r->n);
-    for (long long i = 0; i < r->n; i++) v[i] = (float)(i + 1);
-    ane_region_put_f32(&p, s, AR_RSTD1, v);
-    ane_region_get_f16(&p, s, AR_RSTD1, back);
-    int bad = 0;
-    for (long long i = 0; i < r->n; i++) bad += fp16_to_float(back[i]) != v[i];
-    CHECK(bad == 0 && r->n % p.C != 0 && r->width == 2, "region round trip (%d bad; %lld values over %d rows)", bad,
-          r->n, p.C);
-    /* value i at row i / width, column off + i % width */
-    CHECK(fp16_to_float(s[(size_t)1 * p.in_S + r->off + 1]) == 4.0f && fp16_to_float(s[r->off + 1]) == 2.0f,
-          "fold order");
-    free(s), free(back), free(v);
+    CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0, "%s", err.msg);
+    check_layout("round trip plan", &p);
+    uint16_t *s = calloc((size_t)p.in_C * p.in_S, 2);
+    int bad = 0, kinds[3] = {0, 0, 0};
+    for (int id = 0; id < AR_COUNT; id++) {
+        const AneRegion *r = &p.reg[id];
+        if (!r->n) continue;
+        float *v = falloc((size_t)r->n);
+        uint16_t *back = calloc((size_t)r->n, 2);
+        for (long long i = 0; i < r->n; i++) v[i] = (float)(i % 2000 + 1);
+        ane_region_put_f32(&p, s, id, v);
+        ane_region_get_f16(&p, s, id, back);
+        for (long long i = 0; i < r->n; i++) bad += fp16_to_float(back[i]) != v[i];
+        /* value i of block j at row + (i mod rows*width) / width, column off + j width + i mod width */
+        long long per = (long long)r->rows * r->width, i = r->n - 1, j = i / per, k = i % per;
+        size_t at = (size_t)(r->row + k / r->width) * p.in_S + (size_t)(r->off + j * r->width + k % r->width);
+        bad += fp16_to_float(s[at]) != v[i] || fp16_to_float(s[(size_t)r->row * p.in_S + r->off]) != 1.0f;
+        kinds[r->blocks > 1 ? 2 : r->row > 0 || r->width == 32 ? 1 : 0]++;
+        free(v);
+        free(back);
+    }
+    /* zeroing one region leaves the others */
+    ane_region_zero(&p, s, AR_LORA_A + 1);
+    uint16_t *back = calloc((size_t)p.reg[AR_LORA_B + 1].n, 2);
+    ane_region_get_f16(&p, s, AR_LORA_B + 1, back);
+    bad += fp16_to_float(back[0]) != 1.0f;
+    ane_region_get_f16(&p, s, AR_LORA_A + 1, back);
+    bad += back[0] != 0;
+    CHECK(bad == 0 && kinds[0] && kinds[1] && kinds[2], "round trips (%d bad) over folds %d, shelf regions %d, column "
+          "blocks %d", bad, kinds[0], kinds[1], kinds[2]);
+    free(s);
+    free(back);
+    /* Refusals before any compile, naming what does not fit. */
+    config_from_preset(&cfg, "tiny", &err);
+    AnePlanSpec big = {20000, 0, 0, 0, 0, 0};
+    CHECK(ane_plan_make(&p, &cfg, &big, &err) != 0 && strstr(err.msg, "the padded sequence length S is 20000"),
+          "%s", err.msg);
+    AnePlanSpec narrow = {64, 0, 0, 0, 1, 32}; /* the scales [172] need columns of their own besides a shelf */
+    CHECK(ane_plan_make(&p, &cfg, &narrow, &err) != 0 && strstr(err.msg, "fit no input surface"), "%s", err.msg);
+    AnePlanSpec rank = {64, 4096, 0x7fu, 0, 0, 0};
+    CHECK(ane_plan_make(&p, &cfg, &rank, &err) != 0 && strstr(err.msg, "layer_fwd's output rows"), "%s", err.msg);
+}
+
+/* ane_kernel_reference (inspect.h, the doctor's CPU reference) against the emulator, on input
+** surfaces of random values, for plans of every kind: plain (Llama MHA, GQA with half RoPE,
+** Qwen3 with q/k-norm), LoRA on all modules with dropout masks, an int8 base with LoRA, and a
+** plan folded into more rows than C. Every tap of both kernels, every column. */
+static void test_reference_matches_emulator(void) {
+    typedef struct {
+        const char *name, *preset;
+        int kv, rope, rank, dropout, int8, max_width;
+    } Case;
+    const Case cases[] = {
+        {"tiny MHA interleaved", "tiny", 4, ROPE_INTERLEAVED, 0, 0, 0, 0},
+        {"tiny GQA half, LoRA all r4 + dropout", "tiny", 2, ROPE_HALF, 4, 1, 0, 0},
+        {"tiny-qwen3, int8 base + LoRA all r4", "tiny-qwen3", 2, ROPE_HALF, 4, 0, 1, 0},
+        {"tiny-qwen3 LoRA + dropout + int8, input at most 512 wide", "tiny-qwen3", 2, ROPE_HALF, 4, 1, 1, 512},
+    };
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const Case *c = &cases[ci];
+        ModelConfig cfg;
+        Err err = {{0}};
+        config_from_preset(&cfg, c->preset, &err);
+        cfg.n_kv_heads = c->kv;
+        cfg.rope_style = (RopeStyle)c->rope;
+        AnePlanSpec spec = {64, c->rank, c->rank ? 0x7fu : 0, c->dropout, c->int8, c->max_width};
+        AneLayerPlan p;
+        CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0, "%s: %s", c->name, err.msg);
+        int S = p.S;
+        uint16_t *in = calloc((size_t)p.in_C * p.in_S, sizeof *in);
+        Rng rng;
+        rng_seed(&rng, 77 + ci);
+        for (int id = 0; id < AR_COUNT; id++) { /* a value of the right kind in every region */
+            const AneRegion *r = &p.reg[id];
+            if (!r->n) continue;
+            float *v = falloc((size_t)r->n);
+            int is_rstd = id == AR_RSTD1 || id == AR_RSTD2 || id == AR_RSTDQ || id == AR_RSTDK;
+            int is_norm = id == AR_RMS_ATT || id == AR_RMS_FFN || id == AR_QNORM || id == AR_KNORM;
+            int is_scale = id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES;
+            int is_mask = id >= AR_LORA_MASK && id < AR_LORA_MASK + ANE_LORA_MODULES;
+            double sd = id >= AR_WQ && id <= AR_W2 ? 1 / sqrt((double)r->b) : id >= AR_LORA_A && id < AR_SCALE ? 0.2 : 1;
+            for (long long i = 0; i < r->n; i++)
+                v[i] = is_mask ? (float)(rng_normal(&rng) > -0.7)
+                       : is_rstd || is_norm || is_scale ? h16((float)(1 + 0.2 * rng_normal(&rng)))
+                                                        : h16((float)(sd * rng_normal(&rng)));
+            ane_region_put_f32(&p, in, id, v);
+            free(v);
+        }
+        for (int id = 0; id < ANE_KERNELS; id++) {
+            AneKernel k;
+            CHECK(ane_kernel_make(&p, (AneKernelId)id, &k, &err) == 0, "%s", err.msg);
+            size_t out_n = (size_t)k.out.channels * S;
+            float *dev_out = run_kernel(k.mil, k.blobs, k.n_blobs, in, (size_t)p.in_C * p.in_S, out_n, &err);
+            CHECK(dev_out != NULL, "%s %s: %s", c->name, k.name, err.msg);
+            float *ref = falloc(out_n);
+            CHECK(ane_kernel_reference(&p, (AneKernelId)id, in, ref, &err) == 0, "%s", err.msg);
+            const AneTap *taps = id ? p.bwd : p.fwd;
+            int n_taps = id ? AB_COUNT : AF_COUNT;
+            for (int t = 0; dev_out && t < n_taps; t++) {
+                if (!taps[t].rows) continue;
+                double e = tap_error(dev_out + (size_t)taps[t].off * S, S, ref + (size_t)taps[t].off * S, taps[t].rows, S);
+                /* tap_error's reference is [rows][T]: here T = S, the same stride */
+                if (e > worst) worst = e;
+                if (verbose) printf("       %-50s %s tap %2d: %.2e\n", c->name, k.name, t, e);
+                CHECK(e <= TOL, "%s %s tap %d: reference error %.3e exceeds %.1e", c->name, k.name, t, e, TOL);
+            }
+            free(dev_out);
+            free(ref);
+            ane_kernel_free(&k);
+        }
+        free(in);
+    }
+    printf("     worst error of the emulator against ane_kernel_reference: %.2e (limit %.1e)\n", worst, TOL);
 }
 
 int main(int argc, char **argv) {
@@ -693,6 +848,7 @@ int main(int argc, char **argv) {
     RUN(test_plan_layout);
     RUN(test_mil_dialect);
     RUN(test_kernels_all_variants);
+    RUN(test_reference_matches_emulator);
     dev->destroy(dev);
     parallel_shutdown();
     return TEST_SUMMARY();

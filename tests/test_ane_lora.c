@@ -42,6 +42,8 @@
 
 static int verbose;
 
+static int plan_max_width; /* 0: the device's 16384; test_dropout_matches_cpu also narrows it */
+
 static Backend *make_frozen_overlap(const ParamLayout *lay, const LoraLayout *lo, int B, int T, int overlap,
                                     Err *err) {
     AneBackendOptions o;
@@ -49,6 +51,7 @@ static Backend *make_frozen_overlap(const ParamLayout *lay, const LoraLayout *lo
     o.device = "emu";
     o.compile_budget = 1000;
     o.overlap_dw = overlap;
+    o.plan_max_width = plan_max_width;
     FrozenBase fb = {lo, NULL};
     return backend_ane_create_frozen(lay, &fb, B, T, &o, err);
 }
@@ -355,6 +358,22 @@ static void test_dropout_matches_cpu(void) {
         dropout_vs_cpu(&variants[i], 0, 2, 40, 1024.0f); /* padded to S = 64 */
         dropout_vs_cpu(&variants[i], 1, 1, 64, 1.0f);
     }
+    /* The layout of big models (docs/ane-facts.md §9): the input at most 1024 wide, so the plan with
+    ** the masks folds every region into more rows than C (checked on the plan the backend makes). */
+    plan_max_width = 1024;
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        ParamLayout lay;
+        make_layout(&lay, &variants[i]);
+        LoraLayout lo;
+        make_layout_lora(&lo, &lay, &target_sets[1]);
+        AnePlanSpec spec = {40, lo.cfg.rank, lo.cfg.targets, 1, 0, plan_max_width};
+        AneLayerPlan p;
+        Err err = {{0}};
+        CHECK(ane_plan_make(&p, &lay.cfg, &spec, &err) == 0 && p.in_C >= 2 * p.C, "%s: %d rows (%s)",
+              variants[i].name, p.in_C, err.msg);
+        dropout_vs_cpu(&variants[i], 0, 2, 40, 1024.0f);
+    }
+    plan_max_width = 0;
 }
 
 /* ------------------------------------------------------------------ the checker */
@@ -374,7 +393,7 @@ static void test_kernels_pass_the_checker(void) {
             AneLayerPlan p, pd;
             CHECK(ane_plan_layer_lora(&p, &cfg, 256, R, targets, &err) == 0, "%s", err.msg);
             pd = p;
-            ane_plan_lora_dropout(&pd);
+            CHECK(ane_plan_lora_dropout(&pd, &err) == 0, "%s", err.msg);
             CHECK(p.fwd_C == plain.fwd_C + nt * R && p.bwd_C == plain.bwd_C + nt * R,
                   "%s r=%d: taps %d/%d rows (plain %d/%d)", models[mi], R, p.fwd_C, p.bwd_C, plain.fwd_C, plain.bwd_C);
             long long mask_n = 0;
@@ -392,7 +411,7 @@ static void test_kernels_pass_the_checker(void) {
                 if (rc) continue;
                 MilAst ast;
                 MilGraph g;
-                MilCheckOptions co = {0, 0};
+                MilCheckOptions co = {0, 0, ANE_LIMITS_STRICT, NULL};
                 rc = mil_parse(mil, &ast, &err);
                 CHECK(rc == 0, "%s r=%d %s: parse: %s", models[mi], R, k % 2 ? "layer_bwd" : "layer_fwd", err.msg);
                 if (rc == 0) {
@@ -401,7 +420,7 @@ static void test_kernels_pass_the_checker(void) {
                           err.msg);
                     if (rc == 0) {
                         const MilType *ti = &g.values[g.input].type, *to = &g.values[g.output].type;
-                        CHECK(ti->dims[1] == kp->C && ti->dims[3] == kp->in_S &&
+                        CHECK(ti->dims[1] == kp->in_C && ti->dims[3] == kp->in_S &&
                                   to->dims[1] == (k % 2 ? kp->bwd_C : kp->fwd_C) && to->dims[3] == kp->S,
                               "%s r=%d%s: I/O as planned", models[mi], R, k < 2 ? "" : " dropout");
                         mil_graph_free(&g);
@@ -412,7 +431,7 @@ static void test_kernels_pass_the_checker(void) {
             }
             if (verbose)
                 printf("     %s r=%d (%s): input [%d x %d] (+%d columns), taps fwd %d bwd %d\n", models[mi], R,
-                       nt == 7 ? "all" : "attn", p.C, p.in_S, p.in_S - plain.in_S, p.fwd_C, p.bwd_C);
+                       nt == 7 ? "all" : "attn", p.in_C, p.in_S, p.in_S - plain.in_S, p.fwd_C, p.bwd_C);
         }
     }
 }

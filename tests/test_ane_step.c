@@ -13,12 +13,16 @@
 **   - loss scaling at the backend level: a deep, narrow model's fp16 gradients underflow to
 **     zero for some tensors with grad_scale 1, and none do with grad_scale 1024; an overflow
 **     (a huge grad_scale) reaches the gradients as inf/NaN instead of being hidden;
-**   - a few hundred AdamW steps of a small model: the ANE backend's loss curve tracks the CPU's.
+**   - a few hundred AdamW steps of a small model: the ANE backend's loss curve tracks the CPU's;
+**   - the layouts the big models need (docs/ane-facts.md §9), on tiny ones: the input surface
+**     narrowed so the plan folds every region into 2C and 4C rows, and h1/h3 read in column
+**     blocks (F = 256 > C = 96), each a full step against the CPU at the same tolerances.
 **
 ** -v prints every tensor's cosine and the measured errors.
 */
 #include <stdint.h>
 
+#include "backend/ane/kernels.h"
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/params.h"
@@ -33,6 +37,8 @@ static int verbose;
 #define COS_MIN 0.999
 /* |loss_ane - loss_cpu| <= LOSS_TOL(loss): measured at most 3.3e-3 at a loss of 45.6 (unit-variance
 ** weights give large logits) and 3e-4 near 6.2 (llama2.c init). */
+static int plan_max_width; /* 0: the device's 16384 (test_step_big_model_layouts lowers it) */
+
 static Backend *make_ane_flush(const ParamLayout *lay, int B, int T, int overlap, int flush) {
     AneBackendOptions o;
     backend_ane_default_options(&o);
@@ -40,6 +46,7 @@ static Backend *make_ane_flush(const ParamLayout *lay, int B, int T, int overlap
     o.compile_budget = 1000;
     o.overlap_dw = overlap;
     o.flush_subnormals = flush;
+    o.plan_max_width = plan_max_width;
     Err err = {{0}};
     Backend *be = backend_ane_create(lay, B, T, &o, &err);
     CHECK(be != NULL, "backend_ane_create: %s", err.msg);
@@ -99,9 +106,8 @@ static double check_grads(const char *what, const ParamLayout *lay, const float 
 
 static double worst_cos = 1, worst_loss = 0;
 
-static void step_vs_cpu(const Variant *v, int unit, int B, int T, float scale) {
-    ParamLayout lay;
-    make_layout(&lay, v);
+static void step_vs_cpu_layout(const char *name, const ParamLayout *layout, int unit, int B, int T, float scale) {
+    ParamLayout lay = *layout;
     float *p = make_params(&lay, unit, 42);
     int32_t *in = malloc(sizeof(int32_t) * B * T), *tg = malloc(sizeof(int32_t) * B * T);
     make_tokens(in, tg, B * T, lay.cfg.vocab_size, 7);
@@ -113,7 +119,7 @@ static void step_vs_cpu(const Variant *v, int unit, int B, int T, float scale) {
     double loss_c = run(cpu, p, gc, in, tg, B, T, scale, lc);
     double loss_a = run(ane, p, ga, in, tg, B, T, scale, la);
     char what[160];
-    snprintf(what, sizeof what, "%s, %s weights, B=%d T=%d scale %g", v->name, unit ? "unit" : "llama2.c", B, T,
+    snprintf(what, sizeof what, "%s, %s weights, B=%d T=%d scale %g", name, unit ? "unit" : "llama2.c", B, T,
              (double)scale);
     if (verbose) printf("     %s: loss cpu %.6f ane %.6f\n", what, loss_c, loss_a);
     CHECK(fabs(loss_a - loss_c) < LOSS_TOL(loss_c), "%s: loss %.6f vs cpu %.6f", what, loss_a, loss_c);
@@ -128,6 +134,12 @@ static void step_vs_cpu(const Variant *v, int unit, int B, int T, float scale) {
     ane->destroy(ane);
 }
 
+static void step_vs_cpu(const Variant *v, int unit, int B, int T, float scale) {
+    ParamLayout lay;
+    make_layout(&lay, v);
+    step_vs_cpu_layout(v->name, &lay, unit, B, T, scale);
+}
+
 static void test_step_matches_cpu(void) {
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
         step_vs_cpu(&variants[i], 0, 2, 40, 1024.0f); /* llama2.c init, padded to S = 64 */
@@ -135,6 +147,48 @@ static void test_step_matches_cpu(void) {
     }
     printf("     worst gradient cosine %.6f (limit %.3f), worst loss difference %.1e\n", worst_cos, COS_MIN,
            worst_loss);
+}
+
+/* The plan the backend makes for lay at T tokens with the current plan_max_width. */
+static AneLayerPlan plan_of(const ParamLayout *lay, int T) {
+    AnePlanSpec spec = {T, 0, 0, 0, 0, plan_max_width};
+    AneLayerPlan p;
+    Err err = {{0}};
+    CHECK(ane_plan_make(&p, &lay->cfg, &spec, &err) == 0, "%s", err.msg);
+    return p;
+}
+
+static void test_step_big_model_layouts(void) {
+    const int widths[] = {1024, 512};
+    double cos0 = worst_cos, loss0 = worst_loss;
+    worst_cos = 1, worst_loss = 0;
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+            ParamLayout lay;
+            make_layout(&lay, &variants[i]);
+            plan_max_width = widths[wi];
+            AneLayerPlan p = plan_of(&lay, 40);
+            char name[160];
+            snprintf(name, sizeof name, "%s, input at most %d wide: [%d x %d]", variants[i].name, widths[wi], p.in_C,
+                     p.in_S);
+            CHECK(p.in_C >= 2 * p.C, "%s: more rows than C", name);
+            step_vs_cpu_layout(name, &lay, 0, 2, 40, 1024.0f);
+        }
+    plan_max_width = 0;
+    ModelConfig cfg;
+    Err err = {{0}};
+    config_from_preset(&cfg, "tiny", &err);
+    cfg.dim = 96, cfg.hidden_dim = 256, cfg.head_dim = 24, cfg.rope_style = ROPE_HALF;
+    ParamLayout lay;
+    params_layout(&lay, &cfg);
+    AneLayerPlan p = plan_of(&lay, 64);
+    CHECK(p.reg[AR_H1].blocks > 1 && p.reg[AR_H3].blocks > 1, "h1, h3 in column blocks (%d)", p.reg[AR_H1].blocks);
+    step_vs_cpu_layout("tiny C=96 F=256, half RoPE: h1, h3 in column blocks", &lay, 0, 2, 64, 1024.0f);
+    step_vs_cpu_layout("tiny C=96 F=256, half RoPE: h1, h3 in column blocks", &lay, 1, 1, 64, 1.0f);
+    printf("     worst gradient cosine %.6f (limit %.3f), worst loss difference %.1e\n", worst_cos, COS_MIN,
+           worst_loss);
+    if (cos0 < worst_cos) worst_cos = cos0;
+    if (loss0 > worst_loss) worst_loss = loss0;
 }
 
 /* ------------------------------------------------------------------ the contract */
@@ -378,6 +432,7 @@ int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     parallel_init(2);
     RUN(test_step_matches_cpu);
+    RUN(test_step_big_model_layouts);
     RUN(test_contract);
     RUN(test_loss_scaling_underflow);
     RUN(test_training_tracks_cpu);

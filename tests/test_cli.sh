@@ -5,6 +5,7 @@
 # partial file). Usage: sh tests/test_cli.sh BUILD_DIR
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
+MILCHECK=$(cd "$BUILD" && pwd)/tests/tool_milcheck
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$(dirname "$0")/cli_lib.sh"
 
@@ -17,7 +18,7 @@ printf 'abc' > odd.bin
 TINY="--model tiny --batch 4 --seq 64 --threads 2 --print-every 50"
 
 # ---- help texts
-for cmd in train eval convert plot; do
+for cmd in train eval convert plot ane-plan; do
     if "$BIN" "$cmd" --help >"$W/out" 2>&1 && grep -q "usage: anetrain $cmd" "$W/out"; then ok "help $cmd"
     else bad "help $cmd"; fi
 done
@@ -86,6 +87,43 @@ ev_cpu=$(json_field "$W/out" loss)
 if [ -n "$ev_ane" ] && awk "BEGIN{d=$ev_ane-$ev_cpu; if(d<0)d=-d; exit !(d < 5e-3)}"; then ok "ane eval matches cpu ($ev_ane vs $ev_cpu)"
 else bad "ane eval matches cpu ('$ev_ane' vs '$ev_cpu')"; fi
 expect_fail "device bogus" "--device: expected auto, emu or darwin" "$BIN" train $TINY --data pattern.bin --backend ane --device tpu
+
+expect_fail "ane limits bogus" "--ane-limits: expected strict or probed, found 'lax'" "$BIN" train $TINY --data pattern.bin --backend ane --device emu --ane-limits lax
+expect_ok "train --backend ane --ane-limits probed" "$BIN" train $TINY --data pattern.bin --steps 2 --backend ane --device emu --ane-limits probed --out anep/model.ckpt
+
+# ---- ane-plan: every preset's kernels, laid out and checked without compiling; dumped as the
+# framework is given them (model.mil + weights/), they re-parse and pass the strict limits when
+# read back from disk by the checker (tests/tool_milcheck.c)
+if "$BIN" ane-plan --help >"$W/out" 2>&1 && grep -q "usage: anetrain ane-plan" "$W/out"; then ok "help ane-plan"
+else bad "help ane-plan"; fi
+for m in stories15m stories42m stories110m qwen3-0.6b; do
+    expect_ok "ane-plan $m" "$BIN" ane-plan --model "$m" --seq 256 --dump "plan_$m"
+    if grep -q "^result  *PASS" "$W/out" && grep -q "^  layer_fwd  input \[1, [0-9]*, 1, [0-9]*\]" "$W/out" &&
+        grep -q "^  evaluations  " "$W/out" && grep -Eq '"pass":[[:space:]]*true' "plan_$m/summary.json" &&
+        grep -q "^result  *PASS" "plan_$m/summary.txt"; then ok "ane-plan $m summary (printed and written)"
+    else bad "ane-plan $m summary"; fi
+    if [ -x "$MILCHECK" ]; then expect_ok "dumped $m kernels re-parse and pass strict" "$MILCHECK" "plan_$m/layer_fwd" "plan_$m/layer_bwd"
+    else bad "tool_milcheck not built ($MILCHECK)"; fi
+done
+# the check can fail: one literal of a dumped kernel respelled in exponent notation is refused
+# under strict, naming the rule, and accepted under probed
+mkdir -p respelled/weights && cp plan_stories15m/layer_fwd/weights/* respelled/weights/
+awk '!done && sub(/fp16\(0x[^)]*\)/, "fp16(1e-3)") { done = 1 } { print }' plan_stories15m/layer_fwd/model.mil > respelled/model.mil
+if [ -x "$MILCHECK" ] && ! "$MILCHECK" respelled >"$W/out" 2>&1 && grep -q "rule fp16-literal-exponent" "$W/out"; then
+    ok "a respelled literal is refused under strict"; else bad "a respelled literal is refused under strict"; fi
+[ -x "$MILCHECK" ] && expect_ok "and accepted under probed" "$MILCHECK" --limits probed respelled
+# qwen3-0.6b at 1024 tokens, LoRA on all modules with dropout over an int8 base: more rows than dim
+expect_ok "ane-plan qwen3-0.6b LoRA int8 seq 1024" "$BIN" ane-plan --model qwen3-0.6b --seq 1024 --lora-rank 8 --lora-targets all --lora-dropout 0.1 --int8 --dump plan_qlora
+if grep -q "^run  *LoRA r8 on all with dropout, over an int8 base" "$W/out" && grep -q "frozen base  *[0-9.]* MB staged once" "$W/out" &&
+    grep -q "^input surface \[1, 4096, 1, " "$W/out"; then ok "ane-plan LoRA int8 summary"; else bad "ane-plan LoRA int8 summary"; fi
+[ -x "$MILCHECK" ] && expect_ok "dumped LoRA int8 kernels pass strict" "$MILCHECK" plan_qlora/layer_fwd plan_qlora/layer_bwd
+expect_ok "ane-plan --json" "$BIN" ane-plan --model qwen3-0.6b --json
+if grep -Eq '"evaluations":[[:space:]]*56,' "$W/out" && grep -Eq '"limits":[[:space:]]*"strict"' "$W/out"; then ok "ane-plan json: 2 x 28 evaluations"
+else bad "ane-plan json"; fi
+expect_fail "ane-plan limits bogus" "--ane-limits: expected strict or probed" "$BIN" ane-plan --model tiny --ane-limits lax
+expect_fail "ane-plan targets without rank" "--lora-targets: needs --lora-rank" "$BIN" ane-plan --model tiny --lora-targets all
+expect_fail "ane-plan sequence too long" "the padded sequence length S is 20000" "$BIN" ane-plan --model tiny --seq 20000
+expect_fail "ane-plan unknown model" "--model: not a preset" "$BIN" ane-plan --model gpt5
 
 # ---- the compile-budget restart: validation at another length builds a backend (2 compiles) per
 # evaluation; with a budget of 5 the run checkpoints and re-executes itself several times, and

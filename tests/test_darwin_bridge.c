@@ -839,6 +839,12 @@ static void expect_compile_fails_at(const char *file, int line, AneDevice *d, co
 #define EXPECT_COMPILE_FAILS(d, mil, blobs, nb, n1, n2)                                                                \
     expect_compile_fails_at(__FILE__, __LINE__, d, mil, blobs, nb, n1, n2)
 
+static int darwin_limits_default_is_strict(void) {
+    AneDarwinOptions o;
+    ane_darwin_default_options(&o);
+    return o.limits == ANE_LIMITS_STRICT;
+}
+
 static void test_fail_framework_class_selector(void) {
     Err err = {{0}};
     fake_ane_faults.framework_missing = 1;
@@ -956,6 +962,44 @@ static void test_fail_compile_paths(void) {
     if (small) small->destroy(small);
 
     d->destroy(d);
+    free(mil);
+    FINISH();
+}
+
+/* The bridge checks every program with the emulator's checker under its limits before the
+** framework sees it: under strict (the default) a program breaking a convention is refused with
+** the rule's name and no framework call; under probed it compiles. */
+static void test_limits_precheck(void) {
+    char *mil = mil_prog("tensor<fp16, [1, 4, 1, 32]> x",
+                         "        fp16 c = const()[name = string(\"c\"), val = fp16(1e-3)];\n"
+                         "        tensor<fp16, [1, 4, 1, 32]> y = mul(x = x, y = c)[name = string(\"y\")];\n",
+                         "y");
+    AneDevice *d = darwin_device(64);
+    AneDarwinOptions o;
+    ane_darwin_default_options(&o);
+    o.compile_budget = INT_MAX;
+    o.limits = ANE_LIMITS_PROBED;
+    Err err = {{0}};
+    AneDevice *dp = ane_darwin_create(&o, &err);
+    CHECK(dp != NULL, "%s", err.msg);
+    if (!d || !dp) {
+        if (d) d->destroy(d);
+        if (dp) dp->destroy(dp);
+        free(mil);
+        FINISH();
+        return;
+    }
+    CHECK(o.limits == ANE_LIMITS_PROBED && darwin_limits_default_is_strict(), "strict is the default");
+    fake_ane_log_clear();
+    EXPECT_COMPILE_FAILS(d, mil, NULL, 0, "rule fp16-literal-exponent", "const 'c' fp16");
+    CHECK(log_count("-[_ANEInMemoryModel compileWithQoS:options:error:]") == 0, "refused before the framework compiles");
+    AneProgram *p = dp->compile(dp, mil, NULL, 0, &err);
+    CHECK(p != NULL, "probed: %s", err.msg);
+    if (p) dp->release(dp, p);
+    o.limits = (AneLimits)5;
+    CHECK(ane_darwin_create(&o, &err) == NULL && strstr(err.msg, "limits must be"), "%s", err.msg);
+    d->destroy(d);
+    dp->destroy(dp);
     free(mil);
     FINISH();
 }
@@ -1468,6 +1512,7 @@ int main(void) {
     RUN(test_destroy_releases_programs);
     RUN(test_fail_framework_class_selector);
     RUN(test_fail_compile_paths);
+    RUN(test_limits_precheck);
     RUN(test_fail_evaluate_paths);
     RUN(test_fail_temp_dir);
     RUN(test_out_of_memory_everywhere);

@@ -16,6 +16,7 @@
 #include "../model/quant.h"
 #include "../train/lora.h"
 #include "../util/err.h"
+#include "ane/device.h"
 
 typedef struct Backend Backend;
 
@@ -129,6 +130,11 @@ typedef struct {
     int overlap_dw;       /* 1: dW GEMMs run in a worker thread while the device evaluates; 0: on the
                           ** calling thread after each layer's backward; -1 (default): 1 on a real
                           ** device, 0 on the emulator (whose device work already uses every core) */
+    AneLimits limits;     /* the device limits every kernel is checked against before it compiles, on
+                          ** both devices: ANE_LIMITS_STRICT (default) or ANE_LIMITS_PROBED
+                          ** (docs/ane-facts.md §9; --ane-limits) */
+    int plan_max_width;   /* the widest input surface the plan may use; 0 (default): the device's
+                          ** 16384. Tests lower it to run the layouts of big models on small ones. */
 } AneBackendOptions;
 
 void backend_ane_default_options(AneBackendOptions *opt);

@@ -17,6 +17,7 @@ int cli_tokenizer(int argc, char **argv);
 int cli_sample(int argc, char **argv);
 int cli_chat(int argc, char **argv);
 int cli_doctor(int argc, char **argv);
+int cli_ane_plan(int argc, char **argv);
 int cli_finetune(int argc, char **argv);
 
 #endif

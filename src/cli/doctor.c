@@ -39,7 +39,7 @@
 #endif
 
 static const char *doctor_help =
-    "usage: anetrain doctor [--device auto|emu|darwin] [--json] [--evals N]\n"
+    "usage: anetrain doctor [--device auto|emu|darwin] [--ane-limits strict|probed] [--json] [--evals N]\n"
     "\n"
     "Checks the Neural Engine path end to end and prints a report to paste, whole, into a bug\n"
     "report: anetrain's version; the platform, chip and OS version; the BLAS; the device used\n"
@@ -50,6 +50,9 @@ static const char *doctor_help =
     "times and the compile budget used.\n"
     "\n"
     "  --device D   auto (default: darwin on macOS, emu elsewhere), emu or darwin\n"
+    "  --ane-limits strict|probed\n"
+    "               the device limits the kernels are checked against before they compile\n"
+    "               (default strict; see train --help)\n"
     "  --json       print one JSON object instead of text\n"
     "  --evals N    timed evaluations of the big kernel (default 10; 0 skips the timing)\n"
     "\n"
@@ -402,10 +405,11 @@ int cli_doctor(int argc, char **argv) {
         return 0;
     }
     Err err = {{0}};
-    const char *device = "auto";
+    const char *device = "auto", *limits = "strict";
     int json = 0, evals = 10;
     const ArgSpec specs[] = {
         {"--device", ARG_STR, &device, 0, 0, NULL},
+        {"--ane-limits", ARG_STR, &limits, 0, 0, NULL},
         {"--json", ARG_BOOL, &json, 0, 0, NULL},
         {"--evals", ARG_INT, &evals, 0, 100000, NULL},
     };
@@ -415,6 +419,8 @@ int cli_doctor(int argc, char **argv) {
         err_set(&err, "--device: expected auto, emu or darwin, found '%s'", device);
         return cli_fail("doctor", &err);
     }
+    AneLimits ane_limits;
+    if (ane_limits_parse("--ane-limits", limits, &ane_limits, &err) != 0) return cli_fail("doctor", &err);
 
     Report *r = calloc(1, sizeof *r);
     if (!r) return err_set(&err, "out of memory"), cli_fail("doctor", &err);
@@ -429,10 +435,14 @@ int cli_doctor(int argc, char **argv) {
     int use_darwin = strcmp(device, "darwin") == 0 || (strcmp(device, "auto") == 0 && ane_darwin_available());
     AneDevice *dev;
     if (use_darwin) {
-        dev = ane_darwin_create(NULL, &err);
+        AneDarwinOptions o;
+        ane_darwin_default_options(&o);
+        o.limits = ane_limits;
+        dev = ane_darwin_create(&o, &err);
     } else {
         AneEmuOptions o;
         ane_emu_default_options(&o);
+        o.limits = ane_limits;
         dev = ane_emu_create(&o, &err);
     }
     if (dev) {

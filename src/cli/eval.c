@@ -37,6 +37,8 @@ static const char *eval_help =
     "  --threads N       threads (default: all cores)\n"
     "  --backend cpu|ane the backend running the forward pass (default cpu; see train --help)\n"
     "  --device auto|emu|darwin   the ANE device for --backend ane (default auto)\n"
+    "  --ane-limits strict|probed the device limits its kernels are checked against before they\n"
+    "                    compile (default strict; see train --help)\n"
     "  --json            print one JSON object instead of text\n";
 
 static void show_progress(size_t done, size_t total) { fprintf(stderr, "\reval %zu/%zu windows", done, total); }
@@ -49,7 +51,7 @@ int cli_eval(int argc, char **argv) {
     Err err = {{0}};
     const char *model = NULL, *data = NULL;
     int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
-    const char *backend = "cpu", *device = "auto", *adapter_dir = NULL;
+    const char *backend = "cpu", *device = "auto", *adapter_dir = NULL, *limits = "strict";
     int int8 = 0;
     long max_windows = 0;
     const ArgSpec specs[] = {
@@ -59,10 +61,13 @@ int cli_eval(int argc, char **argv) {
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},   {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--adapter", ARG_STR, &adapter_dir, 0, 0, NULL}, {"--int8", ARG_BOOL, &int8, 0, 0, NULL},
+        {"--ane-limits", ARG_STR, &limits, 0, 0, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("eval", &err);
     if (!model) return err_set(&err, "--model: a model path is required"), cli_fail("eval", &err);
+    AneLimits ane_limits;
+    if (ane_limits_parse("--ane-limits", limits, &ane_limits, &err) != 0) return cli_fail("eval", &err);
     if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
     parallel_init(threads);
     blas_set_threads(threads);
@@ -122,6 +127,7 @@ int cli_eval(int argc, char **argv) {
     AneBackendOptions ane;
     backend_ane_default_options(&ane);
     ane.device = device;
+    ane.limits = ane_limits;
     FrozenBase frozen = {adapter ? &lora : NULL, int8 ? &q : NULL};
     Backend *be = backend_create_frozen(backend, &layout, adapter || int8 ? &frozen : NULL, batch, seq, &ane, &err);
     int32_t *inputs = malloc((size_t)batch * seq * sizeof(int32_t));

@@ -106,6 +106,8 @@ static const char *finetune_help_more =
     "Execution:\n"
     "  --backend cpu|ane     as `train` (default cpu); ane runs each layer as fp16 MIL kernels\n"
     "  --device auto|emu|darwin   the ANE device (default auto)\n"
+    "  --ane-limits strict|probed the device limits the kernels are checked against before they\n"
+    "                        compile, as `train` (default strict: see train --help)\n"
     "  --loss-scale dynamic|off|N  as `train` (default: off on cpu, dynamic on ane)\n"
     "  --threads N           threads (default: all cores)\n"
     "\n"
@@ -136,7 +138,7 @@ enum { DOC_PARAGRAPHS, DOC_LINES, DOC_FILE };
 
 typedef struct {
     TrainOptions opt;
-    const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale;
+    const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale, *ane_limits;
     int eval_every, print_every, save_every, threads, resume;
     int seq_given, warmup_given, min_lr_given;
     /* flags a --resume takes from the training state when they are left out */
@@ -164,6 +166,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     a->out = "out/finetune";
     a->backend = "cpu";
     a->device = "auto";
+    a->ane_limits = "strict";
     a->eval_every = 50;
     a->print_every = 10;
     a->save_every = 100;
@@ -199,6 +202,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
         {"--backend", ARG_STR, &a->backend, 0, 0, NULL},
         {"--device", ARG_STR, &a->device, 0, 0, NULL},
+        {"--ane-limits", ARG_STR, &a->ane_limits, 0, 0, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
     };
@@ -215,6 +219,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     if (strcmp(a->device, "auto") && strcmp(a->device, "emu") && strcmp(a->device, "darwin"))
         return err_set(err, "--device: expected auto, emu or darwin, found '%s'", a->device);
     o->ane.device = a->device;
+    if (ane_limits_parse("--ane-limits", a->ane_limits, &o->ane.limits, err) != 0) return -1;
     const char *ls = a->loss_scale ? a->loss_scale : !strcmp(a->backend, "cpu") ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
     else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;

@@ -66,7 +66,7 @@ static const char *train_help =
     "  --seed S              seed for init and data order (default 1337)\n"
     "\n";
 
-/* Split in two: ISO C only promises string literals of 4095 characters. */
+/* Split in three: ISO C only promises string literals of 4095 characters. */
 static const char *train_help_more =
     "Evaluation, output:\n"
     "  --eval-every N        validation loss every N steps and at the end (default 100; 0 = only\n"
@@ -82,7 +82,9 @@ static const char *train_help_more =
     "                        when computed. --resume appends to it.\n"
     "  --print-every N       when stderr is not a terminal, print a progress line every N steps\n"
     "                        (default 10); on a terminal the line is redrawn every step\n"
-    "\n"
+    "\n";
+
+static const char *train_help_exec =
     "Execution:\n"
     "  --backend cpu|ane     cpu: fp32 reference with BLAS (default). ane: every layer's forward\n"
     "                        and backward-dx as fp16 MIL kernels on the Neural Engine (two kernels\n"
@@ -96,6 +98,14 @@ static const char *train_help_more =
     "  --emu-accumulate fp32|fp16\n"
     "                        emulator's matmul/sum accumulation (default fp32; fp16 rounds every\n"
     "                        32 addends, a pessimistic model of the unknown hardware)\n"
+    "  --ane-limits strict|probed\n"
+    "                        the device limits every kernel is checked against before it compiles,\n"
+    "                        on the emulator and on a Mac alike (a refusal names the rule, the\n"
+    "                        tensor and its shape; the rules and their sources: docs/ane-facts.md\n"
+    "                        section 9). strict (default): what was measured to fail on real chips,\n"
+    "                        extended to every tensor (no axis above 16384), plus the conventions\n"
+    "                        every working reference follows (slices at multiples of 32, no\n"
+    "                        exponent literals, no cast). probed: only what was measured to fail.\n"
     "  --compile-budget N    ANE compiles allowed per process (default 119, the real device's\n"
     "                        limit; the emulator enforces it too). When the next compile would\n"
     "                        pass it, training saves the checkpoint and re-executes itself with\n"
@@ -144,10 +154,11 @@ typedef struct {
     int eval_seq; /* 0: validate at --seq */
 } TrainArgs;
 
-/* --backend ane: --device, --emu-accumulate, --overlap-dw into AneBackendOptions. */
-static int parse_ane_flags(const char *device, const char *accumulate, const char *overlap, AneBackendOptions *o,
-                           Err *err) {
+/* --backend ane: --device, --emu-accumulate, --overlap-dw, --ane-limits into AneBackendOptions. */
+static int parse_ane_flags(const char *device, const char *accumulate, const char *overlap, const char *limits,
+                           AneBackendOptions *o, Err *err) {
     backend_ane_default_options(o);
+    if (ane_limits_parse("--ane-limits", limits, &o->limits, err) != 0) return -1;
     o->device = device;
     if (strcmp(device, "auto") && strcmp(device, "emu") && strcmp(device, "darwin"))
         return err_set(err, "--device: expected auto, emu or darwin, found '%s'", device);
@@ -220,7 +231,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
     a->rope_theta = a->norm_eps = NAN;
     const char *order = "random", *backend = "cpu", *rope = NULL;
-    const char *device = "auto", *accumulate = "fp32", *overlap = "auto";
+    const char *device = "auto", *accumulate = "fp32", *overlap = "auto", *limits = "strict";
     int compile_budget = 119;
     int qk_norm = 0, untied = 0;
     const double BIG = 1e9;
@@ -255,6 +266,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--emu-accumulate", ARG_STR, &accumulate, 0, 0, NULL},
         {"--overlap-dw", ARG_STR, &overlap, 0, 0, NULL},
+        {"--ane-limits", ARG_STR, &limits, 0, 0, NULL},
         {"--compile-budget", ARG_INT, &compile_budget, 1, 1000000, NULL},
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
         {"--loss-scale", ARG_STR, &a->loss_scale, 0, 0, NULL},
@@ -287,7 +299,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     if (strcmp(backend, "cpu") != 0 && strcmp(backend, "ane") != 0)
         return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
     o->backend = backend;
-    if (parse_ane_flags(device, accumulate, overlap, &o->ane, err) != 0) return -1;
+    if (parse_ane_flags(device, accumulate, overlap, limits, &o->ane, err) != 0) return -1;
     o->ane.compile_budget = compile_budget;
     const char *ls = a->loss_scale ? a->loss_scale : !strcmp(backend, "cpu") ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
@@ -456,6 +468,7 @@ int cli_train(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(train_help, stdout);
         fputs(train_help_more, stdout);
+        fputs(train_help_exec, stdout);
         return 0;
     }
     Err err = {{0}};

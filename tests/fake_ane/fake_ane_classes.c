@@ -528,6 +528,8 @@ AneDevice *fake_emu(void) {
         AneEmuOptions o;
         ane_emu_default_options(&o);
         o.compile_budget = INT_MAX; /* the bridge keeps its own budget */
+        o.limits = ANE_LIMITS_PROBED; /* the stand-in for a chip: it fails only what chips were seen to fail;
+                                      ** the bridge's own pre-check applies the limits it was given */
         Err err = {{0}};
         emulator = ane_emu_create(&o, &err);
         if (!emulator) {

@@ -570,11 +570,9 @@ static void stage_adapter_worker(void *ctx, int begin, int end, int worker) {
     for (int task = begin; task < end; task++) {
         int l = task / (2 * LORA_MODULES), is_b = task / LORA_MODULES % 2, mod = task % LORA_MODULES;
         if (!lo->t[mod].present) continue;
-        if (!adapter) {
-            const AneRegion *r = &p->reg[(is_b ? AR_LORA_B : AR_LORA_A) + mod];
-            for (long long i = 0, row = 0; i < r->n; i += r->width, row++)
-                memset(j.base[l] + row * p->in_S + r->off, 0, sizeof(uint16_t) * (size_t)r->width);
-        } else if (is_b)
+        if (!adapter)
+            ane_region_zero(p, j.base[l], (is_b ? AR_LORA_B : AR_LORA_A) + mod);
+        else if (is_b)
             ane_region_put_f32(&j.m->plan, j.base[l], AR_LORA_B + mod, lora_B(lo, adapter, (LoraModule)mod, l));
         else /* with dropout, s A / (1-p): the masks hold 0/1, exact in fp16 */
             ane_region_put_f32_scaled(&j.m->plan, j.base[l], AR_LORA_A + mod, lora_A(lo, adapter, (LoraModule)mod, l),
@@ -944,6 +942,8 @@ void backend_ane_default_options(AneBackendOptions *opt) {
     opt->flush_subnormals = 0;
     opt->compile_budget = 119;
     opt->overlap_dw = -1;
+    opt->limits = ANE_LIMITS_STRICT;
+    opt->plan_max_width = 0;
 }
 
 uint64_t backend_ane_process_compiles(void) { return ane_emu_process_compiles() + ane_darwin_process_compiles(); }
@@ -959,6 +959,7 @@ static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
         AneDarwinOptions d;
         ane_darwin_default_options(&d);
         d.compile_budget = o->compile_budget;
+        d.limits = o->limits;
         return ane_darwin_create(&d, err);
     }
     AneEmuOptions e;
@@ -966,6 +967,7 @@ static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
     e.compile_budget = o->compile_budget;
     e.accumulate_fp32 = o->accumulate_fp32;
     e.flush_subnormals = o->flush_subnormals;
+    e.limits = o->limits;
     return ane_emu_create(&e, err);
 }
 
@@ -982,10 +984,10 @@ static int compile_kernel(AneBackend *m, int bwd, AneProgram **out, Err *err) {
     AneShape si, so;
     m->dev->program_io(*out, &si, &so);
     int want_out = bwd ? m->plan.bwd_C : m->plan.fwd_C;
-    if (si.channels != m->plan.C || si.spatial != m->plan.in_S || so.channels != want_out || so.spatial != m->S)
+    if (si.channels != m->plan.in_C || si.spatial != m->plan.in_S || so.channels != want_out || so.spatial != m->S)
         return err_set(err, "ane backend: %s compiled with I/O [%d x %d] -> [%d x %d], the plan says [%d x %d] -> "
                             "[%d x %d]",
-                       bwd ? "layer_bwd" : "layer_fwd", si.channels, si.spatial, so.channels, so.spatial, m->plan.C,
+                       bwd ? "layer_bwd" : "layer_fwd", si.channels, si.spatial, so.channels, so.spatial, m->plan.in_C,
                        m->plan.in_S, want_out, m->S);
     return 0;
 }
@@ -1052,13 +1054,11 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     }
     m->int8 = int8;
     m->frozen = lora || int8;
-    if (ane_plan_layer_frozen(&m->plan, cfg, max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0,
-                              int8 != NULL, err))
-        goto fail;
-    if (lora && lora->cfg.dropout > 0) { /* the mask regions: a third kernel variant, still 2 compiles */
-        m->lora_dropout = 1;
-        ane_plan_lora_dropout(&m->plan);
-    }
+    /* with LoRA dropout, the mask regions: a third kernel variant, still 2 compiles */
+    m->lora_dropout = lora && lora->cfg.dropout > 0;
+    AnePlanSpec spec = {max_T, lora ? lora->cfg.rank : 0, lora ? lora->cfg.targets : 0, m->lora_dropout, int8 != NULL,
+                        m->opt.plan_max_width};
+    if (ane_plan_make(&m->plan, cfg, &spec, err)) goto fail;
     for (int i = 0; lora && i < LORA_MODULES; i++) { /* the plan's module shapes are the adapter's */
         int out, in;
         ane_lora_module_shape(&m->plan, i, &out, &in);
@@ -1081,7 +1081,7 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     const AneLayerPlan *p = &m->plan;
     int L = cfg->n_layers, S = m->S, C = p->C, V = cfg->vocab_size;
     size_t CS = (size_t)C * S;
-    m->in_elems = (size_t)C * p->in_S;
+    m->in_elems = (size_t)p->in_C * p->in_S;
     m->fwd_elems = (size_t)p->fwd_C * S;
     m->bwd_elems = (size_t)p->bwd_C * S;
     m->in = calloc((size_t)L, sizeof *m->in);

@@ -9,10 +9,10 @@
 **   compile   emulator checker (shapes, constraints) -> budget slot -> in an autorelease pool:
 **             1 descriptor from MIL text (CFData) + weights (CFDictionary), 2 model, 3
 **             hexStringIdentifier, write NSTemporaryDirectory()/<hex>/model.mil and weights/,
-**             4 compile, 5 load (retried once after a pause, as the seed, maderix/ANE, does)
+**             4 compile, 5 load (retried once after a pause, as the seed does)
 **   evaluate  6 wrap both IOSurfaces, 7 request (cached per surface pair), 8 evaluate
 **   release   9 unload, release the model, delete the temp dir with its last user
-**   surfaces  IOSurfaceCreate with the docs/ane-facts.md §1.6 properties; lock/unlock read-only or read-write
+**   surfaces  IOSurfaceCreate with the §1.6 properties; lock/unlock read-only or read-write
 **
 ** The same text compiles on macOS against the real headers and on Linux against the test
 ** double (objc_shim.h explains how); every line here runs in CI on Linux. The typed message
@@ -40,6 +40,7 @@ void ane_darwin_default_options(AneDarwinOptions *opt) {
     opt->qos = 21;
     opt->load_retry_us = 100000;
     opt->request_cache = 64;
+    opt->limits = ANE_LIMITS_STRICT;
 }
 
 #if defined(__APPLE__) || defined(ANE_FAKE_FRAMEWORK)
@@ -57,7 +58,7 @@ void ane_darwin_default_options(AneDarwinOptions *opt) {
 
 int ane_darwin_available(void) { return 1; }
 
-/* ======================================================= the API surface (docs/ane-facts.md §1.1, §1.2) */
+/* ================================================================== the API surface (§1.1, §1.2) */
 
 typedef enum { C_DESCRIPTOR, C_MODEL, C_SURFACE_OBJECT, C_REQUEST, C_DEVICE_INFO, C_COUNT } ClassId;
 
@@ -163,7 +164,7 @@ static int api_resolve(Api *a, const char *path, AneDarwinProbe *probe, Err *err
 
 /* ================================================================== the sends (docs/ane-facts.md §1.2) */
 /* One function per row of the table; the prototypes come from ANE_MSG_SHAPES (objc_shim.h).
-** NULL stands for nil; CF objects go where the seed passes Foundation literals (docs/ane-facts.md §1.10). */
+** NULL stands for nil; CF objects go where the seed passes Foundation literals (§1.10). */
 
 static id send_descriptor(const Api *a, CFDataRef mil, CFDictionaryRef weights) { /* 1 */
     return ane_send_id_id3((id)a->cls[C_DESCRIPTOR], a->sel[S_MODEL_WITH_MIL], (id)mil, (id)weights, NULL);
@@ -237,7 +238,7 @@ static int fail_ns(Err *err, const Api *a, id nserror, const char *fmt, ...) {
     return -1;
 }
 
-/* The weights dictionary (docs/ane-facts.md §1.4): { path: { "offset": 0, "data": blob file } } for each blob;
+/* The weights dictionary (§1.4): { path: { "offset": 0, "data": blob file } } for each blob;
 ** empty when there are none. */
 static CFDictionaryRef weights_dict(const AneBlob *blobs, int n) {
     CFMutableDictionaryRef d = CFDictionaryCreateMutable(kCFAllocatorDefault, n, &kCFTypeDictionaryKeyCallBacks,
@@ -269,7 +270,7 @@ static CFDictionaryRef weights_dict(const AneBlob *blobs, int n) {
     return d;
 }
 
-/* The IOSurface properties of docs/ane-facts.md §1.6: one flat buffer of `bytes`. */
+/* The IOSurface properties of §1.6: one flat buffer of `bytes`. */
 static CFDictionaryRef surface_properties(size_t bytes) {
     const void *keys[6] = {kIOSurfaceWidth,       kIOSurfaceHeight,    kIOSurfaceBytesPerElement,
                            kIOSurfaceBytesPerRow, kIOSurfaceAllocSize, kIOSurfacePixelFormat};
@@ -348,7 +349,7 @@ static int budget_reserve(int budget, uint64_t *count_out) {
     }
 }
 
-/* ------------------------------------------------------------------ temp directory (docs/ane-facts.md §1.5) */
+/* ------------------------------------------------------------------ temp directory (§1.5) */
 
 /* The path of a blob relative to the model directory ("@model_path/weights/w.bin" ->
 ** "weights/w.bin"), or NULL if it is not one we may write (outside the directory). */
@@ -489,17 +490,13 @@ static void temp_dir_release(DarwinDevice *D, TempDir *t) {
 
 /* ------------------------------------------------------------------ compile */
 
-/* The emulator's checker: the same programs are refused with the same messages on every
-** device, and the I/O shapes come from it. */
-static int preflight(const char *mil, const AneBlob *blobs, int n_blobs, AneShape *in, AneShape *out, Err *err) {
-    MilAst ast;
-    MilGraph g;
-    if (mil_parse(mil, &ast, err) != 0 || mil_check(&ast, blobs, n_blobs, NULL, &g, err) != 0) return -1;
-    const MilType *ti = &g.values[g.input].type, *to = &g.values[g.output].type;
-    *in = (AneShape){(int)ti->dims[1], (int)ti->dims[3]};
-    *out = (AneShape){(int)to->dims[1], (int)to->dims[3]};
-    mil_graph_free(&g);
-    return 0;
+/* The emulator's checker under the device's limits: the same programs are refused with the same
+** named rule on every device (before the framework sees them, so a Mac user gets the rule
+** instead of an opaque compile failure), and the I/O shapes come from it. */
+static int preflight(AneLimits limits, const char *mil, const AneBlob *blobs, int n_blobs, AneShape *in, AneShape *out,
+                     Err *err) {
+    MilCheckOptions co = {0, 0, limits, NULL};
+    return mil_check_text(mil, blobs, n_blobs, &co, in, out, err);
 }
 
 /* Rows 1-5 and the temp files, inside the caller's autorelease pool. *compiled is set once
@@ -553,7 +550,7 @@ static int framework_compile(DarwinDevice *D, AneProgram *p, const char *mil, co
         pthread_mutex_lock(&D->lock);
         D->stats.load_retries++;
         pthread_mutex_unlock(&D->lock);
-        sleep_us(D->opt.load_retry_us); /* the seed waits "for ANE slot reclamation" (docs/ane-facts.md §1.2) */
+        sleep_us(D->opt.load_retry_us); /* the seed waits "for ANE slot reclamation" (§1.2) */
         nserr = NULL;
         if (!send_load(a, model, qos, D->empty, &nserr)) {
             fail_ns(err, a, nserr,
@@ -592,7 +589,7 @@ static AneProgram *dw_compile(AneDevice *dev, const char *mil_text, const AneBlo
         err_set(err, "darwin ANE compile: no MIL text or a bad blob list (%d blobs)", n_blobs);
         goto fail;
     }
-    if (preflight(mil_text, blobs, n_blobs, &in, &out, err) != 0) goto fail;
+    if (preflight(D->opt.limits, mil_text, blobs, n_blobs, &in, &out, err) != 0) goto fail;
     for (int i = 0; i < n_blobs; i++)
         if (!blob_relpath(blobs[i].path)) {
             err_set(
@@ -784,7 +781,7 @@ static void dw_program_io(const AneProgram *p, AneShape *in, AneShape *out) {
     if (out) *out = p->out;
 }
 
-/* ------------------------------------------------------------------ surfaces (docs/ane-facts.md §1.6) */
+/* ------------------------------------------------------------------ surfaces (§1.6) */
 
 static AneSurface *dw_surface_create(AneDevice *dev, size_t bytes, Err *err) {
     (void)dev;
@@ -891,6 +888,11 @@ AneDevice *ane_darwin_create(const AneDarwinOptions *opt, Err *err) {
     if (!o.framework_path) o.framework_path = ANE_DARWIN_FRAMEWORK_PATH;
     if (o.compile_budget < 1) {
         err_set(err, "ane_darwin_create: compile_budget must be >= 1, found %d", o.compile_budget);
+        return NULL;
+    }
+    if (o.limits != ANE_LIMITS_STRICT && o.limits != ANE_LIMITS_PROBED) {
+        err_set(err, "ane_darwin_create: limits must be ANE_LIMITS_STRICT or ANE_LIMITS_PROBED, found %d",
+                (int)o.limits);
         return NULL;
     }
     if (o.qos > 63) { /* docs/ane-facts.md §1.3: 0..63 all work; 21 is what the seed uses */

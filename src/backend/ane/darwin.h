@@ -8,16 +8,15 @@
 ** which routes compile and evaluate to the emulator.
 **
 ** What the device adds to the seam's contract:
-**   - every MIL program is first checked by the emulator's checker (emu/mil.h), so a program
-**     is accepted or refused on a Mac exactly as on Linux, with the same messages, and the
-**     I/O shapes come from it;
+**   - every MIL program is first checked by the emulator's checker (emu/mil.h) under the
+**     device's limits (AneDarwinOptions.limits), so a program is accepted or refused on a Mac
+**     exactly as on Linux, with the same named rule, and the I/O shapes come from it;
 **   - compiles count against a per-process budget (default 119, docs/ane-facts.md §1.8), like the
 **     emulator's: past it compiles fail with "ANE compile budget exhausted ... restart";
 **   - a program keeps its own temp directory (NSTemporaryDirectory()/<hexStringIdentifier>/,
 **     docs/ane-facts.md §1.5) until it is released; identical programs share one, deleted with the last;
 **   - evaluate keeps up to `request_cache` request objects per program, one per (input,
-**     output) surface pair, as the seed (maderix/ANE, docs/ane-facts.md §1.2) does; freeing a
-**     surface drops the requests using it;
+**     output) surface pair, as the seed does; freeing a surface drops the requests using it;
 **   - surfaces must be freed before destroy(); destroy() releases programs still alive.
 */
 #ifndef ANETRAIN_ANE_DARWIN_H
@@ -35,6 +34,7 @@ typedef struct {
     unsigned qos;               /* quality of service passed to every call; default 21 (docs/ane-facts.md §1.3) */
     int load_retry_us;          /* a failed load is retried once after this pause; default 100000 */
     int request_cache;          /* request objects kept per program; default 64, 0 = one per evaluate */
+    AneLimits limits;           /* the checker's rules before every compile (default ANE_LIMITS_STRICT) */
 } AneDarwinOptions;
 
 void ane_darwin_default_options(AneDarwinOptions *opt);

@@ -27,6 +27,20 @@ typedef struct {
     size_t size;
 } AneBlob;
 
+/* How strictly a program is checked against the real chips' limits before it compiles: every
+** device runs the emulator's checker (emu/mil_check.c) first, so a program is refused with the
+** same named rule on Linux and on a Mac. docs/ane-facts.md §9 lists every rule with its source. */
+typedef enum {
+    ANE_LIMITS_STRICT = 0, /* every rule: the measured limits extended to every tensor and axis, and
+                           ** the conventions every working reference follows (the default) */
+    ANE_LIMITS_PROBED = 1  /* only the limits measured to fail on real chips, and the hard rules */
+} AneLimits;
+
+/* "strict" or "probed". */
+const char *ane_limits_name(AneLimits limits);
+/* Parses "strict" or "probed" given to `flag` (named in the error). */
+int ane_limits_parse(const char *flag, const char *s, AneLimits *out, Err *err);
+
 /* Shape of a program's single input or output: [1, channels, 1, spatial], fp16. */
 typedef struct {
     int channels, spatial;
@@ -74,6 +88,7 @@ typedef struct {
     int accumulate_fp32;  /* 1 (default): matmul/conv/reduce accumulate in fp32 and round once;
                           ** 0: round to fp16 after every partial sum of a K-chunk (pessimistic) */
     int flush_subnormals; /* 1: fp16 subnormal results become 0; default 0 (IEEE gradual underflow) */
+    AneLimits limits;     /* the checker's rules (default ANE_LIMITS_STRICT) */
 } AneEmuOptions;
 
 void ane_emu_default_options(AneEmuOptions *opt);

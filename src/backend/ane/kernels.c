@@ -8,7 +8,7 @@
 **
 **  kernel      input (one surface per layer)           output [1, rows, 1, S]
 **  ----------  --------------------------------------  -----------------------------------------
-**  layer_fwd   [1, C, 1, in_S]: x, rstd1 + weights      x_next C | att Q | xh2 C | rstd2 1 |
+**  layer_fwd   [1, in_C, 1, in_S]: x, rstd1 + weights   x_next C | att Q | xh2 C | rstd2 1 |
 **              (wq wk wv wo w1 w3 w2, rms_att, rms_ffn,  h1 F | h3 F | q Q | k K | v K
 **              q/k_norm)                                 (+ rstd_q H | rstd_k KV for Qwen3)
 **  layer_bwd   the same surface: dy, xh2, rstd2, h1,    dxn2 C | dh1 F | dh3 F | dq Q | dk K |
@@ -16,10 +16,11 @@
 **
 **  Per evaluation (one sequence, S = 256):
 **    model        input surface (weights)   fwd out    bwd out    fwd FLOPs  bwd FLOPs
-**    stories15m   [288 x 6368]    3.7 (2.0) MB  1.7 MB   1.5 MB     0.59 G     0.70 G
-**    stories110m  [768 x 12128]  18.6 (14.2) MB 4.5 MB   4.1 MB     3.83 G     4.13 G
-**    qwen3-0.6b   [1024 x 18720] 38.3 (31.5) MB 7.4 MB   6.3 MB     8.59 G     9.40 G
+**    stories15m   [288 x 6560]    3.8 (2.0) MB  1.7 MB   1.5 MB     0.59 G     0.70 G
+**    stories110m  [768 x 12320]  18.9 (14.2) MB 4.5 MB   4.1 MB     3.83 G     4.13 G
+**    qwen3-0.6b   [2048 x 9376]  38.4 (31.5) MB 7.4 MB   6.3 MB     8.59 G     9.40 G
 **  (FLOPs: 2S(2QC + 2KC + 3FC) for the matmuls, plus 4 S^2 D H forward, 10 S^2 D H backward.)
+**  `anetrain ane-plan` prints this for any model, sequence length and variant.
 **
 **  layer_fwd computes norm1 (x * rstd1 * w; rstd1 comes from the CPU, which has x in fp32
 **  anyway), q/k/v, q/k-norm (Qwen3), RoPE (the model's convention), causal attention with the
@@ -56,6 +57,41 @@
 **  24.0 MB (288 MB). Weights are staged once per step into one surface per layer that both
 **  kernels read: 14.2 MB per layer (170 MB per step), the seed stages them into two kernels'
 **  surfaces (340 MB). Measured by bench/bench_ane.c, which prints these per model.
+**
+** ===== Layout: kernels that fit the device's limits (docs/ane-facts.md §9) ================
+**  The real compiler refuses an input wider than 16384 (measured) and an axis above 65536
+**  (measured); the strict limits, our default, apply 16384 to every axis of every tensor, want
+**  innermost-axis slices to begin at multiples of 32 and fp16 literals without exponents (the
+**  conventions every working reference follows). Every kernel here passes them for every preset
+**  at S = 256, 512 and 1024, full, LoRA and int8-base (test_ane_limits); the plan refuses, before
+**  any compile, the shapes that cannot (ane_plan_make's messages).
+**   - Regions start at columns that are multiples of 32, and each is whole rows (kernels.h):
+**     a fold of its values into d rows, d the largest divisor of n up to the surface's rows;
+**     activations [c][S] with c above the rows in column blocks of in_C channels when narrower
+**     (stories110m's h1, h3: 3 blocks of S, 768 columns instead of 683 that needed a flatten);
+**     small regions (norm weights, rstd rows, row scales, LoRA A and B) stacked in 32-column
+**     shelves. Reading a region is one slice per block (+ a channel concat) and one reshape:
+**     the old partial-row regions were flattened to [1, 1, 1, C width] (524544 for stories110m's
+**     h1), which no device axis allows.
+**   - The surface has C rows when that fits 16384 columns, else 2C, 4C, ... (the same fold into
+**     more rows: [C][S] in 2C rows is S/2 wide and reads back with the same reshape). Qwen3-0.6B
+**     at S = 256 needs 18720 columns of 1024 rows: it gets 9376 of 2048. Chosen over splitting a
+**     layer into attention and FFN kernels (the issue's other option) because it costs nothing in
+**     the two measures that matter on the device: evaluations per step stay 2 per layer and
+**     sequence (a split needs 4, and x_mid and its gradient cross the boundary once more each
+**     way: for Qwen3-0.6B at S = 256, 56 more evaluations per sequence, at 0.07-0.23 ms each on
+**     real chips (docs/ane-facts.md §8), and 56 MB more across the boundary), and the bytes staged are
+**     the same values (only the padding to 32 columns is new: +1.6% of surface read by the
+**     device for stories110m, +0.2% for Qwen3). Plausibility: a surface of 2048 x 9376 is inside
+**     every measured limit, and the seed's own Qwen3 kernels read inputs of 8192 and 12288
+**     channels (docs/ane-facts.md §4.2, sdpaBwd1/2). Still 2 compiles per model.
+**   - Half RoPE's partner is two channel rolls (rope), not a reshape of each head to one row of
+**     D S values (32768 for Qwen3 at S = 256). Interleaved RoPE keeps its [NH D / 2, 2 S] swap.
+**   - fp16 constants are exact hex floats (mil_write.c).
+**  A model the strict limits cannot fit at its sequence length (S above 16384, or r S, or the
+**  output taps above 16384 rows, or a surface that fits no 16384 x 16384) is refused by
+**  ane_plan_make with the dimension that does not fit; `--ane-limits probed` does not widen the
+**  plans, it only checks fewer rules (for programs written elsewhere).
 **
 ** ===== LoRA (a plan made by ane_plan_layer_lora with rank R > 0) ========================
 **  Fine-tuning over a frozen base compiles a variant of both kernels (still 2 compiles; a plan
@@ -117,12 +153,15 @@
 
 /* ------------------------------------------------------------------ the plan */
 
-static void add_region(AneLayerPlan *p, int id, long long n, int *col) {
+/* Records region id's values: a logical [a][b] matrix, row-major (a or b 0: absent). Where they
+** go is decided for all regions at once (plan_layout). */
+static void set_region(AneLayerPlan *p, int id, long long a, long long b) {
     AneRegion *r = &p->reg[id];
-    r->n = n;
-    r->off = *col;
-    r->width = n > 0 ? (int)((n + p->C - 1) / p->C) : 0;
-    *col += r->width;
+    memset(r, 0, sizeof *r);
+    if (a <= 0 || b <= 0) return;
+    r->a = (int)a;
+    r->b = (int)b;
+    r->n = a * b;
 }
 
 static void add_tap(AneTap *taps, int id, int rows, int *ch) {
@@ -145,32 +184,165 @@ void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in) {
     *in = v[1];
 }
 
+const char *ane_region_name(int id) {
+    static const char *const base[AR_LORA_A] = {
+        "x",  "rstd1", "dy", "xh2", "rstd2", "h1", "h3", "q", "k", "v", "rstd_q", "rstd_k", "rms_att", "rms_ffn",
+        "q_norm", "k_norm", "wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+    static const char *const per_module[4][ANE_LORA_MODULES] = {
+        {"lora_A.q", "lora_A.k", "lora_A.v", "lora_A.o", "lora_A.gate", "lora_A.up", "lora_A.down"},
+        {"lora_B.q", "lora_B.k", "lora_B.v", "lora_B.o", "lora_B.gate", "lora_B.up", "lora_B.down"},
+        {"scale.q", "scale.k", "scale.v", "scale.o", "scale.gate", "scale.up", "scale.down"},
+        {"mask.q", "mask.k", "mask.v", "mask.o", "mask.gate", "mask.up", "mask.down"}};
+    if (id < 0 || id >= AR_COUNT) return "?";
+    if (id < AR_LORA_A) return base[id];
+    return per_module[(id - AR_LORA_A) / ANE_LORA_MODULES][(id - AR_LORA_A) % ANE_LORA_MODULES];
+}
+
 int ane_plan_layer_lora(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, Err *err) {
     return ane_plan_layer_frozen(p, cfg, T_max, R, targets, 0, err);
 }
 
-void ane_plan_lora_dropout(AneLayerPlan *p) {
-    int col = 0;
-    for (int id = 0; id < AR_COUNT; id++) /* the first column after every region */
-        if (p->reg[id].off + p->reg[id].width > col) col = p->reg[id].off + p->reg[id].width;
-    for (int m = 0; m < ANE_LORA_MODULES; m++) {
-        int out, in;
-        ane_lora_module_shape(p, m, &out, &in);
-        add_region(p, AR_LORA_MASK + m, p->reg[AR_LORA_A + m].n ? (long long)in * p->S : 0, &col);
-    }
-    p->in_S = (col + 31) / 32 * 32;
-}
-
 int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, int R, unsigned targets, int int8_base,
                           Err *err) {
+    AnePlanSpec spec = {T_max, R, targets, 0, int8_base, 0};
+    return ane_plan_make(p, cfg, &spec, err);
+}
+
+/* ------------------------------------------------------------------ layout */
+
+/* The order of the regions from the first column on: the activations of layer_fwd and of
+** layer_bwd, the base's weights, the int8 row scales, each adapted module's A and B, the dropout
+** masks (so a plan without scales, adapters or masks keeps the same offsets for the rest). */
+static int region_order(int *order) {
+    static const int base[] = {AR_X,     AR_RSTD1, AR_DY,    AR_XH2,     AR_RSTD2, AR_H1,    AR_H3,    AR_Q,
+                               AR_K,     AR_V,     AR_RSTDQ, AR_RSTDK,   AR_RMS_ATT, AR_RMS_FFN, AR_QNORM, AR_KNORM,
+                               AR_WQ,    AR_WK,    AR_WV,    AR_WO,      AR_W1,    AR_W3,    AR_W2};
+    int n = 0;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) order[n++] = base[i];
+    for (int m = 0; m < ANE_LORA_MODULES; m++) order[n++] = AR_SCALE + m;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) {
+        order[n++] = AR_LORA_A + m;
+        order[n++] = AR_LORA_B + m;
+    }
+    for (int m = 0; m < ANE_LORA_MODULES; m++) order[n++] = AR_LORA_MASK + m;
+    return n;
+}
+
+/* The largest divisor of n that is at most cap (>= 1). */
+static long long largest_divisor(long long n, long long cap) {
+    for (long long d = cap < n ? cap : n; d > 1; d--)
+        if (n % d == 0) return d;
+    return 1;
+}
+
+static long long align32(long long x) { return (x + 31) / 32 * 32; }
+
+enum {
+    SHELF = 32,     /* the width of a shelf of small regions stacked in rows */
+    MAX_BLOCKS = 16 /* column blocks per region (slices + one concat) */
+};
+
+/* Places every present region in a surface of in_C rows and returns the columns used, or -1 when
+** one region cannot be placed at all. Each region is, whichever is narrowest:
+**   a fold: its n values row-major in d rows of n / d, d the largest divisor of n up to in_C (for
+**     an activation [C][S] with in_C = C: C rows of S; with in_C = 2C: 2C rows of S/2);
+**   column blocks (activations [c][S] with c > in_C): blocks of in_C channels, S columns each,
+**     side by side, the last with c mod in_C rows (h1 of stories110m: 768 + 768 + 512 rows of S,
+**     768 columns against 1024 for the fold of 2048 x 256 values into 512 rows);
+**   a shelf row range (small regions whose fold would be under 32 columns wide, n a multiple of
+**     32): n / 32 rows of 32, stacked with other small regions in one 32-column shelf, so the
+**     alignment of every region's first column to 32 costs one shelf, not 31 columns each.
+** Every region then starts at a column that is a multiple of 32 and is read back with slices
+** whose innermost begin is that column (plus multiples of S), never a flatten. */
+static long long layout(AneLayerPlan *p, int in_C) {
+    int order[AR_COUNT], n_order = region_order(order);
+    long long col = 0, shelf_off = -1, shelf_used = 0;
+    for (int k = 0; k < n_order; k++) {
+        AneRegion *r = &p->reg[order[k]];
+        r->row = 0;
+        if (!r->n) { /* absent: no columns, where the next region starts */
+            r->off = (int)col;
+            r->rows = r->width = r->blocks = 0;
+            continue;
+        }
+        long long d = largest_divisor(r->n, in_C), w = r->n / d;
+        long long nb = r->b % 32 == 0 && r->a > in_C ? (r->a + in_C - 1) / in_C : 0;
+        if (w < SHELF && r->n % SHELF == 0 && r->n / SHELF <= in_C) {
+            long long rows = r->n / SHELF;
+            if (shelf_off < 0 || shelf_used + rows > in_C) {
+                shelf_off = col;
+                shelf_used = 0;
+                col += SHELF;
+            }
+            r->off = (int)shelf_off;
+            r->row = (int)shelf_used;
+            r->rows = (int)rows;
+            r->width = SHELF;
+            r->blocks = 1;
+            shelf_used += rows;
+        } else if (nb > 1 && nb <= MAX_BLOCKS && nb * r->b < w) {
+            r->off = (int)col;
+            r->rows = in_C;
+            r->width = r->b;
+            r->blocks = (int)nb;
+            col += align32(nb * r->b);
+        } else {
+            if (w > ANE_MAX_AXIS) return -1;
+            r->off = (int)col;
+            r->rows = (int)d;
+            r->width = (int)w;
+            r->blocks = 1;
+            col += align32(w);
+        }
+        if (col > ANE_MAX_AXIS * 64LL) return -1;
+    }
+    return col;
+}
+
+/* The surface: C rows when they fit in max_width columns, else 2C, 4C, ... up to ANE_MAX_AXIS
+** rows (kernels.c, "Layout"). */
+static int plan_layout(AneLayerPlan *p, Err *err) {
+    for (long long in_C = p->C; in_C <= ANE_MAX_AXIS; in_C *= 2) {
+        long long width = layout(p, (int)in_C);
+        if (width > 0 && width <= p->max_width) {
+            p->in_C = (int)in_C;
+            p->in_S = (int)width;
+            return 0;
+        }
+    }
+    long long total = 0;
+    for (int id = 0; id < AR_COUNT; id++) total += p->reg[id].n;
+    return err_set(err,
+                   "ane plan: the layer's inputs (%lld fp16 values at S = %d) fit no input surface of at most %d rows "
+                   "and %d columns (the device's input is at most 16384 wide, docs/ane-facts.md §9); a shorter "
+                   "--seq, a lower LoRA rank or fewer LoRA modules would fit",
+                   total, p->S, ANE_MAX_AXIS, p->max_width);
+}
+
+/* Refuses a shape whose kernels would have an axis above ANE_MAX_AXIS: `what` is found and the
+** limit is expected. */
+static int axis_fits(long long found, const char *what, Err *err) {
+    if (found <= ANE_MAX_AXIS) return 0;
+    return err_set(err,
+                   "ane plan: %s is %lld; the kernels need it at most %d (the device limits, docs/ane-facts.md §9)",
+                   what, found, ANE_MAX_AXIS);
+}
+
+int ane_plan_make(AneLayerPlan *p, const ModelConfig *cfg, const AnePlanSpec *spec, Err *err) {
     memset(p, 0, sizeof *p);
+    int R = spec->lora_rank, T_max = spec->T_max;
+    unsigned targets = spec->lora_targets;
     if (R < 0 || (R > 0 && !(targets & ((1u << ANE_LORA_MODULES) - 1))))
         return err_set(err, "ane plan: LoRA rank %d with targets 0x%x (expected rank 0, or rank > 0 and a module)", R,
                        targets);
+    if (spec->lora_dropout && R == 0) return err_set(err, "ane plan: LoRA dropout masks need a LoRA rank");
     if (T_max < 1) return err_set(err, "ane plan: sequence length must be positive, found %d", T_max);
     if (cfg->n_kv_heads < 1 || cfg->n_heads % cfg->n_kv_heads)
         return err_set(err, "ane plan: n_heads %d is not a multiple of n_kv_heads %d", cfg->n_heads, cfg->n_kv_heads);
     if (cfg->head_dim % 2) return err_set(err, "ane plan: head_dim must be even, found %d", cfg->head_dim);
+    if (spec->max_width < 0 || spec->max_width > ANE_MAX_AXIS)
+        return err_set(err, "ane plan: max_width must be in 0..%d, found %d", ANE_MAX_AXIS, spec->max_width);
+    p->max_width = spec->max_width ? spec->max_width : ANE_MAX_AXIS;
     p->C = cfg->dim;
     p->F = cfg->hidden_dim;
     p->H = cfg->n_heads;
@@ -184,48 +356,48 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
     p->rope = cfg->rope_style;
     p->theta = cfg->rope_theta;
     p->eps = cfg->norm_eps;
-    long long C = p->C, F = p->F, Q = p->Q, K = p->K, S = p->S;
-    int qk = p->qk_norm, col = 0;
-    add_region(p, AR_X, C * S, &col);
-    add_region(p, AR_RSTD1, S, &col);
-    add_region(p, AR_DY, C * S, &col);
-    add_region(p, AR_XH2, C * S, &col);
-    add_region(p, AR_RSTD2, S, &col);
-    add_region(p, AR_H1, F * S, &col);
-    add_region(p, AR_H3, F * S, &col);
-    add_region(p, AR_Q, Q * S, &col);
-    add_region(p, AR_K, K * S, &col);
-    add_region(p, AR_V, K * S, &col);
-    add_region(p, AR_RSTDQ, qk ? p->H * S : 0, &col);
-    add_region(p, AR_RSTDK, qk ? p->KV * S : 0, &col);
-    add_region(p, AR_RMS_ATT, C, &col);
-    add_region(p, AR_RMS_FFN, C, &col);
-    add_region(p, AR_QNORM, qk ? p->D : 0, &col);
-    add_region(p, AR_KNORM, qk ? p->D : 0, &col);
-    add_region(p, AR_WQ, Q * C, &col);
-    add_region(p, AR_WK, K * C, &col);
-    add_region(p, AR_WV, K * C, &col);
-    add_region(p, AR_WO, C * Q, &col);
-    add_region(p, AR_W1, F * C, &col);
-    add_region(p, AR_W3, F * C, &col);
-    add_region(p, AR_W2, C * F, &col);
-    p->int8_base = int8_base != 0;
-    for (int m = 0; m < ANE_LORA_MODULES; m++) { /* row scales: absent (no columns) without an int8 base */
-        int out, in;
-        ane_lora_module_shape(p, m, &out, &in);
-        add_region(p, AR_SCALE + m, p->int8_base ? out : 0, &col);
-    }
+    long long C = p->C, F = p->F, Q = p->Q, K = p->K, S = p->S, r = p->H / p->KV;
+    /* every axis the kernels make: the model's rows (weights [out][in], taps), the scores [S][S],
+    ** GQA's r query heads stacked [r S][S], the interleaved RoPE pairs [2 S] */
+    if (axis_fits(C, "dim", err) || axis_fits(F, "hidden_dim", err) || axis_fits(Q, "n_heads * head_dim", err) ||
+        axis_fits(S, "the padded sequence length S", err) ||
+        axis_fits(r * S, "S times the query heads per KV head (GQA's stacked scores)", err) ||
+        (p->rope == ROPE_INTERLEAVED && axis_fits(2 * S, "2 S (interleaved RoPE pairs)", err)))
+        return -1;
+    int qk = p->qk_norm, ch = 0;
+    set_region(p, AR_X, C, S);
+    set_region(p, AR_RSTD1, 1, S);
+    set_region(p, AR_DY, C, S);
+    set_region(p, AR_XH2, C, S);
+    set_region(p, AR_RSTD2, 1, S);
+    set_region(p, AR_H1, F, S);
+    set_region(p, AR_H3, F, S);
+    set_region(p, AR_Q, Q, S);
+    set_region(p, AR_K, K, S);
+    set_region(p, AR_V, K, S);
+    set_region(p, AR_RSTDQ, qk ? p->H : 0, S);
+    set_region(p, AR_RSTDK, qk ? p->KV : 0, S);
+    set_region(p, AR_RMS_ATT, 1, C);
+    set_region(p, AR_RMS_FFN, 1, C);
+    set_region(p, AR_QNORM, qk, p->D);
+    set_region(p, AR_KNORM, qk, p->D);
+    set_region(p, AR_WQ, Q, C);
+    set_region(p, AR_WK, K, C);
+    set_region(p, AR_WV, K, C);
+    set_region(p, AR_WO, C, Q);
+    set_region(p, AR_W1, F, C);
+    set_region(p, AR_W3, F, C);
+    set_region(p, AR_W2, C, F);
+    p->int8_base = spec->int8_base != 0;
     p->lora_rank = R;
     for (int m = 0; m < ANE_LORA_MODULES; m++) {
-        int on = R > 0 && (targets >> m & 1), out, in;
+        int out, in, on = R > 0 && (targets >> m & 1);
         ane_lora_module_shape(p, m, &out, &in);
-        add_region(p, AR_LORA_A + m, on ? (long long)R * in : 0, &col);
-        add_region(p, AR_LORA_B + m, on ? (long long)out * R : 0, &col);
+        set_region(p, AR_SCALE + m, p->int8_base, out); /* row scales: absent without an int8 base */
+        set_region(p, AR_LORA_A + m, on ? R : 0, in);
+        set_region(p, AR_LORA_B + m, on ? out : 0, R);
+        set_region(p, AR_LORA_MASK + m, on && spec->lora_dropout ? in : 0, S);
     }
-    for (int m = 0; m < ANE_LORA_MODULES; m++) /* dropout masks: absent until ane_plan_lora_dropout */
-        add_region(p, AR_LORA_MASK + m, 0, &col);
-    p->in_S = (col + 31) / 32 * 32;
-    int ch = 0;
     add_tap(p->fwd, AF_XNEXT, p->C, &ch);
     add_tap(p->fwd, AF_ATT, p->Q, &ch);
     add_tap(p->fwd, AF_XH2, p->C, &ch);
@@ -249,21 +421,44 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
     add_tap(p->bwd, AB_DXN1, p->C, &ch);
     for (int m = 0; m < ANE_LORA_MODULES; m++) add_tap(p->bwd, AB_LORA_V + m, p->reg[AR_LORA_A + m].n ? R : 0, &ch);
     p->bwd_C = ch;
+    if (axis_fits(p->fwd_C, "layer_fwd's output rows (the taps; a lower LoRA rank or fewer modules has fewer)", err) ||
+        axis_fits(p->bwd_C, "layer_bwd's output rows", err))
+        return -1;
     double lin = 2.0 * (double)S * (double)(Q * C + 2 * K * C + C * Q + 3 * F * C);
     for (int m = 0; m < ANE_LORA_MODULES; m++) /* the adapter path: A x then B u (backward: B^T dy, A^T v) */
         lin += 2.0 * (double)S * (double)(p->reg[AR_LORA_A + m].n + p->reg[AR_LORA_B + m].n);
     double att = 2.0 * (double)S * (double)S * (double)p->D * p->H; /* one S x S x D product per head */
     p->fwd_flops = lin + 2 * att;                                   /* QK^T, PV */
     p->bwd_flops = lin + 5 * att;                                   /* QK^T again, dV, dP, dQ, dK */
+    return plan_layout(p, err);
+}
+
+int ane_plan_lora_dropout(AneLayerPlan *p, Err *err) {
+    AneLayerPlan q = *p;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) {
+        int out, in;
+        ane_lora_module_shape(&q, m, &out, &in);
+        set_region(&q, AR_LORA_MASK + m, q.reg[AR_LORA_A + m].n ? in : 0, q.S);
+    }
+    if (plan_layout(&q, err)) return -1;
+    *p = q;
     return 0;
 }
 
-/* Region r of a surface [C][in_S]: value i at row i / width, column off + i % width. */
+/* ------------------------------------------------------------------ regions of a surface */
+
+/* The surface index of value i of region r, the first of a run of r->width values in one row
+** (the layout divides every region into whole rows). */
+static size_t value_at(const AneLayerPlan *p, const AneRegion *r, long long i) {
+    long long per = (long long)r->rows * r->width, j = i / per, k = i % per;
+    return (size_t)(r->row + k / r->width) * (size_t)p->in_S + (size_t)r->off + (size_t)(j * r->width + k % r->width);
+}
+
 void ane_region_put_f32(const AneLayerPlan *p, uint16_t *surface, int id, const float *src) {
     const AneRegion *r = &p->reg[id];
-    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+    for (long long i = 0; i < r->n; i += r->width) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
-        half_from_f32(surface + row * p->in_S + r->off, src + i, (size_t)cnt);
+        half_from_f32(surface + value_at(p, r, i), src + i, (size_t)cnt);
     }
 }
 
@@ -271,21 +466,22 @@ void ane_region_put_f32_scaled(const AneLayerPlan *p, uint16_t *surface, int id,
     const AneRegion *r = &p->reg[id];
     enum { CHUNK = 256 };
     float buf[CHUNK];
-    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+    for (long long i = 0; i < r->n; i += r->width) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        uint16_t *dst = surface + value_at(p, r, i);
         for (long long j = 0; j < cnt; j += CHUNK) {
             int n = cnt - j < CHUNK ? (int)(cnt - j) : CHUNK;
             for (int k = 0; k < n; k++) buf[k] = src[i + j + k] * scale;
-            half_from_f32(surface + row * p->in_S + r->off + j, buf, (size_t)n);
+            half_from_f32(dst + j, buf, (size_t)n);
         }
     }
 }
 
 void ane_region_put_f16(const AneLayerPlan *p, uint16_t *surface, int id, const uint16_t *src) {
     const AneRegion *r = &p->reg[id];
-    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+    for (long long i = 0; i < r->n; i += r->width) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
-        memcpy(surface + row * p->in_S + r->off, src + i, (size_t)cnt * sizeof *src);
+        memcpy(surface + value_at(p, r, i), src + i, (size_t)cnt * sizeof *src);
     }
 }
 
@@ -293,88 +489,133 @@ void ane_region_put_i8(const AneLayerPlan *p, uint16_t *surface, int id, const i
     uint16_t lut[256]; /* fp16 bits of q * ANE_INT8_STEP for q = -128..127 (exact) */
     for (int q = -128; q < 128; q++) lut[q + 128] = fp16_from_float((float)q * ANE_INT8_STEP);
     const AneRegion *r = &p->reg[id];
-    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+    for (long long i = 0; i < r->n; i += r->width) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
-        uint16_t *dst = surface + row * p->in_S + r->off;
+        uint16_t *dst = surface + value_at(p, r, i);
         for (long long j = 0; j < cnt; j++) dst[j] = lut[src[i + j] + 128];
     }
 }
 
 void ane_region_get_f16(const AneLayerPlan *p, const uint16_t *surface, int id, uint16_t *dst) {
     const AneRegion *r = &p->reg[id];
-    for (long long i = 0, row = 0; i < r->n; i += r->width, row++) {
+    for (long long i = 0; i < r->n; i += r->width) {
         long long cnt = r->n - i < r->width ? r->n - i : r->width;
-        memcpy(dst + i, surface + row * p->in_S + r->off, (size_t)cnt * sizeof *dst);
+        memcpy(dst + i, surface + value_at(p, r, i), (size_t)cnt * sizeof *dst);
+    }
+}
+
+void ane_region_zero(const AneLayerPlan *p, uint16_t *surface, int id) {
+    const AneRegion *r = &p->reg[id];
+    for (long long i = 0; i < r->n; i += r->width) {
+        long long cnt = r->n - i < r->width ? r->n - i : r->width;
+        memset(surface + value_at(p, r, i), 0, (size_t)cnt * sizeof *surface);
     }
 }
 
 /* ------------------------------------------------------------------ building blocks */
 
-/* Region `id` of the input X read as a tensor of shape dims (product = the region's n). */
+/* Region `id` of the input X read as a tensor of shape dims (product = the region's n): one
+** slice per block (concatenated on channels when there are several), then one reshape. */
 static MilT region(MilW *w, MilT X, const AneLayerPlan *p, int id, int a, int b, int c, int d) {
     const AneRegion *r = &p->reg[id];
-    int begin[4] = {0, 0, 0, r->off}, size[4] = {1, p->C, 1, r->width};
-    MilT s = milw_slice(w, X, begin, size);
-    if ((long long)p->C * r->width != r->n) { /* the last row is partial: flatten, cut, reshape */
-        int z[4] = {0, 0, 0, 0}, cut[4] = {1, 1, 1, (int)r->n};
-        s = milw_slice(w, milw_reshape4(w, s, 1, 1, 1, p->C * r->width), z, cut);
+    MilT parts[MAX_BLOCKS];
+    long long left = r->n, per = (long long)r->rows * r->width;
+    for (int j = 0; j < r->blocks; j++) {
+        int rows = left >= per ? r->rows : (int)(left / r->width);
+        int begin[4] = {0, r->row, 0, r->off + j * r->width}, size[4] = {1, rows, 1, r->width};
+        parts[j] = milw_slice(w, X, begin, size);
+        left -= (long long)rows * r->width;
     }
+    MilT s = r->blocks > 1 ? milw_concat(w, 1, r->blocks, parts) : parts[0];
     return milw_reshape4(w, s, a, b, c, d);
 }
 
-/* Causal mask [1, 1, S, S] and RoPE tables [1, 1, D, S] (cos, and sin signed per pair member)
-** as blob constants. */
-static void tables(MilW *w, const AneLayerPlan *p, MilT *mask, MilT *cosv, MilT *sinv) {
-    int S = p->S, D = p->D, half = D / 2;
+/* Causal mask [1, 1, S, S] and RoPE tables [1, 1, D, S] as blob constants: cos, and the sin of
+** the partner term signed per pair member. Interleaved: sinv[0] is that table. Half: it is split
+** by the member of the pair, sinv[0] on the first half of head_dim's rows (0 on the second) and
+** sinv[1] on the second (0 on the first), one blob [1, 1, D, 2 S] sliced at column S (see rope). */
+static void tables(MilW *w, const AneLayerPlan *p, MilT *mask, MilT *cosv, MilT sinv[2]) {
+    int S = p->S, D = p->D, half = D / 2, halves = p->rope == ROPE_HALF ? 2 : 1;
     float *m = malloc(sizeof(float) * (size_t)S * S), *c = malloc(sizeof(float) * (size_t)D * S),
-          *s = malloc(sizeof(float) * (size_t)D * S);
+          *s = calloc((size_t)D * S * halves, sizeof(float));
     if (m && c && s) {
         for (int i = 0; i < S; i++)
             for (int j = 0; j < S; j++) m[(size_t)i * S + j] = j <= i ? 0.0f : ANE_MASK_NEG;
         for (int d = 0; d < D; d++) {
             int pair = p->rope == ROPE_INTERLEAVED ? d / 2 : d % half;
             int first = p->rope == ROPE_INTERLEAVED ? d % 2 == 0 : d < half;
+            float *srow = s + (size_t)d * S * halves + (halves == 2 && !first ? S : 0);
             for (int t = 0; t < S; t++) {
                 double angle = (double)t * pow(p->theta, -2.0 * pair / D);
                 c[(size_t)d * S + t] = (float)cos(angle);
-                s[(size_t)d * S + t] = (float)(first ? -sin(angle) : sin(angle));
+                srow[t] = (float)(first ? -sin(angle) : sin(angle));
             }
         }
-        int dm[4] = {1, 1, S, S}, dt[4] = {1, 1, D, S};
+        int dm[4] = {1, 1, S, S}, dt[4] = {1, 1, D, S}, ds[4] = {1, 1, D, S * halves};
         *mask = milw_blob(w, "mask.bin", 4, dm, m);
         *cosv = milw_blob(w, "rope_cos.bin", 4, dt, c);
-        *sinv = milw_blob(w, "rope_sin.bin", 4, dt, s);
+        sinv[0] = milw_blob(w, "rope_sin.bin", 4, ds, s);
+        sinv[1] = sinv[0];
+        if (halves == 2) {
+            int b0[4] = {0, 0, 0, 0}, b1[4] = {0, 0, 0, S};
+            sinv[1] = milw_slice(w, sinv[0], b1, dt);
+            sinv[0] = milw_slice(w, sinv[0], b0, dt);
+        }
     } else { /* out of memory: an invalid blob makes milw_finish fail */
         int bad[1] = {0};
-        *mask = *cosv = *sinv = milw_blob(w, "oom.bin", 0, bad, NULL);
+        *mask = *cosv = sinv[0] = sinv[1] = milw_blob(w, "oom.bin", 0, bad, NULL);
     }
     free(m);
     free(c);
     free(s);
 }
 
-/* The partner of every channel in its RoPE pair, x [1, NH, D, S] -> [1, NH, D, S]:
-** interleaved (2i, 2i+1) -> (2i+1, 2i); half (i, i+D/2) -> (i+D/2, i). Only reshapes and
-** slices/concats on the last axis (as the seed's RoPE), no axis-2 slicing: a pair's two
-** channels are adjacent blocks of one row once [D][S] is flattened suitably. */
+/* Interleaved RoPE: the partner of every channel in its pair, x [1, NH, D, S] -> [1, NH, D, S],
+** (2i, 2i+1) -> (2i+1, 2i): a pair's two channels are adjacent rows of S, so one reshape to
+** [1, NH D / 2, 1, 2 S] and two slices at columns 0 and S (multiples of 32) swap them. */
 static MilT rope_partner(MilW *w, const AneLayerPlan *p, MilT x) {
-    int NH = x.d[1], D = p->D, S = x.d[3];
-    /* half: per head one row [first half's D/2*S | second half's]; interleaved: per pair one
-    ** row [channel 2i's S | channel 2i+1's S] */
-    int rows = p->rope == ROPE_HALF ? NH : NH * D / 2, len = p->rope == ROPE_HALF ? D / 2 * S : S;
-    MilT y = milw_reshape4(w, x, 1, rows, 1, 2 * len);
-    int b0[4] = {0, 0, 0, 0}, b1[4] = {0, 0, 0, len}, sz[4] = {1, rows, 1, len};
+    int NH = x.d[1], D = p->D, S = x.d[3], rows = NH * D / 2;
+    MilT y = milw_reshape4(w, x, 1, rows, 1, 2 * S);
+    int b0[4] = {0, 0, 0, 0}, b1[4] = {0, 0, 0, S}, sz[4] = {1, rows, 1, S};
     MilT v[2] = {milw_slice(w, y, b1, sz), milw_slice(w, y, b0, sz)};
     return milw_reshape4(w, milw_concat(w, 3, 2, v), 1, NH, D, S);
+}
+
+/* x [1, n, 1, S] rolled by k channels: row c holds x[(c + k) mod n]. Two channel slices and a
+** channel concat. */
+static MilT roll_channels(MilW *w, MilT x, int k) {
+    int n = x.d[1], S = x.d[3];
+    int b1[4] = {0, k, 0, 0}, s1[4] = {1, n - k, 1, S}, b0[4] = {0, 0, 0, 0}, s0[4] = {1, k, 1, S};
+    MilT v[2] = {milw_slice(w, x, b1, s1), milw_slice(w, x, b0, s0)};
+    return milw_concat(w, 1, 2, v);
 }
 
 /* Sum over dim 2 of x [1, NH, D, S] -> [1, NH, 1, S], as a matmul with a row of ones (the fact
 ** sheet reports reduce_sum over axes 1 and -1 only). */
 static MilT sum_heads(MilW *w, MilT x, MilT ones) { return milw_matmul(w, ones, 0, x, 0); }
 
-/* RoPE forward x*cos + partner(x)*sin, or its transpose (backward) x*cos - partner(x)*sin. */
-static MilT rope(MilW *w, const AneLayerPlan *p, MilT x, MilT cosv, MilT sinv, int backward) {
-    MilT a = milw_mul(w, x, cosv), b = milw_mul(w, rope_partner(w, p, x), sinv);
+/* RoPE forward x*cos + partner(x)*sin, or its transpose (backward) x*cos - partner(x)*sin, on
+** x [1, NH, D, S].
+** Half RoPE pairs channel d of a head with d + D/2. Its partner is no longer built by flattening
+** a head to one row of D S values (an axis of 32768 for Qwen3 at S = 256, over the device's
+** 16384: docs/ane-facts.md §9): with the heads' rows as channels [1, NH D, 1, S], the first half
+** of every head needs row c + D/2 and the second half row c - D/2, i.e. the rows rolled by +D/2
+** and by -D/2 (each two channel slices and a concat, no axis above NH D); each roll is multiplied
+** by the sin table of its half, which is 0 on the other half, so
+**     partner(x) * sin = roll(x, +D/2) * sinv[0] + roll(x, -D/2) * sinv[1]
+** exactly (one of the two terms is an exact 0; the result equals the old partner's bit for bit).
+** The slices are on the channel axis, which the seed's kernels slice too; none on axis 2. */
+static MilT rope(MilW *w, const AneLayerPlan *p, MilT x, MilT cosv, const MilT *sinv, int backward) {
+    MilT a = milw_mul(w, x, cosv), b;
+    if (p->rope == ROPE_HALF) {
+        int NH = x.d[1], D = p->D, S = x.d[3], n = NH * D;
+        MilT rows = milw_reshape4(w, x, 1, n, 1, S);
+        MilT up = milw_reshape4(w, roll_channels(w, rows, D / 2), 1, NH, D, S);
+        MilT down = milw_reshape4(w, roll_channels(w, rows, n - D / 2), 1, NH, D, S);
+        b = milw_add(w, milw_mul(w, up, sinv[0]), milw_mul(w, down, sinv[1]));
+    } else {
+        b = milw_mul(w, rope_partner(w, p, x), sinv[0]);
+    }
     return backward ? milw_sub(w, a, b) : milw_add(w, a, b);
 }
 
@@ -477,10 +718,10 @@ static MilT int8_rows(MilW *w, MilT X, const AneLayerPlan *p, int m, MilT y) {
 ** output [1, fwd_C, 1, S] (bytes 2 fwd_C S). */
 static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
     int C = p->C, F = p->F, H = p->H, KV = p->KV, D = p->D, Q = p->Q, K = p->K, S = p->S, r = H / KV;
-    MilT X = milw_input(w, C, p->in_S);
-    MilT mask, cosv, sinv;
+    MilT X = milw_input(w, p->in_C, p->in_S);
+    MilT mask, cosv, sinv[2];
     milw_scope(w, "tab");
-    tables(w, p, &mask, &cosv, &sinv);
+    tables(w, p, &mask, &cosv, sinv);
 
     milw_scope(w, "norm1"); /* xn1 = x * rstd1 * rms_att */
     MilT x = region(w, X, p, AR_X, 1, C, 1, S);
@@ -591,10 +832,10 @@ static MilT layer_fwd(MilW *w, const AneLayerPlan *p) {
 ** output [1, bwd_C, 1, S]. */
 static MilT layer_bwd(MilW *w, const AneLayerPlan *p) {
     int C = p->C, F = p->F, H = p->H, KV = p->KV, D = p->D, Q = p->Q, K = p->K, S = p->S, r = H / KV;
-    MilT X = milw_input(w, C, p->in_S);
-    MilT mask, cosv, sinv;
+    MilT X = milw_input(w, p->in_C, p->in_S);
+    MilT mask, cosv, sinv[2];
     milw_scope(w, "tab");
-    tables(w, p, &mask, &cosv, &sinv);
+    tables(w, p, &mask, &cosv, sinv);
 
     milw_scope(w, "ffn"); /* dg = w2^T dy; SwiGLU backward; dxn2 = w1^T dh1 + w3^T dh3 */
     MilT dy = region(w, X, p, AR_DY, 1, C, 1, S);
@@ -756,4 +997,50 @@ int ane_kernel_fwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_bl
 
 int ane_kernel_bwd(const AneLayerPlan *p, char **mil, AneBlob **blobs, int *n_blobs, Err *err) {
     return generate(p, layer_bwd, "layer_bwd", mil, blobs, n_blobs, err);
+}
+
+int ane_kernel_make(const AneLayerPlan *p, AneKernelId id, AneKernel *k, Err *err) {
+    memset(k, 0, sizeof *k);
+    if (id != ANE_KERNEL_LAYER_FWD && id != ANE_KERNEL_LAYER_BWD)
+        return err_set(err, "ane kernel: id %d is not a kernel of the plan (0..%d)", (int)id, ANE_KERNELS - 1);
+    int bwd = id == ANE_KERNEL_LAYER_BWD;
+    k->name = bwd ? "layer_bwd" : "layer_fwd";
+    k->in = (AneShape){p->in_C, p->in_S};
+    k->out = (AneShape){bwd ? p->bwd_C : p->fwd_C, p->S};
+    k->flops = bwd ? p->bwd_flops : p->fwd_flops;
+    k->training_only = bwd;
+    return bwd ? ane_kernel_bwd(p, &k->mil, &k->blobs, &k->n_blobs, err)
+               : ane_kernel_fwd(p, &k->mil, &k->blobs, &k->n_blobs, err);
+}
+
+void ane_kernel_free(AneKernel *k) {
+    if (!k) return;
+    free(k->mil);
+    milw_free_blobs(k->blobs, k->n_blobs);
+    memset(k, 0, sizeof *k);
+}
+
+void ane_plan_cost(const AneLayerPlan *p, int n_layers, int B, int training, AnePlanCost *c) {
+    static const int fwd_acts[] = {AR_X, AR_RSTD1};
+    static const int bwd_acts[] = {AR_DY, AR_XH2, AR_RSTD2, AR_H1, AR_H3, AR_Q, AR_K, AR_V, AR_RSTDQ, AR_RSTDK};
+    memset(c, 0, sizeof *c);
+    double LB = (double)n_layers * B, S = p->S, base = 0, adapter = 0, fwd = 0, bwd = 0, masks = 0;
+    for (int id = AR_RMS_ATT; id <= AR_W2; id++) base += 2.0 * (double)p->reg[id].n;
+    for (int m = 0; m < ANE_LORA_MODULES; m++) {
+        base += 2.0 * (double)p->reg[AR_SCALE + m].n;
+        adapter += 2.0 * (double)(p->reg[AR_LORA_A + m].n + p->reg[AR_LORA_B + m].n);
+        masks += 2.0 * (double)p->reg[AR_LORA_MASK + m].n; /* staged before each kernel */
+    }
+    for (size_t i = 0; i < sizeof fwd_acts / sizeof fwd_acts[0]; i++) fwd += 2.0 * (double)p->reg[fwd_acts[i]].n;
+    for (size_t i = 0; i < sizeof bwd_acts / sizeof bwd_acts[0]; i++) bwd += 2.0 * (double)p->reg[bwd_acts[i]].n;
+    int frozen = p->lora_rank > 0 || p->int8_base;
+    c->evals_per_layer_seq = training ? 2 : 1;
+    c->evals = (long long)LB * c->evals_per_layer_seq;
+    c->weight_bytes = n_layers * (frozen ? adapter : base + adapter);
+    c->base_bytes_once = frozen ? n_layers * base : 0;
+    c->act_bytes = LB * (fwd + masks + (training ? bwd + masks : 0));
+    c->read_bytes = LB * 2.0 * S * (training ? (double)p->fwd_C + p->bwd_C : (double)p->C);
+    c->surface_bytes_in = (double)c->evals * 2.0 * p->in_C * p->in_S;
+    c->surface_bytes_out = LB * 2.0 * S * ((double)p->fwd_C + (training ? p->bwd_C : 0));
+    c->flops = LB * (p->fwd_flops + (training ? p->bwd_flops : 0));
 }

@@ -5,13 +5,18 @@
 ** Two kernels per layer, compiled once per model shape and shared by every layer:
 **   layer_fwd   x, rstd1 + the layer's weights  ->  x_next and the taps backward needs
 **   layer_bwd   dy + forward taps + weights     ->  dxn2, dh1, dh3, dq, dk, dv, dxn1
-** Both read the same input layout: one surface per layer, [1, C, 1, in_S], whose columns hold
-** regions. Region r holds n values (an activation [c][S] flattened, or a weight [out][in]
-** flattened) folded row-major into the C rows: value i sits at row i / width, column
-** off + i % width, width = ceil(n / C). Weights are staged once per step into their regions and
-** stay while the activation regions are rewritten per sequence (LoRA over a frozen base: the
-** base once for the run, the adapter's A and B regions every step; an int8 base: its int8 values
-** and row scales once). Outputs are channel
+** Both read the same input layout: one surface per layer, [1, in_C, 1, in_S] (in_C = C, or a
+** power-of-two multiple of C when C rows would make the surface wider than 16384), whose columns
+** hold regions. Region r holds n values (an activation [c][S], a weight [out][in], a vector)
+** row-major in `blocks` blocks of `rows` x `width` side by side: value i is in block
+** j = i / (rows * width), at row `row` + (i % (rows * width)) / width, column
+** off + j * width + i % width (the last block may have fewer rows). Every region starts at a
+** column that is a multiple of 32, rows * width divides its values exactly (no partial row), and
+** the kernels read it back with one slice per block (+ a channel concat) and one reshape, so no
+** axis exceeds the surface's (kernels.c, "Layout"; docs/ane-facts.md §9). Weights are staged
+** once per step into their regions and stay while the activation regions are rewritten per
+** sequence (LoRA over a frozen base: the base once for the run, the adapter's A and B regions
+** every step; an int8 base: its int8 values and row scales once). Outputs are channel
 ** concatenations of [rows][S] taps. S is the padded sequence length, a multiple of 32.
 */
 #ifndef ANETRAIN_ANE_KERNELS_H
@@ -100,9 +105,14 @@ typedef enum {
 } AneBwdTap;
 
 typedef struct {
-    int off;        /* first column */
-    int width;      /* columns: ceil(n / C) */
     long long n;    /* values held (0: region absent) */
+    int off;        /* first column, a multiple of 32 */
+    int row;        /* first row */
+    int rows;       /* rows of a block (the last block: the rest of the values) */
+    int width;      /* columns of a block */
+    int blocks;     /* blocks side by side: 1 for a plain fold; an activation [c][S] with c above the
+                    ** surface's rows is read in blocks of in_C channels */
+    int a, b;       /* the values' logical shape [a][b] (row-major): [c][S], [out][in], [1][len] */
 } AneRegion;
 
 typedef struct {
@@ -119,7 +129,8 @@ typedef struct {
     RopeStyle rope;
     double theta;
     float eps;
-    int in_S;                 /* input [1, C, 1, in_S] */
+    int in_C, in_S;           /* input [1, in_C, 1, in_S] */
+    int max_width;            /* the widest input the plan may use (ANE_MAX_AXIS unless a test lowers it) */
     AneRegion reg[AR_COUNT];
     int fwd_C;                /* layer_fwd output [1, fwd_C, 1, S] */
     AneTap fwd[AF_COUNT];
@@ -127,6 +138,27 @@ typedef struct {
     AneTap bwd[AB_COUNT];
     double fwd_flops, bwd_flops; /* per evaluation (one sequence), matmul-class, at width S */
 } AneLayerPlan;
+
+/* The largest axis the plan lets any tensor have, input width and rows included: the measured
+** input width, which the strict limits apply to every axis (docs/ane-facts.md §9). */
+#define ANE_MAX_AXIS 16384
+
+/* What a plan is made for: every variant of the two kernels. */
+typedef struct {
+    int T_max;             /* the longest sequence; S = T_max rounded up to 32 */
+    int lora_rank;         /* R > 0: LoRA adapters on the modules of lora_targets (bit m: module m in the
+                           ** order q k v o gate up down); 0: none */
+    unsigned lora_targets;
+    int lora_dropout;      /* 1 (with a rank): a 0/1 dropout mask region per adapted module */
+    int int8_base;         /* 1: the seven matrices are int8 values with row scales */
+    int max_width;         /* the widest input surface allowed; 0: ANE_MAX_AXIS. Tests lower it to make
+                           ** small models use the layouts of big ones (more rows, column blocks). */
+} AnePlanSpec;
+
+/* Lays out both kernels of cfg as spec says, or refuses with the reason (a sequence, a model
+** dimension or the output taps beyond ANE_MAX_AXIS, or regions that fit no surface of at most
+** ANE_MAX_AXIS rows and max_width columns) before anything is compiled. */
+int ane_plan_make(AneLayerPlan *p, const ModelConfig *cfg, const AnePlanSpec *spec, Err *err);
 
 /* Lays out the kernels of cfg for sequences of up to T_max tokens. */
 int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err);
@@ -142,8 +174,11 @@ int ane_plan_layer_frozen(AneLayerPlan *p, const ModelConfig *cfg, int T_max, in
 /* Adds a dropout mask region AR_LORA_MASK + m [in][S] after every other region for each module m
 ** the LoRA plan p adapts: both kernels then multiply the adapter path's input by it (layer_fwd:
 ** u_m = (s A_m)(x_m * MASK_m); layer_bwd: dx_m += MASK_m * ((s A_m)^T v_m)). A plan without it
-** gives the LoRA text unchanged. p must have a rank > 0. */
-void ane_plan_lora_dropout(AneLayerPlan *p);
+** gives the LoRA text unchanged. p must have a rank > 0. The plan is laid out again (the masks
+** may need more rows); -1 when it no longer fits (p unchanged). */
+int ane_plan_lora_dropout(AneLayerPlan *p, Err *err);
+/* The name of region id ("x", "wq", "lora_A.gate", "scale.down", "mask.q", ...), for reports. */
+const char *ane_region_name(int id);
 /* Module m's base matrix shape [out][in] in the plan (m in the order above). */
 void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in);
 
@@ -162,6 +197,44 @@ void ane_region_put_f32_scaled(const AneLayerPlan *p, uint16_t *surface, int id,
 void ane_region_put_i8(const AneLayerPlan *p, uint16_t *surface, int id, const int8_t *src);
 /* Reads region `id` back as n fp16 values (for tests). */
 void ane_region_get_f16(const AneLayerPlan *p, const uint16_t *surface, int id, uint16_t *dst);
+/* Zeroes region `id`. */
+void ane_region_zero(const AneLayerPlan *p, uint16_t *surface, int id);
+
+/* ===== What a run compiles (ane-plan, doctor, tests) =====================================
+** A run compiles ANE_KERNELS programs per model (whatever the number of layers), in this order;
+** each is evaluated once per layer and sequence (layer_bwd only in training steps). */
+typedef enum { ANE_KERNEL_LAYER_FWD, ANE_KERNEL_LAYER_BWD, ANE_KERNELS } AneKernelId;
+
+typedef struct {
+    const char *name;   /* "layer_fwd", "layer_bwd" */
+    AneShape in, out;   /* [1, channels, 1, spatial] fp16 surfaces */
+    char *mil;          /* the MIL text (malloc'd) */
+    AneBlob *blobs;     /* its weight files (causal mask, RoPE tables, ...) */
+    int n_blobs;
+    double flops;       /* matmul-class FLOPs per evaluation */
+    int training_only;  /* 1: evaluated in training steps only (forward-only steps skip it) */
+} AneKernel;
+
+/* Generates kernel `id` of plan p; free it with ane_kernel_free. */
+int ane_kernel_make(const AneLayerPlan *p, AneKernelId id, AneKernel *k, Err *err);
+void ane_kernel_free(AneKernel *k);
+
+/* What a step moves across the device boundary, for a model of n_layers layers, batch B, as
+** ane.c stages it (bytes are fp16). The base of a frozen plan (LoRA or int8) is staged once per
+** run, not per step. */
+typedef struct {
+    long long evals_per_layer_seq;  /* 2 in training, 1 forward-only */
+    long long evals;                /* per step: n_layers * B * evals_per_layer_seq */
+    double weight_bytes;            /* weights staged per step (a frozen base: the adapter alone) */
+    double base_bytes_once;         /* a frozen base, staged at the first step (0 otherwise) */
+    double act_bytes;               /* activations staged per step (x, rstd1, dy, taps, masks) */
+    double read_bytes;              /* outputs read back per step */
+    double surface_bytes_in;        /* input surfaces the device reads per step (whole surfaces) */
+    double surface_bytes_out;       /* output surfaces it writes */
+    double flops;                   /* device FLOPs per step */
+} AnePlanCost;
+
+void ane_plan_cost(const AneLayerPlan *p, int n_layers, int B, int training, AnePlanCost *c);
 
 /* The additive mask value for keys after the query (large enough that exp underflows to 0 in
 ** fp32, small enough that adding a score cannot overflow fp16 to -inf). */

@@ -235,16 +235,39 @@ static const char *const_ivec(MilW *w, int n, const int *v) {
     return constant(w, type, lit);
 }
 
-/* An fp16 scalar const: the value is rounded to fp16 here and written with enough digits
-** (%.9g) that the parser's rounding gives back exactly that fp16 value. */
+/* The finite fp16 value h as a C99 hex float, the spelling the seed writes (fp16(0x1p-3)):
+** "0x1.8p-3", "-0x1p+0", "0x0p+0". Exact (an fp16 value has at most 11 significant bits, so
+** three hex digits of fraction hold it, subnormals included) and never exponent notation, which
+** the strict limits refuse (docs/ane-facts.md §9, rule fp16-literal-exponent). */
+static void hex_fp16(char *buf, size_t size, float h) {
+    const char *sign = signbit(h) ? "-" : "";
+    if (!isfinite(h)) { /* never written: the callers refuse non-finite constants */
+        snprintf(buf, size, "%s", isnan(h) ? "nan" : h < 0 ? "-inf" : "inf");
+        return;
+    }
+    if (h == 0) {
+        snprintf(buf, size, "%s0x0p+0", sign);
+        return;
+    }
+    int e;
+    double m = 2.0 * frexp(fabs((double)h), &e); /* |h| = m 2^(e-1), m in [1, 2) */
+    unsigned frac = (unsigned)((m - 1.0) * 4096.0); /* 12 bits: exact */
+    char digits[4];
+    snprintf(digits, sizeof digits, "%03x", frac);
+    for (int i = 2; i >= 0 && digits[i] == '0'; i--) digits[i] = '\0';
+    snprintf(buf, size, "%s0x1%s%sp%+d", sign, digits[0] ? "." : "", digits, e - 1);
+}
+
+/* An fp16 scalar const: the value is rounded to fp16 here and written exactly, as a hex float. */
 static const char *const_f16(MilW *w, double v) {
     float h = fp16_round_double(v, 0);
     if (!isfinite(h)) {
         fail(w, "fp16 constant %g is out of the fp16 range", v);
         return "bad";
     }
-    char lit[64];
-    snprintf(lit, sizeof lit, "fp16(%.9g)", (double)h);
+    char hex[32], lit[64];
+    hex_fp16(hex, sizeof hex, h);
+    snprintf(lit, sizeof lit, "fp16(%s)", hex);
     return constant(w, "fp16", lit);
 }
 
@@ -610,13 +633,18 @@ MilT milw_affine_dequantize(MilW *w, const char *file, int rank, const int *dims
         fail(w, "constexpr_affine_dequantize %s: %d scales, expected 1 or %d (dims[%d])", file, n_scale, dims[ax], ax);
         return BAD;
     }
-    /* Scales as fp16 literals written with %.9g, so the parser reads back the same fp16 values. */
+    /* Scales as exact hex-float fp16 literals (hex_fp16); a non-finite one is refused below. */
     Str lit = {0};
+    char hex[32];
     if (n_scale == 1) {
-        str_addf(&lit, "fp16(%.9g)", (double)fp16_round_double(scale[0], 0));
+        hex_fp16(hex, sizeof hex, fp16_round_double(scale[0], 0));
+        str_addf(&lit, "fp16(%s)", hex);
     } else {
         str_addf(&lit, "tensor<fp16, [%d]>([", n_scale);
-        for (int i = 0; i < n_scale; i++) str_addf(&lit, "%s%.9g", i ? ", " : "", (double)fp16_round_double(scale[i], 0));
+        for (int i = 0; i < n_scale; i++) {
+            hex_fp16(hex, sizeof hex, fp16_round_double(scale[i], 0));
+            str_addf(&lit, "%s%s", i ? ", " : "", hex);
+        }
         str_addf(&lit, "])");
     }
     for (int i = 0; i < n_scale && !lit.oom; i++) {

@@ -9,7 +9,9 @@
 **   the statement form `TYPE NAME = OP(arg = name, ...)[name = string("NAME")];`;
 **   every argument a named earlier value; every parameter an explicit const() (int32 scalars,
 **   tensor<int32, [N]> vectors, bool, fp16 scalars: no literal shorthand), declared once and
-**   shared; fp16 everywhere (no cast); BLOBFILE constants as canonical single-blob MILBlob files
+**   shared; fp16 literals as exact hex floats, fp16(0x1.8p-3) (never exponent notation: the
+**   strict limits' rule fp16-literal-exponent, docs/ane-facts.md §9); fp16 everywhere (no cast);
+**   BLOBFILE constants as canonical single-blob MILBlob files
 **   (64-byte storage header, 64-byte metadata record, fp16 data at 128; offset=uint64(64)).
 ** Ops: slice_by_size, reshape, transpose (only perm [0,1,3,2]), matmul (equal batch dims, no
 ** broadcast), add/sub/mul (numpy trailing broadcast), pow and mul/add/sub by an fp16 scalar,

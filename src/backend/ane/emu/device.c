@@ -71,7 +71,7 @@ static AneProgram *emu_compile(AneDevice *dev, const char *mil_text, const AneBl
         return NULL;
     }
     AneProgram *p = calloc(1, sizeof *p);
-    MilOptions o = {E->opt.accumulate_fp32, E->opt.flush_subnormals, 0};
+    MilOptions o = {E->opt.accumulate_fp32, E->opt.flush_subnormals, 0, E->opt.limits};
     if (p) p->mil = mil_program_compile(mil_text, blobs, n_blobs, &o, err);
     else err_set(err, "out of memory allocating a program");
     if (!p || !p->mil) {
@@ -178,6 +178,7 @@ void ane_emu_default_options(AneEmuOptions *opt) {
     opt->compile_budget = 119;
     opt->accumulate_fp32 = 1;
     opt->flush_subnormals = 0;
+    opt->limits = ANE_LIMITS_STRICT;
 }
 
 AneDevice *ane_emu_create(const AneEmuOptions *opt, Err *err) {
@@ -196,6 +197,11 @@ AneDevice *ane_emu_create(const AneEmuOptions *opt, Err *err) {
     E->opt = o;
     E->opt.accumulate_fp32 = o.accumulate_fp32 != 0;
     E->opt.flush_subnormals = o.flush_subnormals != 0;
+    if (o.limits != ANE_LIMITS_STRICT && o.limits != ANE_LIMITS_PROBED) {
+        free(E);
+        err_set(err, "ane_emu_create: limits must be ANE_LIMITS_STRICT or ANE_LIMITS_PROBED, found %d", (int)o.limits);
+        return NULL;
+    }
     AneDevice *d = &E->dev;
     d->name = "emu";
     d->compile = emu_compile;

@@ -69,6 +69,10 @@ struct MilExpr {
     double num;        /* numeric scalar (for integer dtypes also in inum) */
     int64_t inum;      /* integer and bool scalars */
     const char *str;   /* string scalar (escapes decoded) */
+    int exp_spelled;   /* a float literal (or an item of an inline tensor) written in decimal exponent
+                       ** notation, 1e-3: the first one is at exp_pos (mil_check's strict rule
+                       ** fp16-literal-exponent; a hex float 0x1p-3 is not exponent notation) */
+    MilPos exp_pos;
     int64_t n_items;   /* inline tensor: elements as written */
     double *items;
     int is_blob;       /* tensor from a BLOBFILE */
@@ -181,9 +185,78 @@ typedef struct {
     int input, output;  /* value indices */
 } MilGraph;
 
+/* ----------------------------------------------------------------- the rules (device limits) */
+
+/* Every limit the checker enforces is a named rule; a program that breaks one is refused with
+** "rule NAME: ..." naming the value and its type. docs/ane-facts.md §9 gives each rule's
+** source. Hard rules and measured limits apply in every mode; conventions (what every working
+** reference does, never shown to be required) only under ANE_LIMITS_STRICT. */
+typedef enum {
+    /* hard rules: the dialect the seed's programs use, checked in every mode */
+    MIL_RULE_PROGRAM_FORM,        /* program(1.3), one function main<ios18> */
+    MIL_RULE_ONE_INPUT,           /* exactly one input (multi-input requests fail with 0x1d) */
+    MIL_RULE_ONE_OUTPUT,          /* exactly one output */
+    MIL_RULE_IO_FP16,             /* fp16 input and output */
+    MIL_RULE_IO_SHAPE,            /* input and output [1, C, 1, S] */
+    MIL_RULE_IO_WIDTH_32,         /* S a multiple of 32 */
+    MIL_RULE_KNOWN_OP,            /* an op of the reported set */
+    MIL_RULE_NAMED_ARGS,          /* arguments name earlier values (no inline literal shorthand) */
+    MIL_RULE_CONV_CONST_WEIGHT,   /* conv weights are constants */
+    MIL_RULE_CONV_1X1,            /* conv: 1x1 kernel, strides and dilations 1, no pad */
+    MIL_RULE_CONV_CHANNELS,       /* conv: at most MIL_CONV_MAX_INPUT_CHANNELS input channels */
+    MIL_RULE_SDPA_NO_MASK,        /* scaled_dot_product_attention without attn_mask */
+    MIL_RULE_CONCAT_NO_INTERLEAVE,/* concat with interleave = false */
+    MIL_RULE_BLOB_FORMAT,         /* BLOBFILE constants in the MILBlob format */
+    MIL_RULE_INT8_DEQUANTIZE_ONLY,/* an int8 tensor only feeds dequantize */
+    MIL_RULE_QUANT_FORM,          /* (de)quantize: one fp16 scale, no zero_point or axis */
+    MIL_RULE_FP16_RANGE,          /* fp16 literals are finite fp16 values (the parser's) */
+    MIL_RULE_EMU_ELEMENTS,        /* the emulator's memory cap per tensor (not a device limit) */
+    /* measured to fail on real chips: every mode */
+    MIL_RULE_INPUT_WIDTH,         /* the input is at most MIL_MAX_INPUT_WIDTH wide */
+    MIL_RULE_AXIS_65536,          /* no axis of any tensor above MIL_MAX_AXIS_PROBED */
+    /* conventions: strict only */
+    MIL_RULE_AXIS_16384,          /* no axis of any tensor above MIL_MAX_AXIS_STRICT */
+    MIL_RULE_SLICE_ALIGN,         /* slice_by_size begins on the innermost axis at multiples of 32 */
+    MIL_RULE_FP16_EXPONENT,       /* fp16 literals are not written in exponent notation */
+    MIL_RULE_NO_CAST,             /* no cast (fp16 in, fp16 out, fp16 throughout) */
+    MIL_RULE_COUNT
+} MilRuleId;
+
+typedef enum { MIL_RULE_HARD, MIL_RULE_MEASURED, MIL_RULE_CONVENTION } MilRuleKind;
+
 typedef struct {
-    int flush_subnormals;   /* constants are rounded with the same rule as results */
-    int64_t max_elements;   /* per tensor; 0 = MIL_DEFAULT_MAX_ELEMENTS */
+    const char *name;   /* "input-width", as printed in refusals */
+    MilRuleKind kind;   /* MIL_RULE_CONVENTION: checked under ANE_LIMITS_STRICT only */
+    const char *what;   /* the rule in one line */
+    const char *source; /* where it comes from (public references; docs/ane-facts.md §9) */
+} MilRule;
+
+const MilRule *mil_rule(MilRuleId id);
+/* The rule called name, or NULL. */
+const MilRule *mil_rule_by_name(const char *name);
+/* 1 when rule id is checked under `limits`. */
+int mil_rule_applies(MilRuleId id, AneLimits limits);
+
+#define MIL_MAX_INPUT_WIDTH 16384   /* rustane#13: 16384 compiles, 17920 fails (M3 Ultra) */
+#define MIL_MAX_AXIS_PROBED 65536   /* ANEForge PR #57: an axis above 65536 fails to compile */
+#define MIL_MAX_AXIS_STRICT 16384   /* strict: the measured input width, on every axis of every tensor */
+#define MIL_SLICE_ALIGN 32          /* strict: innermost-axis slice offsets, as every reference writes them */
+
+/* What the checker saw, for reports (ane-plan, doctor): filled in on success and on failure. */
+typedef struct {
+    const char *rule;         /* the rule a refused program broke (NULL: accepted, or refused for
+                              ** something that is not a limit, e.g. an undefined name) */
+    int64_t max_axis;         /* the largest axis of any tensor checked so far */
+    char max_axis_value[64];  /* the value it belongs to */
+    MilType max_axis_type;
+    int n_ops, n_values;
+} MilCheckReport;
+
+typedef struct {
+    int flush_subnormals;     /* constants are rounded with the same rule as results */
+    int64_t max_elements;     /* per tensor; 0 = MIL_DEFAULT_MAX_ELEMENTS */
+    AneLimits limits;         /* ANE_LIMITS_STRICT (0, the default) or ANE_LIMITS_PROBED */
+    MilCheckReport *report;   /* optional */
 } MilCheckOptions;
 
 #define MIL_DEFAULT_MAX_ELEMENTS ((int64_t)1 << 28) /* 1 GiB of fp32 per tensor */
@@ -196,12 +269,18 @@ int mil_check(MilAst *ast, const AneBlob *blobs, int n_blobs, const MilCheckOpti
               Err *err);
 void mil_graph_free(MilGraph *g);
 
+/* Parses and checks MIL text without keeping the graph (the darwin device's preflight, ane-plan):
+** 0 when the program passes, with its I/O shapes in *in and *out (either may be NULL). */
+int mil_check_text(const char *text, const AneBlob *blobs, int n_blobs, const MilCheckOptions *opt, AneShape *in,
+                   AneShape *out, Err *err);
+
 /* ----------------------------------------------------------------- executable program */
 
 typedef struct {
     int accumulate_fp32;    /* see AneEmuOptions */
     int flush_subnormals;
     int64_t max_elements;   /* per tensor; 0 = MIL_DEFAULT_MAX_ELEMENTS */
+    AneLimits limits;       /* the checker's rules (default ANE_LIMITS_STRICT) */
 } MilOptions;
 
 typedef struct MilProgram MilProgram;

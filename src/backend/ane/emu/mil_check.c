@@ -6,9 +6,8 @@
 ** What is checked (docs/ane-facts.md §1.7, §2, §3; the conservative choices are ours and marked):
 **   program(1.3), one function `main<ios18>`;
 **   exactly one input and one output, both tensor<fp16, [1, C, 1, S]> with S a multiple of 32
-**     (ours: every I/O width the seed, maderix/ANE (docs/ane-facts.md), uses is; the writer
-**     guarantees it);
-**   every op in the supported set with exactly the argument names of docs/ane-facts.md §2.3 (op_specs below);
+**     (ours: every I/O width the seed uses is; the writer guarantees it);
+**   every op in the supported set with exactly the argument names of §2.3 (op_specs below);
 **     every listed argument is required (as the seed always writes them), except matmul's
 **     transpose_x/transpose_y (default false, omitted in a seed test); each statement carries
 **     [name = string("...")] (any string; it need not equal the value's name);
@@ -20,7 +19,7 @@
 **   conv: const weight ("Can't use dynamic weight with conv"), 1x1 kernel, strides/dilations 1,
 **     zero pad, pad_type "valid", at most 16384 input channels (ours; 32000 was rejected);
 **   scaled_dot_product_attention: accepted only without attn_mask (the hardware ignores the
-**     mask, docs/ane-facts.md §2.5: a masked SDPA would silently compute unmasked attention);
+**     mask, §2.5: a masked SDPA would silently compute unmasked attention);
 **   concat: interleave must be false;
 **   BLOBFILE: the path is among the blobs given; storage header version 2, count >= 1;
 **     the MIL offset is 64-aligned and points at a metadata record with sentinel 0xDEADBEEF,
@@ -40,6 +39,16 @@
 **       rank-1 vector of quantized_data.shape[axis] values (per-channel: accepted although
 **       unverified on the device, docs/ane-facts.md §7 question 7; see docs/macos.md).
 **
+** Limits are named rules (mil.h MilRuleId; docs/ane-facts.md §9 gives each one's source): a
+** refusal reads "rule NAME: ..." with the value's name and type. Hard rules (the above) and the
+** limits measured on real chips apply in every mode: the input at most 16384 wide
+** (input-width) and no axis of any tensor above 65536 (axis-65536). Under ANE_LIMITS_STRICT
+** (the default) the conventions of every working reference apply too: no axis above 16384
+** (axis-16384), slice_by_size begins on the innermost axis at multiples of 32 (slice-align-32,
+** precisely: begin[rank - 1] % 32 == 0 for every slice, whatever its other axes), no fp16
+** literal in exponent notation (fp16-literal-exponent: the parser remembers the spelling), no
+** cast (no-cast). ANE_LIMITS_PROBED keeps the hard rules and the measured limits only.
+**
 ** Constants are materialised here (fp16-rounded floats; int32/bool as int64). This file
 ** must never crash or exit on any input; it allocates only what the declared types ask for,
 ** after the element limit has been checked.
@@ -53,6 +62,88 @@
 #include "fp16.h"
 #include "mil.h"
 
+/* ------------------------------------------------------------------ the rules */
+
+static const MilRule rules[MIL_RULE_COUNT] = {
+    [MIL_RULE_PROGRAM_FORM] = {"program-form", MIL_RULE_HARD, "program(1.3) with one function main<ios18>",
+                               "maderix/ANE training_dynamic/mil_dynamic.h (MIL_HDR); docs/ane-facts.md §2.1"},
+    [MIL_RULE_ONE_INPUT] = {"one-input", MIL_RULE_HARD, "exactly one input; pack inputs along the spatial axis",
+                            "maderix/ANE README: multi-input requests fail with 0x1d; docs/ane-facts.md §1.7"},
+    [MIL_RULE_ONE_OUTPUT] = {"one-output", MIL_RULE_HARD, "exactly one output; concatenate results on channels",
+                             "maderix/ANE training code (io.h, mil_dynamic.h); multiple outputs never verified"},
+    [MIL_RULE_IO_FP16] = {"io-fp16", MIL_RULE_HARD, "fp16 input and output",
+                          "maderix/ANE training_dynamic (fp16 I/O throughout); docs/ane-facts.md §2.1"},
+    [MIL_RULE_IO_SHAPE] = {"io-shape", MIL_RULE_HARD, "input and output are rank 4 [1, C, 1, S]",
+                           "maderix/ANE io.h (every surface is [1, C, 1, S]); docs/ane-facts.md §2.4"},
+    [MIL_RULE_IO_WIDTH_32] = {"io-width-32", MIL_RULE_HARD, "I/O width S a multiple of 32",
+                              "ours: every I/O width maderix/ANE uses is (docs/ane-facts.md §7 question 3)"},
+    [MIL_RULE_KNOWN_OP] = {"known-op", MIL_RULE_HARD, "ops of the reported set with their argument names",
+                           "the ops maderix/ANE writes (docs/ane-facts.md §2.3)"},
+    [MIL_RULE_NAMED_ARGS] = {"named-args", MIL_RULE_HARD,
+                             "arguments name const values; no inline literal (scalar) shorthand",
+                             "ours: maderix/ANE mil_dynamic.h declares every parameter (docs/ane-facts.md §2.1)"},
+    [MIL_RULE_CONV_CONST_WEIGHT] = {"conv-const-weight", MIL_RULE_HARD, "conv weights are constants",
+                                    "maderix/ANE test_weight_patch.m: \"Can't use dynamic weight with conv\""},
+    [MIL_RULE_CONV_1X1] = {"conv-1x1", MIL_RULE_HARD, "conv: 1x1 kernel, strides and dilations 1, no pad, valid",
+                           "maderix/ANE stories_mil.h (docs/ane-facts.md §2.3)"},
+    [MIL_RULE_CONV_CHANNELS] = {"conv-input-channels", MIL_RULE_HARD, "conv: at most 16384 input channels",
+                                "maderix/ANE ane_classifier.h: 32000 input channels rejected; 16384 is ours"},
+    [MIL_RULE_SDPA_NO_MASK] = {"sdpa-no-mask", MIL_RULE_HARD, "scaled_dot_product_attention without attn_mask",
+                               "maderix/ANE README, test_ane_sdpa5.m: the hardware ignores the mask"},
+    [MIL_RULE_CONCAT_NO_INTERLEAVE] = {"concat-no-interleave", MIL_RULE_HARD, "concat with interleave = false",
+                                       "maderix/ANE mil_dynamic.h (only interleave=false)"},
+    [MIL_RULE_BLOB_FORMAT] = {"blob-format", MIL_RULE_HARD, "BLOBFILE constants are MILBlob files of the declared type",
+                              "maderix/ANE io.h build_blob; apple/coremltools MILBlob StorageFormat.hpp"},
+    [MIL_RULE_INT8_DEQUANTIZE_ONLY] = {"int8-dequantize-only", MIL_RULE_HARD,
+                                       "an int8 tensor is only the input of dequantize",
+                                       "maderix/ANE ane_int8_bench.m (quantize -> dequantize)"},
+    [MIL_RULE_QUANT_FORM] = {"quantize-form", MIL_RULE_HARD,
+                             "quantize/dequantize/constexpr_affine_dequantize: fp16 scales, no zero_point or axis",
+                             "maderix/ANE ane_int8_bench.m (scalar fp16 scale, zero_point int8(0))"},
+    [MIL_RULE_FP16_RANGE] = {"fp16-literal-range", MIL_RULE_HARD, "fp16 literals are finite fp16 values",
+                             "ours"},
+    [MIL_RULE_EMU_ELEMENTS] = {"emu-tensor-elements", MIL_RULE_HARD,
+                               "the emulator's memory cap: at most 2^28 elements per tensor (not a device limit)",
+                               "ours"},
+    [MIL_RULE_INPUT_WIDTH] = {"input-width", MIL_RULE_MEASURED, "the input is at most 16384 wide",
+                              "ncdrone/rustane#13 (M3 Ultra, macOS 26.3.1: 16384 compiles, 17920 fails); "
+                              "rustane PR #15"},
+    [MIL_RULE_AXIS_65536] = {"axis-65536", MIL_RULE_MEASURED, "no axis of any tensor above 65536",
+                             "sbryngelson/ANEForge PR #57 (an axis S*dh > 65536 failed to compile)"},
+    [MIL_RULE_AXIS_16384] = {"axis-16384", MIL_RULE_CONVENTION, "no axis of any tensor above 16384",
+                             "ours: rustane#13's measured input width on every axis of every tensor"},
+    [MIL_RULE_SLICE_ALIGN] = {"slice-align-32", MIL_RULE_CONVENTION,
+                              "slice_by_size begin on the innermost axis is a multiple of 32",
+                              "the working references' convention (docs/ane-facts.md §8)"},
+    [MIL_RULE_FP16_EXPONENT] = {"fp16-literal-exponent", MIL_RULE_CONVENTION,
+                                "fp16 literals written as %f or hex floats, never in exponent notation",
+                                "the working references' convention (docs/ane-facts.md §8; fp16(0x1p-3) in "
+                                "maderix/ANE ane_int8_bench.m)"},
+    [MIL_RULE_NO_CAST] = {"no-cast", MIL_RULE_CONVENTION, "no cast: fp16 in, fp16 throughout, fp16 out",
+                          "maderix/ANE training_dynamic writes none (cast only in the inmem_*.m probes)"},
+};
+
+const MilRule *mil_rule(MilRuleId id) { return id >= 0 && id < MIL_RULE_COUNT ? &rules[id] : NULL; }
+
+const MilRule *mil_rule_by_name(const char *name) {
+    for (int i = 0; name && i < MIL_RULE_COUNT; i++)
+        if (strcmp(rules[i].name, name) == 0) return &rules[i];
+    return NULL;
+}
+
+int mil_rule_applies(MilRuleId id, AneLimits limits) {
+    return id >= 0 && id < MIL_RULE_COUNT && (rules[id].kind != MIL_RULE_CONVENTION || limits == ANE_LIMITS_STRICT);
+}
+
+const char *ane_limits_name(AneLimits limits) { return limits == ANE_LIMITS_PROBED ? "probed" : "strict"; }
+
+int ane_limits_parse(const char *flag, const char *s, AneLimits *out, Err *err) {
+    if (s && strcmp(s, "strict") == 0) *out = ANE_LIMITS_STRICT;
+    else if (s && strcmp(s, "probed") == 0) *out = ANE_LIMITS_PROBED;
+    else return err_set(err, "%s: expected strict or probed, found '%s'", flag, s ? s : "");
+    return 0;
+}
+
 /* ------------------------------------------------------------------ checker state */
 
 typedef struct {
@@ -61,6 +152,8 @@ typedef struct {
     int n_blobs;
     int flush;
     int64_t max_elements;
+    AneLimits limits;
+    MilCheckReport *report; /* never NULL while checking (a local one when the caller gave none) */
     Err *err;
     int *slots;         /* open-addressing table of value names -> value index, -1 empty */
     int n_slots;
@@ -78,6 +171,22 @@ static int check_fail(Checker *C, MilPos pos, const char *fmt, ...) {
         return err_set(C->err, "MIL %d:%d: value '%s' (%s): %s", pos.line, pos.col, C->stmt->name, C->stmt->op, msg);
     return err_set(C->err, "MIL %d:%d: %s", pos.line, pos.col, msg);
 }
+
+/* A refusal for breaking rule `rule`: "rule NAME: ..." (conventions say they are strict-only). */
+static int check_rule(Checker *C, MilPos pos, MilRuleId rule, const char *fmt, ...) ERR_PRINTF(4, 5);
+static int check_rule(Checker *C, MilPos pos, MilRuleId rule, const char *fmt, ...) {
+    char msg[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    C->report->rule = rules[rule].name;
+    return check_fail(
+        C, pos, "rule %s: %s%s", rules[rule].name, msg,
+        rules[rule].kind == MIL_RULE_CONVENTION ? " (strict limits; --ane-limits probed does not check it)" : "");
+}
+
+static int rule_on(const Checker *C, MilRuleId rule) { return mil_rule_applies(rule, C->limits); }
 
 static const char *type_str(const MilType *t, char *buf, size_t n) { return mil_type_format(t, buf, n); }
 
@@ -138,6 +247,36 @@ static int64_t type_numel(const MilType *t, int64_t max) {
 
 /* ------------------------------------------------------------------ values */
 
+/* The axis rules for value `name` of type t (the input when is_input; it is value 0): the
+** measured input width, the measured 65536 per axis, and under strict limits 16384 per axis.
+** Also keeps the largest axis seen for the report. */
+static int check_axes(Checker *C, const char *name, MilPos pos, const MilType *t, int is_input) {
+    char tb[160];
+    MilCheckReport *r = C->report;
+    for (int i = 0; i < t->rank; i++) {
+        if (t->dims[i] > r->max_axis) {
+            r->max_axis = t->dims[i];
+            snprintf(r->max_axis_value, sizeof r->max_axis_value, "%s", name);
+            r->max_axis_type = *t;
+        }
+    }
+    if (is_input && t->rank >= 1 && t->dims[t->rank - 1] > MIL_MAX_INPUT_WIDTH)
+        return check_rule(C, pos, MIL_RULE_INPUT_WIDTH,
+                          "input '%s' %s is %lld wide; the device compiles inputs up to %d wide (17920 failed on an "
+                          "M3 Ultra)",
+                          name, type_str(t, tb, sizeof tb), (long long)t->dims[t->rank - 1], MIL_MAX_INPUT_WIDTH);
+    for (int pass = 0; pass < 2; pass++) {
+        MilRuleId rule = pass ? MIL_RULE_AXIS_16384 : MIL_RULE_AXIS_65536;
+        int64_t max = pass ? MIL_MAX_AXIS_STRICT : MIL_MAX_AXIS_PROBED;
+        if (!rule_on(C, rule)) continue;
+        for (int i = 0; i < t->rank; i++)
+            if (t->dims[i] > max)
+                return check_rule(C, pos, rule, "tensor '%s' %s has axis %d of %lld, above %lld", name,
+                                  type_str(t, tb, sizeof tb), i, (long long)t->dims[i], (long long)max);
+    }
+    return 0;
+}
+
 /* Adds a value named by the current statement (or the input) with type t. */
 static int value_add(Checker *C, const char *name, MilPos pos, const MilType *t) {
     if (name_lookup(C, name) >= 0) {
@@ -145,10 +284,12 @@ static int value_add(Checker *C, const char *name, MilPos pos, const MilType *t)
         return check_fail(C, pos, "'%s' is already defined at %d:%d; every name must be defined once", name,
                           old->pos.line, old->pos.col);
     }
+    if (check_axes(C, name, pos, t, C->g->n_values == 0)) return -1;
     int64_t n = type_numel(t, C->max_elements);
     if (n < 0) {
         char tb[160];
-        return check_fail(C, pos, "%s has more elements than the emulator's limit of %lld per tensor",
+        return check_rule(C, pos, MIL_RULE_EMU_ELEMENTS,
+                          "%s has more elements than the emulator's limit of %lld per tensor",
                           type_str(t, tb, sizeof tb), (long long)C->max_elements);
     }
     int v = C->g->n_values++;
@@ -191,7 +332,8 @@ static int blob_locate(Checker *C, const MilExpr *lit, int64_t numel, const unsi
     case MIL_DT_FP32: code = 2, esize = 4; break;
     case MIL_DT_INT8: code = 4, esize = 1; break;
     default:
-        return check_fail(C, lit->pos, "BLOBFILE tensors of dtype %s are not supported (fp16, fp32, int8)",
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "BLOBFILE tensors of dtype %s are not supported (fp16, fp32, int8)",
                           mil_dtype_name(lit->type.dtype));
     }
     const AneBlob *b = NULL;
@@ -205,7 +347,8 @@ static int blob_locate(Checker *C, const MilExpr *lit, int64_t numel, const unsi
                              C->blobs[i].path ? C->blobs[i].path : "(null)");
             n += w < 0 ? 0 : (size_t)w;
         }
-        return check_fail(C, lit->pos, "BLOBFILE path \"%s\" is not among the %d weight blob(s) given to compile%s%s%s",
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "BLOBFILE path \"%s\" is not among the %d weight blob(s) given to compile%s%s%s",
                           lit->blob_path, C->n_blobs, C->n_blobs ? " (" : "", given,
                           C->n_blobs > 4 ? ", ...)" : (C->n_blobs ? ")" : ""));
     }
@@ -213,27 +356,32 @@ static int blob_locate(Checker *C, const MilExpr *lit, int64_t numel, const unsi
     size_t size = b->size;
     const char *path = lit->blob_path;
     if (!d || size < 64)
-        return check_fail(C, lit->pos, "blob \"%s\" is %zu bytes, shorter than the 64-byte storage header", path,
-                          d ? size : 0);
-    if (rd32(d) < 1) return check_fail(C, lit->pos, "blob \"%s\": storage header blob count is 0, expected >= 1", path);
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "blob \"%s\" is %zu bytes, shorter than the 64-byte storage header", path, d ? size : 0);
+    if (rd32(d) < 1)
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "blob \"%s\": storage header blob count is 0, expected >= 1", path);
     if (rd32(d + 4) != 2)
-        return check_fail(C, lit->pos, "blob \"%s\": storage header version is %u, expected 2", path, rd32(d + 4));
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT, "blob \"%s\": storage header version is %u, expected 2",
+                          path, rd32(d + 4));
     uint64_t off = lit->blob_offset;
     if (off < 64 || off % 64 != 0)
-        return check_fail(C, lit->pos,
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
                           "blob \"%s\": offset=uint64(%llu) must point at a 64-byte-aligned metadata record after "
                           "the 64-byte storage header (offset 64 for a single-blob file)",
                           path, (unsigned long long)off);
     if (off > size || size - off < 64)
-        return check_fail(C, lit->pos, "blob \"%s\": the metadata record at offset %llu runs past the end (%zu bytes)",
-                          path, (unsigned long long)off, size);
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "blob \"%s\": the metadata record at offset %llu runs past the end (%zu bytes)", path,
+                          (unsigned long long)off, size);
     const unsigned char *m = d + off;
     if (rd32(m) != 0xDEADBEEFu)
-        return check_fail(C, lit->pos, "blob \"%s\" at offset %llu: metadata sentinel is 0x%08X, expected 0xDEADBEEF",
-                          path, (unsigned long long)off, rd32(m));
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "blob \"%s\" at offset %llu: metadata sentinel is 0x%08X, expected 0xDEADBEEF", path,
+                          (unsigned long long)off, rd32(m));
     if (rd32(m + 4) != code) {
         char tb[160];
-        return check_fail(C, lit->pos,
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
                           "blob \"%s\" at offset %llu: dtype code is %u (%s), but the MIL declares %s (code %u)", path,
                           (unsigned long long)off, rd32(m + 4), blob_dtype_name(rd32(m + 4)),
                           type_str(&lit->type, tb, sizeof tb), code);
@@ -241,18 +389,19 @@ static int blob_locate(Checker *C, const MilExpr *lit, int64_t numel, const unsi
     uint64_t bytes = (uint64_t)numel * esize;
     if (rd64(m + 8) != bytes) {
         char tb[160];
-        return check_fail(C, lit->pos, "blob \"%s\" at offset %llu: sizeInBytes is %llu, but %s needs %llu bytes", path,
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
+                          "blob \"%s\" at offset %llu: sizeInBytes is %llu, but %s needs %llu bytes", path,
                           (unsigned long long)off, (unsigned long long)rd64(m + 8), type_str(&lit->type, tb, sizeof tb),
                           (unsigned long long)bytes);
     }
     uint64_t data_off = rd64(m + 16);
     if (data_off < off + 64 || data_off % 64 != 0)
-        return check_fail(C, lit->pos,
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
                           "blob \"%s\" at offset %llu: data offset is %llu, expected a 64-byte-aligned offset at or "
                           "after %llu (the end of the metadata record)",
                           path, (unsigned long long)off, (unsigned long long)data_off, (unsigned long long)(off + 64));
     if (data_off > size || bytes > size - data_off)
-        return check_fail(C, lit->pos,
+        return check_rule(C, lit->pos, MIL_RULE_BLOB_FORMAT,
                           "blob \"%s\": %llu data bytes at offset %llu run past the end of the blob (%zu bytes)", path,
                           (unsigned long long)bytes, (unsigned long long)data_off, size);
     *src = d + data_off;
@@ -294,6 +443,11 @@ static int literal_store(Checker *C, const MilExpr *lit, int v) {
         return check_fail(C, lit->pos,
                           "constants of dtype %s are not supported (fp16, fp32, int8, int32, bool, string)",
                           mil_dtype_name(t->dtype));
+    if (t->dtype == MIL_DT_FP16 && lit->exp_spelled && rule_on(C, MIL_RULE_FP16_EXPONENT))
+        return check_rule(C, lit->exp_pos, MIL_RULE_FP16_EXPONENT,
+                          "const '%s' %s has an fp16 literal in exponent notation; write it as a decimal (%%f) or a "
+                          "hex float such as 0x1p-3",
+                          val->name, type_str(t, tb, sizeof tb));
     const unsigned char *blob = NULL;
     if (lit->type.is_tensor && lit->is_blob) {
         if (!is_float)
@@ -441,7 +595,7 @@ static int args_resolve(Checker *C, const MilStmt *s, const OpSpec *spec, Args *
         if (e->kind == MIL_EXPR_TUPLE)
             return check_fail(C, e->pos, "argument '%s' takes one value, not a tuple", arg->key);
         if (e->kind == MIL_EXPR_LITERAL)
-            return check_fail(C, e->pos,
+            return check_rule(C, e->pos, MIL_RULE_NAMED_ARGS,
                               "argument '%s' is an inline literal; only names of const values are known to compile "
                               "(declare it: e.g. bool NAME = const()[name = string(\"NAME\"), val = bool(true)];)",
                               arg->key);
@@ -520,14 +674,14 @@ static int param_scale(Checker *C, int v, MilPos pos, const char *what, MilDtype
     const MilValue *x = val(C, v);
     char tb[160];
     if (x->type.dtype != dt || x->type.rank != 0)
-        return check_fail(C, pos,
+        return check_rule(C, pos, MIL_RULE_QUANT_FORM,
                           "%s must be a %s scalar (per-tensor: per-channel scales, axis and zero_point are not "
                           "accepted for quantize/dequantize, docs/ane-facts.md §2.3), found '%s' of type %s",
                           what, mil_dtype_name(dt), x->name, type_str(&x->type, tb, sizeof tb));
     float s = x->fdata[0];
     if (!isfinite(s) || s < 0 || (!zero_ok && s == 0))
-        return check_fail(C, pos, "%s must be %s and finite, found %g", what, zero_ok ? "non-negative" : "positive",
-                          (double)s);
+        return check_rule(C, pos, MIL_RULE_QUANT_FORM, "%s must be %s and finite, found %g", what,
+                          zero_ok ? "non-negative" : "positive", (double)s);
     *out = s;
     return 0;
 }
@@ -544,7 +698,7 @@ static int axis_norm(Checker *C, MilPos pos, int64_t axis, int rank, const char 
 /* Where int8 tensors may go: only into dequantize (docs/ane-facts.md §2.3 shows quantize -> dequantize
 ** and nothing else; CoreML's op set has no int8 arithmetic on the ANE that the seed used). */
 static int int8_misuse(Checker *C, const MilValue *x, MilPos pos, const char *what) {
-    return check_fail(C, pos,
+    return check_rule(C, pos, MIL_RULE_INT8_DEQUANTIZE_ONLY,
                       "%s '%s' is int8; an int8 tensor can only be the input of dequantize (quantize -> dequantize, "
                       "docs/ane-facts.md §2.3)",
                       what, x->name);
@@ -713,7 +867,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         op->y = arg_of(a, "weight");
         const MilValue *w = val(C, op->y);
         if (!w->is_const)
-            return check_fail(C, arg_pos(a, "weight"),
+            return check_rule(C, arg_pos(a, "weight"), MIL_RULE_CONV_CONST_WEIGHT,
                               "Can't use dynamic weight with conv: weight '%s' is computed at run time; conv weights "
                               "must be const (use matmul for dynamic weights, docs/ane-facts.md §2.5)",
                               w->name);
@@ -725,8 +879,8 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
             return check_fail(C, arg_pos(a, "x"), "conv x must be rank 4 [N, C_in, H, W], found %s",
                               type_str(xt, tb, sizeof tb));
         if (wt->rank != 4 || wt->dims[2] != 1 || wt->dims[3] != 1)
-            return check_fail(
-                C, arg_pos(a, "weight"),
+            return check_rule(
+                C, arg_pos(a, "weight"), MIL_RULE_CONV_1X1,
                 "conv weight must be [C_out, C_in/groups, 1, 1] (only 1x1 kernels are supported), found %s",
                 type_str(wt, tb, sizeof tb));
         int64_t g = 0, v4[4] = {0};
@@ -736,7 +890,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         if (g < 1) return check_fail(C, arg_pos(a, "groups"), "groups must be >= 1, found %lld", (long long)g);
         int64_t ic = xt->dims[1], oc = wt->dims[0];
         if (ic > MIL_CONV_MAX_INPUT_CHANNELS)
-            return check_fail(C, arg_pos(a, "x"),
+            return check_rule(C, arg_pos(a, "x"), MIL_RULE_CONV_CHANNELS,
                               "conv with %lld input channels: the emulator rejects more than %d (the real compiler "
                               "rejected 32000, docs/ane-facts.md §2.5); use matmul",
                               (long long)ic, MIL_CONV_MAX_INPUT_CHANNELS);
@@ -748,16 +902,18 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
                               (long long)(ic % g == 0 ? ic / g : 0));
         op->groups = (int)g;
         if (param_ints(C, arg_of(a, "strides"), arg_pos(a, "strides"), "strides", 2, v4, &n)) return -1;
-        if (v4[0] != 1 || v4[1] != 1) return check_fail(C, arg_pos(a, "strides"), "only strides [1, 1] are supported");
+        if (v4[0] != 1 || v4[1] != 1)
+            return check_rule(C, arg_pos(a, "strides"), MIL_RULE_CONV_1X1, "only strides [1, 1] are supported");
         if (param_ints(C, arg_of(a, "dilations"), arg_pos(a, "dilations"), "dilations", 2, v4, &n)) return -1;
         if (v4[0] != 1 || v4[1] != 1)
-            return check_fail(C, arg_pos(a, "dilations"), "only dilations [1, 1] are supported");
+            return check_rule(C, arg_pos(a, "dilations"), MIL_RULE_CONV_1X1, "only dilations [1, 1] are supported");
         if (param_ints(C, arg_of(a, "pad"), arg_pos(a, "pad"), "pad", 4, v4, &n)) return -1;
         if (v4[0] || v4[1] || v4[2] || v4[3])
-            return check_fail(C, arg_pos(a, "pad"), "only pad [0, 0, 0, 0] is supported");
+            return check_rule(C, arg_pos(a, "pad"), MIL_RULE_CONV_1X1, "only pad [0, 0, 0, 0] is supported");
         if (param_string(C, arg_of(a, "pad_type"), arg_pos(a, "pad_type"), "pad_type", &pad_type)) return -1;
         if (strcmp(pad_type, "valid") != 0)
-            return check_fail(C, arg_pos(a, "pad_type"), "pad_type must be \"valid\", found \"%s\"", pad_type);
+            return check_rule(C, arg_pos(a, "pad_type"), MIL_RULE_CONV_1X1, "pad_type must be \"valid\", found \"%s\"",
+                              pad_type);
         dims[0] = xt->dims[0], dims[1] = oc, dims[2] = xt->dims[2], dims[3] = xt->dims[3];
         *t = type_make(xt->dtype, 4, dims);
         return 0;
@@ -779,6 +935,12 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
                                   (long long)b, (long long)size[i], i, type_str(xt, tb, sizeof tb));
             dims[i] = sz;
         }
+        int last = xt->rank - 1;
+        if (op->begin[last] % MIL_SLICE_ALIGN != 0 && rule_on(C, MIL_RULE_SLICE_ALIGN))
+            return check_rule(C, arg_pos(a, "begin"), MIL_RULE_SLICE_ALIGN,
+                              "slice of '%s' %s begins at %lld on its innermost axis (axis %d), not a multiple of %d",
+                              val(C, op->x)->name, type_str(xt, tb, sizeof tb), (long long)op->begin[last], last,
+                              MIL_SLICE_ALIGN);
         *t = type_make(xt->dtype, xt->rank, dims);
         return 0;
     }
@@ -841,7 +1003,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         int interleave = 0;
         if (param_bool(C, arg_of(a, "interleave"), arg_pos(a, "interleave"), "interleave", &interleave)) return -1;
         if (interleave)
-            return check_fail(C, arg_pos(a, "interleave"),
+            return check_rule(C, arg_pos(a, "interleave"), MIL_RULE_CONCAT_NO_INTERLEAVE,
                               "interleave = true is not supported (only false is known to work)");
         op->n_values = tu->n_elems;
         op->values = malloc((size_t)tu->n_elems * sizeof *op->values);
@@ -877,7 +1039,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
         static const char *const unshown[] = {"zero_point", "axis"};
         for (int k = 0; k < 2; k++)
             if (arg_of(a, unshown[k]) >= 0)
-                return check_fail(C, arg_pos(a, unshown[k]),
+                return check_rule(C, arg_pos(a, unshown[k]), MIL_RULE_QUANT_FORM,
                                   "%s is not accepted: CoreML defines it for %s, but only a scalar scale without "
                                   "zero_point or axis is reported to run on the ANE (docs/ane-facts.md §2.3)",
                                   unshown[k], s->op);
@@ -890,7 +1052,7 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
                 param_string(C, arg_of(a, "output_dtype"), arg_pos(a, "output_dtype"), "output_dtype", &odt))
                 return -1;
             if (strcmp(odt, "int8") != 0)
-                return check_fail(C, arg_pos(a, "output_dtype"),
+                return check_rule(C, arg_pos(a, "output_dtype"), MIL_RULE_QUANT_FORM,
                                   "output_dtype must be \"int8\" (uint8 is CoreML's other choice, unused here), found "
                                   "\"%s\"",
                                   odt);
@@ -908,10 +1070,10 @@ static int infer_op(Checker *C, const MilStmt *s, const Args *a, MilOp *op, MilT
     }
     case MIL_OP_SDPA: {
         if (arg_of(a, "attn_mask") >= 0)
-            return check_fail(C, arg_pos(a, "attn_mask"),
-                              "attn_mask is not accepted: the hardware is reported to ignore it "
-                              "(docs/ane-facts.md §2.5), so the result would be unmasked; build masked attention from "
-                              "matmul, add (mask), softmax and matmul");
+            return check_rule(C, arg_pos(a, "attn_mask"), MIL_RULE_SDPA_NO_MASK,
+                              "attn_mask is not accepted: the hardware is reported to ignore it (docs/ane-facts.md §2.5), so "
+                              "the result would be unmasked; build masked attention from matmul, add (mask), softmax "
+                              "and matmul");
         op->x = arg_of(a, "query");
         op->y = arg_of(a, "key");
         op->z = arg_of(a, "value");
@@ -1059,6 +1221,12 @@ static int check_affine_dequantize(Checker *C, const MilStmt *s) {
     if (ax->type.is_tensor || ax->type.dtype != MIL_DT_INT32) return check_fail(C, ax->pos, "axis must be int32(...)");
     int axis = 0;
     if (axis_norm(C, ax->pos, ax->inum, q->type.rank, "axis", &axis)) return -1;
+    if (sc->exp_spelled && rule_on(C, MIL_RULE_FP16_EXPONENT))
+        return check_rule(
+            C, sc->exp_pos, MIL_RULE_FP16_EXPONENT,
+            "the scale of '%s' has an fp16 literal in exponent notation; write it as a decimal (%%f) or a "
+            "hex float such as 0x1p-3",
+            s->name);
     int64_t n_axis = q->type.dims[axis], n_sc = 1, n_zp = 1;
     if (affine_param(C, sc, MIL_DT_FP16, n_axis, axis, "scale", &n_sc) ||
         affine_param(C, zp, MIL_DT_INT8, n_axis, axis, "zero_point", &n_zp))
@@ -1066,7 +1234,7 @@ static int check_affine_dequantize(Checker *C, const MilStmt *s) {
     for (int64_t c = 0; c < n_sc; c++) {
         double v = sc->type.is_tensor ? sc->items[c] : sc->num;
         if (!isfinite(v) || v < 0)
-            return check_fail(C, sc->pos, "scale must be finite and non-negative, found %g%s", v,
+            return check_rule(C, sc->pos, MIL_RULE_QUANT_FORM, "scale must be finite and non-negative, found %g%s", v,
                               sc->type.is_tensor ? " in the per-channel vector" : "");
     }
     MilType out = q->type;
@@ -1110,7 +1278,13 @@ static int check_stmt(Checker *C, const MilStmt *s) {
     const OpSpec *spec = NULL;
     for (size_t i = 0; i < sizeof op_specs / sizeof op_specs[0]; i++)
         if (strcmp(op_specs[i].op, s->op) == 0) spec = &op_specs[i];
-    if (!spec) return check_fail(C, s->op_pos, "unknown op '%s' (the emulator supports: %s)", s->op, op_list);
+    if (!spec)
+        return check_rule(C, s->op_pos, MIL_RULE_KNOWN_OP, "unknown op '%s' (the emulator supports: %s)", s->op,
+                          op_list);
+    if (spec->kind == MIL_OP_CAST && rule_on(C, MIL_RULE_NO_CAST))
+        return check_rule(
+            C, s->op_pos, MIL_RULE_NO_CAST,
+            "cast is refused: the training pipelines that run on the device take fp16 I/O and never cast");
     Args a;
     if (args_resolve(C, s, spec, &a) || check_name_attr_only(C, s)) return -1;
     MilOp *op = &C->g->ops[C->g->n_ops];
@@ -1132,15 +1306,17 @@ static int check_stmt(Checker *C, const MilStmt *s) {
 static int check_io_type(Checker *C, const MilType *t, const char *what, const char *name, MilPos pos) {
     char tb[160];
     if (!t->is_tensor || t->dtype != MIL_DT_FP16)
-        return check_fail(C, pos, "%s '%s' is %s; I/O must be fp16 (no fp32 I/O, no cast)", what, name,
-                          type_str(t, tb, sizeof tb));
+        return check_rule(C, pos, MIL_RULE_IO_FP16, "%s '%s' is %s; I/O must be fp16 (no fp32 I/O, no cast)", what,
+                          name, type_str(t, tb, sizeof tb));
     if (t->rank != 4)
-        return check_fail(C, pos, "%s '%s' is %s: I/O must be rank 4 [1, C, 1, S], found rank %d", what, name,
-                          type_str(t, tb, sizeof tb), t->rank);
+        return check_rule(C, pos, MIL_RULE_IO_SHAPE, "%s '%s' is %s: I/O must be rank 4 [1, C, 1, S], found rank %d",
+                          what, name, type_str(t, tb, sizeof tb), t->rank);
     if (t->dims[0] != 1 || t->dims[2] != 1)
-        return check_fail(C, pos, "%s '%s' is %s: I/O must be [1, C, 1, S]", what, name, type_str(t, tb, sizeof tb));
+        return check_rule(C, pos, MIL_RULE_IO_SHAPE, "%s '%s' is %s: I/O must be [1, C, 1, S]", what, name,
+                          type_str(t, tb, sizeof tb));
     if (t->dims[3] % MIL_IO_SPATIAL_MULTIPLE != 0)
-        return check_fail(C, pos, "%s '%s' is %s: the spatial width S = %lld must be a multiple of %d", what, name,
+        return check_rule(C, pos, MIL_RULE_IO_WIDTH_32,
+                          "%s '%s' is %s: the spatial width S = %lld must be a multiple of %d", what, name,
                           type_str(t, tb, sizeof tb), (long long)t->dims[3], MIL_IO_SPATIAL_MULTIPLE);
     return 0;
 }
@@ -1148,13 +1324,16 @@ static int check_io_type(Checker *C, const MilType *t, const char *what, const c
 static int check_program(Checker *C) {
     const MilAst *ast = &C->g->ast;
     if (strcmp(ast->version, "1.3") != 0)
-        return check_fail(C, ast->version_pos, "program(%s): only program(1.3) is supported", ast->version);
+        return check_rule(C, ast->version_pos, MIL_RULE_PROGRAM_FORM, "program(%s): only program(1.3) is supported",
+                          ast->version);
     if (strcmp(ast->func_name, "main") != 0)
-        return check_fail(C, ast->func_pos, "the function must be called main, found '%s'", ast->func_name);
+        return check_rule(C, ast->func_pos, MIL_RULE_PROGRAM_FORM, "the function must be called main, found '%s'",
+                          ast->func_name);
     if (strcmp(ast->opset, "ios18") != 0)
-        return check_fail(C, ast->opset_pos, "opset <%s>: only <ios18> is supported", ast->opset);
+        return check_rule(C, ast->opset_pos, MIL_RULE_PROGRAM_FORM, "opset <%s>: only <ios18> is supported",
+                          ast->opset);
     if (ast->n_inputs != 1)
-        return check_fail(C, ast->n_inputs ? ast->inputs[1].pos : ast->func_pos,
+        return check_rule(C, ast->n_inputs ? ast->inputs[1].pos : ast->func_pos, MIL_RULE_ONE_INPUT,
                           "the function has %d inputs; the ANE program must have exactly one input (multi-input "
                           "requests fail with 0x1d, docs/ane-facts.md §1.7): pack inputs along the spatial axis",
                           ast->n_inputs);
@@ -1170,7 +1349,7 @@ static int check_program(Checker *C) {
     C->stmt = NULL;
 
     if (ast->n_outputs != 1)
-        return check_fail(C, ast->outputs[1].pos,
+        return check_rule(C, ast->outputs[1].pos, MIL_RULE_ONE_OUTPUT,
                           "the function has %d outputs; the ANE program must have exactly one output (concatenate "
                           "results along the channel axis)",
                           ast->n_outputs);
@@ -1187,9 +1366,13 @@ int mil_check(MilAst *ast, const AneBlob *blobs, int n_blobs, const MilCheckOpti
     g->ast = *ast;
     memset(ast, 0, sizeof *ast);
     g->input = g->output = -1;
+    MilCheckReport local;
     Checker C = {.g = g, .blobs = blobs, .n_blobs = n_blobs < 0 ? 0 : n_blobs, .err = err};
     C.flush = opt ? opt->flush_subnormals : 0;
     C.max_elements = opt && opt->max_elements > 0 ? opt->max_elements : MIL_DEFAULT_MAX_ELEMENTS;
+    C.limits = opt && opt->limits == ANE_LIMITS_PROBED ? ANE_LIMITS_PROBED : ANE_LIMITS_STRICT;
+    C.report = opt && opt->report ? opt->report : &local;
+    memset(C.report, 0, sizeof *C.report);
     int n = g->ast.n_stmts + 1;
     C.n_slots = 16;
     while (C.n_slots < 2 * n) C.n_slots *= 2;
@@ -1203,6 +1386,8 @@ int mil_check(MilAst *ast, const AneBlob *blobs, int n_blobs, const MilCheckOpti
     }
     for (int i = 0; i < C.n_slots; i++) C.slots[i] = -1;
     int rc = check_program(&C);
+    C.report->n_ops = g->n_ops;
+    C.report->n_values = g->n_values;
     free(C.slots);
     if (rc) {
         mil_graph_free(g);
@@ -1222,4 +1407,22 @@ void mil_graph_free(MilGraph *g) {
     free(g->ops);
     mil_ast_free(&g->ast);
     memset(g, 0, sizeof *g);
+}
+
+int mil_check_text(const char *text, const AneBlob *blobs, int n_blobs, const MilCheckOptions *opt, AneShape *in,
+                   AneShape *out, Err *err) {
+    MilAst ast;
+    MilGraph g;
+    if (opt && opt->report) memset(opt->report, 0, sizeof *opt->report);
+    if (mil_parse(text, &ast, err) != 0) {
+        if (opt && opt->report && err && strstr(err->msg, "rule fp16-literal-range"))
+            opt->report->rule = rules[MIL_RULE_FP16_RANGE].name;
+        return -1;
+    }
+    if (mil_check(&ast, blobs, n_blobs, opt, &g, err) != 0) return -1;
+    const MilType *it = &g.values[g.input].type, *ot = &g.values[g.output].type;
+    if (in) *in = (AneShape){(int)it->dims[1], (int)it->dims[3]};
+    if (out) *out = (AneShape){(int)ot->dims[1], (int)ot->dims[3]};
+    mil_graph_free(&g);
+    return 0;
 }

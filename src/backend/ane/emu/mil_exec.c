@@ -195,7 +195,7 @@ MilProgram *mil_program_compile(const char *text, const AneBlob *blobs, int n_bl
         err_set(err, "out of memory allocating a MIL program");
         return NULL;
     }
-    MilOptions o = {1, 0, 0};
+    MilOptions o = {1, 0, 0, ANE_LIMITS_STRICT};
     if (opt) o = *opt;
     P->kopt.accumulate_fp32 = o.accumulate_fp32;
     P->kopt.flush_subnormals = o.flush_subnormals;
@@ -204,7 +204,7 @@ MilProgram *mil_program_compile(const char *text, const AneBlob *blobs, int n_bl
         free(P);
         return NULL;
     }
-    MilCheckOptions co = {o.flush_subnormals, o.max_elements};
+    MilCheckOptions co = {o.flush_subnormals, o.max_elements, o.limits, NULL};
     if (mil_check(&ast, blobs, n_blobs, &co, &P->g, err)) {
         free(P);
         return NULL;

@@ -403,8 +403,11 @@ static int parse_int_token(Parser *P, MilDtype dt, int64_t *out) {
 }
 
 /* A floating-point token: decimal, exponent, hex float (0x1p-3), inf, nan; also the
-** identifiers inf and nan. fp16 literals must be finite in range unless written as inf. */
-static int parse_float_token(Parser *P, MilDtype dt, double *out) {
+** identifiers inf and nan. fp16 literals must be finite in range unless written as inf.
+** *exp_spelled is set to 1 when the token is a decimal written in exponent notation (1e-3,
+** 2.5E+2): the checker's strict limits refuse those (rule fp16-literal-exponent), so the
+** spelling is remembered here; hex floats (0x1p-3) are not exponent notation. */
+static int parse_float_token(Parser *P, MilDtype dt, double *out, int *exp_spelled) {
     const Tok *t = &P->tok;
     char found[64];
     tok_describe(t, found, sizeof found);
@@ -428,10 +431,13 @@ static int parse_float_token(Parser *P, MilDtype dt, double *out) {
     if (dt == MIL_DT_FP16 && isfinite(v) && fabs(v) > FP16_MAX) {
         /* Rounds to inf: almost surely a writer bug; the real compiler's answer is unknown. */
         if (isinf(fp16_round_double(v, 0)))
-            return parse_fail_at(P, t->pos, "fp16 literal %s is out of range (largest finite fp16 is 65504)", found);
+            return parse_fail_at(P, t->pos, "rule fp16-literal-range: fp16 literal %s is out of range (largest finite "
+                                 "fp16 is 65504)", found);
     }
     if (dt == MIL_DT_FP32 && isfinite(v) && isinf((float)v))
         return parse_fail_at(P, t->pos, "fp32 literal %s is out of range", found);
+    int hex = body[0] == '0' && (body[1] == 'x' || body[1] == 'X');
+    *exp_spelled = !special && !hex && (strchr(body, 'e') || strchr(body, 'E'));
     *out = v;
     lex_next(P);
     return 0;
@@ -498,7 +504,12 @@ static int parse_scalar_body(Parser *P, MilExpr *e) {
         e->num = (double)e->inum;
         return 0;
     }
-    if (dtype_is_float(dt)) return parse_float_token(P, dt, &e->num);
+    if (dtype_is_float(dt)) {
+        MilPos pos = P->tok.pos;
+        if (parse_float_token(P, dt, &e->num, &e->exp_spelled)) return -1;
+        if (e->exp_spelled) e->exp_pos = pos;
+        return 0;
+    }
     return parse_fail_at(P, e->pos, "literals of dtype %s are not supported", mil_dtype_name(dt));
 }
 
@@ -521,7 +532,13 @@ static int parse_items(Parser *P, MilExpr *e) {
                 if (parse_int_token(P, dt, &iv)) return -1;
                 v = (double)iv;
             } else if (dtype_is_float(dt)) {
-                if (parse_float_token(P, dt, &v)) return -1;
+                MilPos pos = P->tok.pos;
+                int spelled = 0;
+                if (parse_float_token(P, dt, &v, &spelled)) return -1;
+                if (spelled && !e->exp_spelled) {
+                    e->exp_spelled = 1;
+                    e->exp_pos = pos;
+                }
             } else {
                 return parse_fail_at(P, e->pos, "inline tensors of dtype %s are not supported", mil_dtype_name(dt));
             }
