@@ -120,6 +120,12 @@ if grep -q "^run  *LoRA r8 on all with dropout, over an int8 base" "$W/out" && g
 expect_ok "ane-plan --json" "$BIN" ane-plan --model qwen3-0.6b --json
 if grep -Eq '"evaluations":[[:space:]]*56,' "$W/out" && grep -Eq '"limits":[[:space:]]*"strict"' "$W/out"; then ok "ane-plan json: 2 x 28 evaluations"
 else bad "ane-plan json"; fi
+if tr -d ' \t\n' <"$W/out" | grep -q '"estimate_device_ms":\[{"chip":"M1","low":[0-9.]*,"high":'; then ok "ane-plan json: the device estimate per chip"
+else bad "ane-plan json: estimate"; fi
+expect_ok "ane-plan stories110m estimate" "$BIN" ane-plan --model stories110m --seq 256
+if grep -q "ESTIMATE, not a measurement" "$W/out" && grep -Eq "^    M4 +[0-9.]+ - +[0-9.]+ ms" "$W/out" &&
+    grep -q "the seed (maderix/ANE) measured 91 ms" "$W/out"; then ok "ane-plan: estimate labelled, per chip, next to the seed's 91 ms"
+else bad "ane-plan estimate"; fi
 expect_fail "ane-plan limits bogus" "--ane-limits: expected strict or probed" "$BIN" ane-plan --model tiny --ane-limits lax
 expect_fail "ane-plan targets without rank" "--lora-targets: needs --lora-rank" "$BIN" ane-plan --model tiny --lora-targets all
 expect_fail "ane-plan sequence too long" "the padded sequence length S is 20000" "$BIN" ane-plan --model tiny --seq 20000

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../backend/ane/cost.h"
 #include "../backend/ane/inspect.h"
 #include "../train/lora.h"
 #include "../train/trainer.h"
@@ -84,6 +85,13 @@ static void describe_run(const AnePlanReport *r, const char *targets, char *buf,
     if (p->lora_rank && !r->training && k > 0 && (size_t)k < n) snprintf(buf + k, n - (size_t)k, ", forward only");
 }
 
+/* The plan's per-step work as the cost estimate takes it (backend/ane/cost.h). */
+static AneStepWork step_work(const AnePlanCost *c) {
+    AneStepWork w = {(double)c->evals, c->flops,
+                     c->surface_bytes_in + c->surface_bytes_out + c->weight_bytes + c->act_bytes + c->read_bytes};
+    return w;
+}
+
 static void print_text(FILE *f, const char *model, const ModelConfig *cfg, const AnePlanReport *r, const char *run,
                        int seq) {
     const AneLayerPlan *p = &r->plan;
@@ -134,6 +142,10 @@ static void print_text(FILE *f, const char *model, const ModelConfig *cfg, const
     fprintf(f, "  device surfaces  read %.1f MB, written %.1f MB (whole surfaces per evaluation)\n",
             mb(c->surface_bytes_in), mb(c->surface_bytes_out));
     fprintf(f, "  device FLOPs     %.1f GFLOP\n", c->flops / 1e9);
+    AneStepWork work = step_work(c);
+    char estimate[1024];
+    ane_cost_format(&work, "  ", estimate, sizeof estimate);
+    fprintf(f, "\n%s", estimate);
     fprintf(f, "\nlargest axis %lld (strict limits: at most 16384; probed: input width 16384, any axis 65536)\n",
             (long long)r->max_axis);
     fprintf(f, "result       %s\n", r->all_pass ? "PASS: every kernel passes the limits" : "FAIL: a kernel is refused");
@@ -205,6 +217,20 @@ static cJSON *to_json(const char *model, const ModelConfig *cfg, const AnePlanRe
     cJSON_AddNumberToObject(s, "surface_bytes_read_by_device", c->surface_bytes_in);
     cJSON_AddNumberToObject(s, "surface_bytes_written_by_device", c->surface_bytes_out);
     cJSON_AddNumberToObject(s, "device_flops", c->flops);
+    /* the device-side ESTIMATE per chip (docs/ane-facts.md section 10), not a measurement */
+    cJSON *est = cJSON_AddArrayToObject(j, "estimate_device_ms");
+    AneStepWork work = step_work(c);
+    int n_chips;
+    const AneChipFigures *chips = ane_cost_chips(&n_chips);
+    for (int i = 0; i < n_chips; i++) {
+        AneCostEstimate e;
+        ane_cost_estimate(&work, &chips[i], &e);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "chip", chips[i].chip);
+        cJSON_AddNumberToObject(o, "low", e.ms_lo);
+        cJSON_AddNumberToObject(o, "high", e.ms_hi);
+        cJSON_AddItemToArray(est, o);
+    }
     cJSON_AddNumberToObject(j, "max_axis", (double)r->max_axis);
     cJSON_AddBoolToObject(j, "pass", r->all_pass);
     return j;
