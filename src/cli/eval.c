@@ -30,7 +30,9 @@ static const char *eval_help =
     "  --int8            the model's layer matrices as int8 (one fp16-valued scale per row;\n"
     "                    cpu: dequantized on the fly, ane: int8 values with the scales applied in\n"
     "                    the kernels): the loss of the int8 model, and the memory it saves\n"
-    "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab\n"
+    "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab. A raw\n"
+    "                    file that looks like text is refused: tokenize it first (`anetrain tokenize`)\n"
+    "  --data-is-tokens  read --data as token ids even if it looks like text\n"
     "  --seq T           tokens per window (default min(256, model max_seq))\n"
     "  --batch B         windows evaluated together (default 8)\n"
     "  --max-windows N   evaluate at most N windows (default 0 = all)\n"
@@ -50,7 +52,7 @@ int cli_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL;
     int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
     const char *backend = "cpu", *device = "auto", *adapter_dir = NULL;
-    int int8 = 0;
+    int int8 = 0, data_is_tokens = 0;
     long max_windows = 0;
     const ArgSpec specs[] = {
         {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
@@ -59,11 +61,13 @@ int cli_eval(int argc, char **argv) {
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},   {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--adapter", ARG_STR, &adapter_dir, 0, 0, NULL}, {"--int8", ARG_BOOL, &int8, 0, 0, NULL},
+        {"--data-is-tokens", ARG_BOOL, &data_is_tokens, 0, 0, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("eval", &err);
     if (!model) return err_set(&err, "--model: a model path is required"), cli_fail("eval", &err);
     if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
+    if (!data_is_tokens && tokfile_refuse_text(data, "--data", &err) != 0) return cli_fail("eval", &err);
     parallel_init(threads);
     blas_set_threads(threads);
 
