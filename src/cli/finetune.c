@@ -436,18 +436,12 @@ static void print_progress(const FinetuneArgs *a, const StepStats *s, double ms,
 static int run(FinetuneArgs *a, Err *err) {
     TrainOptions *o = &a->opt;
     char tokens_path[1100], log_path[1100], state_path[1100], adapter_path[1100], config_path[1100];
-    /* Every output path is checked before any work (see train.c). */
-    if (output_dir_check(a->out, "--out", "adapter_model.safetensors", err) != 0) return -1;
     snprintf(tokens_path, sizeof tokens_path, "%s/tokens.bin", a->out);
     snprintf(state_path, sizeof state_path, "%s/lora_state.ckpt", a->out);
     snprintf(adapter_path, sizeof adapter_path, "%s/adapter_model.safetensors", a->out);
     snprintf(config_path, sizeof config_path, "%s/adapter_config.json", a->out);
     if (a->log) snprintf(log_path, sizeof log_path, "%s", a->log);
     else snprintf(log_path, sizeof log_path, "%s/metrics.jsonl", a->out);
-    if (output_file_check(tokens_path, "--out", err) != 0 || output_file_check(state_path, "--out", err) != 0 ||
-        output_file_check(adapter_path, "--out", err) != 0 || output_file_check(config_path, "--out", err) != 0 ||
-        output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
-        return -1;
     if (a->resume) {
         if (!path_exists(state_path))
             return err_set(err, "--resume: no training state %s to resume (run without --resume first)", state_path);
@@ -461,6 +455,12 @@ static int run(FinetuneArgs *a, Err *err) {
     ModelConfig cfg;
     if (model_config_load_any(o->init_path, &cfg, err) != 0) return err_wrap(err, "--init");
     if (!a->seq_given && !a->resume && cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
+    /* Every output path before any work (see train.c), then the directory. */
+    if (output_dir_check(a->out, "--out", "adapter_model.safetensors", err) != 0 ||
+        output_file_check(tokens_path, "--out", err) != 0 || output_file_check(state_path, "--out", err) != 0 ||
+        output_file_check(adapter_path, "--out", err) != 0 || output_file_check(config_path, "--out", err) != 0 ||
+        output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
+        return -1;
     if (dir_ensure(a->out, err) != 0) return -1;
     if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
     o->data_path = tokens_path;

@@ -51,8 +51,8 @@ int cli_plot(int argc, char **argv) {
     }
     MetricsLog log = {{0}, {0}};
     AtomicFile file;
-    int rc = output_file_check(out, "-o/--out", &err);
-    if (rc == 0) rc = metrics_log_read(pos[0], &log, &err);
+    int rc = metrics_log_read(pos[0], &log, &err);
+    if (rc == 0) rc = output_file_check(out, "-o/--out", &err);
     if (rc == 0) rc = atomic_file_open(&file, out, &err);
     if (rc == 0) {
         rc = metrics_log_plot_svg(file.fp, &log, title ? title : pos[0], smooth, out, &err);

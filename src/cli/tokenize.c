@@ -607,17 +607,6 @@ int cli_tokenize(int argc, char **argv) {
     TokenizeArgs a;
     int rc = parse_tokenize(argc, argv, &a, &err);
     uint64_t total_bytes = 0;
-    char val_path[1100] = "";
-    if (rc == 0 && !a.ids_jsonl) { /* every output path before any work (see train.c) */
-        rc = output_file_check(a.out, "-o/--out", &err);
-        if (rc == 0 && a.val_frac > 0) {
-            if (a.val_out) snprintf(val_path, sizeof val_path, "%s", a.val_out);
-            else default_val_path(a.out, val_path, sizeof val_path);
-            rc = output_file_check(val_path, a.val_out ? "--val-out" : "--val-out (default: -o/--out with -val)", &err);
-        }
-        if (rc == 0 && val_path[0] && !strcmp(val_path, a.out))
-            rc = err_set(&err, "--val-out %s: expected another file than -o/--out", val_path);
-    }
     if (rc == 0) rc = check_inputs(a.inputs, a.n_inputs, &total_bytes, &err);
     if (rc) {
         free(a.inputs);
@@ -637,6 +626,22 @@ int cli_tokenize(int argc, char **argv) {
         return cli_fail("tokenize", &err);
     }
     int id_bytes = vocab <= 65536 ? 2 : 4, headered = a.anetok || id_bytes == 4;
+    char val_path[1100] = "";
+    if (!a.ids_jsonl) { /* the inputs are checked: now every output path, before any work (see train.c) */
+        rc = output_file_check(a.out, "-o/--out", &err);
+        if (rc == 0 && a.val_frac > 0) {
+            if (a.val_out) snprintf(val_path, sizeof val_path, "%s", a.val_out);
+            else default_val_path(a.out, val_path, sizeof val_path);
+            rc = output_file_check(val_path, a.val_out ? "--val-out" : "--val-out (default: -o/--out with -val)", &err);
+        }
+        if (rc == 0 && val_path[0] && !strcmp(val_path, a.out))
+            rc = err_set(&err, "--val-out %s: expected another file than -o/--out", val_path);
+        if (rc) {
+            tokenizer_free(tok);
+            free(a.inputs);
+            return cli_fail("tokenize", &err);
+        }
+    }
 
     static DocWriter train_w, val_w; /* large buffers: not on the stack */
     int have_val = val_path[0] != '\0';
@@ -827,8 +832,8 @@ int cli_tokenizer(int argc, char **argv) {
         rc = err_set(&err, "--vocab: the vocabulary size is required (%d..%d; 512-8192 suit small models)",
                      BPE_TRAIN_MIN_VOCAB, BPE_TRAIN_MAX_VOCAB);
     if (rc == 0 && !out) rc = err_set(&err, "-o/--out: the tokenizer.json to write is required");
-    if (rc == 0) rc = output_file_check(out, "-o/--out", &err);
     if (rc == 0) rc = check_inputs(inputs, n_inputs, &total_bytes, &err);
+    if (rc == 0) rc = output_file_check(out, "-o/--out", &err); /* before the work (see train.c) */
     BpeTrainer *bt = NULL;
     if (rc == 0) rc = bpe_trainer_new(&opt, &bt, &err);
     if (rc) {

@@ -455,18 +455,6 @@ int cli_train(int argc, char **argv) {
     TrainArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
     TrainOptions *o = &a.opt;
-    /* Every output path is checked before any work: a run must never train and then find it
-    ** cannot save (a directory given as --out, a path too long, a directory it cannot write). */
-    char log_path[1100];
-    if (output_file_check(a.out, "--out", &err) != 0) return cli_fail("train", &err);
-    if (a.log) snprintf(log_path, sizeof log_path, "%s", a.log);
-    else default_log_path(a.out, log_path, sizeof log_path);
-    if (output_file_check(log_path, a.log ? "--log" : "--log (default: metrics.jsonl beside --out)", &err) != 0)
-        return cli_fail("train", &err);
-    if (!strcmp(log_path, a.out)) {
-        err_set(&err, "--log %s: expected another file than the checkpoint --out", log_path);
-        return cli_fail("train", &err);
-    }
     if (!a.data_is_tokens && tokfile_refuse_text(o->data_path, "--data", &err) != 0) return cli_fail("train", &err);
     int model_flags = a.model || shape_flag_given(&a);
     if (!o->init_path && (!a.resume || model_flags) && build_config(&a, &o->cfg, &err) != 0)
@@ -497,8 +485,16 @@ int cli_train(int argc, char **argv) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
-    /* Output directories only once every input has been checked. */
-    if (dir_ensure_parent(a.out, &err) != 0 || dir_ensure_parent(log_path, &err) != 0) {
+    /* Every input has been checked; now every output path, before any work: a run must never
+    ** train and then find it cannot save (a directory given as --out, a path too long, a
+    ** directory it cannot write). Only then are the output directories created. */
+    char log_path[1100];
+    if (a.log) snprintf(log_path, sizeof log_path, "%s", a.log);
+    else default_log_path(a.out, log_path, sizeof log_path);
+    if (output_file_check(a.out, "--out", &err) != 0 ||
+        output_file_check(log_path, a.log ? "--log" : "--log (default: metrics.jsonl beside --out)", &err) != 0 ||
+        (!strcmp(log_path, a.out) && err_set(&err, "--log %s: expected another file than the checkpoint --out", log_path)) ||
+        dir_ensure_parent(a.out, &err) != 0 || dir_ensure_parent(log_path, &err) != 0) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
