@@ -165,7 +165,10 @@ static void test_output_checks(void) {
     CHECK(output_dir_check(tmp_path("new/dir"), "--out", "adapter_model.safetensors", &err) == 0, "%s", err.msg);
     CHECK(output_dir_check(tmp_path("afile"), "--out", "x", &err) == -1 && strstr(err.msg, "expected a directory"),
           "a file as a directory: %s", err.msg);
-    CHECK(dir_ensure(tmp_path("x/y/z"), &err) == 0 && path_is_dir(tmp_path("x/y/z")), "parents created: %s", err.msg);
+    CHECK(dir_ensure(tmp_path("m/n"), &err) == -1 && strstr(err.msg, "m/n"), "dir_ensure: one level: %s", err.msg);
+    CHECK(dir_ensure_all(tmp_path("x/y/z"), &err) == 0 && path_is_dir(tmp_path("x/y/z")), "parents created: %s",
+          err.msg);
+    CHECK(dir_ensure_all(tmp_path("afile/z"), &err) == -1 && strstr(err.msg, "afile"), "under a file: %s", err.msg);
     CHECK(dir_ensure_parent(tmp_path("p/q/file.bin"), &err) == 0 && path_is_dir(tmp_path("p/q")), "%s", err.msg);
 }
 

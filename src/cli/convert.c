@@ -82,10 +82,11 @@ int cli_convert(int argc, char **argv) {
         err_wrap(&err, "--adapter");
         return cli_fail("convert", &err);
     }
-    int rc;
-    if (target == MODEL_FORMAT_LLAMA2C) rc = llama2c_save(out, &layout, params, &err);
-    else if (target == MODEL_FORMAT_HF) rc = hf_save(out, &layout, params, &err);
-    else {
+    /* Missing parent directories are created here (a HF directory itself by hf_save). */
+    int rc = dir_ensure_parent(out, &err);
+    if (rc == 0 && target == MODEL_FORMAT_LLAMA2C) rc = llama2c_save(out, &layout, params, &err);
+    else if (rc == 0 && target == MODEL_FORMAT_HF) rc = hf_save(out, &layout, params, &err);
+    else if (rc == 0) {
         TrainState state;
         memset(&state, 0, sizeof state);
         state.loss_scale = 1.0f;

@@ -461,7 +461,7 @@ static int run(FinetuneArgs *a, Err *err) {
         output_file_check(adapter_path, "--out", err) != 0 || output_file_check(config_path, "--out", err) != 0 ||
         output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
         return -1;
-    if (dir_ensure(a->out, err) != 0) return -1;
+    if (dir_ensure_all(a->out, err) != 0) return -1;
     if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
     o->data_path = tokens_path;
 

@@ -214,6 +214,13 @@ int path_exists(const char *path) {
 
 int dir_ensure(const char *path, Err *err) {
     if (path_is_dir(path)) return 0;
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return err_set(err, "%s: cannot create directory: %s", path, strerror(errno));
+    return 0;
+}
+
+int dir_ensure_all(const char *path, Err *err) {
+    if (path_is_dir(path)) return 0;
     char copy[FILE_PATH_MAX];
     if (strlen(path) >= sizeof copy)
         return err_set(err, "%s: expected a path of at most %d bytes, found %zu", path, FILE_PATH_MAX - 1, strlen(path));
@@ -236,7 +243,7 @@ int dir_ensure_parent(const char *path, Err *err) {
     const char *name;
     if (split_path(path, dir, &name) != 0)
         return err_set(err, "%s: expected a path of at most %d bytes, found %zu", path, FILE_PATH_MAX - 1, strlen(path));
-    return dir_ensure(dir, err);
+    return dir_ensure_all(dir, err);
 }
 
 /* The nearest existing ancestor of path must be a directory we may write into. */

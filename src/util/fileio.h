@@ -57,9 +57,11 @@ void file_unmap(MappedFile *m);
 int path_is_dir(const char *path);
 /* 1 if path exists. */
 int path_exists(const char *path);
-/* Creates the directory, and its missing parents, if it does not exist. */
+/* Creates the directory (one level) if it does not exist. */
 int dir_ensure(const char *path, Err *err);
-/* Creates the directory that will hold the file at path (as dir_ensure). */
+/* Creates the directory and its missing parents (mkdir -p). */
+int dir_ensure_all(const char *path, Err *err);
+/* Creates the directory that will hold the file at path, with its missing parents. */
 int dir_ensure_parent(const char *path, Err *err);
 
 /* Checks that a file can be written at path later (nothing is created): the path is not empty
