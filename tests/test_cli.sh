@@ -229,6 +229,21 @@ if [ -e "stale/model.ckpt.tmp.$dead" ]; then bad "stale temporary removed"; else
 if [ -e "stale/model.ckpt.tmp.$$" ] && [ -e stale/model.ckpt.tmp.12ab ] && [ -e stale/other.ckpt.tmp.4 ]; then
     ok "other files kept"; else bad "other files kept ($(ls stale))"; fi
 rm -f stale/*.tmp.* stale/*.tmp*.*
+# kill -9 while checkpointing every step: the checkpoint loads, --resume continues, and no
+# temporary file of the killed save survives the resumed run's first save
+"$BIN" train $TINY --data pattern.bin --steps 100000 --save-every 1 --eval-every 0 --out k9/model.ckpt >/dev/null 2>&1 &
+k9=$!
+i=0
+while [ ! -e k9/model.ckpt ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.3
+kill -9 $k9
+wait $k9 2>/dev/null
+expect_ok "a run killed with kill -9: its checkpoint loads" "$BIN" eval --model k9/model.ckpt --data pattern.bin --seq 64 --max-windows 2
+last=$(json_field k9/metrics.jsonl step)
+expect_ok "and --resume continues it" "$BIN" train $TINY --data pattern.bin --steps $((last + 2)) --save-every 1 --eval-every 0 \
+    --out k9/model.ckpt --resume
+if ls k9 | grep -q '[.]tmp[.]'; then bad "no temporary file left after the resume ($(ls k9))"
+else ok "no temporary file left after the resume"; fi
 # a file-size limit: the write fails like a full disk, no signal death, nothing half-written
 mkdir -p lim
 if (ulimit -f 64 && exec "$BIN" convert run1/model.ckpt lim/model.bin) >"$W/out" 2>"$W/err"; then bad "ulimit -f: exit 0"
