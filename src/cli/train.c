@@ -14,7 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../data/tokfile.h"
 #include "../io/model_file.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
