@@ -412,7 +412,6 @@ static void default_val_path(const char *out, char *buf, size_t size) {
     else snprintf(buf, size, "%.*s-val%s", (int)(dot - out), out, dot);
 }
 
-
 /* ---------------------------------------------------------------- ids as JSON lines */
 
 typedef struct {
