@@ -212,6 +212,12 @@ expect_ok "plot one point of loss 3.5e15 ends" timeout 2 "$BIN" plot big.jsonl -
 printf '{"step": 1e20, "loss": 1e20}\n{"step": 100000000000000016384, "loss": 100000000000000016384}\n' > huge.jsonl
 expect_ok "plot steps and losses of 1e20 end" timeout 2 "$BIN" plot huge.jsonl -o huge.svg
 if [ "$(wc -c < huge.svg)" -lt 20000 ] && grep -q "</svg>" huge.svg; then ok "a small complete svg"; else bad "a small complete svg"; fi
+awk 'BEGIN { for (i = 200000; i > 0; i--) printf "{\"step\": %d, \"loss\": 1}\n", i }' > reversed.jsonl
+expect_ok "plot 200000 lines in reverse step order ends (was quadratic)" timeout 5 "$BIN" plot reversed.jsonl -o reversed.svg
+printf '{"step": 1, "loss": 5}\n{"step": 3, "loss": 3}\n{"step": 2, "loss": 4}\n{"step": 3, "loss": 3.5, "val_loss": 3}\n' > resumed.jsonl
+expect_ok "plot a resumed log" "$BIN" plot resumed.jsonl -o resumed.svg
+if grep -q "3 training points, 1 validation points" "$W/out"; then ok "steps sorted, a repeated step counted once"
+else bad "steps sorted, a repeated step counted once ($(cat "$W/out"))"; fi
 printf '{"model":{"type":"BPE","vocab":{"a":0}},"decoder":{"type":"Metaspace","replacement":""}}' > meta.json
 expect_fail "empty Metaspace replacement refused at once" "decoder.replacement: expected one character" \
     timeout 2 "$BIN" tokenize --tokenizer meta.json afile -o bad/x.bin

@@ -11,12 +11,6 @@
 #include "../util/fileio.h"
 
 static int series_put(MetricsSeries *s, double x, double y) {
-    /* Same step again (a resumed run re-logging it): the later value wins. */
-    for (size_t i = s->n; i > 0 && s->x[i - 1] >= x; i--)
-        if (s->x[i - 1] == x) {
-            s->y[i - 1] = y;
-            return 0;
-        }
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 256;
         double *nx = realloc(s->x, cap * sizeof *nx);
@@ -30,6 +24,39 @@ static int series_put(MetricsSeries *s, double x, double y) {
     s->x[s->n] = x;
     s->y[s->n] = y;
     s->n++;
+    return 0;
+}
+
+/* qsort order of point indices: by step, then by line (a later line last). */
+static const double *sort_steps;
+static int by_step_then_line(const void *a, const void *b) {
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    if (sort_steps[i] != sort_steps[j]) return sort_steps[i] < sort_steps[j] ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+/* Sorts the points by step and keeps, of equal steps, the later line's (a resumed run logs its
+** steps again): O(n log n) whatever the order of the lines. */
+static int series_sort(MetricsSeries *s) {
+    if (s->n < 2) return 0;
+    size_t *idx = malloc(s->n * sizeof *idx);
+    double *x = malloc(s->n * sizeof *x), *y = malloc(s->n * sizeof *y);
+    if (!idx || !x || !y) {
+        free(idx), free(x), free(y);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n; i++) idx[i] = i;
+    sort_steps = s->x; /* qsort has no context argument in C11 */
+    qsort(idx, s->n, sizeof *idx, by_step_then_line);
+    size_t m = 0;
+    for (size_t k = 0; k < s->n; k++) {
+        if (m > 0 && x[m - 1] == s->x[idx[k]]) m--; /* the same step again: the later line wins */
+        x[m] = s->x[idx[k]];
+        y[m] = s->y[idx[k]];
+        m++;
+    }
+    free(idx), free(s->x), free(s->y);
+    s->x = x, s->y = y, s->n = m, s->cap = s->n;
     return 0;
 }
 
@@ -67,6 +94,8 @@ int metrics_log_parse(const char *text, size_t len, const char *name, MetricsLog
         cJSON_Delete(obj);
         if (rc) return err_set(err, "%s: out of memory at line %d", name, line_no);
     }
+    if (series_sort(&log->train) != 0 || series_sort(&log->val) != 0)
+        return err_set(err, "%s: out of memory sorting %zu points", name, log->train.n + log->val.n);
     if (log->train.n == 0 && log->val.n == 0)
         return err_set(err, "%s: expected lines with \"step\" and \"loss\", found none", name);
     return 0;

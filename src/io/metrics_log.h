@@ -3,8 +3,9 @@
 ** the SVG loss curve drawn from it.
 **
 ** A line is an object with a number "step" and, when present, numbers "loss" and "val_loss"
-** (other keys are ignored; blank lines are skipped). A later line for the same step (after a
-** resume) replaces the earlier one. Any text is an expected input: a log that is not JSON lines
+** (other keys are ignored; blank lines are skipped). The points are sorted by step, and a later
+** line for the same step (after a resume) replaces the earlier one, in O(n log n) for lines in
+** any order. Any text is an expected input: a log that is not JSON lines
 ** is refused with the file and the line; numbers of any size, even infinite, give a finite
 ** drawing (the axis ticks are counted with an integer, never stepped through doubles).
 */
@@ -16,7 +17,7 @@
 
 #include "../util/err.h"
 
-/* Points (x = step, y = loss) in the order the steps first appear. */
+/* Points (x = step, y = loss), sorted by step, one per step. */
 typedef struct {
     double *x, *y;
     size_t n, cap;
