@@ -52,16 +52,17 @@ int cli_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL;
     int seq = 0, batch = 8, threads = parallel_cpu_count(), json = 0;
     const char *backend = "cpu", *device = "auto", *adapter_dir = NULL;
-    int int8 = 0, data_is_tokens = 0;
+    int int8 = 0;
     long max_windows = 0;
+    int data_is_tokens = 0;
     const ArgSpec specs[] = {
         {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
+        {"--data-is-tokens", ARG_BOOL, &data_is_tokens, 0, 0, NULL},
         {"--seq", ARG_INT, &seq, 1, 1 << 20, NULL},     {"--batch", ARG_INT, &batch, 1, 65536, NULL},
         {"--max-windows", ARG_LONG, &max_windows, 0, 1e12, NULL},
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},   {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--adapter", ARG_STR, &adapter_dir, 0, 0, NULL}, {"--int8", ARG_BOOL, &int8, 0, 0, NULL},
-        {"--data-is-tokens", ARG_BOOL, &data_is_tokens, 0, 0, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("eval", &err);
