@@ -49,7 +49,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # The ops compiled a second time in double precision, for the finite-difference tests.
 OPS64_OBJ := $(BUILD)/src/ops/ops64.o
 
-.PHONY: all test sanitize strict bench clean
+.PHONY: all test sanitize strict bench clean fuzz fuzz-build
 all: $(BUILD)/anetrain
 
 $(BUILD)/%.o: %.c
@@ -97,6 +97,32 @@ strict:
 	$(MAKE) --no-print-directory BUILD=build-strict CC=clang FEATURES="-D_POSIX_C_SOURCE=200809L -pedantic -Werror" \
 	  build-strict/anetrain $(TEST_BIN:$(BUILD)/%=build-strict/%) $(TOOL_BIN:$(BUILD)/%=build-strict/%)
 
+# Coverage-guided fuzzing with clang's libFuzzer (Debian: libclang-rt-14-dev, installed by
+# scripts/setup.sh): every parser of untrusted input has a harness tests/fuzz/fuzz_<name>.c. The
+# library is rebuilt in build-fuzz with coverage instrumentation and ASan+UBSan; tests/fuzz/run.sh
+# writes the seed corpora (tests/fuzz/make_seeds.c, with the project's writers), replays every
+# input in tests/fuzz/regressions/<name>/, then fuzzes each harness for FUZZ_SECONDS seconds with
+# FUZZ_TIMEOUT seconds allowed per input (a hang fails). It ends with "N passed, N failed".
+FUZZ_SECONDS ?= 20
+FUZZ_TIMEOUT ?= 5
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+fuzz:
+	$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 ARCH_FLAGS= \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TIMEOUT=$(FUZZ_TIMEOUT) sh tests/fuzz/run.sh build-fuzz
+
+fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%) $(BUILD)/fuzz/make_seeds
+
+FUZZ_DEP := tests/fuzz/common.c $(wildcard tests/fuzz/*.h) $(BUILD)/libanetrain.a
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_DEP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -Isrc -Itests/fuzz $< tests/fuzz/common.c $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
+
+$(BUILD)/fuzz/make_seeds: tests/fuzz/make_seeds.c $(FUZZ_DEP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -Itests/fuzz $< $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
+
 bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane
 	sh bench/run.sh $(BUILD)
 
@@ -105,6 +131,6 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libanetrain.a
 	$(CC) $(CFLAGS) -Isrc $< $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d

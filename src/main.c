@@ -2,6 +2,7 @@
 ** main.c — anetrain: train and fine-tune Llama-2 and Qwen3 models on the CPU or Apple's
 ** Neural Engine. Dispatches to one subcommand per file in cli/.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +37,9 @@ const char *cli_program = "anetrain";
 
 int main(int argc, char **argv) {
     if (argc > 0 && argv[0]) cli_program = argv[0];
+    /* A file-size limit (ulimit -f) then fails the write with EFBIG, reported like a full disk,
+    ** and the writer removes its temporary file, instead of the signal killing us mid-write. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(usage, stdout);
         return argc < 2 ? 1 : 0;

@@ -212,6 +212,95 @@ expect_fail "eval missing model" "--model" "$BIN" eval --data pattern.bin
 expect_fail "convert bad target" "--to: expected" "$BIN" convert run1/model.bin x --to onnx
 printf 'not json\n' > bad.jsonl
 expect_fail "plot bad log" "bad.jsonl:1" "$BIN" plot bad.jsonl
+
+# ---- issue 15: failures at startup, never after the work; no stale or partial files; no hangs
+mkdir -p outdir
+expect_fail "train --out an existing directory fails at startup" "--out outdir: expected a file, found a directory" \
+    "$BIN" train $TINY --data pattern.bin --steps 100000 --out outdir
+if [ -e metrics.jsonl ] || ls outdir | grep -q .; then bad "no metrics.jsonl in the working directory or outdir"
+else ok "no metrics.jsonl in the working directory or outdir"; fi
+expect_fail "train --out DIR/ (a directory name)" "expected a file, found a directory name" \
+    "$BIN" train $TINY --data pattern.bin --out newdir/
+long=$(printf '%01200d' 0)
+expect_fail "train --out too long: the reason is in the message" "expected a path of at most 1023 bytes, found 1207" \
+    "$BIN" train $TINY --data pattern.bin --out "$long/m.ckpt"
+expect_fail "train --log an existing directory" "--log outdir: expected a file, found a directory" \
+    "$BIN" train $TINY --data pattern.bin --out bad/model.ckpt --log outdir
+expect_fail "train --out under a file" "expected pattern.bin to be a directory, found a file" \
+    "$BIN" train $TINY --data pattern.bin --out pattern.bin/model.ckpt
+printf 'x' > afile
+expect_fail "finetune --out a file" "--out afile: expected a directory, found a file" \
+    "$BIN" finetune --init run1/model.bin --data afile --out afile
+expect_fail "convert OUT an existing directory (llama2.c)" "OUT outdir: expected a file, found a directory" \
+    "$BIN" convert run1/model.ckpt outdir --to llama2c
+expect_fail "convert OUT a file (HF)" "OUT afile: expected a directory, found a file" \
+    "$BIN" convert run1/model.ckpt afile --to hf
+printf '{"model":{"type":"BPE","vocab":{"a":0,"x":1}}}' > tok.json
+expect_fail "tokenize -o an existing directory" "-o/--out outdir: expected a file" \
+    "$BIN" tokenize --tokenizer tok.json afile -o outdir
+expect_fail "tokenizer train -o an existing directory" "-o/--out outdir: expected a file" \
+    "$BIN" tokenizer train --vocab 300 afile -o outdir
+expect_fail "plot -o an existing directory" "-o/--out outdir: expected a file" "$BIN" plot run1/metrics.jsonl -o outdir
+# text given as tokens
+awk 'BEGIN { for (i = 0; i < 300; i++) print "In the beginning God created the heaven and the earth." }' > text.txt
+expect_fail "train refuses text as --data" "this looks like text: tokenize it first with .anetrain tokenize." \
+    "$BIN" train $TINY --data text.txt --out bad/model.ckpt
+expect_fail "eval refuses text as --data" "this looks like text" "$BIN" eval --model run1/model.ckpt --data text.txt
+printf 'abcd' >> text.txt # an even size: readable as uint16 ids, all >= 512 here
+expect_fail "--data-is-tokens reads it as tokens" "token id|vocab" \
+    "$BIN" train $TINY --data text.txt --data-is-tokens --out bad/model.ckpt
+if grep -q "data-is-tokens" "$W/err"; then bad "--data-is-tokens skips the text check"; else ok "--data-is-tokens skips the text check"; fi
+# the hangs: each input must end within a second or two (a timeout fails the case)
+printf '{"step": 2, "loss": 35.e14}\n' > big.jsonl
+expect_ok "plot one point of loss 3.5e15 ends" timeout 2 "$BIN" plot big.jsonl -o big.svg
+printf '{"step": 1e20, "loss": 1e20}\n{"step": 100000000000000016384, "loss": 100000000000000016384}\n' > huge.jsonl
+expect_ok "plot steps and losses of 1e20 end" timeout 2 "$BIN" plot huge.jsonl -o huge.svg
+if [ "$(wc -c < huge.svg)" -lt 20000 ] && grep -q "</svg>" huge.svg; then ok "a small complete svg"; else bad "a small complete svg"; fi
+awk 'BEGIN { for (i = 200000; i > 0; i--) printf "{\"step\": %d, \"loss\": 1}\n", i }' > reversed.jsonl
+expect_ok "plot 200000 lines in reverse step order ends (was quadratic)" timeout 5 "$BIN" plot reversed.jsonl -o reversed.svg
+printf '{"step": 1, "loss": 5}\n{"step": 3, "loss": 3}\n{"step": 2, "loss": 4}\n{"step": 3, "loss": 3.5, "val_loss": 3}\n' > resumed.jsonl
+expect_ok "plot a resumed log" "$BIN" plot resumed.jsonl -o resumed.svg
+if grep -q "3 training points, 1 validation points" "$W/out"; then ok "steps sorted, a repeated step counted once"
+else bad "steps sorted, a repeated step counted once ($(cat "$W/out"))"; fi
+printf '{"model":{"type":"BPE","vocab":{"a":0}},"decoder":{"type":"Metaspace","replacement":""}}' > meta.json
+expect_fail "empty Metaspace replacement refused at once" "decoder.replacement: expected one character" \
+    timeout 2 "$BIN" tokenize --tokenizer meta.json afile -o bad/x.bin
+# a killed save's temporary file is removed by the next save there; nothing else is touched
+mkdir -p stale
+sh -c 'exit 0' &
+dead=$!
+wait
+printf 'half' > "stale/model.ckpt.tmp.$dead"
+printf 'keep' > "stale/model.ckpt.tmp.$$"     # a live process's (this shell)
+printf 'keep' > stale/model.ckpt.tmp.12ab
+printf 'keep' > stale/other.ckpt.tmp.4
+expect_ok "train writes beside stale temporary files" "$BIN" train $TINY --data pattern.bin --steps 2 --out stale/model.ckpt
+if [ -e "stale/model.ckpt.tmp.$dead" ]; then bad "stale temporary removed"; else ok "stale temporary removed"; fi
+if [ -e "stale/model.ckpt.tmp.$$" ] && [ -e stale/model.ckpt.tmp.12ab ] && [ -e stale/other.ckpt.tmp.4 ]; then
+    ok "other files kept"; else bad "other files kept ($(ls stale))"; fi
+rm -f stale/*.tmp.* stale/*.tmp*.*
+# kill -9 while checkpointing every step: the checkpoint loads, --resume continues, and no
+# temporary file of the killed save survives the resumed run's first save
+"$BIN" train $TINY --data pattern.bin --steps 100000 --save-every 1 --eval-every 0 --out k9/model.ckpt >/dev/null 2>&1 &
+k9=$!
+i=0
+while [ ! -e k9/model.ckpt ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 0.3
+kill -9 $k9
+wait $k9 2>/dev/null
+expect_ok "a run killed with kill -9: its checkpoint loads" "$BIN" eval --model k9/model.ckpt --data pattern.bin --seq 64 --max-windows 2
+last=$(json_field k9/metrics.jsonl step)
+expect_ok "and --resume continues it" "$BIN" train $TINY --data pattern.bin --steps $((last + 2)) --save-every 1 --eval-every 0 \
+    --out k9/model.ckpt --resume
+if ls k9 | grep -q '[.]tmp[.]'; then bad "no temporary file left after the resume ($(ls k9))"
+else ok "no temporary file left after the resume"; fi
+# a file-size limit: the write fails like a full disk, no signal death, nothing half-written
+mkdir -p lim
+if (ulimit -f 64 && exec "$BIN" convert run1/model.ckpt lim/model.bin) >"$W/out" 2>"$W/err"; then bad "ulimit -f: exit 0"
+elif grep -q "lim/model.bin.*File too large" "$W/err"; then ok "ulimit -f: reported as File too large"
+else bad "ulimit -f: reported as File too large ($(cat "$W/err"))"; fi
+if ls lim | grep -q .; then bad "ulimit -f: nothing left ($(ls lim))"; else ok "ulimit -f: nothing left"; fi
+
 if ls bad 2>/dev/null | grep -q .; then bad "no partial files ($(ls bad))"; else ok "no partial files"; fi
 if find . -name '*.tmp.*' | grep -q .; then bad "no temporary files left"; else ok "no temporary files left"; fi
 

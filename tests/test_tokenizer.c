@@ -746,6 +746,30 @@ static void test_malformed_json(void) {
                  MODEL("}, \"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": "
                        "\"Strip\", \"content\": \" \", \"start\": 0, \"stop\": 1}]}"),
                  0, 0, "decoder.decoders[1].stop", NULL);
+    /* issue #15: an empty replacement looped forever at load (the decoder's Replace never advanced) */
+    expect_error("metaempty.json",
+                 "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"decoder\":{\"type\":\"Metaspace\",\"replacement\":\"\"}}",
+                 0, 0, "decoder.replacement", "expected one character, found \"\"");
+    expect_error("metanum.json", MODEL("}, \"decoder\": {\"type\": \"Metaspace\", \"replacement\": 7}"), 0, 0,
+                 "decoder.replacement", "one character");
+    expect_error("metatwo.json", MODEL("}, \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"ab\"}"), 0, 0,
+                 "decoder.replacement", "one character");
+    expect_error("premetaempty.json",
+                 MODEL("}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\"}"), 0, 0,
+                 "pre_tokenizer.replacement", "one character");
+    expect_error("normrepl.json",
+                 MODEL("}, \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"\"}, \"content\": \"x\"}"),
+                 0, 0, "normalizer.pattern.String", "non-empty");
+    expect_error("decrepl.json",
+                 MODEL("}, \"decoder\": {\"type\": \"Replace\", \"pattern\": {\"String\": \"\"}, \"content\": \"x\"}"),
+                 0, 0, "decoder.pattern.String", "non-empty");
+    expect_error("splitempty.json",
+                 MODEL("}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"\"}, \"behavior\": "
+                       "\"Isolated\"}"),
+                 0, 0, "pre_tokenizer.pattern", "non-empty");
+    expect_error("stripempty.json",
+                 MODEL("}, \"decoder\": {\"type\": \"Strip\", \"content\": \"\", \"start\": 1, \"stop\": 0}"), 0, 0,
+                 "decoder.content", "one character");
     expect_error("added.json", MODEL("}, \"added_tokens\": [{\"id\": 5}]"), 0, 0, "added_tokens[0].content", NULL);
     expect_error("addedid.json", MODEL("}, \"added_tokens\": [{\"id\": -3, \"content\": \"x\"}]"), 0, 0,
                  "added_tokens[0].id", NULL);

@@ -9,6 +9,7 @@
 #include "../train/checkpoint.h"
 #include "../train/lora.h"
 #include "../train/trainer.h"
+#include "../util/fileio.h"
 #include "args.h"
 #include "cli.h"
 
@@ -69,6 +70,10 @@ int cli_convert(int argc, char **argv) {
     } else {
         target = MODEL_FORMAT_HF;
     }
+    /* The output path before the work (see train.c): a HF directory, or a file. */
+    if ((target == MODEL_FORMAT_HF ? output_dir_check(out, "OUT", "model.safetensors", &err)
+                                   : output_file_check(out, "OUT", &err)) != 0)
+        return cli_fail("convert", &err);
     ParamLayout layout;
     float *params = NULL;
     if (model_load_any(in, &layout, &params, &err) != 0) return cli_fail("convert", &err);
@@ -77,10 +82,11 @@ int cli_convert(int argc, char **argv) {
         err_wrap(&err, "--adapter");
         return cli_fail("convert", &err);
     }
-    int rc;
-    if (target == MODEL_FORMAT_LLAMA2C) rc = llama2c_save(out, &layout, params, &err);
-    else if (target == MODEL_FORMAT_HF) rc = hf_save(out, &layout, params, &err);
-    else {
+    /* Missing parent directories are created here (a HF directory itself by hf_save). */
+    int rc = dir_ensure_parent(out, &err);
+    if (rc == 0 && target == MODEL_FORMAT_LLAMA2C) rc = llama2c_save(out, &layout, params, &err);
+    else if (rc == 0 && target == MODEL_FORMAT_HF) rc = hf_save(out, &layout, params, &err);
+    else if (rc == 0) {
         TrainState state;
         memset(&state, 0, sizeof state);
         state.loss_scale = 1.0f;

@@ -30,7 +30,9 @@ static const char *eval_help =
     "  --int8            the model's layer matrices as int8 (one fp16-valued scale per row;\n"
     "                    cpu: dequantized on the fly, ane: int8 values with the scales applied in\n"
     "                    the kernels): the loss of the int8 model, and the memory it saves\n"
-    "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab\n"
+    "  --data FILE       token file (raw uint16 or ANETOK); ids must be < the model's vocab. A raw\n"
+    "                    file that looks like text is refused: tokenize it first (`anetrain tokenize`)\n"
+    "  --data-is-tokens  read --data as token ids even if it looks like text\n"
     "  --seq T           tokens per window (default min(256, model max_seq))\n"
     "  --batch B         windows evaluated together (default 8)\n"
     "  --max-windows N   evaluate at most N windows (default 0 = all)\n"
@@ -54,8 +56,10 @@ int cli_eval(int argc, char **argv) {
     const char *backend = "cpu", *device = "auto", *adapter_dir = NULL, *limits = "strict";
     int int8 = 0;
     long max_windows = 0;
+    int data_is_tokens = 0;
     const ArgSpec specs[] = {
         {"--model", ARG_STR, &model, 0, 0, NULL},       {"--data", ARG_STR, &data, 0, 0, NULL},
+        {"--data-is-tokens", ARG_BOOL, &data_is_tokens, 0, 0, NULL},
         {"--seq", ARG_INT, &seq, 1, 1 << 20, NULL},     {"--batch", ARG_INT, &batch, 1, 65536, NULL},
         {"--max-windows", ARG_LONG, &max_windows, 0, 1e12, NULL},
         {"--threads", ARG_INT, &threads, 1, 256, NULL}, {"--json", ARG_BOOL, &json, 0, 0, NULL},
@@ -69,6 +73,7 @@ int cli_eval(int argc, char **argv) {
     AneLimits ane_limits;
     if (ane_limits_parse("--ane-limits", limits, &ane_limits, &err) != 0) return cli_fail("eval", &err);
     if (!data) return err_set(&err, "--data: a token file is required"), cli_fail("eval", &err);
+    if (!data_is_tokens && tokfile_refuse_text(data, "--data", &err) != 0) return cli_fail("eval", &err);
     parallel_init(threads);
     blas_set_threads(threads);
 

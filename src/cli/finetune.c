@@ -11,6 +11,7 @@
 ** into `anetrain sample --adapter DIR` and `anetrain convert MODEL OUT --adapter DIR` (merged),
 ** and into PEFT on the HF export of the model.
 */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -439,9 +440,13 @@ static void print_progress(const FinetuneArgs *a, const StepStats *s, double ms,
 
 static int run(FinetuneArgs *a, Err *err) {
     TrainOptions *o = &a->opt;
-    char tokens_path[1100], log_path[1100], state_path[1100];
+    char tokens_path[1100], log_path[1100], state_path[1100], adapter_path[1100], config_path[1100];
     snprintf(tokens_path, sizeof tokens_path, "%s/tokens.bin", a->out);
     snprintf(state_path, sizeof state_path, "%s/lora_state.ckpt", a->out);
+    snprintf(adapter_path, sizeof adapter_path, "%s/adapter_model.safetensors", a->out);
+    snprintf(config_path, sizeof config_path, "%s/adapter_config.json", a->out);
+    if (a->log) snprintf(log_path, sizeof log_path, "%s", a->log);
+    else snprintf(log_path, sizeof log_path, "%s/metrics.jsonl", a->out);
     if (a->resume) {
         if (!path_exists(state_path))
             return err_set(err, "--resume: no training state %s to resume (run without --resume first)", state_path);
@@ -450,14 +455,18 @@ static int run(FinetuneArgs *a, Err *err) {
         if (take_flags_from_state(a, &saved, state_path, err) != 0) return -1;
         o->lora_resume_path = state_path;
     }
-    if (a->log) snprintf(log_path, sizeof log_path, "%s", a->log);
-    else snprintf(log_path, sizeof log_path, "%s/metrics.jsonl", a->out);
 
     /* The base model's config (for the tokenizer and the default --seq); the trainer loads the weights. */
     ModelConfig cfg;
     if (model_config_load_any(o->init_path, &cfg, err) != 0) return err_wrap(err, "--init");
     if (!a->seq_given && !a->resume && cfg.max_seq_len < o->seq) o->seq = cfg.max_seq_len;
-    if (dir_ensure(a->out, err) != 0) return -1;
+    /* Every output path before any work (see train.c), then the directory. */
+    if (output_dir_check(a->out, "--out", "adapter_model.safetensors", err) != 0 ||
+        output_file_check(tokens_path, "--out", err) != 0 || output_file_check(state_path, "--out", err) != 0 ||
+        output_file_check(adapter_path, "--out", err) != 0 || output_file_check(config_path, "--out", err) != 0 ||
+        output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
+        return -1;
+    if (dir_ensure_all(a->out, err) != 0) return -1;
     if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
     o->data_path = tokens_path;
 
@@ -466,7 +475,7 @@ static int run(FinetuneArgs *a, Err *err) {
     FILE *log = fopen(log_path, a->resume ? "a" : "w");
     if (!log) {
         trainer_free(&tr);
-        return err_set(err, "--log %s: cannot open for writing", log_path);
+        return err_set(err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
     }
     char desc[512], targets[64];
     config_describe(&cfg, desc, sizeof desc);
@@ -532,7 +541,10 @@ static int run(FinetuneArgs *a, Err *err) {
             fprintf(log, ", \"loss_scale\": %g, \"skipped\": %s", (double)s.loss_scale, s.skipped ? "true" : "false");
         if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
         fprintf(log, "}\n");
-        fflush(log);
+        if (fflush(log) != 0 || ferror(log)) {
+            err_set(err, "--log %s: write failed at step %ld: %s", log_path, s.step, strerror(errno));
+            goto fail;
+        }
         if (tty || s.step % a->print_every == 0 || s.step == o->steps || eval_now)
             print_progress(a, &s, ms, now_seconds() - t_start, done, tty);
         if (eval_now) {

@@ -16,7 +16,6 @@
 */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -413,12 +412,6 @@ static void default_val_path(const char *out, char *buf, size_t size) {
     else snprintf(buf, size, "%.*s-val%s", (int)(dot - out), out, dot);
 }
 
-static int ensure_parent_dir(const char *path, Err *err) {
-    char copy[1200];
-    snprintf(copy, sizeof copy, "%s", path);
-    return dir_ensure(dirname(copy), err);
-}
-
 /* ---------------------------------------------------------------- ids as JSON lines */
 
 typedef struct {
@@ -633,17 +626,28 @@ int cli_tokenize(int argc, char **argv) {
     }
     int id_bytes = vocab <= 65536 ? 2 : 4, headered = a.anetok || id_bytes == 4;
     char val_path[1100] = "";
-    if (a.val_frac > 0) {
-        if (a.val_out) snprintf(val_path, sizeof val_path, "%s", a.val_out);
-        else default_val_path(a.out, val_path, sizeof val_path);
+    if (!a.ids_jsonl) { /* the inputs are checked: now every output path, before any work (see train.c) */
+        rc = output_file_check(a.out, "-o/--out", &err);
+        if (rc == 0 && a.val_frac > 0) {
+            if (a.val_out) snprintf(val_path, sizeof val_path, "%s", a.val_out);
+            else default_val_path(a.out, val_path, sizeof val_path);
+            rc = output_file_check(val_path, a.val_out ? "--val-out" : "--val-out (default: -o/--out with -val)", &err);
+        }
+        if (rc == 0 && val_path[0] && !strcmp(val_path, a.out))
+            rc = err_set(&err, "--val-out %s: expected another file than -o/--out", val_path);
+        if (rc) {
+            tokenizer_free(tok);
+            free(a.inputs);
+            return cli_fail("tokenize", &err);
+        }
     }
 
     static DocWriter train_w, val_w; /* large buffers: not on the stack */
     int have_val = val_path[0] != '\0';
     if (!a.ids_jsonl) {
         uint32_t v = (uint32_t)vocab;
-        if (ensure_parent_dir(a.out, &err) || tokfile_writer_open(&train_w.w, a.out, headered, id_bytes, v, &err) ||
-            (have_val && (ensure_parent_dir(val_path, &err) ||
+        if (dir_ensure_parent(a.out, &err) || tokfile_writer_open(&train_w.w, a.out, headered, id_bytes, v, &err) ||
+            (have_val && (dir_ensure_parent(val_path, &err) ||
                           tokfile_writer_open(&val_w.w, val_path, headered, id_bytes, v, &err)))) {
             tokfile_writer_abort(&train_w.w);
             tokfile_writer_abort(&val_w.w);
@@ -828,6 +832,7 @@ int cli_tokenizer(int argc, char **argv) {
                      BPE_TRAIN_MIN_VOCAB, BPE_TRAIN_MAX_VOCAB);
     if (rc == 0 && !out) rc = err_set(&err, "-o/--out: the tokenizer.json to write is required");
     if (rc == 0) rc = check_inputs(inputs, n_inputs, &total_bytes, &err);
+    if (rc == 0) rc = output_file_check(out, "-o/--out", &err); /* before the work (see train.c) */
     BpeTrainer *bt = NULL;
     if (rc == 0) rc = bpe_trainer_new(&opt, &bt, &err);
     if (rc) {
@@ -861,7 +866,7 @@ int cli_tokenizer(int argc, char **argv) {
     if (rc == 0 && text_bytes == 0)
         rc = err_set(&err, "expected text, found only empty %s", format == FORMAT_JSONL ? "texts" : "lines");
     if (rc == 0 && bpe_trainer_train(bt, &st, &err)) rc = err_wrap(&err, "--vocab %d", opt.vocab_size);
-    if (rc == 0) rc = ensure_parent_dir(out, &err);
+    if (rc == 0) rc = dir_ensure_parent(out, &err);
     if (rc == 0) rc = bpe_trainer_save(bt, out, &err);
     bpe_trainer_free(bt);
     if (rc) {

@@ -44,7 +44,9 @@ static const char *train_help =
     "\n"
     "Data:\n"
     "  --data FILE           token file (required): llama2.c/TinyStories raw uint16, or ANETOK\n"
-    "                        (uint16/uint32 ids, made by anetrain); ids must be < vocab\n"
+    "                        (uint16/uint32 ids, made by anetrain); ids must be < vocab. A raw\n"
+    "                        file that looks like text is refused: tokenize it first (`anetrain\n"
+    "                        tokenize`), or give --data-is-tokens to read it as token ids anyway\n"
     "  --val-frac X          fraction at the end of the file held out for validation (default 0.05;\n"
     "                        0 disables validation)\n"
     "  --order random|sequential\n"
@@ -143,6 +145,7 @@ typedef struct {
     const char *model;
     const char *out, *log;
     int resume;
+    int data_is_tokens; /* --data-is-tokens: skip the looks-like-text check */
     int eval_every, save_every, print_every;
     int threads;
     /* shape overrides: -1 (or NAN) = not given */
@@ -240,6 +243,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--init", ARG_STR, &o->init_path, 0, 0, NULL},
         {"--resume", ARG_BOOL, &a->resume, 0, 0, NULL},
         {"--data", ARG_STR, &o->data_path, 0, 0, NULL},
+        {"--data-is-tokens", ARG_BOOL, &a->data_is_tokens, 0, 0, NULL},
         {"--val-frac", ARG_DOUBLE, &o->val_frac, 0, 0.999, NULL},
         {"--order", ARG_STR, &order, 0, 0, NULL},
         {"--steps", ARG_LONG, &o->steps, 0, BIG, NULL},
@@ -328,12 +332,6 @@ static void default_log_path(const char *out, char *buf, size_t size) {
     char copy[1024];
     snprintf(copy, sizeof copy, "%s", out);
     snprintf(buf, size, "%s/metrics.jsonl", dirname(copy));
-}
-
-static int ensure_parent_dir(const char *path, Err *err) {
-    char copy[1200];
-    snprintf(copy, sizeof copy, "%s", path);
-    return dir_ensure(dirname(copy), err);
 }
 
 typedef struct {
@@ -475,6 +473,7 @@ int cli_train(int argc, char **argv) {
     TrainArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
     TrainOptions *o = &a.opt;
+    if (!a.data_is_tokens && tokfile_refuse_text(o->data_path, "--data", &err) != 0) return cli_fail("train", &err);
     int model_flags = a.model || shape_flag_given(&a);
     if (!o->init_path && (!a.resume || model_flags) && build_config(&a, &o->cfg, &err) != 0)
         return cli_fail("train", &err);
@@ -489,9 +488,6 @@ int cli_train(int argc, char **argv) {
     parallel_init(a.threads);
     blas_set_threads(a.threads);
 
-    char log_path[1100];
-    if (a.log) snprintf(log_path, sizeof log_path, "%s", a.log);
-    else default_log_path(a.out, log_path, sizeof log_path);
     Trainer tr;
     if (trainer_init(&tr, o, &err) != 0) return cli_fail("train", &err);
     o->seq = tr.opt.seq;
@@ -507,14 +503,22 @@ int cli_train(int argc, char **argv) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
-    /* Output directories only once every input has been checked. */
-    if (ensure_parent_dir(a.out, &err) != 0 || ensure_parent_dir(log_path, &err) != 0) {
+    /* Every input has been checked; now every output path, before any work: a run must never
+    ** train and then find it cannot save (a directory given as --out, a path too long, a
+    ** directory it cannot write). Only then are the output directories created. */
+    char log_path[1100];
+    if (a.log) snprintf(log_path, sizeof log_path, "%s", a.log);
+    else default_log_path(a.out, log_path, sizeof log_path);
+    if (output_file_check(a.out, "--out", &err) != 0 ||
+        output_file_check(log_path, a.log ? "--log" : "--log (default: metrics.jsonl beside --out)", &err) != 0 ||
+        (!strcmp(log_path, a.out) && err_set(&err, "--log %s: expected another file than the checkpoint --out", log_path)) ||
+        dir_ensure_parent(a.out, &err) != 0 || dir_ensure_parent(log_path, &err) != 0) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
     FILE *log = fopen(log_path, a.resume ? "a" : "w");
     if (!log) {
-        err_set(&err, "--log %s: cannot open for writing", log_path);
+        err_set(&err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
@@ -640,7 +644,11 @@ int cli_train(int argc, char **argv) {
         }
         if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
         fprintf(log, "}\n");
-        fflush(log);
+        if (fflush(log) != 0 || ferror(log)) {
+            err_set(&err, "--log %s: write failed at step %ld: %s", log_path, s.step, strerror(errno));
+            rc = cli_fail("train", &err);
+            break;
+        }
         double elapsed = now_seconds() - sum.t_start;
         if (tty || s.step % a.print_every == 0 || s.step == o->steps || eval_now)
             print_progress(&a, &s, ms, elapsed, sum.steps_done, tty);

@@ -674,6 +674,11 @@ static int load_decoder(Tokenizer *t, const cJSON *n, const char *where, DecPlan
         st.type = DEC_REPLACE;
         st.a = cJSON_IsString(r) ? r->valuestring : "\xe2\x96\x81";
         st.b = " ";
+        size_t len = strlen(st.a); /* as the pre-tokenizer's: an empty one would never advance */
+        if ((r && !cJSON_IsString(r)) || len == 0 || len > 4 || tok_utf8_valid((const uint8_t *)st.a, len) != len) {
+            snprintf(field, sizeof field, "%s.replacement", where);
+            return bad(t, err, field, "one character", r);
+        }
         int add_prefix;
         if (get_bool(t, n, "add_prefix_space", 1, where, &add_prefix, err)) return -1;
         const cJSON *scheme = item(n, "prepend_scheme");
@@ -734,7 +739,8 @@ static int build_decoded(Tokenizer *t, const DecPlan *plan, Err *err) {
                 y.p[y.n++] = (char)b;
             } else if (st->type == DEC_REPLACE) {
                 size_t alen = strlen(st->a), blen = strlen(st->b);
-                for (size_t i = 0; i < x.n;) {
+                if (alen == 0) rc = tokbuf_append(&y, x.p, x.n, err); /* refused by the loaders: never loop */
+                for (size_t i = 0; i < x.n && alen > 0 && rc == 0;) {
                     if (i + alen <= x.n && memcmp(x.p + i, st->a, alen) == 0) {
                         if ((rc = tokbuf_append(&y, st->b, blen, err))) break;
                         i += alen;

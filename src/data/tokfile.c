@@ -34,6 +34,57 @@ static void put_u64(uint8_t *p, uint64_t x) {
     put_u32(p + 4, (uint32_t)(x >> 32));
 }
 
+/* ---------------------------------------------------------------- text given as tokens */
+
+/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p (n bytes left), or 0. */
+static size_t utf8_multibyte(const uint8_t *p, size_t n) {
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
+double tokfile_text_fraction(const uint8_t *bytes, size_t n) {
+    if (n == 0) return 0;
+    size_t text = 0;
+    for (size_t i = 0; i < n;) {
+        uint8_t c = bytes[i];
+        if ((c >= 0x20 && c < 0x7F) || c == '\t' || c == '\n' || c == '\r') {
+            text++;
+            i++;
+        } else if (c >= 0x80 && utf8_multibyte(bytes + i, n - i)) {
+            size_t len = utf8_multibyte(bytes + i, n - i);
+            text += len;
+            i += len;
+        } else {
+            i++;
+        }
+    }
+    return (double)text / (double)n;
+}
+
+int tokfile_refuse_text(const char *path, const char *flag, Err *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0; /* the loader says why */
+    static const size_t sample = TOKFILE_TEXT_SAMPLE;
+    uint8_t *buf = malloc(sample);
+    if (!buf) {
+        fclose(fp);
+        return 0;
+    }
+    size_t n = fread(buf, 1, sample, fp);
+    fclose(fp);
+    int headered = n >= 8 && memcmp(buf, TOKFILE_MAGIC, 8) == 0;
+    double frac = tokfile_text_fraction(buf, n);
+    free(buf);
+    if (headered || n < 16 || frac < 0.99) return 0;
+    return err_set(err,
+                   "%s %s: this looks like text: tokenize it first with `anetrain tokenize` (%.1f%% of its first %zu "
+                   "bytes are printable ASCII or UTF-8; --data-is-tokens reads it as uint16 token ids anyway)",
+                   flag, path, 100.0 * frac, n);
+}
+
 /* ---------------------------------------------------------------- reading */
 
 /* The largest id a file may hold, exclusive, and what set it (for messages). The model's

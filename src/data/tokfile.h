@@ -38,6 +38,17 @@ typedef struct {
 int tokfile_load(TokFile *f, const char *path, int vocab, Err *err);
 void tokfile_free(TokFile *f);
 
+/* Text given where a token file was expected: a raw file has no header to tell, but text is
+** easy to recognise. The fraction of text bytes (printable ASCII, tab, newlines, and the bytes of
+** valid UTF-8 sequences) among the first TOKFILE_TEXT_SAMPLE bytes; a token stream has many
+** bytes below 0x20 (the high byte of every id under 8192, BOS = 1), text has almost none. */
+#define TOKFILE_TEXT_SAMPLE 65536
+double tokfile_text_fraction(const uint8_t *bytes, size_t n);
+/* Fails, saying "this looks like text: tokenize it first with `anetrain tokenize`", when path
+** is a raw token file (no ANETOK header) of at least 16 bytes whose sample is 99% text.
+** `flag` names the option in the message ("--data"). */
+int tokfile_refuse_text(const char *path, const char *flag, Err *err);
+
 /* Writes ids atomically: raw uint16 when id_bytes == 2 and headered == 0, else ANETOK with
 ** id_bytes 2 or 4. Fails if an id does not fit id_bytes. */
 int tokfile_save(const char *path, const int32_t *ids, size_t n, int headered, int id_bytes, uint32_t vocab_size,

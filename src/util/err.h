@@ -5,6 +5,7 @@
 ** fail takes an `Err *` and returns -1 (or NULL) after filling it with one line that
 ** names the file, the field, what was expected and what was found. Only the CLI
 ** decides to print and exit. Passing a NULL Err is allowed (the message is dropped).
+** A message longer than ERR_MSG_MAX keeps its start and its end (the reason) around " ... ".
 */
 #ifndef ANETRAIN_ERR_H
 #define ANETRAIN_ERR_H

@@ -3,7 +3,13 @@
 **
 ** Writers never leave a half-written file: AtomicFile writes to "<path>.tmp.<pid>" in the
 ** same directory, and commit fsyncs it, renames it over path and fsyncs the directory;
-** abort (or any failed write) removes the temporary file.
+** abort (or any failed write) removes the temporary file. A process killed in between leaves
+** its temporary file behind: the next atomic_file_open of the same path removes every
+** "<path>.tmp.<pid>" whose pid is not a live process (or is this one), and nothing else.
+** main() ignores SIGXFSZ, so a file-size limit fails a write with EFBIG like a full disk.
+**
+** Commands check every output path at startup (output_file_check, output_dir_check), so that
+** a run never does its work and then finds it cannot save it.
 */
 #ifndef ANETRAIN_FILEIO_H
 #define ANETRAIN_FILEIO_H
@@ -14,14 +20,20 @@
 
 #include "err.h"
 
+/* The longest path a writer takes, in bytes with the NUL (output_*_check refuse longer ones). */
+#define FILE_PATH_MAX 1024
+/* The longest file name (one path component) the temporary file's ".tmp.<pid>" is added to. */
+#define FILE_NAME_MAX 232
+
 typedef struct {
     FILE *fp;
-    char path[1024];
-    char tmp_path[1100];
+    char path[FILE_PATH_MAX];
+    char tmp_path[FILE_PATH_MAX + 32];
     int failed; /* a write failed; commit will refuse */
     uint32_t crc; /* running CRC-32 of bytes since the last atomic_file_crc_reset */
 } AtomicFile;
 
+/* Removes stale temporary files of path first (see above), then creates this one's. */
 int atomic_file_open(AtomicFile *f, const char *path, Err *err);
 /* Appends bytes (and updates the running crc); returns -1 with a message on failure. */
 int atomic_file_write(AtomicFile *f, const void *data, size_t n, Err *err);
@@ -47,6 +59,23 @@ int path_is_dir(const char *path);
 int path_exists(const char *path);
 /* Creates the directory (one level) if it does not exist. */
 int dir_ensure(const char *path, Err *err);
+/* Creates the directory and its missing parents (mkdir -p). */
+int dir_ensure_all(const char *path, Err *err);
+/* Creates the directory that will hold the file at path, with its missing parents. */
+int dir_ensure_parent(const char *path, Err *err);
+
+/* Checks that a file can be written at path later (nothing is created): the path is not empty
+** and fits FILE_PATH_MAX and FILE_NAME_MAX, it is not a directory or another non-regular file,
+** and its nearest existing ancestor is a directory this process may write into (the missing
+** ones are created by dir_ensure_parent). `what` names it in messages ("--out", "--log"). */
+int output_file_check(const char *path, const char *what, Err *err);
+/* The same for a directory that files will be written into (an adapter directory, a HF model
+** directory): it is a directory if it exists, and room is left in FILE_PATH_MAX for
+** `longest_child`, the longest file name to be written into it. */
+int output_dir_check(const char *path, const char *what, const char *longest_child, Err *err);
+
+/* Removes the stale temporary files of an atomic write of path (see above): returns how many. */
+int atomic_file_remove_stale(const char *path);
 
 /* Removes path and, if it is a directory, everything below it (links are removed, never
 ** followed). Best effort: keeps going past entries it cannot remove; returns -1 if any remain. */
