@@ -117,7 +117,7 @@ static const char *doctor_help_options =
     "\n"
     "For tests only: ANETRAIN_DOCTOR_CRASH=NAME makes the child process of every kernel named NAME\n"
     "(layer_fwd, layer_bwd or timing) raise SIGABRT before compiling, to show how a crash is\n"
-    "reported.\n";
+    "reported; ANETRAIN_DOCTOR_HANG=NAME makes it wait forever, to show the timeout.\n";
 
 /* ------------------------------------------------------------------ the report */
 
@@ -253,7 +253,7 @@ typedef struct {
     AneKernelId id;
     const AneKernel *k;
     int tm_ic, tm_oc, tm_s;     /* the timing matmul (k NULL) */
-    int crash;                  /* ANETRAIN_DOCTOR_CRASH named this kernel */
+    int crash, hang;            /* ANETRAIN_DOCTOR_CRASH / _HANG named this kernel */
 } Job;
 
 static AneDevice *device_make(const Job *job, Err *err) {
@@ -313,6 +313,7 @@ static void child_main(const Job *job, ChildResult *res) {
     res->device_made = 1;
     snprintf(res->device, sizeof res->device, "%s", dev->name);
     if (job->crash) raise(SIGABRT); /* ANETRAIN_DOCTOR_CRASH: what an NSException does to a process */
+    while (job->hang) pause();      /* ANETRAIN_DOCTOR_HANG: a compile that never returns */
     int rc = job->k ? job_training_kernel(dev, job, res, &err) : job_timing(dev, job, res, &err);
     if (rc != 0) snprintf(res->error, sizeof res->error, "%s", err.msg[0] ? err.msg : "failed");
     dev->destroy(dev);
@@ -429,8 +430,9 @@ static int line_pass(const KernelLine *l, double tol) {
            l->res.check.reached == ANE_CHECK_DONE && l->res.check.max_error <= tol;
 }
 
-static int is_crash_target(const char *name) {
-    const char *c = getenv("ANETRAIN_DOCTOR_CRASH");
+/* The test hooks: ANETRAIN_DOCTOR_CRASH (or _HANG) = the kernel's name. */
+static int is_hook_target(const char *hook, const char *name) {
+    const char *c = getenv(hook);
     return c && strcmp(c, name) == 0;
 }
 
@@ -464,8 +466,9 @@ static void run_plan(Report *r, const char *label, const ModelConfig *cfg, const
             continue;
         }
         if (r->device_error[0]) continue; /* no device: nothing runs */
-        Job job = {r->use_darwin, r->limits, r->evals, &pr.plan, (AneKernelId)id, &kr->k, 0, 0, 0, 0};
-        job.crash = is_crash_target(l->name);
+        Job job = {r->use_darwin, r->limits, r->evals, &pr.plan, (AneKernelId)id, &kr->k, 0, 0, 0, 0, 0};
+        job.crash = is_hook_target("ANETRAIN_DOCTOR_CRASH", l->name);
+        job.hang = is_hook_target("ANETRAIN_DOCTOR_HANG", l->name);
         run_isolated(&job, r->timeout_s, l);
         if (l->res.device[0]) r->device = strcmp(l->res.device, "darwin") == 0 ? "darwin" : "emu";
         else if (l->ran && !l->signal && !l->timed_out && l->exit_status < 0 && !l->res.device_made)
@@ -482,8 +485,9 @@ static void run_timing(Report *r) {
     l->in = (AneShape){r->tm_ic, r->tm_s + r->tm_oc};
     l->out = (AneShape){r->tm_oc, r->tm_s};
     l->exit_status = -1;
-    Job job = {r->use_darwin, r->limits, r->evals, NULL, ANE_KERNEL_LAYER_FWD, NULL, r->tm_ic, r->tm_oc, r->tm_s, 0};
-    job.crash = is_crash_target("timing");
+    Job job = {r->use_darwin, r->limits, r->evals, NULL, ANE_KERNEL_LAYER_FWD, NULL, r->tm_ic, r->tm_oc, r->tm_s, 0, 0};
+    job.crash = is_hook_target("ANETRAIN_DOCTOR_CRASH", "timing");
+    job.hang = is_hook_target("ANETRAIN_DOCTOR_HANG", "timing");
     run_isolated(&job, r->timeout_s, l);
     l->pass = line_pass(l, INFINITY);
 }
@@ -530,10 +534,13 @@ static void print_text(const Report *r) {
                r->device_requested);
     else printf("device        none [--device %s]: %s\n", r->device_requested, r->device_error);
     printf("run           %s; limits %s (docs/ane-facts.md section 9)\n", r->run, ane_limits_name(r->limits));
+    char evals_txt[64];
+    if (r->evals > 0) snprintf(evals_txt, sizeof evals_txt, "the mean of %d after the checked one", r->evals);
+    else snprintf(evals_txt, sizeof evals_txt, "the checked one");
     printf("kernels       each in a child process of its own (timeout %d s), random inputs, against its CPU\n"
            "              reference; error = max|device - cpu| / max|cpu| of the worst output tap, tolerance %.0e;\n"
-           "              eval = ms per evaluation (mean of %d after the checked one)\n",
-           r->timeout_s, r->tol, r->evals);
+           "              eval = ms per evaluation (%s)\n",
+           r->timeout_s, r->tol, evals_txt);
     for (int i = 0; i < r->n_lines; i++) {
         const KernelLine *l = &r->lines[i];
         char verdict[ERR_MSG_MAX + 160], io[96] = "", times[96] = "", error[64] = "";
