@@ -187,6 +187,10 @@ else bad "doctor --json: one entry per kernel"; fi
 expect_ok "doctor LoRA + dropout over int8" "$BIN" doctor --lora-rank 4 --lora-targets all --lora-dropout 0.1 --int8 --evals 0
 if grep -q "^run .*LoRA r4 on all with dropout, over an int8 base" "$W/out" && grep -q "^result  *PASS" "$W/out"
 then ok "doctor runs the LoRA/int8 kernels"; else bad "doctor runs the LoRA/int8 kernels"; cat "$W/out"; fi
+# the comparison can fail: a tolerance below fp16's precision refuses the emulator's result
+if "$BIN" doctor --evals 0 --tolerance 1e-6 >"$W/out" 2>"$W/err"; then bad "doctor --tolerance 1e-6 exits 1"
+elif [ "$(grep -c 'FAIL: error above the tolerance 1e-06' "$W/out")" -eq 2 ]; then ok "doctor fails a kernel above the tolerance"
+else bad "doctor fails a kernel above the tolerance"; cat "$W/out"; fi
 # a kernel whose child crashes (the test hook raises SIGABRT, as an NSException would): one
 # FAIL line naming it per plan, the next kernel still runs, exit 1
 if ANETRAIN_DOCTOR_CRASH=layer_fwd "$BIN" doctor --model stories15m --seq 64 --evals 0 >"$W/out" 2>"$W/err"

@@ -592,8 +592,13 @@ static cJSON *line_json(const Report *r, const KernelLine *l) {
     cJSON_AddStringToObject(o, "plan", l->plan);
     cJSON_AddStringToObject(o, "name", l->name);
     int in[4] = {1, l->in.channels, 1, l->in.spatial}, out[4] = {1, l->out.channels, 1, l->out.spatial};
-    cJSON_AddItemToObject(o, "input", cJSON_CreateIntArray(in, 4));
-    cJSON_AddItemToObject(o, "output", cJSON_CreateIntArray(out, 4));
+    if (l->in.channels) { /* a model that cannot be planned has no kernels, hence no shapes */
+        cJSON_AddItemToObject(o, "input", cJSON_CreateIntArray(in, 4));
+        cJSON_AddItemToObject(o, "output", cJSON_CreateIntArray(out, 4));
+    } else {
+        cJSON_AddNullToObject(o, "input");
+        cJSON_AddNullToObject(o, "output");
+    }
     cJSON_AddBoolToObject(o, "pass", l->pass);
     cJSON_AddStringToObject(o, "result", verdict);
     cJSON_AddBoolToObject(o, "refused", l->refused);
@@ -695,7 +700,8 @@ int cli_doctor(int argc, char **argv) {
     Err err = {{0}};
     const char *device = "auto", *limits = "strict", *model = NULL, *targets = NULL;
     int json = 0, evals = 5, seq = 0, rank = 0, int8 = 0, timeout_s = 300, rank_given = 0, dropout_given = 0;
-    float dropout = 0, tol = 5e-3f;
+    float dropout = 0;
+    double tol = 5e-3;
     const ArgSpec specs[] = {
         {"--device", ARG_STR, &device, 0, 0, NULL},
         {"--ane-limits", ARG_STR, &limits, 0, 0, NULL},
@@ -708,7 +714,7 @@ int cli_doctor(int argc, char **argv) {
         {"--lora-dropout", ARG_FLOAT, &dropout, 0, 0.999, &dropout_given},
         {"--int8", ARG_BOOL, &int8, 0, 0, NULL},
         {"--timeout", ARG_INT, &timeout_s, 1, 86400, NULL},
-        {"--tolerance", ARG_FLOAT, &tol, 0, 1, NULL},
+        {"--tolerance", ARG_DOUBLE, &tol, 0, 1, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, &err) != 0)
         return cli_fail("doctor", &err);
