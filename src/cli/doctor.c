@@ -144,6 +144,7 @@ typedef struct {
     int signal;                 /* the signal that ended the child (0: none) */
     int exit_status;            /* its exit status when it did not report (-1: none) */
     int timed_out;
+    int reported;               /* 1: the child sent its whole result */
     char failure[ERR_MSG_MAX];  /* a failure of the parent's (pipe, fork) */
     int pass;
 } KernelLine;
@@ -398,6 +399,7 @@ static void run_isolated(const Job *job, int timeout_s, KernelLine *line) {
         got += (size_t)n;
     }
     close(fds[0]);
+    line->reported = got == sizeof line->res;
     int status = 0;
     for (;;) { /* the child's end, within the same deadline */
         pid_t w = waitpid(pid, &status, WNOHANG);
@@ -505,6 +507,9 @@ static void line_verdict(const Report *r, const KernelLine *l, char *buf, size_t
     else if (l->refused) snprintf(buf, n, "FAIL: refused before compiling: %s", l->refusal);
     else if (!l->ran) snprintf(buf, n, "not run: no device");
     else if (l->failure[0]) snprintf(buf, n, "FAIL: %s", l->failure);
+    else if (l->timed_out && l->reported)
+        snprintf(buf, n, "FAIL: its child process reported (%s) but did not exit within %d s (--timeout): killed",
+                 stage_name(&l->res), r->timeout_s);
     else if (l->timed_out)
         snprintf(buf, n, "FAIL: no result after %d s (--timeout): its child process was killed", r->timeout_s);
     else if (l->signal)
