@@ -17,7 +17,11 @@
 **     each of the bridge's allocations and CoreFoundation calls failing in turn;
 **   - after each test: no violation, no object alive, no pool open, no model loaded, nothing
 **     left in the temp directory (and, under ASan, no leak);
-**   - the probe and `anetrain doctor` (text and JSON, broken framework, allocation failures);
+**   - the probe and `anetrain doctor` (text and JSON, the training kernels in child processes,
+**     broken framework, failed compile and evaluate, a crashing kernel), ane_kernel_check (the
+**     doctor's work in each child) in-process with each allocation failing in turn;
+**   - a compile refused at the start of training or a fine-tune: the error names the kernel, its
+**     shapes and the nearest limit, and the checkpoint being resumed is left intact;
 **   - the test double itself: each rule it enforces, broken on purpose, is noticed.
 **
 ** Built with -DANE_FAKE_FRAMEWORK -Itests and the sources in tests/fake_ane (the Makefile's
@@ -1420,9 +1424,10 @@ static void test_kernel_check_through_bridge(void) {
     FINISH();
 }
 
-/* train --backend ane on a Mac whose compiler refuses a kernel: the error names the kernel, its
-** I/O shapes and the nearest device limit, and the checkpoint being resumed is left as it was
-** (the backend, which compiles, is made before anything is written). */
+/* train --backend ane (and finetune) on a Mac whose compiler refuses a kernel: the error names the
+** kernel, its I/O shapes and the nearest device limit, and the checkpoint (or LoRA training state)
+** being resumed is left as it was (the backend, which compiles, is made before anything is
+** written). */
 static void test_compile_failure_leaves_checkpoint(void) {
     char dir[] = "/tmp/anetrain_ckpt_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
@@ -1474,6 +1479,34 @@ static void test_compile_failure_leaves_checkpoint(void) {
     free(after);
     CHECK(fake_ane_live_objects() == 0, "%s", fake_ane_live_report());
     fake_ane_reset();
+
+    /* finetune --resume: a LoRA training state (r 4 on every module, over an int8 base), and a
+    ** compile refused when the run continues on the device: the state is left as it was. */
+    char state[PATH_MAX + 16];
+    snprintf(state, sizeof state, "%s/lora_state.ckpt", dir);
+    o.backend = "cpu";
+    o.resume_path = NULL;
+    o.lora = (LoraConfig){4, 8.0f, 0.0f, 0, 0x7fu};
+    o.int8 = 1;
+    CHECK(trainer_init(&tr, &o, &err) == 0, "%s", err.msg);
+    CHECK(trainer_step(&tr, &st, &err) == 0 && trainer_save(&tr, state, &err) == 0, "%s", err.msg);
+    trainer_free(&tr);
+    before = file_read_all(state, &n_before, &err);
+    o.backend = "ane";
+    o.lora_resume_path = state;
+    fake_ane_faults.compile_fail = 1;
+    fake_ane_faults.message = "_ANECompiler : ANECCompile() FAILED";
+    CHECK(trainer_init(&tr, &o, &err) == -1 && strstr(err.msg, "compiling layer_fwd (input [1, ") &&
+              strstr(err.msg, "nearest device limit"),
+          "%s", err.msg);
+    after = file_read_all(state, &n_after, &err);
+    CHECK(before && after && n_before == n_after && memcmp(before, after, n_before) == 0,
+          "the LoRA training state changed (%zu -> %zu bytes)", n_before, n_after);
+    free(before);
+    free(after);
+    CHECK(fake_ane_live_objects() == 0, "%s", fake_ane_live_report());
+    fake_ane_reset();
+    unlink(state);
     unlink(data);
     unlink(ckpt);
     rmdir(dir);
