@@ -1319,7 +1319,9 @@ static void test_doctor(void) {
     fake_ane_faults.compile_fail = 1;
     fake_ane_faults.message = "ANECCompile() FAILED";
     rc = run_doctor(out, sizeof out, 5, a4);
-    CHECK(rc == 1 && strstr(out, "FAIL: compiling: ") && strstr(out, "ANECCompile() FAILED"), "exit %d:\n%s", rc, out);
+    CHECK(rc == 1 && strstr(out, "FAIL: compiling: ") && strstr(out, "ANECCompile() FAILED") &&
+              strstr(out, "nearest device limit (docs/ane-facts.md section 9): rule input-width: the input is 1632 wide"),
+          "exit %d:\n%s", rc, out);
     fake_ane_reset();
 
     char *a4j[] = {"doctor", "--device", "darwin", "--json"};

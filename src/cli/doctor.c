@@ -270,9 +270,17 @@ static AneDevice *device_make(const Job *job, Err *err) {
     return ane_emu_create(&o, err);
 }
 
-/* A training kernel: kernel_check.h does the work. */
+/* A training kernel: kernel_check.h does the work. A compile the device refuses also names the
+** limit the kernel comes nearest to, as train's error does. */
 static int job_training_kernel(AneDevice *dev, const Job *job, ChildResult *res, Err *err) {
-    return ane_kernel_check(dev, job->plan, job->id, job->k, job->evals, &res->check, err);
+    if (ane_kernel_check(dev, job->plan, job->id, job->k, job->evals, &res->check, err) == 0) return 0;
+    if (res->check.reached == ANE_CHECK_COMPILE) {
+        char nearest[ERR_MSG_MAX], device[ERR_MSG_MAX];
+        ane_kernel_nearest_limit(job->k, nearest, sizeof nearest);
+        memcpy(device, err->msg, sizeof device);
+        err_set(err, "%s; %s", device, nearest);
+    }
+    return -1;
 }
 
 /* The timing kernel: a dynamic-weight matmul, timed. */
