@@ -25,7 +25,7 @@ static const char *usage =
     "  tokenizer train a BPE vocabulary on text and write a HF tokenizer.json\n"
     "  sample    generate text from a model (KV cache, temperature, top-p)\n"
     "  chat      chat with a Qwen3 model using its chat template\n"
-    "  doctor    check the Neural Engine (or its emulator): framework, classes, a test kernel\n"
+    "  doctor    test the Neural Engine (or its emulator) with the training kernels, one process each\n"
     "  ane-plan  the Neural Engine kernels a run would compile: shapes, limits check, cost\n"
     "  help      this text\n"
     "  version   print the version\n"

@@ -24,6 +24,7 @@
 #include "backend/ane/emu/mil.h"
 #include "backend/ane/half.h"
 #include "backend/ane/inspect.h"
+#include "backend/ane/kernel_check.h"
 #include "backend/ane/kernels.h"
 #include "backend/ane/mil_write.h"
 #include "model/config.h"
@@ -784,24 +785,8 @@ static void test_reference_matches_emulator(void) {
         CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0, "%s: %s", c->name, err.msg);
         int S = p.S;
         uint16_t *in = calloc((size_t)p.in_C * p.in_S, sizeof *in);
-        Rng rng;
-        rng_seed(&rng, 77 + ci);
-        for (int id = 0; id < AR_COUNT; id++) { /* a value of the right kind in every region */
-            const AneRegion *r = &p.reg[id];
-            if (!r->n) continue;
-            float *v = falloc((size_t)r->n);
-            int is_rstd = id == AR_RSTD1 || id == AR_RSTD2 || id == AR_RSTDQ || id == AR_RSTDK;
-            int is_norm = id == AR_RMS_ATT || id == AR_RMS_FFN || id == AR_QNORM || id == AR_KNORM;
-            int is_scale = id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES;
-            int is_mask = id >= AR_LORA_MASK && id < AR_LORA_MASK + ANE_LORA_MODULES;
-            double sd = id >= AR_WQ && id <= AR_W2 ? 1 / sqrt((double)r->b) : id >= AR_LORA_A && id < AR_SCALE ? 0.2 : 1;
-            for (long long i = 0; i < r->n; i++)
-                v[i] = is_mask ? (float)(rng_normal(&rng) > -0.7)
-                       : is_rstd || is_norm || is_scale ? h16((float)(1 + 0.2 * rng_normal(&rng)))
-                                                        : h16((float)(sd * rng_normal(&rng)));
-            ane_region_put_f32(&p, in, id, v);
-            free(v);
-        }
+        /* a value of the right kind in every region, as the doctor stages them */
+        CHECK(ane_plan_random_inputs(&p, in, 77 + ci, &err) == 0, "%s", err.msg);
         for (int id = 0; id < ANE_KERNELS; id++) {
             AneKernel k;
             CHECK(ane_kernel_make(&p, (AneKernelId)id, &k, &err) == 0, "%s", err.msg);

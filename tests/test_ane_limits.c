@@ -23,6 +23,7 @@
 #include "backend/ane/device.h"
 #include "backend/ane/emu/fp16.h"
 #include "backend/ane/emu/mil.h"
+#include "backend/ane/inspect.h"
 #include "backend/ane/kernels.h"
 #include "backend/ane/mil_write.h"
 #include "model/config.h"
@@ -434,6 +435,41 @@ static void test_presets_fit_strict(void) {
     }
 }
 
+/* The message of a refused compile names the limit the kernel comes nearest to (inspect.h,
+** ane_kernel_nearest_limit): tiny's largest axis is its input width, qwen3-0.6b's layer_fwd at
+** 256 has an output of 14361 channels, nearer 16384 than its 9376-wide input. */
+static void test_nearest_limit(void) {
+    const struct {
+        const char *preset;
+        int seq;
+        AneKernelId id;
+        const char *first, *then;
+    } nearest_cases[] = {
+        {"tiny", 64, ANE_KERNEL_LAYER_FWD, "rule input-width: the input is 1632 wide, 10% of its limit 16384",
+         "then rule axis-16384"},
+        {"qwen3-0.6b", 256, ANE_KERNEL_LAYER_FWD, "rule axis-16384 (strict; axis-65536 under both limits): the "
+                                                  "largest axis is 14361",
+         "then rule input-width: the input is 9376 wide, 57% of its limit 16384"},
+    };
+    for (size_t i = 0; i < sizeof nearest_cases / sizeof nearest_cases[0]; i++) {
+        ModelConfig cfg;
+        Err err = {{0}};
+        config_from_preset(&cfg, nearest_cases[i].preset, &err);
+        AnePlanSpec spec = {nearest_cases[i].seq, 0, 0, 0, 0, 0};
+        AneLayerPlan p;
+        AneKernel k;
+        CHECK(ane_plan_make(&p, &cfg, &spec, &err) == 0 && ane_kernel_make(&p, nearest_cases[i].id, &k, &err) == 0, "%s",
+              err.msg);
+        char text[ERR_MSG_MAX];
+        ane_kernel_nearest_limit(&k, text, sizeof text);
+        const char *first = strstr(text, nearest_cases[i].first), *then = strstr(text, nearest_cases[i].then);
+        CHECK(strstr(text, "nearest device limit (docs/ane-facts.md section 9): ") == text && first && then &&
+                  first < then,
+              "%s: %s", nearest_cases[i].preset, text);
+        ane_kernel_free(&k);
+    }
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     parallel_init(2);
@@ -441,6 +477,7 @@ int main(int argc, char **argv) {
     RUN(test_every_rule);
     RUN(test_writer_hex_literals);
     RUN(test_presets_fit_strict);
+    RUN(test_nearest_limit);
     parallel_shutdown();
     return TEST_SUMMARY();
 }

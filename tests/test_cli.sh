@@ -18,7 +18,7 @@ printf 'abc' > odd.bin
 TINY="--model tiny --batch 4 --seq 64 --threads 2 --print-every 50"
 
 # ---- help texts
-for cmd in train eval convert plot ane-plan; do
+for cmd in train eval convert plot ane-plan doctor; do
     if "$BIN" "$cmd" --help >"$W/out" 2>&1 && grep -q "usage: anetrain $cmd" "$W/out"; then ok "help $cmd"
     else bad "help $cmd"; fi
 done
@@ -163,13 +163,59 @@ else bad "held-out loss well below log(300) ('$job_val')"; fi
 expect_ok "sample from it" "$BIN" sample --model job/model.ckpt --tokenizer job/tokenizer.json --prompt "And the" --steps 20 --temperature 0
 if grep -q "^And the" "$W/out" && [ "$(wc -c < "$W/out")" -gt 20 ]; then ok "sample continues the prompt"; else bad "sample continues the prompt"; fi
 
-# ---- doctor: on Linux it checks the emulator with a small kernel against the CPU
+# ---- doctor: on Linux it compiles and runs the training kernels on the emulator, each in a
+# child process, against their CPU reference
 expect_ok "doctor" "$BIN" doctor --evals 1
-if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out"; then ok "doctor reports PASS on the emulator"
-else bad "doctor reports PASS on the emulator"; fi
+if grep -q "^result  *PASS" "$W/out" && grep -q "^device  *emu" "$W/out" \
+   && [ "$(grep -cE '^  tiny at 64 +layer_(fwd|bwd) .*compile .* ms .*eval .* ms .*error .* PASS$' "$W/out")" -eq 2 ]
+then ok "doctor runs the tiny plan's two kernels on the emulator: PASS"
+else bad "doctor runs the tiny plan's two kernels on the emulator"; cat "$W/out"; fi
+if grep -q "^ane subtype" "$W/out" && grep -q "^os  " "$W/out"; then ok "doctor names the chip and the OS"
+else bad "doctor names the chip and the OS"; fi
+expect_ok "doctor --model stories15m --seq 64 --json" "$BIN" doctor --model stories15m --seq 64 --evals 1 --json
+if "$PY" - "$W/out" <<'PYEOF'
+import json, sys
+j = json.load(open(sys.argv[1]))
+ks = j["kernels"]
+assert j["pass"] is True and j["device"] == "emu", j
+assert [(k["plan"], k["name"]) for k in ks] == [("tiny at 64", "layer_fwd"), ("tiny at 64", "layer_bwd"),
+        ("stories15m at 64", "layer_fwd"), ("stories15m at 64", "layer_bwd")], ks
+for k in ks:
+    assert k["pass"] is True and k["refused"] is False and k["signal"] is None, k
+    assert len(k["input"]) == 4 and len(k["output"]) == 4 and k["output"][3] == 64, k
+    assert k["compile_ms"] >= 0 and k["eval_ms"] > 0 and 0 <= k["max_rel_error"] <= k["tolerance"], k
+    assert k["worst_tap"] and k["rule"] is None and k["stage"] == "done", k
+assert ks[2]["input"][1] == 288, ks[2]   # stories15m's dim
+assert j["timing"]["tflops"] > 0 and "os" in j["platform"] and "ane_subtype" in j["framework"], j
+PYEOF
+then ok "doctor --json: one entry per kernel (plan, name, shapes, compile/eval ms, error, pass)"
+else bad "doctor --json: one entry per kernel"; fi
+expect_ok "doctor LoRA + dropout over int8" "$BIN" doctor --lora-rank 4 --lora-targets all --lora-dropout 0.1 --int8 --evals 0
+if grep -q "^run .*LoRA r4 on all with dropout, over an int8 base" "$W/out" && grep -q "^result  *PASS" "$W/out"
+then ok "doctor runs the LoRA/int8 kernels"; else bad "doctor runs the LoRA/int8 kernels"; cat "$W/out"; fi
+# the comparison can fail: a tolerance below fp16's precision refuses the emulator's result
+if "$BIN" doctor --evals 0 --tolerance 1e-6 >"$W/out" 2>"$W/err"; then bad "doctor --tolerance 1e-6 exits 1"
+elif [ "$(grep -c 'FAIL: error above the tolerance 1e-06' "$W/out")" -eq 2 ]; then ok "doctor fails a kernel above the tolerance"
+else bad "doctor fails a kernel above the tolerance"; cat "$W/out"; fi
+# a kernel whose child crashes (the test hook raises SIGABRT, as an NSException would): one
+# FAIL line naming it per plan, the next kernel still runs, exit 1
+if ANETRAIN_DOCTOR_CRASH=layer_fwd "$BIN" doctor --model stories15m --seq 64 --evals 0 >"$W/out" 2>"$W/err"
+then bad "doctor with a crashing kernel exits 1"; else ok "doctor with a crashing kernel exits 1"; fi
+if [ "$(grep -c 'layer_fwd .*FAIL: its child process died of SIGABRT' "$W/out")" -eq 2 ] \
+   && [ "$(grep -c 'layer_bwd .*PASS$' "$W/out")" -eq 2 ] && grep -q "^result  *FAIL" "$W/out" \
+   && grep -q "^timing  *not run (--evals 0)" "$W/out"
+then ok "a crash is one FAIL line naming the kernel; the report goes on"
+else bad "a crash is one FAIL line naming the kernel"; cat "$W/out"; fi
+# a kernel whose child never returns is killed after --timeout (the test hook makes it wait)
+if ANETRAIN_DOCTOR_HANG=layer_bwd "$BIN" doctor --timeout 1 --evals 0 >"$W/out" 2>"$W/err"
+then bad "doctor with a hanging kernel exits 1"; else ok "doctor with a hanging kernel exits 1"; fi
+if grep -q 'layer_bwd .*FAIL: no result after 1 s (--timeout): its child process was killed' "$W/out" \
+   && grep -q 'layer_fwd .*PASS$' "$W/out"
+then ok "a hanging kernel is killed after --timeout and reported"; else bad "a hanging kernel is killed"; cat "$W/out"; fi
 if "$BIN" doctor --device darwin >"$W/out" 2>&1; then bad "doctor --device darwin off macOS (exit 0)"
 elif grep -q "^result  *FAIL" "$W/out" && grep -q "needs macOS" "$W/out"; then ok "doctor --device darwin off macOS fails clearly"
 else bad "doctor --device darwin off macOS"; fi
+expect_fail "doctor --seq without --model" "--seq: needs --model" "$BIN" doctor --seq 64
 
 # ---- eval, convert, plot
 expect_ok "eval checkpoint" "$BIN" eval --model run1/model.ckpt --data pattern.bin --seq 64 --max-windows 40 --json

@@ -17,7 +17,11 @@
 **     each of the bridge's allocations and CoreFoundation calls failing in turn;
 **   - after each test: no violation, no object alive, no pool open, no model loaded, nothing
 **     left in the temp directory (and, under ASan, no leak);
-**   - the probe and `anetrain doctor` (text and JSON, broken framework, allocation failures);
+**   - the probe and `anetrain doctor` (text and JSON, the training kernels in child processes,
+**     broken framework, failed compile and evaluate, a crashing kernel), ane_kernel_check (the
+**     doctor's work in each child) in-process with each allocation failing in turn;
+**   - a compile refused at the start of training or a fine-tune: the error names the kernel, its
+**     shapes and the nearest limit, and the checkpoint being resumed is left intact;
 **   - the test double itself: each rule it enforces, broken on purpose, is noticed.
 **
 ** Built with -DANE_FAKE_FRAMEWORK -Itests and the sources in tests/fake_ane (the Makefile's
@@ -46,6 +50,7 @@ int main(void) {
 #include "backend/ane/device.h"
 #include "backend/ane/emu/emu.h"
 #include "backend/ane/emu/fp16.h"
+#include "backend/ane/kernel_check.h"
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "fake_ane/fake_control.h"
@@ -55,6 +60,9 @@ int main(void) {
 #include "backend/ane/objc_shim.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "data/tokfile.h"
+#include "train/trainer.h"
+#include "util/fileio.h"
 #include "test.h"
 #include "util/blas.h"
 #include "util/rng.h"
@@ -1242,6 +1250,7 @@ static int run_doctor(char *out, size_t size, int argc, char **argv) {
 
 static void test_doctor(void) {
     static char out[65536];
+    /* The training kernels of the tiny plan, each in a child process that inherits the fake. */
     char *a1[] = {"doctor", "--device", "darwin", "--json", "--evals", "1"};
     int rc = run_doctor(out, sizeof out, 6, a1);
     CHECK(rc == 0, "exit %d: %s", rc, out);
@@ -1249,14 +1258,25 @@ static void test_doctor(void) {
     CHECK(j, "JSON: %s", out);
     if (j) {
         CHECK(strcmp(cJSON_GetObjectItem(j, "device")->valuestring, "darwin") == 0, "device");
-        cJSON *f = cJSON_GetObjectItem(j, "framework"), *c = cJSON_GetObjectItem(j, "check"),
+        cJSON *f = cJSON_GetObjectItem(j, "framework"), *ks = cJSON_GetObjectItem(j, "kernels"),
               *t = cJSON_GetObjectItem(j, "timing");
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(f, "loaded")) && cJSON_IsTrue(cJSON_GetObjectItem(f, "complete")) &&
-                  cJSON_GetArraySize(cJSON_GetObjectItem(f, "symbols")) == 15,
+                  cJSON_GetArraySize(cJSON_GetObjectItem(f, "symbols")) == 15 &&
+                  strstr(cJSON_GetObjectItem(f, "ane_subtype")->valuestring, "fake"),
               "framework");
-        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(c, "pass")) &&
-                  cJSON_GetObjectItem(c, "max_abs_error")->valuedouble < 1e-2,
-              "check");
+        CHECK(cJSON_GetArraySize(ks) == 2, "%d kernels", cJSON_GetArraySize(ks));
+        const char *names[] = {"layer_fwd", "layer_bwd"};
+        for (int i = 0; i < cJSON_GetArraySize(ks) && i < 2; i++) {
+            cJSON *k = cJSON_GetArrayItem(ks, i);
+            CHECK(strcmp(cJSON_GetObjectItem(k, "name")->valuestring, names[i]) == 0 &&
+                      strcmp(cJSON_GetObjectItem(k, "plan")->valuestring, "tiny at 64") == 0 &&
+                      cJSON_IsTrue(cJSON_GetObjectItem(k, "pass")) &&
+                      cJSON_IsNumber(cJSON_GetObjectItem(k, "compile_ms")) &&
+                      cJSON_IsNumber(cJSON_GetObjectItem(k, "eval_ms")) &&
+                      cJSON_GetObjectItem(k, "max_rel_error")->valuedouble < 5e-3 &&
+                      cJSON_GetArraySize(cJSON_GetObjectItem(k, "input")) == 4,
+                  "kernel %d", i);
+        }
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(t, "ran")) && cJSON_GetObjectItem(t, "tflops")->valuedouble > 0,
               "timing");
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "pass")), "pass");
@@ -1270,7 +1290,7 @@ static void test_doctor(void) {
     rc = run_doctor(out, sizeof out, 3, a2);
     CHECK(rc == 0 && strstr(out, "device        darwin") && strstr(out, "found") &&
               strstr(out, "timing        not run (--evals 0)") && strstr(out, "result        PASS") &&
-              strstr(out, "ane subtype   fake"),
+              strstr(out, "ane subtype   fake") && strstr(out, "layer_fwd") && strstr(out, "layer_bwd"),
           "exit %d:\n%s", rc, out);
     fake_ane_reset();
 
@@ -1284,17 +1304,28 @@ static void test_doctor(void) {
     char *a4[] = {"doctor", "--device", "darwin", "--evals", "0"};
     rc = run_doctor(out, sizeof out, 5, a4);
     CHECK(rc == 1 && strstr(out, "MISSING") && strstr(out, "device        none") &&
-              strstr(out, "does not answer -compileWithQoS:options:error:") && strstr(out, "result        FAIL"),
+              strstr(out, "does not answer -compileWithQoS:options:error:") && strstr(out, "not run: no device") &&
+              strstr(out, "result        FAIL"),
           "exit %d:\n%s", rc, out);
     fake_ane_reset();
+    /* Every child inherits the fault: each kernel's line says where it failed. */
     fake_ane_faults.eval_fail = 1;
     rc = run_doctor(out, sizeof out, 5, a4);
-    CHECK(rc == 1 && strstr(out, "check         FAIL") && strstr(out, "returned NO"), "exit %d:\n%s", rc, out);
+    CHECK(rc == 1 && strstr(out, "layer_fwd") && strstr(out, "FAIL: evaluating: ") && strstr(out, "returned NO") &&
+              strstr(out, "result        FAIL"),
+          "exit %d:\n%s", rc, out);
     CHECK(fake_ane_live_objects() == 0, "%s", fake_ane_live_report());
+    fake_ane_reset();
+    fake_ane_faults.compile_fail = 1;
+    fake_ane_faults.message = "ANECCompile() FAILED";
+    rc = run_doctor(out, sizeof out, 5, a4);
+    CHECK(rc == 1 && strstr(out, "FAIL: compiling: ") && strstr(out, "ANECCompile() FAILED") &&
+              strstr(out, "nearest device limit (docs/ane-facts.md section 9): rule input-width: the input is 1632 wide"),
+          "exit %d:\n%s", rc, out);
     fake_ane_reset();
 
     char *a4j[] = {"doctor", "--device", "darwin", "--json"};
-    fake_ane_faults.framework_missing = 2; /* the probe's dlopen and the device's */
+    fake_ane_faults.framework_missing = 2; /* the probe's dlopen and the device's (in the child) */
     rc = run_doctor(out, sizeof out, 4, a4j);
     j = cJSON_Parse(out);
     CHECK(rc == 1 && j && cJSON_IsNull(cJSON_GetObjectItem(j, "device")) &&
@@ -1304,28 +1335,23 @@ static void test_doctor(void) {
     cJSON_Delete(j);
     fake_ane_reset();
 
-    /* Text with the timing, and each failure of the bridge's allocations in turn: the check or
-    ** the timing fails with a clean report, and nothing leaks. */
+    /* Text with the timing. */
     char *a6[] = {"doctor", "--evals", "2"};
     rc = run_doctor(out, sizeof out, 3, a6);
-    CHECK(rc == 0 && strstr(out, "timing        matmul 1024x1024 over S=512: 2 evaluations") && strstr(out, "TFLOP/s"),
+    CHECK(rc == 0 && strstr(out, "timing        matmul 1024x1024 over S=512 in its own process") &&
+              strstr(out, "2 evaluations") && strstr(out, "TFLOP/s"),
           "exit %d:\n%s", rc, out);
     fake_ane_reset();
-    int timing_failed = 0;
-    for (int k = 1; k < 100; k++) {
-        fake_ane_faults.alloc_fail_at = k;
-        rc = run_doctor(out, sizeof out, 3, a6);
-        if (!fake_ane_faults.fired) break;
-        /* Only the chip subtype's string is optional: it is then "unknown". */
-        CHECK(rc == 0 ? strstr(out, "ane subtype   unknown") && strstr(out, "result        PASS")
-                      : strstr(out, "result        FAIL") && strstr(out, "memory") != NULL,
-              "allocation %d: %s", k, out);
-        timing_failed += strstr(out, "timing        failed: ") != NULL;
-        CHECK(fake_ane_live_objects() == 0 && fake_ane_violations() == 0, "allocation %d: %s", k,
-              fake_ane_live_report());
-        fake_ane_reset();
-    }
-    CHECK(timing_failed > 0, "a timing failure was reported");
+
+    /* An exception in the framework aborts the process: here the test hook raises SIGABRT in
+    ** layer_bwd's child. One FAIL line names it, the report goes on, the exit is 1. */
+    setenv("ANETRAIN_DOCTOR_CRASH", "layer_bwd", 1);
+    rc = run_doctor(out, sizeof out, 3, a6);
+    unsetenv("ANETRAIN_DOCTOR_CRASH");
+    const char *fwd = strstr(out, "layer_fwd"), *bwd = strstr(out, "layer_bwd");
+    CHECK(rc == 1 && fwd && bwd && strstr(bwd, "FAIL: its child process died of SIGABRT") &&
+              strstr(out, "TFLOP/s") && strstr(out, "result        FAIL"),
+          "exit %d:\n%s", rc, out);
     fake_ane_reset();
 
     char *a7[] = {"doctor", "--help"};
@@ -1335,6 +1361,157 @@ static void test_doctor(void) {
     char *a5[] = {"doctor", "--device", "gpu"};
     rc = run_doctor(out, sizeof out, 3, a5);
     CHECK(rc == 1 && strstr(out, "--device: expected auto, emu or darwin, found 'gpu'"), "exit %d: %s", rc, out);
+    FINISH();
+}
+
+/* ane_kernel_check (the doctor's work in each child) in this process, on the bridge: both training
+** kernels of the tiny plan match the CPU reference and leave nothing behind; then each of the
+** bridge's allocations fails in turn, and every failure is an error naming what failed. */
+static void test_kernel_check_through_bridge(void) {
+    ModelConfig cfg;
+    Err err = {{0}};
+    config_from_preset(&cfg, "tiny", &err);
+    AnePlanSpec spec = {64, 4, 0x7fu, 1, 0, 0}; /* LoRA on every module, with dropout masks */
+    AneLayerPlan plan;
+    CHECK(ane_plan_make(&plan, &cfg, &spec, &err) == 0, "%s", err.msg);
+    for (int kid = 0; kid < ANE_KERNELS; kid++) {
+        AneKernel k;
+        CHECK(ane_kernel_make(&plan, (AneKernelId)kid, &k, &err) == 0, "%s", err.msg);
+        AneDevice *d = darwin_device(64);
+        if (!d) break;
+        AneKernelCheck c;
+        CHECK(ane_kernel_check(d, &plan, (AneKernelId)kid, &k, 1, &c, &err) == 0 && c.reached == ANE_CHECK_DONE,
+              "%s: %s", k.name, err.msg);
+        CHECK(c.max_error < 5e-3 && c.worst_tap[0], "%s: error %.3g (%s)", k.name, c.max_error, c.worst_tap);
+        d->destroy(d);
+        EXPECT_CLEAN();
+        int failures = 0;
+        for (int n = 1; n < 400; n++) {
+            d = darwin_device(64);
+            if (!d) break;
+            fake_ane_faults.alloc_fail_at = n;
+            Err e = {{0}};
+            int rc = ane_kernel_check(d, &plan, (AneKernelId)kid, &k, 0, &c, &e);
+            int fired = fake_ane_faults.fired;
+            fake_ane_faults.alloc_fail_at = 0;
+            d->destroy(d);
+            if (!fired) {
+                CHECK(rc == 0, "allocation %d: %s", n, e.msg);
+                break;
+            }
+            failures++;
+            CHECK(rc == -1 && e.msg[0] && c.reached < ANE_CHECK_DONE, "%s, allocation %d: rc %d '%s'", k.name, n, rc,
+                  e.msg);
+            CHECK(fake_ane_live_objects() == 0 && fake_ane_violations() == 0, "%s, allocation %d: %s", k.name, n,
+                  fake_ane_live_report());
+            fake_ane_reset();
+        }
+        CHECK(failures > 0, "%s: no allocation of the bridge failed", k.name);
+        ane_kernel_free(&k);
+        fake_ane_reset();
+    }
+    /* The probe, allocation by allocation: only the chip subtype is optional. */
+    for (int n = 1; n < 200; n++) {
+        AneDarwinProbe pr;
+        fake_ane_faults.alloc_fail_at = n;
+        int rc = ane_darwin_probe(NULL, &pr);
+        int fired = fake_ane_faults.fired;
+        fake_ane_faults.alloc_fail_at = 0;
+        if (!fired) break;
+        CHECK(rc == 0 ? pr.ane_subtype[0] == '\0' : strstr(pr.framework_error, "memory") != NULL,
+              "probe, allocation %d: rc %d, subtype '%s', '%s'", n, rc, pr.ane_subtype, pr.framework_error);
+        CHECK(fake_ane_live_objects() == 0, "probe, allocation %d: %s", n, fake_ane_live_report());
+        fake_ane_reset();
+    }
+    FINISH();
+}
+
+/* train --backend ane (and finetune) on a Mac whose compiler refuses a kernel: the error names the
+** kernel, its I/O shapes and the nearest device limit, and the checkpoint (or LoRA training state)
+** being resumed is left as it was (the backend, which compiles, is made before anything is
+** written). */
+static void test_compile_failure_leaves_checkpoint(void) {
+    char dir[] = "/tmp/anetrain_ckpt_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char data[PATH_MAX], ckpt[PATH_MAX];
+    snprintf(data, sizeof data, "%s/tokens.bin", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/model.ckpt", dir);
+    Err err = {{0}};
+    int32_t ids[4096];
+    Rng rng;
+    rng_seed(&rng, 5);
+    for (int i = 0; i < 4096; i++) ids[i] = (int32_t)rng_below(&rng, 64);
+    CHECK(tokfile_save(data, ids, 4096, 0, 2, 0, &err) == 0, "%s", err.msg);
+    TrainOptions o;
+    memset(&o, 0, sizeof o);
+    config_from_preset(&o.cfg, "tiny", &err);
+    o.cfg.vocab_size = 64;
+    o.data_path = data;
+    o.order = ORDER_RANDOM;
+    o.batch = 2, o.seq = 64, o.accum = 1, o.steps = 4;
+    o.lr = 1e-3f, o.min_lr = 1e-3f, o.clip = 1.0f;
+    o.adam = (AdamWConfig){0.9f, 0.999f, 1e-8f, 0.0f};
+    o.seed = 3;
+    o.backend = "cpu";
+    backend_ane_default_options(&o.ane);
+    Trainer tr;
+    CHECK(trainer_init(&tr, &o, &err) == 0, "%s", err.msg);
+    StepStats st;
+    CHECK(trainer_step(&tr, &st, &err) == 0 && trainer_save(&tr, ckpt, &err) == 0, "%s", err.msg);
+    trainer_free(&tr);
+    size_t n_before = 0, n_after = 0;
+    char *before = file_read_all(ckpt, &n_before, &err);
+
+    o.backend = "ane";
+    o.ane.device = "darwin";
+    o.resume_path = ckpt;
+    fake_ane_faults.compile_fail = 1;
+    fake_ane_faults.message = "_ANECompiler : ANECCompile() FAILED";
+    CHECK(trainer_init(&tr, &o, &err) == -1, "the compile was refused");
+    if (getenv("ANETRAIN_VERBOSE")) printf("     %s\n", err.msg);
+    CHECK(strstr(err.msg, "compiling layer_fwd (input [1, 64, 1, ") && strstr(err.msg, "-> output [1, ") &&
+              strstr(err.msg, "ANECCompile() FAILED") && strstr(err.msg, "nearest device limit") &&
+              strstr(err.msg, "rule input-width: the input is ") && strstr(err.msg, "rule axis-16384"),
+          "%s", err.msg);
+    char *after = file_read_all(ckpt, &n_after, &err);
+    CHECK(before && after && n_before == n_after && memcmp(before, after, n_before) == 0,
+          "the checkpoint changed (%zu -> %zu bytes)", n_before, n_after);
+    CHECK(dir_entries(dir) == 2, "only the data and the checkpoint in %s", dir);
+    free(before);
+    free(after);
+    CHECK(fake_ane_live_objects() == 0, "%s", fake_ane_live_report());
+    fake_ane_reset();
+
+    /* finetune --resume: a LoRA training state (r 4 on every module, over an int8 base), and a
+    ** compile refused when the run continues on the device: the state is left as it was. */
+    char state[PATH_MAX + 16];
+    snprintf(state, sizeof state, "%s/lora_state.ckpt", dir);
+    o.backend = "cpu";
+    o.resume_path = NULL;
+    o.lora = (LoraConfig){4, 8.0f, 0.0f, 0, 0x7fu};
+    o.int8 = 1;
+    CHECK(trainer_init(&tr, &o, &err) == 0, "%s", err.msg);
+    CHECK(trainer_step(&tr, &st, &err) == 0 && trainer_save(&tr, state, &err) == 0, "%s", err.msg);
+    trainer_free(&tr);
+    before = file_read_all(state, &n_before, &err);
+    o.backend = "ane";
+    o.lora_resume_path = state;
+    fake_ane_faults.compile_fail = 1;
+    fake_ane_faults.message = "_ANECompiler : ANECCompile() FAILED";
+    CHECK(trainer_init(&tr, &o, &err) == -1 && strstr(err.msg, "compiling layer_fwd (input [1, ") &&
+              strstr(err.msg, "nearest device limit"),
+          "%s", err.msg);
+    after = file_read_all(state, &n_after, &err);
+    CHECK(before && after && n_before == n_after && memcmp(before, after, n_before) == 0,
+          "the LoRA training state changed (%zu -> %zu bytes)", n_before, n_after);
+    free(before);
+    free(after);
+    CHECK(fake_ane_live_objects() == 0, "%s", fake_ane_live_report());
+    fake_ane_reset();
+    unlink(state);
+    unlink(data);
+    unlink(ckpt);
+    rmdir(dir);
     FINISH();
 }
 
@@ -1517,6 +1694,8 @@ int main(void) {
     RUN(test_fail_temp_dir);
     RUN(test_out_of_memory_everywhere);
     RUN(test_probe);
+    RUN(test_kernel_check_through_bridge);
+    RUN(test_compile_failure_leaves_checkpoint);
     RUN(test_fake_catches_misuse);
     if (getenv("ANETRAIN_VERBOSE"))
         printf("     compiles in this process: %llu through the bridge, %llu on the emulator\n",

@@ -77,6 +77,7 @@
 #include "emu/emu.h"
 #include "device.h"
 #include "half.h"
+#include "inspect.h"
 #include "kernels.h"
 #include "mil_write.h"
 
@@ -971,16 +972,25 @@ static AneDevice *make_device(const AneBackendOptions *o, Err *err) {
     return ane_emu_create(&e, err);
 }
 
+/* Compiles layer_fwd or layer_bwd. A refusal names the kernel, its I/O and the device limit it
+** comes nearest to (ane_kernel_nearest_limit): on a real chip the compiler's own message says
+** little. Nothing has been written to disk yet when this runs (backend creation comes first). */
 static int compile_kernel(AneBackend *m, int bwd, AneProgram **out, Err *err) {
-    char *mil;
-    AneBlob *blobs;
-    int nb;
-    int rc = bwd ? ane_kernel_bwd(&m->plan, &mil, &blobs, &nb, err) : ane_kernel_fwd(&m->plan, &mil, &blobs, &nb, err);
-    if (rc) return -1;
-    *out = m->dev->compile(m->dev, mil, blobs, nb, err);
-    free(mil);
-    milw_free_blobs(blobs, nb);
-    if (!*out) return err_wrap(err, "ane backend: compiling %s", bwd ? "layer_bwd" : "layer_fwd");
+    AneKernel k;
+    *out = NULL;
+    if (ane_kernel_make(&m->plan, bwd ? ANE_KERNEL_LAYER_BWD : ANE_KERNEL_LAYER_FWD, &k, err)) return -1;
+    *out = m->dev->compile(m->dev, k.mil, k.blobs, k.n_blobs, err);
+    if (!*out) {
+        char nearest[ERR_MSG_MAX], device[ERR_MSG_MAX];
+        ane_kernel_nearest_limit(&k, nearest, sizeof nearest);
+        memcpy(device, err ? err->msg : "", err ? sizeof device : 1);
+        /* the device's message first: the nearest limit is what a long message may lose */
+        err_set(err, "ane backend: compiling %s (input [1, %d, 1, %d] -> output [1, %d, 1, %d]): %s; %s", k.name,
+                k.in.channels, k.in.spatial, k.out.channels, k.out.spatial, device, nearest);
+        ane_kernel_free(&k);
+        return -1;
+    }
+    ane_kernel_free(&k);
     AneShape si, so;
     m->dev->program_io(*out, &si, &so);
     int want_out = bwd ? m->plan.bwd_C : m->plan.fwd_C;

@@ -45,6 +45,30 @@ int ane_plan_inspect(const ModelConfig *cfg, const AnePlanSpec *spec, int batch,
     return 0;
 }
 
+void ane_kernel_nearest_limit(const AneKernel *k, char *buf, size_t n) {
+    MilCheckReport rep;
+    memset(&rep, 0, sizeof rep);
+    MilCheckOptions co = {0, 0, ANE_LIMITS_PROBED, &rep};
+    Err cerr = {{0}};
+    mil_check_text(k->mil, k->blobs, k->n_blobs, &co, NULL, NULL, &cerr);
+    char type[160] = "";
+    if (rep.max_axis) mil_type_format(&rep.max_axis_type, type, sizeof type);
+    double width = 100.0 * k->in.spatial / ANE_MAX_AXIS, axis = 100.0 * (double)rep.max_axis / ANE_MAX_AXIS;
+    char w_txt[160], a_txt[400];
+    snprintf(w_txt, sizeof w_txt, "rule input-width: the input is %d wide, %.0f%% of its limit 16384", k->in.spatial,
+             width);
+    if (rep.max_axis)
+        snprintf(a_txt, sizeof a_txt,
+                 "rule axis-16384 (strict; axis-65536 under both limits): the largest axis is %lld, of '%s' %s, "
+                 "%.0f%% of 16384",
+                 (long long)rep.max_axis, rep.max_axis_value, type, axis);
+    else snprintf(a_txt, sizeof a_txt, "rule axis-16384: the largest axis is unknown (%.200s)", cerr.msg);
+    snprintf(buf, n,
+             "nearest device limit (docs/ane-facts.md section 9): %s; then %s. Compiles on real chips also fail "
+             "intermittently (section 8): run `anetrain doctor` with this run's --model, --seq and LoRA/int8 flags",
+             axis > width ? a_txt : w_txt, axis > width ? w_txt : a_txt);
+}
+
 void ane_plan_report_free(AnePlanReport *r) {
     for (int i = 0; i < ANE_KERNELS; i++) ane_kernel_free(&r->kernels[i].k);
     r->n_kernels = 0;

@@ -56,6 +56,14 @@ void ane_plan_report_free(AnePlanReport *r);
 ** plans). reference.c. */
 int ane_kernel_reference(const AneLayerPlan *p, AneKernelId id, const uint16_t *in, float *out, Err *err);
 
+/* The device limit of docs/ane-facts.md §9 that kernel k comes closest to, in words, for the
+** message of a compile the device refused: the input width (rule input-width, 16,384) and the
+** largest axis of any tensor (rule axis-16384 under strict limits, axis-65536 under both), the
+** nearest first, each as a fraction of its limit. A device compile can also fail for no rule the
+** checker knows, intermittently (docs/ane-facts.md §8), which the text says too. Checks the
+** program under probed limits to find its largest axis; compiles nothing. */
+void ane_kernel_nearest_limit(const AneKernel *k, char *buf, size_t n);
+
 /* Writes every kernel as the framework is given it (docs/ane-facts.md §1.5): DIR/<kernel>/model.mil and
 ** DIR/<kernel>/weights/<file> for each of its blobs ("@model_path/weights/<file>"), whole MILBlob
 ** files. DIR is created if needed (one level); files are written atomically. */
