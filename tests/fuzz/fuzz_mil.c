@@ -23,7 +23,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!nul) continue;
         blobs[n_blobs++] = (AneBlob){(const char *)part[i], nul + 1, len[i] - (size_t)(nul + 1 - part[i])};
     }
-    MilOptions opt = {1, 0, 1 << 16}; /* small tensors: quick to plan and to run */
+    /* small tensors: quick to plan and to run; both limit modes (probed accepts more programs,
+    ** so more of them reach the interpreter) */
+    MilOptions opt = {.accumulate_fp32 = 1, .flush_subnormals = 0, .max_elements = 1 << 16,
+                      .limits = size % 2 ? ANE_LIMITS_PROBED : ANE_LIMITS_STRICT};
     Err err;
     MilProgram *p = mil_program_compile(text, blobs, n_blobs, &opt, &err);
     if (!p) fuzz_rejected("mil_program_compile", err.msg);
