@@ -18,7 +18,7 @@
 
 #include "backend/ane/device.h"
 #include "backend/ane/emu/emu.h"
-#include "backend/ane/emu/fp16.h"
+#include "util/fp16.h"
 #include "backend/ane/emu/mil.h"
 #include "util/blas.h"
 #include "util/parallel.h"

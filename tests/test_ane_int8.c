@@ -14,7 +14,7 @@
 
 #include "backend/ane/device.h"
 #include "backend/ane/emu/emu.h"
-#include "backend/ane/emu/fp16.h"
+#include "util/fp16.h"
 #include "backend/ane/emu/mil.h"
 #include "backend/ane/int8_model.h"
 #include "backend/backend.h"

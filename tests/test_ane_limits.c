@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "backend/ane/device.h"
-#include "backend/ane/emu/fp16.h"
+#include "util/fp16.h"
 #include "backend/ane/emu/mil.h"
 #include "backend/ane/inspect.h"
 #include "backend/ane/kernels.h"

@@ -49,7 +49,7 @@ int main(void) {
 #include "backend/ane/darwin.h"
 #include "backend/ane/device.h"
 #include "backend/ane/emu/emu.h"
-#include "backend/ane/emu/fp16.h"
+#include "util/fp16.h"
 #include "backend/ane/kernel_check.h"
 #include "backend/backend.h"
 #include "cli/cli.h"

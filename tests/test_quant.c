@@ -4,7 +4,7 @@
 */
 #include "test.h"
 
-#include "backend/ane/emu/fp16.h"
+#include "util/fp16.h"
 #include "model/quant.h"
 #include "util/rng.h"
 

@@ -37,7 +37,7 @@
 
 #include "../backend/ane/darwin.h"
 #include "../backend/ane/device.h"
-#include "../backend/ane/emu/fp16.h"
+#include "../util/fp16.h"
 #include "../backend/ane/inspect.h"
 #include "../backend/ane/kernel_check.h"
 #include "../backend/ane/mil_write.h"

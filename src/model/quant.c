@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../backend/ane/emu/fp16.h"
+#include "../util/fp16.h"
 
 static const TensorKind int8_kinds[] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W2, T_W3};
 enum { N_INT8_KINDS = sizeof int8_kinds / sizeof int8_kinds[0] };

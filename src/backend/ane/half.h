@@ -2,7 +2,7 @@
 ** half.h — fp32 <-> fp16 array conversions for staging data into device surfaces.
 **
 ** Round to nearest even, overflow to inf, subnormals kept, NaN stays NaN: IEEE binary16, the
-** same results as the emulator's portable conversions (emu/fp16.h, pure functions reused here as
+** same results as the emulator's portable conversions (util/fp16.h, pure functions reused here as
 ** the fallback). Where the CPU has a conversion instruction (x86 F16C, arm64 fcvt) it is used:
 ** staging converts every weight once per step, so this is on the hot path.
 */
@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "emu/fp16.h"
+#include "../../util/fp16.h"
 
 #if defined(__F16C__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>

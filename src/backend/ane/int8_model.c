@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "../../ops/ops.h"
-#include "emu/fp16.h"
+#include "../../util/fp16.h"
 #include "half.h"
 #include "mil_write.h"
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "emu/fp16.h"
+#include "../../util/fp16.h"
 #include "mil_write.h"
 
 /* The smallest fp16 value >= x (x >= 0, finite, below fp16's max); quant.c's rule. */

@@ -24,7 +24,7 @@
 
 #include "../../../util/blas.h"
 #include "../../../util/parallel.h"
-#include "fp16.h"
+#include "../../../util/fp16.h"
 #include "mil.h"
 
 struct MilProgram {

@@ -41,7 +41,7 @@
 
 #include "../../../util/blas.h"
 #include "../../../util/parallel.h"
-#include "fp16.h"
+#include "../../../util/fp16.h"
 #include "mil.h"
 
 enum { PAR_MIN = 1 << 15 };  /* elements below which a loop stays on the calling thread */

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fp16.h"
+#include "../../../util/fp16.h"
 #include "mil.h"
 
 /* ------------------------------------------------------------------ arena */

@@ -1,5 +1,6 @@
 /*
-** fp16.h — IEEE 754 binary16 ("half", fp16) for the emulated ANE.
+** fp16.h — IEEE 754 binary16 ("half", fp16): the emulated ANE's storage, the staging of the
+** ANE backend and int8 quantization's scales all round through these pure functions.
 **
 ** The emulator keeps every tensor as fp32 arrays whose values are all exactly representable
 ** in fp16; fp16_round is the one rounding step applied to every op result. Conversions are
@@ -14,8 +15,8 @@
 **
 ** This module must never touch global state: everything here is a pure function.
 */
-#ifndef ANETRAIN_ANE_EMU_FP16_H
-#define ANETRAIN_ANE_EMU_FP16_H
+#ifndef ANETRAIN_FP16_H
+#define ANETRAIN_FP16_H
 
 #include <stddef.h>
 #include <stdint.h>
