@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../train/checkpoint.h"
 #include "io_internal.h"
 #include "model_file.h"
 

@@ -19,6 +19,12 @@
 #include "../model/params.h"
 #include "../util/err.h"
 
+/* The magics (8 bytes with the NUL) opening our own files, written and checked by
+** train/checkpoint.c: a full-training checkpoint and a LoRA training state. They live here
+** because model_format_detect recognizes a checkpoint by its magic. */
+#define CKPT_MAGIC "ANECKPT"
+#define LORA_STATE_MAGIC "ANELORA"
+
 typedef enum { MODEL_FORMAT_UNKNOWN, MODEL_FORMAT_LLAMA2C, MODEL_FORMAT_HF, MODEL_FORMAT_CHECKPOINT } ModelFormat;
 
 /* Guesses the format of `path`: a directory holding config.json is HF; a file starting with

@@ -33,13 +33,11 @@
 #include <stdint.h>
 
 #include "../data/loader.h"
+#include "../io/model_file.h" /* CKPT_MAGIC, LORA_STATE_MAGIC */
 #include "lora.h"
 #include "../model/params.h"
 #include "../util/err.h"
 #include "../util/rng.h"
-
-#define CKPT_MAGIC "ANECKPT"
-#define LORA_STATE_MAGIC "ANELORA"
 
 typedef struct {
     int64_t step;        /* optimizer steps completed */
