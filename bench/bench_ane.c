@@ -30,7 +30,7 @@
 #include "model/config.h"
 #include "model/params.h"
 #include "model/quant.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/optim.h"
 #include "util/clock.h"
 #include "util/blas.h"

@@ -56,7 +56,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #include "model/quant.h"
 #include "test.h"
 #include "test_models.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "util/parallel.h"
 #include "util/rng.h"
 

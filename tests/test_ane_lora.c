@@ -36,7 +36,7 @@
 #include "model/params.h"
 #include "test.h"
 #include "test_models.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "util/parallel.h"
 #include "util/rng.h"
 

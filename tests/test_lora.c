@@ -1,5 +1,5 @@
 /*
-** test_lora.c — LoRA adapters (src/train/lora.c) and LoRA runs of the trainer.
+** test_lora.c — LoRA adapters (src/model/lora.c) and LoRA runs of the trainer.
 **
 **   - target lists, layout, PEFT's init; a fresh adapter leaves the model bit for bit unchanged
 **   - the merged weight computes the adapter path: W_eff x = W x + s B (A x), in double
@@ -30,7 +30,7 @@
 #include "model/quant.h"
 #include "test.h"
 #include "train/evaluate.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/trainer.h"
 #include "util/fileio.h"
 #include "util/parallel.h"

@@ -13,7 +13,7 @@
 
 #include "model/config.h"
 #include "model/params.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "util/rng.h"
 
 /* |loss_ane - loss_cpu| <= LOSS_TOL(loss): measured at most 3.3e-3 at a loss of 45.6 (unit-variance

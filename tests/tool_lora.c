@@ -38,7 +38,7 @@
 #include "backend/backend.h"
 #include "io/model_file.h"
 #include "io/safetensors.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "util/fileio.h"

@@ -14,7 +14,7 @@
 
 #include "../model/params.h"
 #include "../model/quant.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../util/err.h"
 #include "ane/device.h"
 
@@ -52,7 +52,7 @@ typedef struct {
 ** the adapter the step computes with, and adapter_grads is NULL (forward only) or receives
 ** adapter_grads += grad_scale * dloss/dadapter. dropout_seed picks this micro-batch's LoRA dropout
 ** masks (a pure function of the seed and the position, so a step is reproducible: lora_dropout_mask
-** in train/lora.h). Dropout acts in training steps (adapter_grads set) only; a forward-only step is
+** in model/lora.h). Dropout acts in training steps (adapter_grads set) only; a forward-only step is
 ** evaluation, without dropout, as PyTorch's eval mode.
 ** ANE: the base is staged once, at the first step, and again only when params is another buffer
 ** (its contents must not change in place); adapter NULL (forward only) computes params alone,

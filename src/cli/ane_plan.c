@@ -12,7 +12,7 @@
 
 #include "../backend/ane/cost.h"
 #include "../backend/ane/inspect.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/fileio.h"
 #include "args.h"

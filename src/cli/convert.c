@@ -7,7 +7,7 @@
 
 #include "../io/model_file.h"
 #include "../train/checkpoint.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/fileio.h"
 #include "args.h"

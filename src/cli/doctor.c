@@ -41,7 +41,7 @@
 #include "../backend/ane/inspect.h"
 #include "../backend/ane/kernel_check.h"
 #include "../backend/ane/mil_write.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"

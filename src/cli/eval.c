@@ -9,7 +9,7 @@
 #include "../backend/backend.h"
 #include "../data/tokfile.h"
 #include "../train/evaluate.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/memory.h"

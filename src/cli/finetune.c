@@ -21,7 +21,7 @@
 #include "../data/tokenizer.h"
 #include "../data/tokfile.h"
 #include "../io/model_file.h"
-#include "../train/lora.h"
+#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/clock.h"

@@ -34,7 +34,7 @@
 
 #include "../data/loader.h"
 #include "../io/model_file.h" /* CKPT_MAGIC, LORA_STATE_MAGIC */
-#include "lora.h"
+#include "../model/lora.h"
 #include "../model/params.h"
 #include "../util/err.h"
 #include "../util/rng.h"

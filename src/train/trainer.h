@@ -37,9 +37,9 @@
 #include "../backend/backend.h"
 #include "../data/loader.h"
 #include "../data/tokfile.h"
+#include "../model/lora.h"
 #include "../model/params.h"
 #include "checkpoint.h"
-#include "lora.h"
 #include "optim.h"
 
 /* Loss scaling for fp16 backends: the loss gradient is multiplied by the scale so small

@@ -5,7 +5,7 @@
 ** the same, bit for bit.
 */
 #include "fuzz_common.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "util/fileio.h"
 
 /* The model the seeds were written for (tests/fuzz/make_seeds.c). */

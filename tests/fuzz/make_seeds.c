@@ -21,7 +21,7 @@
 #include "io/model_file.h"
 #include "io/safetensors.h"
 #include "train/checkpoint.h"
-#include "train/lora.h"
+#include "model/lora.h"
 #include "util/fileio.h"
 #include "util/rng.h"
 

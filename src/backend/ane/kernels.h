@@ -57,7 +57,7 @@ typedef enum {
     AR_W3,       /* [F][C] */
     AR_W2,       /* [C][F] */
     /* LoRA adapters (only in a plan made with a rank, ane_plan_layer_lora; absent otherwise), in
-    ** the module order of train/lora.h (q k v o gate up down = wq wk wv wo w1 w3 w2):
+    ** the module order of model/lora.h (q k v o gate up down = wq wk wv wo w1 w3 w2):
     ** A_m [R][in] holds s * A (the LoRA scale folded in on the CPU, in fp32), B_m [out][R] */
     AR_LORA_A,                 /* AR_LORA_A + m: s A_m */
     AR_LORA_B = AR_LORA_A + 7, /* AR_LORA_B + m: B_m */

@@ -39,12 +39,12 @@
 ** HF (rotate-half). Since the rows of B A are the rows of B, the saver permutes the rows of B
 ** for q and k the same way, so the file matches the HF export; the loader applies the inverse.
 */
-#ifndef ANETRAIN_LORA_H
-#define ANETRAIN_LORA_H
+#ifndef ANETRAIN_MODEL_LORA_H
+#define ANETRAIN_MODEL_LORA_H
 
 #include <stddef.h>
 
-#include "../model/params.h"
+#include "params.h"
 #include "../util/err.h"
 #include "../util/rng.h"
 
