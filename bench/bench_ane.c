@@ -31,6 +31,7 @@
 #include "model/params.h"
 #include "model/quant.h"
 #include "model/lora.h"
+#include "train/lora_grad.h"
 #include "train/optim.h"
 #include "util/clock.h"
 #include "util/blas.h"

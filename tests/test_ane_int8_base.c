@@ -52,11 +52,12 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 #include "backend/ane/mil_write.h"
 #include "backend/backend.h"
 #include "model/config.h"
+#include "model/lora.h"
 #include "model/params.h"
 #include "model/quant.h"
 #include "test.h"
 #include "test_models.h"
-#include "model/lora.h"
+#include "train/lora_grad.h"
 #include "util/parallel.h"
 #include "util/rng.h"
 

@@ -1,5 +1,6 @@
 /*
-** test_lora.c — LoRA adapters (src/model/lora.c) and LoRA runs of the trainer.
+** test_lora.c — LoRA adapters (src/model/lora.c, io/peft.c, train/lora_grad.c) and LoRA runs of
+** the trainer.
 **
 **   - target lists, layout, PEFT's init; a fresh adapter leaves the model bit for bit unchanged
 **   - the merged weight computes the adapter path: W_eff x = W x + s B (A x), in double
@@ -25,12 +26,14 @@
 #include "backend/backend.h"
 #include "data/tokfile.h"
 #include "io/model_file.h"
+#include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/lora.h"
 #include "model/quant.h"
 #include "test.h"
 #include "train/evaluate.h"
-#include "model/lora.h"
+#include "train/lora_grad.h"
 #include "train/trainer.h"
 #include "util/fileio.h"
 #include "util/parallel.h"

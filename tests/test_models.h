@@ -12,8 +12,8 @@
 #include <stdlib.h>
 
 #include "model/config.h"
-#include "model/params.h"
 #include "model/lora.h"
+#include "model/params.h"
 #include "util/rng.h"
 
 /* |loss_ane - loss_cpu| <= LOSS_TOL(loss): measured at most 3.3e-3 at a loss of 45.6 (unit-variance

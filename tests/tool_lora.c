@@ -37,8 +37,10 @@
 
 #include "backend/backend.h"
 #include "io/model_file.h"
+#include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/lora.h"
+#include "train/lora_grad.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "util/fileio.h"

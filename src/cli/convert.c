@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "../io/model_file.h"
+#include "../io/peft.h"
 #include "../train/checkpoint.h"
-#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/fileio.h"
 #include "args.h"

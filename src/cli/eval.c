@@ -8,8 +8,8 @@
 
 #include "../backend/backend.h"
 #include "../data/tokfile.h"
+#include "../io/peft.h"
 #include "../train/evaluate.h"
-#include "../model/lora.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/memory.h"

@@ -24,7 +24,7 @@
 
 #include "../data/tokenizer.h"
 #include "../generate/generate.h"
-#include "../model/lora.h"
+#include "../io/peft.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"

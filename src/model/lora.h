@@ -19,7 +19,8 @@
 ** of a seed and the position (lora_dropout_mask below; both backends).
 ** The merged form is kept as the reference the tests check the backends against: lora_merge
 ** writes W_eff of every targeted matrix into a copy of the parameters, a full-training backend
-** returns the full gradient dL/dW_eff, and lora_grad projects it onto the adapter:
+** returns the full gradient dL/dW_eff, and lora_grad (train/lora_grad.h) projects it onto the
+** adapter:
 **
 **     dA = s Bᵀ dW        dB = s dW Aᵀ        (BLAS, per layer and module)
 **
@@ -28,16 +29,8 @@
 **
 **     for each targeted module m, in the order above:   A_m [L][r][in_m],  then  B_m [L][out_m][r]
 **
-** Files: PEFT's adapter directory, which PEFT's PeftModel.from_pretrained loads on the HF export
-** of the base (`anetrain convert BASE DIR`):
-**     DIR/adapter_model.safetensors   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight
-**                                     [r][in], ...lora_B.weight [out][r] (F32; F16/BF16 read)
-**     DIR/adapter_config.json         peft_type "LORA", task_type "CAUSAL_LM", r, lora_alpha,
-**                                     lora_dropout, target_modules, bias "none", fan_in_fan_out
-**                                     false, use_rslora, base_model_name_or_path, ...
-** RoPE: a base with interleaved RoPE (llama2.c) has its wq/wk rows permuted when exported to
-** HF (rotate-half). Since the rows of B A are the rows of B, the saver permutes the rows of B
-** for q and k the same way, so the file matches the HF export; the loader applies the inverse.
+** Files: PEFT's adapter directory, io/peft.h. The gradient projection and the optimizer's view
+** of the adapter are training's: train/lora_grad.h.
 */
 #ifndef ANETRAIN_MODEL_LORA_H
 #define ANETRAIN_MODEL_LORA_H
@@ -48,7 +41,11 @@
 #include "../util/err.h"
 #include "../util/rng.h"
 
+#define LORA_MAX_RANK 4096 /* the largest r lora_layout and the PEFT loader accept */
+
 typedef enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_MODULES } LoraModule;
+
+#define LORA_ALL ((1u << LORA_MODULES) - 1) /* every module's bit */
 
 typedef struct {
     int rank;          /* r; 0 means no adapter (full training) */
@@ -80,6 +77,10 @@ typedef struct {
 /* "q", "k", ... and PEFT's "q_proj", ... */
 const char *lora_module_name(LoraModule m);
 const char *lora_module_peft_name(LoraModule m);
+/* The module's path inside a HF decoder layer: "self_attn.q_proj", ..., "mlp.down_proj". */
+const char *lora_module_hf_path(LoraModule m);
+/* The module called name[0..len) (ours, "q", or PEFT's, "q_proj"), or -1. */
+int lora_module_by_name(const char *name, size_t len);
 
 /* Parses a comma-separated target list: q k v o gate up down, PEFT's names (q_proj, ...), or
 ** the groups attn (q,k,v,o), mlp (gate,up,down) and all. */
@@ -129,27 +130,5 @@ void lora_merge(const LoraLayout *lo, const ParamLayout *pl, const float *base, 
 
 /* params += s B A for every targeted matrix, in place (merging for export or inference). */
 void lora_merge_into(const LoraLayout *lo, const ParamLayout *pl, float *params, const float *adapter);
-
-/* adapter_grads += the projection of the full gradient grads (laid out by pl) onto the adapter:
-** dA = s Bᵀ dW, dB = s dW Aᵀ, with A and B from adapter. */
-void lora_grad(const LoraLayout *lo, const ParamLayout *pl, const float *grads, const float *adapter,
-               float *adapter_grads);
-
-/* A ParamLayout whose one tensor spans the adapter buffer (with weight decay), so adamw_step
-** updates the adapter exactly as it updates parameters. Only the optimizer may use it. */
-void lora_optim_layout(const LoraLayout *lo, ParamLayout *out);
-
-/* Writes dir/adapter_model.safetensors and dir/adapter_config.json (creating dir), each
-** atomically. base_model goes to base_model_name_or_path (may be NULL: null). */
-int lora_save(const char *dir, const LoraLayout *lo, const float *adapter, const char *base_model, Err *err);
-
-/* Reads a PEFT LoRA adapter directory for the model `model` (its shapes and RoPE style); *adapter
-** is malloc'ed. Refuses, naming the file and field, what would not compute as PEFT does:
-** DoRA, fan_in_fan_out, biases, per-module ranks or alphas, layer subsets, modules_to_save,
-** regex target_modules, targets other than the seven matrices, missing or extra tensors. */
-int lora_load(const char *dir, const ModelConfig *model, LoraLayout *lo, float **adapter, Err *err);
-
-/* Loads the adapter in dir and merges it into params (laid out by pl) in place. */
-int lora_apply(const char *dir, const ParamLayout *pl, float *params, Err *err);
 
 #endif

@@ -8,11 +8,13 @@
 #include <string.h>
 
 #include "../io/model_file.h"
+#include "../io/peft.h"
 #include "../util/clock.h"
 #include "../util/fileio.h"
 #include "../util/memory.h"
 #include "../util/parallel.h"
 #include "evaluate.h"
+#include "lora_grad.h"
 
 int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err) {
     switch (model_format_detect(path)) {

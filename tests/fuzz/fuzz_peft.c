@@ -5,6 +5,7 @@
 ** the same, bit for bit.
 */
 #include "fuzz_common.h"
+#include "io/peft.h"
 #include "model/lora.h"
 #include "util/fileio.h"
 

@@ -19,9 +19,10 @@
 #include "data/tokfile.h"
 #include "fuzz_common.h"
 #include "io/model_file.h"
+#include "io/peft.h"
 #include "io/safetensors.h"
-#include "train/checkpoint.h"
 #include "model/lora.h"
+#include "train/checkpoint.h"
 #include "util/fileio.h"
 #include "util/rng.h"
 
