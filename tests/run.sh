@@ -1,5 +1,6 @@
 #!/bin/sh
-# The whole test suite: every C test binary, the PyTorch parity test and the CLI tests.
+# The whole test suite: the include-layering check, every C test binary, the PyTorch parity test
+# and the CLI tests.
 # Prints each part's result and ends with one "N passed, N failed" line over all parts.
 # Runs from the repository root, whatever the current directory, and reads nothing outside
 # the repository but the packages scripts/test.sh installs.
@@ -44,6 +45,9 @@ run_part() {
     failed=$((failed + f))
     if [ "$f" -ne 0 ]; then failed_parts="$failed_parts $name"; fi
 }
+
+# The layering of src/: no include points up (the allowed list is in the script).
+run_part check_layers.sh sh tests/check_layers.sh
 
 for t in "$BUILD"/tests/test_*; do
     [ -x "$t" ] || continue
