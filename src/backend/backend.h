@@ -154,4 +154,11 @@ Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, con
 Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *frozen, int max_B, int max_T,
                                    const AneBackendOptions *opt, Err *err);
 
+/* Creates the backend `name` ("cpu" or "ane") for max_B x max_T; ane may be NULL (defaults). */
+Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
+                        const AneBackendOptions *ane, Err *err);
+/* The same over a frozen base (frozen may be NULL: backend_create). */
+Backend *backend_create_frozen(const char *name, const ParamLayout *layout, const FrozenBase *frozen, int max_B,
+                               int max_T, const AneBackendOptions *ane, Err *err);
+
 #endif

@@ -139,13 +139,6 @@ size_t trainer_optimizer_bytes(const Trainer *tr);
 ** config.json, a llama2.c header): no weights are loaded. */
 int model_config_load_any(const char *path, ModelConfig *cfg, Err *err);
 
-/* Creates the backend `name` ("cpu" or "ane") for max_B x max_T; ane may be NULL (defaults). */
-Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
-                        const AneBackendOptions *ane, Err *err);
-/* The same over a frozen base (frozen may be NULL: backend_create). */
-Backend *backend_create_frozen(const char *name, const ParamLayout *layout, const FrozenBase *frozen, int max_B,
-                               int max_T, const AneBackendOptions *ane, Err *err);
-
 /* The LoRA dropout seed (StepArgs.dropout_seed) of micro-batch `micro` of step `step` (0-based)
 ** of a run seeded `seed`:  sm(sm(sm(seed ^ 0x6c6f7261) ^ step) ^ micro)  with splitmix64's
 ** output function sm (lora.h). */
