@@ -8,10 +8,7 @@
 static int one_input(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    one_input(data, size);
-    uint8_t *fixed = fuzz_fix_checksums(data, size, 188, 176, 3);
-    if (fixed) one_input(fixed, size);
-    free(fixed);
+    fuzz_with_fixed_checksums(one_input, data, size, 188, 176, 3);
     return 0;
 }
 

@@ -23,10 +23,7 @@ static void check_run(const LoraRunState *a, const LoraRunState *b) {
 static int one_input(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    one_input(data, size);
-    uint8_t *fixed = fuzz_fix_checksums(data, size, 256, 248, 3);
-    if (fixed) one_input(fixed, size);
-    free(fixed);
+    fuzz_with_fixed_checksums(one_input, data, size, 256, 248, 3);
     return 0;
 }
 

@@ -52,4 +52,14 @@ static inline uint8_t *fuzz_fix_checksums(const uint8_t *data, size_t size, size
     return p;
 }
 
+/* One fuzzer input through one_input as it is, then again with its checksums made right
+** (fuzz_fix_checksums' arguments), for the formats that guard their sections with crc32s. */
+static inline void fuzz_with_fixed_checksums(int (*one_input)(const uint8_t *, size_t), const uint8_t *data,
+                                             size_t size, size_t crc_off, size_t n_floats_off, int sections) {
+    one_input(data, size);
+    uint8_t *fixed = fuzz_fix_checksums(data, size, crc_off, n_floats_off, sections);
+    if (fixed) one_input(fixed, size);
+    free(fixed);
+}
+
 #endif
