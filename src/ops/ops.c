@@ -111,65 +111,104 @@ static Real row_dot(const Real *a, const Real *b, int n) {
 /* ---------------------------------------------------------------- embedding */
 
 void OPS(embedding_forward)(Real *x, const int32_t *tokens, const Real *emb, int T, int C) {
+    OPS(embedding_forward_ld)(x, tokens, emb, T, C, T);
+}
+
+void OPS(embedding_forward_ld)(Real *x, const int32_t *tokens, const Real *emb, int T, int C, int ld) {
     for (int t = 0; t < T; t++) {
         const Real *row = emb + (size_t)tokens[t] * C;
-        for (int c = 0; c < C; c++) x[(size_t)c * T + t] = row[c];
+        for (int c = 0; c < C; c++) x[(size_t)c * ld + t] = row[c];
     }
 }
 
 void OPS(embedding_backward)(Real *demb, const Real *dx, const int32_t *tokens, int T, int C) {
+    OPS(embedding_backward_ld)(demb, dx, tokens, T, C, T);
+}
+
+void OPS(embedding_backward_ld)(Real *demb, const Real *dx, const int32_t *tokens, int T, int C, int ld) {
     for (int t = 0; t < T; t++) {
         Real *row = demb + (size_t)tokens[t] * C;
-        for (int c = 0; c < C; c++) row[c] += dx[(size_t)c * T + t];
+        for (int c = 0; c < C; c++) row[c] += dx[(size_t)c * ld + t];
     }
 }
 
 /* ---------------------------------------------------------------- RMSNorm */
 
 void OPS(rmsnorm_forward)(Real *out, Real *rstd, const Real *x, const Real *w, int C, int T, float eps) {
+    OPS(rmsnorm_rstd)(rstd, x, C, T, T, eps);
+    OPS(rmsnorm_apply)(out, x, rstd, w, C, T, T);
+}
+
+void OPS(rmsnorm_rstd)(Real *rstd, const Real *x, int C, int T, int ld, float eps) {
     /* Sum of squares per column, accumulated row by row so the inner loop is contiguous. */
     for (int t = 0; t < T; t++) rstd[t] = 0;
     for (int c = 0; c < C; c++) {
-        const Real *xr = x + (size_t)c * T;
+        const Real *xr = x + (size_t)c * ld;
         for (int t = 0; t < T; t++) rstd[t] += xr[t] * xr[t];
     }
     for (int t = 0; t < T; t++) rstd[t] = 1 / SQRT(rstd[t] / C + (Real)eps);
+}
+
+void OPS(rmsnorm_apply)(Real *out, const Real *x, const Real *rstd, const Real *w, int C, int T, int ld) {
     for (int c = 0; c < C; c++) {
-        const Real *xr = x + (size_t)c * T;
-        Real *orow = out + (size_t)c * T;
+        const Real *xr = x + (size_t)c * ld;
+        Real *orow = out + (size_t)c * ld;
         for (int t = 0; t < T; t++) orow[t] = xr[t] * rstd[t] * w[c];
     }
 }
 
-void OPS(rmsnorm_backward)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
-                           int C, int T) {
-    /* With n = x*r (r = rstd) and y = n*w:
-    **   dw_c += sum_t dy*n;   dx = r*(w*dy) - n * mean_c(w*dy*n) */
+/* The backward of every form below, over columns 0..T-1 of [C][ld] tensors. x is the norm's
+** input, or with x_is_xhat its normalized input xhat = x * rstd. dx or dw may be NULL (skipped;
+** w is read for dx only, rstd for dx and for normalizing x). With n = x*r (r = rstd) and y = n*w:
+**   dw_c += sum_t dy*n;   dx = r*(w*dy) - n * mean_c(w*dy*n)
+** Columns go in chunks of CHUNK: dw_c adds one partial sum per chunk. Inlined into each form,
+** whose constant x_is_xhat (and the loop-invariant NULL tests) the compiler hoists out. */
+static inline void rmsnorm_backward_cols(Real *dx, Real *dw, const Real *dout, const Real *x, int x_is_xhat,
+                                         const Real *w, const Real *rstd, int C, int T, int ld) {
     enum { CHUNK = 256 };
     Real dot[CHUNK];
     for (int t0 = 0; t0 < T; t0 += CHUNK) {
         int n = T - t0 < CHUNK ? T - t0 : CHUNK;
         for (int t = 0; t < n; t++) dot[t] = 0;
         for (int c = 0; c < C; c++) {
-            const Real *xr = x + (size_t)c * T + t0, *dr = dout + (size_t)c * T + t0;
-            const Real *r = rstd + t0;
-            Real wc = w[c], dwc = 0;
+            const Real *xr = x + (size_t)c * ld + t0, *dr = dout + (size_t)c * ld + t0;
+            const Real *r = rstd ? rstd + t0 : NULL;
+            Real wc = dx ? w[c] : 0, dwc = 0;
             for (int t = 0; t < n; t++) {
-                Real normed = xr[t] * r[t];
-                dwc += dr[t] * normed;
-                dot[t] += wc * dr[t] * normed;
+                Real normed = x_is_xhat ? xr[t] : xr[t] * r[t];
+                if (dw) dwc += dr[t] * normed;
+                if (dx) dot[t] += wc * dr[t] * normed;
             }
-            dw[c] += dwc;
+            if (dw) dw[c] += dwc;
         }
+        if (!dx) continue;
         for (int t = 0; t < n; t++) dot[t] /= C;
         for (int c = 0; c < C; c++) {
-            const Real *xr = x + (size_t)c * T + t0, *dr = dout + (size_t)c * T + t0;
+            const Real *xr = x + (size_t)c * ld + t0, *dr = dout + (size_t)c * ld + t0;
             const Real *r = rstd + t0;
-            Real *dxr = dx + (size_t)c * T + t0;
+            Real *dxr = dx + (size_t)c * ld + t0;
             Real wc = w[c];
-            for (int t = 0; t < n; t++) dxr[t] += r[t] * (wc * dr[t] - xr[t] * r[t] * dot[t]);
+            for (int t = 0; t < n; t++) {
+                Real normed = x_is_xhat ? xr[t] : xr[t] * r[t];
+                dxr[t] += r[t] * (wc * dr[t] - normed * dot[t]);
+            }
         }
     }
+}
+
+void OPS(rmsnorm_backward)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
+                           int C, int T) {
+    rmsnorm_backward_cols(dx, dw, dout, x, 0, w, rstd, C, T, T);
+}
+
+void OPS(rmsnorm_backward_ld)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
+                              int C, int T, int ld) {
+    rmsnorm_backward_cols(dx, dw, dout, x, 0, w, rstd, C, T, ld);
+}
+
+void OPS(rmsnorm_backward_xhat)(Real *dx, Real *dw, const Real *dout, const Real *xhat, const Real *w,
+                                const Real *rstd, int C, int T, int ld) {
+    rmsnorm_backward_cols(dx, dw, dout, xhat, 1, w, rstd, C, T, ld);
 }
 
 /* ---------------------------------------------------------------- linear */

@@ -45,15 +45,35 @@ void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, con
 void OPS(embedding_forward)(Real *x, const int32_t *tokens, const Real *emb, int T, int C);
 /* demb[tokens[t]][c] += dx[c][t]. */
 void OPS(embedding_backward)(Real *demb, const Real *dx, const int32_t *tokens, int T, int C);
+/* The same two with rows of stride ld >= T (x, dx [C][ld], as the ANE's padded [C][S] surfaces):
+** only columns 0..T-1 are written or read. The forms above are these with ld = T. */
+void OPS(embedding_forward_ld)(Real *x, const int32_t *tokens, const Real *emb, int T, int C, int ld);
+void OPS(embedding_backward_ld)(Real *demb, const Real *dx, const int32_t *tokens, int T, int C, int ld);
 
 /* --- RMSNorm over channels -------------------------------------------------------
 ** rstd[t] = 1/sqrt(mean_c x[c][t]^2 + eps);  out[c][t] = x[c][t] * rstd[t] * w[c].
 ** x, out [C][T]; w [C]; rstd [T] (saved for backward). Applied per head with C = D for
-** Qwen3's q_norm/k_norm: one head's block of a [H*D][T] tensor is itself a [D][T] tensor. */
+** Qwen3's q_norm/k_norm: one head's block of a [H*D][T] tensor is itself a [D][T] tensor.
+** out may alias x. */
 void OPS(rmsnorm_forward)(Real *out, Real *rstd, const Real *x, const Real *w, int C, int T, float eps);
 /* dx += d out/dx^T dout;  dw += sum_t dout * x * rstd. */
 void OPS(rmsnorm_backward)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
                            int C, int T);
+
+/* The same with rows of stride ld >= T: x, out, dx, dout [C][ld], columns 0..T-1 only (the rest
+** neither read nor written). The forward in its two halves: rstd [T] alone, and out from a saved
+** rstd. rmsnorm_forward is rstd then apply with ld = T; rmsnorm_backward is backward_ld with
+** ld = T (one implementation: the same results bit for bit). */
+void OPS(rmsnorm_rstd)(Real *rstd, const Real *x, int C, int T, int ld, float eps);
+void OPS(rmsnorm_apply)(Real *out, const Real *x, const Real *rstd, const Real *w, int C, int T, int ld);
+/* Either dx or dw may be NULL (skipped); w is read only for dx. */
+void OPS(rmsnorm_backward_ld)(Real *dx, Real *dw, const Real *dout, const Real *x, const Real *w, const Real *rstd,
+                              int C, int T, int ld);
+/* The backward from the normalized input xhat = x * rstd [C][ld] instead of x (what the ANE's
+** forward keeps): the same formulas with x * rstd replaced by xhat. rstd is read only for dx
+** (NULL with dx NULL). */
+void OPS(rmsnorm_backward_xhat)(Real *dx, Real *dw, const Real *dout, const Real *xhat, const Real *w,
+                                const Real *rstd, int C, int T, int ld);
 
 /* --- linear layer (BLAS) ---------------------------------------------------------
 ** y = W x:  W [O][In] @ x [In][T] -> y [O][T]. */

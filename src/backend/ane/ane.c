@@ -199,45 +199,6 @@ static void clean_tap_padding(const AneLayerPlan *p, uint16_t *taps, int T, int 
     }
 }
 
-/* rstd[t] = 1/sqrt(mean_c x[c][t]^2 + eps) for t < T, 1 for the padding (x [C][S]). */
-static void rstd_cols(float *rstd, const float *x, int C, int T, int S, float eps) {
-    for (int t = 0; t < S; t++) rstd[t] = 0;
-    for (int c = 0; c < C; c++) {
-        const float *row = x + (size_t)c * S;
-        for (int t = 0; t < T; t++) rstd[t] += row[t] * row[t];
-    }
-    for (int t = 0; t < S; t++) rstd[t] = t < T ? 1.0f / sqrtf(rstd[t] / (float)C + eps) : 1.0f;
-}
-
-/* RMSNorm backward in terms of the normalized input xh = x * rstd (all [C][S], t < T):
-** dx = base + rstd * (g - xh * mean_c(g * xh)), g = dxn * w. dx may alias base. */
-static void norm_bwd_cols(float *dx, const float *base, const float *dxn, const float *xh, const float *rstd,
-                          const float *w, int C, int T, int S, float *dot /* [S] */) {
-    for (int t = 0; t < T; t++) dot[t] = 0;
-    for (int c = 0; c < C; c++) {
-        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S;
-        float wc = w[c];
-        for (int t = 0; t < T; t++) dot[t] += wc * d[t] * h[t];
-    }
-    for (int t = 0; t < T; t++) dot[t] /= (float)C;
-    for (int c = 0; c < C; c++) {
-        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S, *b = base + (size_t)c * S;
-        float *o = dx + (size_t)c * S, wc = w[c];
-        for (int t = 0; t < T; t++) o[t] = b[t] + rstd[t] * (wc * d[t] - h[t] * dot[t]);
-        for (int t = T; t < S; t++) o[t] = 0;
-    }
-}
-
-/* dw[c] += sum_{t<T} dxn[c][t] * xh[c][t]. */
-static void norm_dw(float *dw, const float *dxn, const float *xh, int C, int T, int S) {
-    for (int c = 0; c < C; c++) {
-        const float *d = dxn + (size_t)c * S, *h = xh + (size_t)c * S;
-        float acc = 0;
-        for (int t = 0; t < T; t++) acc += d[t] * h[t];
-        dw[c] += acc;
-    }
-}
-
 /* A dW job's product, wherever it runs: on the pool when jobs run inline on the stepping thread,
 ** in order on the worker otherwise (the pool is the emulator's then); the same result both ways
 ** (blas_sgemm_tiled). */
@@ -260,24 +221,13 @@ static void gemm_dw(const AneBackend *m, float *dW, const float *dY, const float
 
 /* Qwen3's per-head norm backward on the CPU: from d(normed, weighted q) [NH*D][S] and the
 ** normalized taps (qhat, rstd), writes d q_raw and accumulates the norm weight gradient (dwn NULL:
-** a frozen norm weight, none). */
+** a frozen norm weight, none). Each head's block is a [D][S] tensor normalized on its own. */
 static void head_norm_bwd(float *dq_raw, float *dwn, const float *dqn, const float *qhat, const float *rq,
                           const float *wn, int NH, int D, int T, int S) {
+    memset(dq_raw, 0, (size_t)NH * D * S * sizeof *dq_raw);
     for (int h = 0; h < NH; h++) {
-        const float *dn = dqn + (size_t)h * D * S, *qh = qhat + (size_t)h * D * S, *r = rq + (size_t)h * S;
-        float *o = dq_raw + (size_t)h * D * S;
-        for (int t = 0; t < T; t++) {
-            float dot = 0;
-            for (int d = 0; d < D; d++) dot += wn[d] * dn[(size_t)d * S + t] * qh[(size_t)d * S + t];
-            dot /= (float)D;
-            for (int d = 0; d < D; d++)
-                o[(size_t)d * S + t] = r[t] * (wn[d] * dn[(size_t)d * S + t] - qh[(size_t)d * S + t] * dot);
-        }
-        for (int d = 0; dwn && d < D; d++) {
-            float acc = 0;
-            for (int t = 0; t < T; t++) acc += dn[(size_t)d * S + t] * qh[(size_t)d * S + t];
-            dwn[d] += acc;
-        }
+        size_t blk = (size_t)h * D * S;
+        ops_rmsnorm_backward_xhat(dq_raw + blk, dwn, dqn + blk, qhat + blk, wn, rq + (size_t)h * S, D, T, S);
     }
 }
 
@@ -301,17 +251,15 @@ static void job_layer(AneBackend *m, const Job *j) {
     ParamViews *G = &m->dw;
     const uint16_t *bout = s->bout;
 #define BOUT(id) (bout + (size_t)p->bwd[id].off * S)
-    /* norm1: xhat1 = x * rstd1 (the weight gradient), then xn1 = xhat1 * rms_att */
+    /* norm1: its weight gradient from x and rstd1, then xn1 = x * rstd1 * rms_att */
     const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < S; t++) w->xn1[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
     f16_rows(w->dxn1, BOUT(AB_DXN1), C, S);
-    norm_dw(G->rms_att + (size_t)l * C, w->dxn1, w->xn1, C, T, S);
-    scale_rows(w->xn1, P->rms_att + (size_t)l * C, C, S);
+    ops_rmsnorm_backward_ld(NULL, G->rms_att + (size_t)l * C, w->dxn1, x, NULL, r1, C, T, S);
+    ops_rmsnorm_apply(w->xn1, x, r1, P->rms_att + (size_t)l * C, C, S, S);
     /* norm2: xhat2 is a tap */
     f16_rows(w->xn2, tap(m, l, b, AF_XH2), C, S);
     f16_rows(w->dxn2, BOUT(AB_DXN2), C, S);
-    norm_dw(G->rms_ffn + (size_t)l * C, w->dxn2, w->xn2, C, T, S);
+    ops_rmsnorm_backward_xhat(NULL, G->rms_ffn + (size_t)l * C, w->dxn2, w->xn2, NULL, NULL, C, T, S);
     scale_rows(w->xn2, P->rms_ffn + (size_t)l * C, C, S);
     /* g = silu(h1) * h3, recomputed from the taps (cheaper than moving F more rows) */
     f16_rows(w->g, tap(m, l, b, AF_H1), F, S);
@@ -366,12 +314,8 @@ static void job_lora_layer(AneBackend *m, const Job *j) {
     const uint16_t *bout = s->bout;
 #define BOUT(id) (bout + (size_t)p->bwd[id].off * S)
 #define ON(mod) (lo->t[mod].present)
-    if (ON(LORA_Q) || ON(LORA_K) || ON(LORA_V)) { /* xn1 = x * rstd1 * rms_att */
-        const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
-        for (int c = 0; c < C; c++)
-            for (int t = 0; t < S; t++) w->xn1[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
-        scale_rows(w->xn1, P->rms_att + (size_t)l * C, C, S);
-    }
+    if (ON(LORA_Q) || ON(LORA_K) || ON(LORA_V)) /* xn1 = x * rstd1 * rms_att */
+        ops_rmsnorm_apply(w->xn1, x_at(m, l, b), r1_at(m, l, b), P->rms_att + (size_t)l * C, C, S, S);
     if (ON(LORA_GATE) || ON(LORA_UP)) { /* xn2 = xhat2 * rms_ffn */
         f16_rows(w->xn2, tap(m, l, b, AF_XH2), C, S);
         scale_rows(w->xn2, P->rms_ffn + (size_t)l * C, C, S);
@@ -720,16 +664,13 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
     for (int b = 0; b < B; b++) {
         float *x0 = x_at(m, 0, b);
         memset(x0, 0, CS * sizeof(float));
-        const int32_t *tok = inputs + (size_t)b * T;
-        for (int t = 0; t < T; t++) {
-            const float *row = w->tok_emb + (size_t)tok[t] * C;
-            for (int c = 0; c < C; c++) x0[(size_t)c * S + t] = row[c];
-        }
+        ops_embedding_forward_ld(x0, inputs + (size_t)b * T, w->tok_emb, T, C, S);
     }
     for (int l = 0; l < L; l++) {
         for (int b = 0; b < B; b++) {
             float *x = x_at(m, l, b), *r1 = r1_at(m, l, b), *xn = x_at(m, l + 1, b);
-            rstd_cols(r1, x, C, T, S, cfg->norm_eps);
+            ops_rmsnorm_rstd(r1, x, C, T, S, cfg->norm_eps);
+            for (int t = T; t < S; t++) r1[t] = 1.0f; /* padding */
             t0 = now_seconds();
             uint16_t *base = dev->surface_lock(dev, m->in[l], 0);
             put32(m, base, AR_X, x);
@@ -776,11 +717,8 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
         blas_sgemm_tiled(1, 0, C, T, V, 1.0f, w->wcls, C, lg, T, 0.0f, m->dxf, S, 1);
         float *d = m->dcur + (size_t)b * CS;
         memset(d, 0, CS * sizeof(float));
-        if (m->has_lora) { /* the input gradient alone, from xhat = x * rstd */
-            const float *xl = x_at(m, L, b);
-            for (int c = 0; c < C; c++)
-                for (int t = 0; t < S; t++) m->f32b[(size_t)c * S + t] = xl[(size_t)c * S + t] * rf[t];
-            norm_bwd_cols(d, d, m->dxf, m->f32b, rf, w->rms_final, C, T, S, m->f32c);
+        if (m->has_lora) { /* the input gradient alone */
+            ops_rmsnorm_backward_ld(d, NULL, m->dxf, x_at(m, L, b), w->rms_final, rf, C, T, S);
             m->st.flops_cpu += 2.0 * V * C * T;
             continue;
         }
@@ -831,18 +769,17 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
             dev->surface_unlock(dev, m->out_b, 1);
             m->st.bytes_read += m->bwd_elems * 2;
             m->st.t_stage += now_seconds() - t0;
-            /* The residual gradient in fp32: dx_mid = dy + norm2'(dxn2), dx = dx_mid + norm1'(dxn1). */
+            /* The residual gradient in fp32, in place in d (its padding stays 0): dy, then
+            ** dx_mid = dy + norm2'(dxn2) from the xhat2 and rstd2 taps, then dx = dx_mid + norm1'(dxn1). */
             memcpy(sl->dy, d, CS * sizeof(float));
             float *dxn = m->f32a, *xh = m->f32b, *rs = m->f32c;
             half_to_f32(dxn, sl->bout + (size_t)p->bwd[AB_DXN2].off * S, CS);
             half_to_f32(xh, tap(m, l, b, AF_XH2), CS);
             half_to_f32(rs, tap(m, l, b, AF_RSTD2), (size_t)S);
-            norm_bwd_cols(sl->dxm, sl->dy, dxn, xh, rs, wf, C, T, S, rs + S);
+            ops_rmsnorm_backward_xhat(d, NULL, dxn, xh, wf, rs, C, T, S);
+            memcpy(sl->dxm, d, CS * sizeof(float));
             half_to_f32(dxn, sl->bout + (size_t)p->bwd[AB_DXN1].off * S, CS);
-            const float *x = x_at(m, l, b), *r1 = r1_at(m, l, b);
-            for (int c = 0; c < C; c++)
-                for (int t = 0; t < S; t++) xh[(size_t)c * S + t] = x[(size_t)c * S + t] * r1[t];
-            norm_bwd_cols(d, sl->dxm, dxn, xh, r1, wa, C, T, S, rs + S);
+            ops_rmsnorm_backward_ld(d, NULL, dxn, x_at(m, l, b), wa, r1_at(m, l, b), C, T, S);
             submit(m, (Job){JOB_LAYER, l, b, T, si});
             si = (si + 1) % N_SLOTS;
             m->st.flops_cpu += dw_flops;
@@ -851,12 +788,7 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
     m->st.flops_device += (double)B * L * p->bwd_flops;
     wait_for(m, NULL);
     for (int b = 0; !m->has_lora && b < B; b++) { /* embedding backward: after the worker (tied: the same rows as wcls) */
-        const float *d = m->dcur + (size_t)b * CS;
-        const int32_t *tok = inputs + (size_t)b * T;
-        for (int t = 0; t < T; t++) {
-            float *row = m->dw.tok_emb + (size_t)tok[t] * C;
-            for (int c = 0; c < C; c++) row[c] += d[(size_t)c * S + t];
-        }
+        ops_embedding_backward_ld(m->dw.tok_emb, m->dcur + (size_t)b * CS, inputs + (size_t)b * T, T, C, S);
     }
     m->st.t_total += now_seconds() - t_start;
     return 0;
@@ -1119,7 +1051,7 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->dxf = falloc(CS, &fail);
     m->f32a = falloc(CS, &fail);
     m->f32b = falloc(CS, &fail);
-    m->f32c = falloc(CS > 2 * (size_t)S ? CS : 2 * (size_t)S, &fail);
+    m->f32c = falloc(CS, &fail);
     m->logit_buf[0] = falloc((size_t)V * max_T, &fail);
     m->logit_buf[1] = falloc((size_t)V * max_T, &fail);
     m->losses = falloc((size_t)max_B * max_T, &fail);
