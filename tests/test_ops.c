@@ -11,7 +11,8 @@
 ** Besides the gradients: each forward against a direct formula (finite differences only prove
 ** that the backward matches the forward, not that the forward is right), the += convention of
 ** ops.h on buffers holding known nonzero values, the "writes" ops (rope, cross-entropy), the
-** kv sub-range of attention and the ld > n slicing of cross-entropy.
+** kv sub-range of attention, the ld > n slicing of cross-entropy, and the strided (ld > T) forms
+** of the embedding and RMSNorm against their compact forms, bit for bit, padding untouched.
 ** Float vs double agreement is in test_ops_float.c (ops.h is included once per file).
 */
 #define OPS_DOUBLE
@@ -209,6 +210,51 @@ static void test_embedding(void) {
     free(emb), free(x), free(R), free(demb), free(init), free(acc);
 }
 
+/* The strided form: x, dx [C][ld] with ld > T, columns T..ld-1 never touched. */
+typedef struct {
+    double *x, *emb;
+    const int32_t *tokens;
+    int T, C, ld;
+} EmbLdCtx;
+
+static void emb_forward_ld(void *p) {
+    EmbLdCtx *c = p;
+    ops64_embedding_forward_ld(c->x, c->tokens, c->emb, c->T, c->C, c->ld);
+}
+
+static void test_embedding_ld(void) {
+    enum { V = 6, C = 5, T = 9, LD = 13 };
+    const int32_t tokens[T] = {3, 0, 3, 4, 1, 1, 2, 3, 0};
+    Rng rng;
+    rng_seed(&rng, 12);
+    double *emb = alloc(V * C), *x = alloc(C * LD), *R = alloc(C * LD), *demb = alloc(V * C);
+    double *want = alloc(V * C), *compact = alloc(C * T);
+    fill(emb, V * C, 0, 1, &rng);
+    fill(R, C * LD, 0, 1, &rng);
+    set_all(x, C * LD, 7);
+    ops64_embedding_forward_ld(x, tokens, emb, T, C, LD);
+    int bad = 0, touched = 0;
+    for (int c = 0; c < C; c++) {
+        for (int t = 0; t < T; t++) bad += x[c * LD + t] != emb[tokens[t] * C + c];
+        for (int t = T; t < LD; t++) touched += x[c * LD + t] != 7;
+    }
+    CHECK(bad == 0, "embedding_ld forward: %d of %d elements are not emb[tokens[t]][c]", bad, C * T);
+    CHECK(touched == 0, "embedding_ld forward: %d padding elements written", touched);
+
+    /* R's padding columns are garbage the backward must not read: against the compact R */
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T; t++) compact[c * T + t] = R[c * LD + t];
+    ops64_embedding_backward_ld(demb, R, tokens, T, C, LD);
+    ops64_embedding_backward(want, compact, tokens, T, C);
+    check_near("embedding_ld demb vs the compact form", demb, want, V * C, 0);
+    for (int c = 0; c < C; c++) /* the forward's padding holds no outputs: no weight in L */
+        for (int t = T; t < LD; t++) R[c * LD + t] = 0;
+    EmbLdCtx ctx = {x, emb, tokens, T, C, LD};
+    Fd fd = {emb_forward_ld, &ctx, x, R, C * LD};
+    fd_check("embedding_ld demb", &fd, emb, V * C, demb, 1, &rng);
+    free(emb), free(x), free(R), free(demb), free(want), free(compact);
+}
+
 /* ------------------------------------------------------------------ RMSNorm */
 
 /* NH blocks of [C][T] normalized separately with one shared weight: NH = 1 is the plain layer,
@@ -287,6 +333,133 @@ static void test_rmsnorm(void) {
     rmsnorm_case("near eps (x ~ 3e-3)", 1, 5, 4, 3e-3, 22);
     rmsnorm_case("per head D=4 x 3 heads T=7", 3, 4, 7, 1.0, 23);
     rmsnorm_case("T=300 (past the 256-column chunk)", 1, 3, 300, 1.0, 24);
+}
+
+/* The strided forms, as the ANE backend uses them: NH blocks of [C][ld] (ld > T, columns
+** T..ld-1 hold garbage that nothing may read or write), forward as rstd + apply, backward
+** from x (rmsnorm_backward_ld) and from xhat = x * rstd (rmsnorm_backward_xhat), each also
+** with dx or dw alone. */
+typedef struct {
+    double *out, *rstd, *x, *w;
+    int NH, C, T, ld;
+    float eps;
+} NormLdCtx;
+
+static void norm_forward_ld(void *p) {
+    NormLdCtx *c = p;
+    size_t blk = (size_t)c->C * c->ld;
+    for (int h = 0; h < c->NH; h++) {
+        ops64_rmsnorm_rstd(c->rstd + (size_t)h * c->T, c->x + h * blk, c->C, c->T, c->ld, c->eps);
+        ops64_rmsnorm_apply(c->out + h * blk, c->x + h * blk, c->rstd + (size_t)h * c->T, c->w, c->C, c->T, c->ld);
+    }
+}
+
+/* form 0: from x; 1: from xhat (computed here from x and the saved rstd). */
+static void norm_backward_ld(NormLdCtx *c, int form, double *dx, double *dw, const double *R, double *xhat) {
+    size_t blk = (size_t)c->C * c->ld;
+    for (int h = 0; h < c->NH; h++) {
+        const double *r = c->rstd + (size_t)h * c->T;
+        if (form == 0) {
+            ops64_rmsnorm_backward_ld(dx ? dx + h * blk : NULL, dw, R + h * blk, c->x + h * blk, c->w, r, c->C, c->T,
+                                      c->ld);
+            continue;
+        }
+        for (int ch = 0; ch < c->C; ch++)
+            for (int t = 0; t < c->T; t++) xhat[h * blk + (size_t)ch * c->ld + t] = c->x[h * blk + (size_t)ch * c->ld + t] * r[t];
+        ops64_rmsnorm_backward_xhat(dx ? dx + h * blk : NULL, dw, R + h * blk, xhat + h * blk, dx ? c->w : NULL,
+                                    dx ? r : NULL, c->C, c->T, c->ld);
+    }
+}
+
+static void rmsnorm_ld_case(const char *name, int NH, int C, int T, int ld, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t n = (size_t)NH * C * ld, nc = (size_t)NH * C * T;
+    double *x = alloc(n), *out = alloc(n), *R = alloc(n), *rstd = alloc((size_t)NH * T), *w = alloc(C);
+    double *xhat = alloc(n);
+    fill(x, n, 0, 1, &rng);
+    fill(w, C, 1, 0.3, &rng);
+    fill(R, n, 0, 1, &rng);
+    set_all(out, n, 7);
+    NormLdCtx ctx = {out, rstd, x, w, NH, C, T, ld, 1e-5f};
+    char what[160];
+
+    /* the compact copy through the unstrided ops: the same numbers bit for bit */
+    double *cx = alloc(nc), *cR = alloc(nc), *cout = alloc(nc), *crstd = alloc((size_t)NH * T);
+    for (size_t hc = 0; hc < (size_t)NH * C; hc++)
+        for (int t = 0; t < T; t++) {
+            cx[hc * T + t] = x[hc * ld + t];
+            cR[hc * T + t] = R[hc * ld + t];
+        }
+    NormCtx cctx = {cout, crstd, cx, w, cR, NH, C, T, 1e-5f};
+    norm_forward(&cctx);
+    norm_forward_ld(&ctx);
+    double *got = alloc(nc);
+    int touched = 0;
+    for (size_t hc = 0; hc < (size_t)NH * C; hc++) {
+        for (int t = 0; t < T; t++) got[hc * T + t] = out[hc * ld + t];
+        for (int t = T; t < ld; t++) touched += out[hc * ld + t] != 7;
+    }
+    snprintf(what, sizeof what, "rmsnorm_ld %s forward vs the compact form", name);
+    check_near(what, got, cout, nc, 0);
+    snprintf(what, sizeof what, "rmsnorm_ld %s rstd vs the compact form", name);
+    check_near(what, rstd, crstd, (size_t)NH * T, 0);
+    CHECK(touched == 0, "rmsnorm_ld %s forward: %d padding elements written", name, touched);
+
+    double *cdx = alloc(nc), *cdw = alloc(C), *dx = alloc(n), *dw = alloc(C);
+    norm_backward(&cctx, cdx, cdw);
+    for (int form = 0; form < 2; form++) {
+        const char *fname = form ? "xhat" : "x";
+        set_all(dx, n, 0);
+        set_all(dw, C, 0);
+        for (size_t hc = 0; hc < (size_t)NH * C; hc++)
+            for (int t = T; t < ld; t++) dx[hc * ld + t] = 7;
+        norm_backward_ld(&ctx, form, dx, dw, R, xhat);
+        touched = 0;
+        for (size_t hc = 0; hc < (size_t)NH * C; hc++) {
+            for (int t = 0; t < T; t++) got[hc * T + t] = dx[hc * ld + t];
+            for (int t = T; t < ld; t++) touched += dx[hc * ld + t] != 7;
+        }
+        CHECK(touched == 0, "rmsnorm_ld %s backward (%s): %d padding elements of dx written", name, fname, touched);
+        /* from x: the compact form's arithmetic exactly; from xhat: the same up to rounding */
+        snprintf(what, sizeof what, "rmsnorm_ld %s dx (%s) vs the compact form", name, fname);
+        check_near(what, got, cdx, nc, form ? 1e-13 : 0);
+        snprintf(what, sizeof what, "rmsnorm_ld %s dw (%s) vs the compact form", name, fname);
+        check_near(what, dw, cdw, C, form ? 1e-13 : 0);
+        /* dx alone and dw alone: the same numbers as together */
+        double *dx1 = alloc(n), *dw1 = alloc(C);
+        for (size_t hc = 0; hc < (size_t)NH * C; hc++)
+            for (int t = T; t < ld; t++) dx1[hc * ld + t] = 7;
+        norm_backward_ld(&ctx, form, dx1, NULL, R, xhat);
+        norm_backward_ld(&ctx, form, NULL, dw1, R, xhat);
+        snprintf(what, sizeof what, "rmsnorm_ld %s dx alone (%s)", name, fname);
+        check_near(what, dx1, dx, n, 0);
+        snprintf(what, sizeof what, "rmsnorm_ld %s dw alone (%s)", name, fname);
+        check_near(what, dw1, dw, C, 0);
+        free(dx1), free(dw1);
+
+        /* finite differences of the strided forward (padding outputs weigh nothing) */
+        double *Rz = dup(R, n);
+        for (size_t hc = 0; hc < (size_t)NH * C; hc++)
+            for (int t = T; t < ld; t++) Rz[hc * ld + t] = 0;
+        set_all(dx, n, 0);
+        set_all(dw, C, 0);
+        norm_backward_ld(&ctx, form, dx, dw, Rz, xhat);
+        Fd fd = {norm_forward_ld, &ctx, out, Rz, n};
+        snprintf(what, sizeof what, "rmsnorm_ld %s dx (%s)", name, fname);
+        fd_check(what, &fd, x, n, dx, 1, &rng);
+        snprintf(what, sizeof what, "rmsnorm_ld %s dw (%s)", name, fname);
+        fd_check(what, &fd, w, C, dw, 1, &rng);
+        free(Rz);
+    }
+    free(x), free(out), free(R), free(rstd), free(w), free(xhat), free(cx), free(cR), free(cout), free(crstd);
+    free(got), free(cdx), free(cdw), free(dx), free(dw);
+}
+
+static void test_rmsnorm_ld(void) {
+    rmsnorm_ld_case("C=6 T=5 ld=8", 1, 6, 5, 8, 25);
+    rmsnorm_ld_case("per head D=4 x 3 heads T=7 ld=11", 3, 4, 7, 11, 26);
+    rmsnorm_ld_case("C=3 T=300 ld=320 (past the 256-column chunk)", 1, 3, 300, 320, 27);
 }
 
 /* ------------------------------------------------------------------ linear */
@@ -1038,7 +1211,9 @@ static void test_cross_entropy_rows_extremes(void) {
 
 int main(void) {
     RUN(test_embedding);
+    RUN(test_embedding_ld);
     RUN(test_rmsnorm);
+    RUN(test_rmsnorm_ld);
     RUN(test_linear);
     RUN(test_lora);
     RUN(test_rope);

@@ -19,6 +19,14 @@ void ops64_embedding_backward(double *demb, const double *dx, const int32_t *tok
 void ops64_rmsnorm_forward(double *out, double *rstd, const double *x, const double *w, int C, int T, float eps);
 void ops64_rmsnorm_backward(double *dx, double *dw, const double *dout, const double *x, const double *w,
                             const double *rstd, int C, int T);
+void ops64_embedding_forward_ld(double *x, const int32_t *tokens, const double *emb, int T, int C, int ld);
+void ops64_embedding_backward_ld(double *demb, const double *dx, const int32_t *tokens, int T, int C, int ld);
+void ops64_rmsnorm_rstd(double *rstd, const double *x, int C, int T, int ld, float eps);
+void ops64_rmsnorm_apply(double *out, const double *x, const double *rstd, const double *w, int C, int T, int ld);
+void ops64_rmsnorm_backward_ld(double *dx, double *dw, const double *dout, const double *x, const double *w,
+                               const double *rstd, int C, int T, int ld);
+void ops64_rmsnorm_backward_xhat(double *dx, double *dw, const double *dout, const double *xhat, const double *w,
+                                 const double *rstd, int C, int T, int ld);
 void ops64_linear_forward(double *y, const double *x, const double *W, int O, int In, int T);
 void ops64_linear_backward(double *dx, double *dW, const double *dy, const double *x, const double *W, int O, int In,
                            int T);
@@ -146,6 +154,67 @@ static void rmsnorm_case(int C, int T, uint64_t seed) {
 static void test_rmsnorm(void) {
     rmsnorm_case(64, 33, 111);
     rmsnorm_case(16, 300, 112); /* past the 256-column chunk */
+}
+
+/* The strided forms (rows of stride ld > T; the padding columns hold garbage that must not
+** matter): rstd + apply, the backward from x and from xhat = x * rstd (its own precision's). */
+static void rmsnorm_ld_case(int C, int T, int ld, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    size_t n = (size_t)C * ld;
+    Pair x = random_pair(n, 0, 2, &rng), w = random_pair(C, 1, 0.3, &rng), dout = random_pair(n, 0, 1, &rng);
+    Pair out = pair(n), rstd = pair(T), xhat = pair(n), dx = pair(n), dw = pair(C), dxh = pair(n), dwh = pair(C);
+    char what[96];
+    ops_rmsnorm_rstd(rstd.f, x.f, C, T, ld, 1e-5f);
+    ops64_rmsnorm_rstd(rstd.d, x.d, C, T, ld, 1e-5f);
+    ops_rmsnorm_apply(out.f, x.f, rstd.f, w.f, C, T, ld);
+    ops64_rmsnorm_apply(out.d, x.d, rstd.d, w.d, C, T, ld);
+    snprintf(what, sizeof what, "rmsnorm_ld C=%d T=%d ld=%d rstd", C, T, ld);
+    check_agree(what, &rstd);
+    snprintf(what, sizeof what, "rmsnorm_ld C=%d T=%d ld=%d apply out", C, T, ld);
+    check_agree(what, &out);
+    ops_rmsnorm_backward_ld(dx.f, dw.f, dout.f, x.f, w.f, rstd.f, C, T, ld);
+    ops64_rmsnorm_backward_ld(dx.d, dw.d, dout.d, x.d, w.d, rstd.d, C, T, ld);
+    snprintf(what, sizeof what, "rmsnorm_ld C=%d T=%d ld=%d backward dx", C, T, ld);
+    check_agree(what, &dx);
+    snprintf(what, sizeof what, "rmsnorm_ld C=%d T=%d ld=%d backward dw", C, T, ld);
+    check_agree(what, &dw);
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)c * ld + t;
+            xhat.f[i] = x.f[i] * rstd.f[t];
+            xhat.d[i] = x.d[i] * rstd.d[t];
+        }
+    ops_rmsnorm_backward_xhat(dxh.f, dwh.f, dout.f, xhat.f, w.f, rstd.f, C, T, ld);
+    ops64_rmsnorm_backward_xhat(dxh.d, dwh.d, dout.d, xhat.d, w.d, rstd.d, C, T, ld);
+    snprintf(what, sizeof what, "rmsnorm_xhat C=%d T=%d ld=%d backward dx", C, T, ld);
+    check_agree(what, &dxh);
+    snprintf(what, sizeof what, "rmsnorm_xhat C=%d T=%d ld=%d backward dw", C, T, ld);
+    check_agree(what, &dwh);
+    Pair *all[] = {&x, &w, &dout, &out, &rstd, &xhat, &dx, &dw, &dxh, &dwh};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+static void test_rmsnorm_ld(void) {
+    rmsnorm_ld_case(64, 33, 64, 113);
+    rmsnorm_ld_case(16, 300, 320, 114); /* past the 256-column chunk */
+}
+
+static void test_embedding_ld(void) {
+    enum { V = 50, C = 64, T = 33, LD = 64 };
+    Rng rng;
+    rng_seed(&rng, 102);
+    int32_t tokens[T];
+    for (int t = 0; t < T; t++) tokens[t] = (int32_t)rng_below(&rng, V / 4);
+    Pair emb = random_pair(V * C, 0, 1, &rng), x = pair(C * LD), dx = random_pair(C * LD, 0, 1, &rng);
+    Pair demb = pair(V * C);
+    ops_embedding_forward_ld(x.f, tokens, emb.f, T, C, LD);
+    ops64_embedding_forward_ld(x.d, tokens, emb.d, T, C, LD);
+    check_agree("embedding_ld forward", &x);
+    ops_embedding_backward_ld(demb.f, dx.f, tokens, T, C, LD);
+    ops64_embedding_backward_ld(demb.d, dx.d, tokens, T, C, LD);
+    check_agree("embedding_ld backward demb", &demb);
+    pair_free(&emb), pair_free(&x), pair_free(&dx), pair_free(&demb);
 }
 
 static void test_linear(void) {
@@ -299,7 +368,9 @@ static void test_cross_entropy_rows(void) {
 
 int main(void) {
     RUN(test_embedding);
+    RUN(test_embedding_ld);
     RUN(test_rmsnorm);
+    RUN(test_rmsnorm_ld);
     RUN(test_linear);
     RUN(test_rope);
     RUN(test_attention);
