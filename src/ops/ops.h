@@ -11,9 +11,10 @@
 **     says "writes" (rope rotates in place; cross-entropy may work in place).
 **   - ops are single-threaded and pure; the backend parallelizes over rows, heads or
 **     sequences by calling them on slices.
-**   - forms ending in _ld take rows of stride ld >= T and touch columns 0..T-1 only: the
-**     ANE backend's [C][S] buffers (S = T padded). The unstrided form is the _ld one with
-**     ld = T, so both layouts run the same arithmetic.
+**   - ops with an `ld` argument (the _ld forms, rmsnorm_rstd/apply/backward_xhat, cross-
+**     entropy) take rows of stride ld >= T and touch columns 0..T-1 only: the ANE backend's
+**     [C][S] buffers (S = T padded). An unstrided form is its _ld one with ld = T, so both
+**     layouts run the same arithmetic.
 **   - the same source compiles twice: for `float` (ops_*, used everywhere) and, with
 **     OPS_DOUBLE defined, for `double` (ops64_*, used by the finite-difference tests).
 **     Declarations below are written once through the OPS() name macro.
