@@ -941,7 +941,7 @@ void backend_ane_default_options(AneBackendOptions *opt) {
     opt->device = "auto";
     opt->accumulate_fp32 = 1;
     opt->flush_subnormals = 0;
-    opt->compile_budget = 119;
+    opt->compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
     opt->overlap_dw = -1;
     opt->limits = ANE_LIMITS_STRICT;
     opt->plan_max_width = 0;
