@@ -13,7 +13,7 @@
 #include "../backend/ane/cost.h"
 #include "../backend/ane/inspect.h"
 #include "../model/lora.h"
-#include "../train/trainer.h"
+#include "../io/model_file.h"
 #include "../util/fileio.h"
 #include "args.h"
 #include "cli.h"
