@@ -7,8 +7,9 @@
 #   train     trainer, optimizer, checkpoints, LoRA gradients, evaluation
 #   backend   the backend interface, cpu.c, ane/ (planner, kernels, emu/, darwin.c)
 #   generate  KV-cache inference and sampling
-#   io        model files, safetensors, PEFT adapters, metrics log (reads and writes the model's
-#             config, parameters and adapters, so it sits above model)
+#   io        model files (any of them, our checkpoint's model part), safetensors, PEFT adapters,
+#             metrics log (reads and writes the model's config, parameters and adapters, so it
+#             sits above model)
 #   ops       the CPU reference ops (their shapes come from the model's config)
 #   model     config, parameter layout, LoRA layout/views/dropout masks/merge, int8 quantization
 #   data      documents, tokenizers, token files, loader

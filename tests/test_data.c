@@ -1,6 +1,7 @@
 /*
-** test_data.c — token files (both formats, every error a corrupt file can cause) and the
-** loader (exact window positions, wrap-around, random windows, resumable state, validation).
+** test_data.c — token files (both formats, every error a corrupt file can cause), the
+** loader (exact window positions, wrap-around, random windows, resumable state, validation)
+** and documents (each format's split of a text, the reader over files, the format names).
 **
 ** Files go to a fresh directory under $TMPDIR (or /tmp) that is removed at the end; the tests
 ** never touch the repository tree.
@@ -9,6 +10,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "data/documents.h"
 #include "data/loader.h"
 #include "data/tokfile.h"
 #include "test.h"
@@ -507,6 +509,88 @@ static void test_loader_errors(void) {
     free(tok);
 }
 
+/* The documents of text in format f, each as "[text]", concatenated into out. */
+static void split_all(DocFormat f, const char *text, char *out, size_t cap) {
+    DocList d = {0};
+    Err err = {{0}};
+    out[0] = '\0';
+    CHECK(doc_list_split(&d, f, text, strlen(text), &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < d.n; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "[%.*s]", (int)d.len[i], d.start[i]);
+    }
+    doc_list_free(&d);
+}
+
+static void test_documents_split(void) {
+    const char *text = "a b\r\n\n  \t\nc\nd\r\n\n\ne";
+    char out[256];
+    split_all(DOC_PARAGRAPHS, text, out, sizeof out);
+    CHECK(!strcmp(out, "[a b][c\nd][e]"), "paragraphs: %s", out);
+    split_all(DOC_LINES, text, out, sizeof out);
+    CHECK(!strcmp(out, "[a b][  \t][c][d][e]"), "lines (empty ones left out): %s", out);
+    split_all(DOC_FILE, text, out, sizeof out);
+    CHECK(!strcmp(out + 1, "a b\r\n\n  \t\nc\nd\r\n\n\ne]") && out[0] == '[', "file: %s", out);
+    split_all(DOC_PARAGRAPHS, "\n \n", out, sizeof out);
+    CHECK(out[0] == '\0', "only blank lines: %s", out);
+    split_all(DOC_FILE, "", out, sizeof out);
+    CHECK(out[0] == '\0', "an empty file: %s", out);
+    /* lines: empty lines are documents to doc_split_next (the commands count or skip them) */
+    size_t pos = 0, len;
+    long lines = 0;
+    const char *s;
+    int n = 0;
+    while (doc_split_next(DOC_LINES, "x\n\ny", 4, &pos, &lines, &s, &len)) n++;
+    CHECK(n == 3 && lines == 3, "three lines, one empty: %d documents, %ld lines", n, lines);
+}
+
+static void test_documents_formats(void) {
+    Err err = {{0}};
+    DocFormat f;
+    unsigned tok = DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE) | DOC_FORMAT_BIT(DOC_JSONL);
+    unsigned ft = DOC_FORMAT_BIT(DOC_PARAGRAPHS) | DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE);
+    CHECK(doc_format_parse("--format", "jsonl", tok, &f, &err) == 0 && f == DOC_JSONL, "jsonl");
+    CHECK(doc_format_parse("--format", "paragraphs", tok, &f, &err) != 0 &&
+              !strcmp(err.msg, "--format: expected lines, file or jsonl, found 'paragraphs'"),
+          "%s", err.msg);
+    CHECK(doc_format_parse("--format", "jsonl", ft, &f, &err) != 0 &&
+              !strcmp(err.msg, "--format: expected paragraphs, lines or file, found 'jsonl'"),
+          "%s", err.msg);
+    CHECK(!strcmp(doc_format_name(DOC_PARAGRAPHS), "paragraphs") && !strcmp(doc_format_name(DOC_FILE), "file"),
+          "names");
+}
+
+/* The reader over two files: documents in order across the files, JSON lines' texts in the
+** arena, errors naming file and line. */
+static void test_documents_reader(void) {
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s", tmp_path("docs-a.txt"));
+    snprintf(b, sizeof b, "%s", tmp_path("docs-b.txt"));
+    const char *ta = "one\r\ntwo\n", *tb = "{\"text\": \"x\"}\n\n{\"t\": 1}\n";
+    write_bytes(a, ta, strlen(ta));
+    write_bytes(b, tb, strlen(tb));
+    const char *paths[2] = {a, b};
+    Err err = {{0}};
+    DocReader r;
+    DocArena arena = {0};
+    DocRef d;
+    char out[256] = "";
+    doc_reader_init(&r, paths, 2, DOC_LINES, "text", NULL, NULL);
+    while (doc_reader_next(&r, &arena, &d, &err) == 1) {
+        size_t used = strlen(out);
+        snprintf(out + used, sizeof out - used, "[%.*s]", (int)d.len, d.ptr ? d.ptr : arena.p + d.off);
+    }
+    doc_reader_free(&r);
+    CHECK(!strcmp(out, "[one][two][{\"text\": \"x\"}][][{\"t\": 1}]"), "lines: %s", out);
+    CHECK(r.done == strlen(ta) + strlen(tb), "bytes read: %llu", (unsigned long long)r.done);
+    doc_reader_init(&r, paths + 1, 1, DOC_JSONL, "text", NULL, NULL);
+    CHECK(doc_reader_next(&r, &arena, &d, &err) == 1 && !d.ptr && d.len == 1 && arena.p[d.off] == 'x', "jsonl text");
+    CHECK(doc_reader_next(&r, &arena, &d, &err) == -1 && has(err.msg, "docs-b.txt:3: field \"text\""), "%s",
+          err.msg);
+    doc_reader_free(&r);
+    free(arena.p);
+}
+
 int main(void) {
     tmp_dir_make("data");
     RUN(test_tokfile_raw_round_trip);
@@ -521,6 +605,9 @@ int main(void) {
     RUN(test_loader_resume);
     RUN(test_loader_validation);
     RUN(test_loader_errors);
+    RUN(test_documents_split);
+    RUN(test_documents_formats);
+    RUN(test_documents_reader);
     tmp_dir_remove();
     return TEST_SUMMARY();
 }

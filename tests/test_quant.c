@@ -1,6 +1,7 @@
 /*
 ** test_quant.c — the int8 format of frozen layer matrices (model/quant.h): the scale rule, the
-** error bound, rounding, zero and tiny rows, and the whole-model quantize/dequantize helpers.
+** error bound, rounding, zero and tiny rows, and the whole-model quantize/dequantize helpers;
+** and the table of the layer matrices they quantize (model/params.h).
 */
 #include "test.h"
 
@@ -116,9 +117,44 @@ static void test_model(void) {
     free(back);
 }
 
+/* The table of the seven layer matrices agrees with the layout: names, shapes, views of each
+** layer, the int8 kinds; GQA (kv_heads < heads) and an untied model tell the shapes apart. */
+static void test_layer_matrices(void) {
+    ModelConfig cfg;
+    Err err;
+    CHECK(config_from_preset(&cfg, "tiny-qwen3", &err) == 0, "%s", err.msg);
+    cfg.n_kv_heads = cfg.n_heads / 2;
+    cfg.tied = 0;
+    CHECK(config_validate(&cfg, "cfg", &err) == 0, "%s", err.msg);
+    ParamLayout pl;
+    params_layout(&pl, &cfg);
+    float *p = calloc(pl.n_floats, sizeof(float));
+    ParamViews v;
+    params_views(&pl, p, &v);
+    static const char *const order[LAYER_MATRICES] = {"wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+    int int8_kinds = 0;
+    for (int k = 0; k < T_COUNT; k++) int8_kinds += quant_kind_is_int8((TensorKind)k);
+    CHECK(int8_kinds == LAYER_MATRICES, "int8 kinds: %d", int8_kinds);
+    for (int m = 0; m < LAYER_MATRICES; m++) {
+        const LayerMatrix *lm = &layer_matrices[m];
+        const TensorSpec *t = &pl.t[lm->kind];
+        int rows, cols;
+        layer_matrix_shape(&cfg, m, &rows, &cols);
+        CHECK(!strcmp(lm->name, order[m]) && !strcmp(t->name, lm->name), "matrix %d: %s", m, lm->name);
+        CHECK(rows == t->rows && cols == t->cols && t->layers == cfg.n_layers, "%s: [%d][%d], layout [%d][%d]",
+              lm->name, rows, cols, t->rows, t->cols);
+        CHECK(layer_matrix_of_kind(lm->kind) == m && quant_kind_is_int8(lm->kind), "%s: kind", lm->name);
+        for (int l = 0; l < cfg.n_layers; l++)
+            CHECK(layer_matrix(&v, &cfg, m, l) == params_tensor(&pl, p, lm->kind, l), "%s layer %d: view", lm->name, l);
+    }
+    CHECK(layer_matrix_of_kind(T_RMS_ATT) == -1 && layer_matrix_of_kind(T_WCLS) == -1, "not layer matrices");
+    free(p);
+}
+
 int main(void) {
     RUN(test_error_bound_random);
     RUN(test_special_rows);
     RUN(test_model);
+    RUN(test_layer_matrices);
     return TEST_SUMMARY();
 }

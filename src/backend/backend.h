@@ -126,7 +126,7 @@ typedef struct {
     int accumulate_fp32;  /* emulator: 1 (default) matmuls and sums accumulate in fp32; 0: rounded to
                           ** fp16 every 32 addends (a pessimistic model of fp16 accumulation) */
     int flush_subnormals; /* emulator: 1 flushes fp16 subnormal results to zero (default 0) */
-    int compile_budget;   /* emulator: compiles allowed per process (default 119, as the real device) */
+    int compile_budget;   /* emulator: compiles allowed per process (default ANE_COMPILE_BUDGET_DEFAULT, as the real device) */
     int overlap_dw;       /* 1: dW GEMMs run in a worker thread while the device evaluates; 0: on the
                           ** calling thread after each layer's backward; -1 (default): 1 on a real
                           ** device, 0 on the emulator (whose device work already uses every core) */
@@ -143,7 +143,7 @@ void backend_ane_default_options(AneBackendOptions *opt);
 #define ANE_BACKEND_COMPILES 2
 
 /* Compiles so far in this process on any ANE device (emulated or real). The real device's
-** compiler leaks resources and fails past about 119 compiles per process, whatever was
+** compiler leaks resources and fails past about ANE_COMPILE_BUDGET_DEFAULT compiles per process, whatever was
 ** released; the emulator enforces the same budget. */
 uint64_t backend_ane_process_compiles(void);
 

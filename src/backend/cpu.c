@@ -109,9 +109,6 @@ typedef struct {
     float *w_deq;                     /* [max out*in] the int8 matrix being used, dequantized (int8 only) */
 } CpuBackend;
 
-/* The base matrix each LoRA module adapts (the order of LoraModule). */
-static const TensorKind module_kind[LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
-
 /* ------------------------------------------------------------------ sizing */
 
 typedef struct {
@@ -192,7 +189,7 @@ static size_t carve(CpuBackend *m, float *base) {
     TAKE(m->norm_dw_sink, frozen ? (size_t)(cfg->dim > cfg->head_dim ? cfg->dim : cfg->head_dim) : 0);
     size_t max_w = 0;
     for (int mod = 0; mod < LORA_MODULES; mod++) {
-        const TensorSpec *t = &m->layout.t[module_kind[mod]];
+        const TensorSpec *t = &m->layout.t[layer_matrices[mod].kind];
         size_t n = (size_t)t->rows * t->cols;
         if (n > max_w) max_w = n;
     }
@@ -463,19 +460,6 @@ static void linear_bwd_all(const Stage *st, float *dx, size_t dx_stride, float *
 ** Each runs through linear_fwd / linear_bwd: the base matrix W (fp32, or dequantized int8) and,
 ** when the module is adapted, the unmerged LoRA path beside it (see the header). */
 
-static float *kind_view(const ParamViews *v, TensorKind k) {
-    switch (k) {
-    case T_WQ: return v->wq;
-    case T_WK: return v->wk;
-    case T_WV: return v->wv;
-    case T_WO: return v->wo;
-    case T_W1: return v->w1;
-    case T_W2: return v->w2;
-    case T_W3: return v->w3;
-    default: return NULL;
-    }
-}
-
 typedef struct {
     float *w;
     const int8_t *q;
@@ -490,13 +474,14 @@ static void dequant_job_run(void *ctx, int begin, int end, int worker) {
     dequant_rows_int8(j->w + off, j->q + off, j->scale + begin, end - begin, j->cols);
 }
 
-/* Layer st->layer's base matrix of module mod, fp32 [out][in]: a view of the parameters, or
-** (int8 base) the int8 matrix dequantized into m->w_deq, valid until the next call. */
+/* Layer st->layer's base matrix of module mod (layer matrix mod, params.h), fp32 [out][in]: a
+** view of the parameters, or (int8 base) the int8 matrix dequantized into m->w_deq, valid until
+** the next call. */
 static const float *base_matrix(const Stage *st, LoraModule mod) {
     CpuBackend *m = st->m;
-    TensorKind k = module_kind[mod];
+    TensorKind k = layer_matrices[mod].kind;
     const TensorSpec *t = &m->layout.t[k];
-    if (!m->int8) return kind_view(st->w, k) + (size_t)st->layer * t->rows * t->cols;
+    if (!m->int8) return layer_matrix(st->w, &m->layout.cfg, mod, st->layer);
     DequantJob job = {m->w_deq, quant_int8_q(m->int8, k, st->layer), quant_int8_scale(m->int8, k, st->layer), t->cols};
     parallel_for(t->rows, dequant_job_run, &job);
     return m->w_deq;
@@ -535,7 +520,7 @@ static const float *lora_input(const Stage *st, LoraModule mod, int b, const flo
 ** x [B][In][T], y [B][O][T] with the given per-sequence strides. */
 static void linear_fwd(const Stage *st, LoraModule mod, float *y, size_t y_stride, const float *x, size_t x_stride) {
     CpuBackend *m = st->m;
-    const TensorSpec *t = &m->layout.t[module_kind[mod]];
+    const TensorSpec *t = &m->layout.t[layer_matrices[mod].kind];
     int O = t->rows, In = t->cols, T = st->T;
     linear_fwd_all(st, y, y_stride, x, x_stride, base_matrix(st, mod), O, In);
     if (!m->has_lora || !m->lora.t[mod].present) return;
@@ -555,10 +540,9 @@ static void linear_fwd(const Stage *st, LoraModule mod, float *y, size_t y_strid
 static void linear_bwd(const Stage *st, LoraModule mod, float *dx, size_t dx_stride, const float *dy, size_t dy_stride,
                        const float *x, size_t x_stride) {
     CpuBackend *m = st->m;
-    TensorKind k = module_kind[mod];
-    const TensorSpec *t = &m->layout.t[k];
+    const TensorSpec *t = &m->layout.t[layer_matrices[mod].kind];
     int O = t->rows, In = t->cols, T = st->T;
-    float *dW = st->dw ? kind_view(st->dw, k) + (size_t)st->layer * O * In : NULL;
+    float *dW = st->dw ? layer_matrix(st->dw, &m->layout.cfg, mod, st->layer) : NULL;
     if (dx || dW) linear_bwd_all(st, dx, dx_stride, dW, dy, dy_stride, x, x_stride, base_matrix(st, mod), O, In);
     if (!m->has_lora || !m->lora.t[mod].present) return;
     int r = m->lora.cfg.rank, dropout = st->dropout > 0;

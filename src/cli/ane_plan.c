@@ -13,7 +13,7 @@
 #include "../backend/ane/cost.h"
 #include "../backend/ane/inspect.h"
 #include "../model/lora.h"
-#include "../train/trainer.h"
+#include "../io/model_file.h"
 #include "../util/fileio.h"
 #include "args.h"
 #include "cli.h"
@@ -104,8 +104,8 @@ static void print_text(FILE *f, const char *model, const ModelConfig *cfg, const
             seq > cfg->max_seq_len ? " -- above the model's max_seq_len: train and eval refuse it" : "");
     fprintf(f, "run          %s, batch %d\n", run, r->batch);
     fprintf(f, "limits       %s (docs/ane-facts.md section 9)\n", lim);
-    fprintf(f, "compiles     %d per run, whatever the number of layers (budget: about 119 per process)\n",
-            r->n_kernels);
+    fprintf(f, "compiles     %d per run, whatever the number of layers (budget: about %d per process)\n",
+            r->n_kernels, ANE_COMPILE_BUDGET_DEFAULT);
     fprintf(f, "\nkernels (each evaluated once per layer and sequence%s):\n",
             r->training ? "" : "; layer_bwd never, forward only");
     for (int i = 0; i < r->n_kernels; i++) {

@@ -8,7 +8,6 @@
 #include "../io/model_file.h"
 #include "../io/peft.h"
 #include "../train/checkpoint.h"
-#include "../train/trainer.h"
 #include "../util/fileio.h"
 #include "args.h"
 #include "cli.h"

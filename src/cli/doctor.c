@@ -41,7 +41,7 @@
 #include "../backend/ane/kernel_check.h"
 #include "../backend/ane/mil_write.h"
 #include "../model/lora.h"
-#include "../train/trainer.h"
+#include "../io/model_file.h"
 #include "../util/blas.h"
 #include "../util/fp16.h"
 #include "../util/parallel.h"

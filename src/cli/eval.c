@@ -8,9 +8,9 @@
 
 #include "../backend/backend.h"
 #include "../data/tokfile.h"
+#include "../io/model_file.h"
 #include "../io/peft.h"
 #include "../train/evaluate.h"
-#include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/memory.h"
 #include "../util/parallel.h"

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/documents.h"
 #include "../data/tokenizer.h"
 #include "../data/tokfile.h"
 #include "../io/model_file.h"
@@ -135,7 +136,8 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
-enum { DOC_PARAGRAPHS, DOC_LINES, DOC_FILE };
+/* What --format accepts (data/documents.h). */
+#define FINETUNE_FORMATS (DOC_FORMAT_BIT(DOC_PARAGRAPHS) | DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE))
 
 typedef struct {
     TrainOptions opt;
@@ -210,8 +212,8 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, err) != 0) return -1;
     if (!o->init_path) return err_set(err, "--init: the base model is required (a HF directory, llama2.c .bin or checkpoint)");
     if (!o->data_path) return err_set(err, "--data: a text file is required");
-    if (strcmp(a->format, "paragraphs") && strcmp(a->format, "lines") && strcmp(a->format, "file"))
-        return err_set(err, "--format: expected paragraphs, lines or file, found '%s'", a->format);
+    DocFormat format;
+    if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
     if (lora_parse_targets(a->targets ? a->targets : "q,k,v,o", &o->lora.targets, err) != 0) return -1;
     if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "ane") != 0)
         return err_set(err, "--backend: expected cpu or ane, found '%s'", a->backend);
@@ -239,61 +241,9 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
 
 /* ---------------------------------------------------------------- text to tokens */
 
-/* The documents of text as (start, length) slices, per --format. */
-typedef struct {
-    const char **start;
-    size_t *len;
-    size_t n, cap;
-} Docs;
-
-static int docs_push(Docs *d, const char *s, size_t n, Err *err) {
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? 2 * d->cap : 1024;
-        const char **s2 = realloc(d->start, cap * sizeof *s2);
-        if (s2) d->start = s2;
-        size_t *l2 = realloc(d->len, cap * sizeof *l2);
-        if (l2) d->len = l2;
-        if (!s2 || !l2) return err_set(err, "out of memory listing %zu documents", cap);
-        d->cap = cap;
-    }
-    d->start[d->n] = s;
-    d->len[d->n] = n;
-    d->n++;
-    return 0;
-}
-
-static int line_is_blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
-    return 1;
-}
-
-static int split_documents(const char *text, size_t size, int format, Docs *d, Err *err) {
-    if (format == DOC_FILE) return size ? docs_push(d, text, size, err) : 0;
-    const char *para = NULL, *para_end = NULL; /* the paragraph being gathered */
-    for (const char *p = text, *end = text + size; p < end;) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *line_end = nl ? nl : end;
-        size_t n = (size_t)(line_end - p);
-        if (n > 0 && p[n - 1] == '\r') n--;
-        if (format == DOC_LINES) {
-            if (n > 0 && docs_push(d, p, n, err) != 0) return -1;
-        } else if (line_is_blank(p, n)) {
-            if (para && docs_push(d, para, (size_t)(para_end - para), err) != 0) return -1;
-            para = NULL;
-        } else {
-            if (!para) para = p;
-            para_end = p + n;
-        }
-        p = nl ? nl + 1 : end;
-    }
-    if (para && docs_push(d, para, (size_t)(para_end - para), err) != 0) return -1;
-    return 0;
-}
-
 /* Tokenizes the documents (in chunks on the thread pool) into one id stream. sep >= 0 is
 ** appended after each document. */
-static int encode_documents(const Tokenizer *tok, const Docs *d, int sep, TokenIds *all, Err *err) {
+static int encode_documents(const Tokenizer *tok, const DocList *d, int sep, TokenIds *all, Err *err) {
     enum { CHUNK = 4096 };
     TokenIds outs[CHUNK];
     for (size_t first = 0; first < d->n; first += CHUNK) {
@@ -327,6 +277,8 @@ static int encode_documents(const Tokenizer *tok, const Docs *d, int sep, TokenI
 /* Loads the tokenizer for the model (checking its vocabulary fits), tokenizes the text file
 ** and writes the ids to tokens_path. Prints one line about it. */
 static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const char *tokens_path, Err *err) {
+    DocFormat format; /* parse_args checked the name */
+    if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
     char tok_path[1100];
     const char *model = a->opt.init_path;
     if (a->tokenizer) {
@@ -352,15 +304,14 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
         tokenizer_free(tok);
         return err_wrap(err, "--data");
     }
-    int format = !strcmp(a->format, "lines") ? DOC_LINES : !strcmp(a->format, "file") ? DOC_FILE : DOC_PARAGRAPHS;
-    Docs docs = {0};
+    DocList docs = {0};
     TokenIds all = {0}, probe = {0};
     /* A tokenizer whose post-processor adds nothing (Qwen3) would run documents together: end
     ** each with EOS instead. */
     int sep = -1;
     int rc = tokenizer_encode(tok, "", 0, 1, &probe, err);
     if (rc == 0 && probe.n == 0) sep = tokenizer_eos_id(tok);
-    if (rc == 0) rc = split_documents(text, size, format, &docs, err);
+    if (rc == 0) rc = doc_list_split(&docs, format, text, size, err);
     if (rc == 0 && docs.n == 0)
         rc = err_set(err, "--data %s: expected some text, found %s", a->opt.data_path,
                      size ? "only blank lines" : "an empty file");
@@ -371,10 +322,9 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
     }
     if (rc == 0)
         printf("data    %s: %zu bytes, %zu %s, %zu tokens (%.2f bytes/token) -> %s\n", a->opt.data_path, size, docs.n,
-               format == DOC_LINES ? "lines" : format == DOC_FILE ? "file" : "paragraphs", all.n,
+               doc_format_name(format), all.n,
                all.n ? (double)size / (double)all.n : 0.0, tokens_path);
-    free(docs.start);
-    free(docs.len);
+    doc_list_free(&docs);
     token_ids_free(&all);
     token_ids_free(&probe);
     free(text);

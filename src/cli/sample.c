@@ -24,8 +24,9 @@
 
 #include "../data/tokenizer.h"
 #include "../generate/generate.h"
+#include "../io/model_file.h"
 #include "../io/peft.h"
-#include "../train/trainer.h"
+#include "../model/quant.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
 #include "../util/memory.h"

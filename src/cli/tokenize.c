@@ -2,10 +2,11 @@
 ** tokenize.c — `anetrain tokenize` (text files to token files, or ids as JSON lines) and
 ** `anetrain tokenizer train` (a BPE vocabulary learned from text, as a tokenizer.json).
 **
-** Both read documents the same way: one per line, one per file, or one per JSON line (a text
-** field). Tokenizing goes chunk by chunk — up to CHUNK_BYTES of text or CHUNK_DOCS documents,
-** encoded on the thread pool with tokenizer_encode_many, then written in document order — so
-** memory stays bounded and the output is the same for any --threads. Token files are written
+** Both read documents the same way (data/documents.h's DocReader): one per line, one per file,
+** or one per JSON line (a text field). Tokenizing goes chunk by chunk — up to CHUNK_BYTES of
+** text or CHUNK_DOCS documents, encoded on the thread pool with tokenizer_encode_many, then
+** written in document order — so memory stays bounded and the output is the same for any
+** --threads. Token files are written
 ** as they grow into temporary files that replace the outputs only when everything succeeded.
 **
 ** Text is never rejected for its bytes: invalid UTF-8 and NUL bytes go through the tokenizer,
@@ -14,16 +15,14 @@
 ** line: a missing, empty or unreadable input, a JSON line that does not parse, a missing or
 ** non-string text field.
 */
-#include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../data/bpe_train.h"
+#include "../data/documents.h"
 #include "../data/tokenizer.h"
 #include "../data/tokfile.h"
 #include "../util/fileio.h"
@@ -113,7 +112,8 @@ static const char *tokenizer_help =
     "  anetrain tokenizer train --vocab 4096 kjv.txt -o tokenizer.json\n"
     "  anetrain tokenize --tokenizer tokenizer.json kjv.txt -o kjv.bin --val-frac 0.05\n";
 
-enum { FORMAT_LINES, FORMAT_FILE, FORMAT_JSONL };
+/* The document formats both commands read (data/documents.h). */
+#define TOKENIZE_FORMATS (DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE) | DOC_FORMAT_BIT(DOC_JSONL))
 
 enum {
     CHUNK_BYTES = 8 << 20, /* text per encode_many call */
@@ -128,14 +128,6 @@ static void on_sigint(int sig) {
     interrupted = 1;
 }
 
-static int parse_format(const char *s, int *out, Err *err) {
-    if (!strcmp(s, "lines")) *out = FORMAT_LINES;
-    else if (!strcmp(s, "file")) *out = FORMAT_FILE;
-    else if (!strcmp(s, "jsonl")) *out = FORMAT_JSONL;
-    else return err_set(err, "--format: expected lines, file or jsonl, found '%s'", s);
-    return 0;
-}
-
 /* "-o" is the one short flag: spelled out so that the table parser sees it. */
 static void expand_short_flags(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
@@ -143,23 +135,6 @@ static void expand_short_flags(int argc, char **argv) {
 }
 
 /* ---------------------------------------------------------------- reading documents */
-
-/* Every input must be a readable, non-empty regular file; the sizes add up to *total. */
-static int check_inputs(const char *const *paths, int n, uint64_t *total, Err *err) {
-    *total = 0;
-    if (n == 0) return err_set(err, "expected at least one input text file, found none");
-    for (int i = 0; i < n; i++) {
-        struct stat st;
-        FILE *fp = fopen(paths[i], "rb");
-        if (!fp) return err_set(err, "%s: cannot open: %s", paths[i], strerror(errno));
-        int ok = fstat(fileno(fp), &st) == 0;
-        fclose(fp);
-        if (!ok || !S_ISREG(st.st_mode)) return err_set(err, "%s: expected a regular text file, found something else", paths[i]);
-        if (st.st_size == 0) return err_set(err, "%s: expected text, found an empty file", paths[i]);
-        *total += (uint64_t)st.st_size;
-    }
-    return 0;
-}
 
 /* Warns when the start of a file does not look like text (the text is used all the same). */
 static void sniff_binary(const char *cmd, const char *path, const uint8_t *p, size_t n) {
@@ -194,200 +169,21 @@ static void sniff_binary(const char *cmd, const char *path, const uint8_t *p, si
                 cmd, path, 100.0 * (double)invalid / (double)n, n);
 }
 
-/* A growable text buffer (the texts of JSON lines). */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} TextBuf;
-
-typedef struct {
-    const char *cmd; /* for warnings; NULL: none (a second pass) */
-    const char *const *paths;
-    int n_paths, format;
-    const char *field;
-    int fi;            /* the file being read; n_paths at the end */
-    MappedFile cur;
-    int cur_open;
-    size_t pos;        /* next byte of cur */
-    long line;         /* lines read in cur */
-    uint64_t done;     /* bytes of finished files plus pos */
-    MappedFile *retired; /* finished files whose text a pending chunk may still point into */
-    int n_retired, cap_retired;
-} DocReader;
-
-/* One document: ptr into a mapped file, or (ptr NULL) off into the caller's arena. */
-typedef struct {
-    const char *ptr;
-    size_t off, len;
-} DocRef;
-
-static void reader_init(DocReader *r, const char *cmd, const char *const *paths, int n, int format, const char *field) {
-    memset(r, 0, sizeof *r);
-    r->cmd = cmd;
-    r->paths = paths;
-    r->n_paths = n;
-    r->format = format;
-    r->field = field;
+/* The DocReader's hooks of the two commands: each input's start is sniffed when opened. */
+static void sniff_tokenize(void *ctx, const char *path, const uint8_t *data, size_t size) {
+    (void)ctx;
+    sniff_binary("tokenize", path, data, size);
+}
+static void sniff_tokenizer_train(void *ctx, const char *path, const uint8_t *data, size_t size) {
+    (void)ctx;
+    sniff_binary("tokenizer train", path, data, size);
 }
 
-/* Unmaps the finished files (call when no document points into them any more). */
-static void reader_release(DocReader *r) {
-    for (int i = 0; i < r->n_retired; i++) file_unmap(&r->retired[i]);
-    r->n_retired = 0;
-}
-
-static void reader_free(DocReader *r) {
-    reader_release(r);
-    if (r->cur_open) file_unmap(&r->cur);
-    free(r->retired);
-    r->cur_open = 0;
-    r->retired = NULL;
-}
-
-static int reader_retire(DocReader *r, Err *err) {
-    if (r->n_retired == r->cap_retired) {
-        int cap = r->cap_retired ? 2 * r->cap_retired : 16;
-        MappedFile *p = realloc(r->retired, (size_t)cap * sizeof *p);
-        if (!p) return err_set(err, "out of memory");
-        r->retired = p;
-        r->cap_retired = cap;
-    }
-    r->retired[r->n_retired++] = r->cur;
-    r->cur_open = 0;
-    r->done += r->cur.size - r->pos;
-    r->pos = 0;
-    return 0;
-}
-
-/* True if the raw JSON text holds a \u0000 escape (cJSON's strings would end there). */
-static int has_nul_escape(const char *p, size_t n) {
-    for (size_t i = 0; i + 6 <= n; i++) {
-        if (p[i] != '\\') continue;
-        size_t k = i; /* the escape starts at the last of a run of backslashes that is odd */
-        while (k + 1 < n && p[k + 1] == '\\') k++;
-        size_t run = k - i + 1;
-        if (run % 2 == 1 && k + 6 <= n && !memcmp(p + k + 1, "u0000", 5)) return 1;
-        i = k;
-    }
-    return 0;
-}
-
-static const char *json_kind(const cJSON *v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    return "an object";
-}
-
-/* One JSON line: the text field appended to arena. Returns 1 (a document), 0 (a blank line), -1. */
-static int read_json_line(DocReader *r, const char *p, size_t n, TextBuf *arena, DocRef *doc, Err *err) {
-    const char *path = r->paths[r->fi];
-    size_t k = 0;
-    while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-    if (k == n) return 0;
-    const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(p, n, &end, 0);
-    if (v && end) {
-        size_t used = (size_t)(end - p);
-        while (used < n && (p[used] == ' ' || p[used] == '\t' || p[used] == '\r')) used++;
-        if (used < n) {
-            cJSON_Delete(v);
-            return err_set(err, "%s:%ld: expected one JSON object per line, found more after column %zu", path,
-                           r->line, (size_t)(end - p) + 1);
-        }
-    }
-    if (!v) {
-        const char *at = cJSON_GetErrorPtr();
-        size_t col = at && at >= p && at <= p + n ? (size_t)(at - p) + 1 : 1;
-        size_t show = n - (col - 1) < 40 ? n - (col - 1) : 40;
-        return err_set(err, "%s:%ld: expected a JSON object, found invalid JSON at column %zu: \"%.*s\"", path,
-                       r->line, col, (int)show, p + col - 1);
-    }
-    int rc = 1;
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, r->field);
-    if (!cJSON_IsObject(v)) {
-        rc = err_set(err, "%s:%ld: expected a JSON object, found %s", path, r->line, json_kind(v));
-    } else if (!f) {
-        rc = err_set(err, "%s:%ld: field \"%s\": expected a string, found nothing (the field is missing; "
-                          "--text-field chooses another)",
-                     path, r->line, r->field);
-    } else if (!cJSON_IsString(f)) {
-        rc = err_set(err, "%s:%ld: field \"%s\": expected a string, found %s", path, r->line, r->field, json_kind(f));
-    } else if (has_nul_escape(p, n)) {
-        rc = err_set(err, "%s:%ld: expected text without \\u0000, found one: JSON lines input cannot carry NUL "
-                          "characters (--format lines or file keeps NUL bytes)",
-                     path, r->line);
-    } else {
-        size_t len = strlen(f->valuestring);
-        doc->ptr = NULL;
-        doc->off = arena->n;
-        doc->len = len;
-        if (arena->n + len + 1 > arena->cap) {
-            size_t cap = arena->cap ? arena->cap : 1 << 16;
-            while (cap < arena->n + len + 1) cap *= 2;
-            char *q = realloc(arena->p, cap);
-            if (!q) rc = err_set(err, "out of memory for %zu bytes of text", cap);
-            else {
-                arena->p = q;
-                arena->cap = cap;
-            }
-        }
-        if (rc == 1) {
-            memcpy(arena->p + arena->n, f->valuestring, len);
-            arena->n += len;
-            arena->p[arena->n] = '\0';
-        }
-    }
-    cJSON_Delete(v);
-    return rc;
-}
-
-/* The next document: 1 (in *doc), 0 at the end of the inputs, -1 on error. */
-static int reader_next(DocReader *r, TextBuf *arena, DocRef *doc, Err *err) {
-    for (;;) {
-        if (!r->cur_open) {
-            if (r->fi >= r->n_paths) return 0;
-            if (file_map(&r->cur, r->paths[r->fi], err)) return -1;
-            r->cur_open = 1;
-            r->pos = 0;
-            r->line = 0;
-            if (r->cur.size == 0) return err_set(err, "%s: expected text, found an empty file", r->paths[r->fi]);
-            if (r->cmd && r->format != FORMAT_JSONL) sniff_binary(r->cmd, r->paths[r->fi], r->cur.data, r->cur.size);
-        }
-        const char *base = (const char *)r->cur.data;
-        size_t size = r->cur.size;
-        if (r->pos >= size) {
-            if (reader_retire(r, err)) return -1;
-            r->fi++;
-            continue;
-        }
-        if (r->format == FORMAT_FILE) {
-            doc->ptr = base;
-            doc->off = 0;
-            doc->len = size;
-            r->done += size;
-            r->pos = size;
-            return 1;
-        }
-        const char *p = base + r->pos;
-        const char *nl = memchr(p, '\n', size - r->pos);
-        size_t len = nl ? (size_t)(nl - p) : size - r->pos;
-        size_t step = len + (nl ? 1 : 0);
-        r->pos += step;
-        r->done += step;
-        r->line++;
-        if (r->format == FORMAT_LINES) {
-            if (len > 0 && p[len - 1] == '\r') len--;
-            doc->ptr = p;
-            doc->off = 0;
-            doc->len = len;
-            return 1;
-        }
-        int rc = read_json_line(r, p, len, arena, doc, err);
-        if (rc != 0) return rc;
-    }
+/* A reader of the inputs (data/documents.h); sniff NULL, or JSON lines (whose texts are no file's
+** bytes): no binary check. */
+static void reader_init(DocReader *r, DocOpenHook sniff, const char *const *paths, int n, DocFormat format,
+                        const char *field) {
+    doc_reader_init(r, paths, n, format, field, format != DOC_JSONL ? sniff : NULL, NULL);
 }
 
 /* ---------------------------------------------------------------- writing token files */
@@ -453,7 +249,7 @@ typedef struct {
     TokenIds *ids;
     int n, cap;
     size_t bytes;
-    TextBuf arena; /* the texts of JSON lines */
+    DocArena arena; /* the texts of JSON lines */
 } Chunk;
 
 static int chunk_push(Chunk *c, DocRef d, Err *err) {
@@ -547,7 +343,8 @@ static void group_digits(uint64_t v, char *buf, size_t size) {
 
 typedef struct {
     const char *tokenizer, *out, *val_out, *field;
-    int vocab_size, format, threads, ids_jsonl, eos, anetok;
+    int vocab_size, threads, ids_jsonl, eos, anetok;
+    DocFormat format;
     double val_frac;
     const char **inputs;
     int n_inputs;
@@ -577,7 +374,7 @@ static int parse_tokenize(int argc, char **argv, TokenizeArgs *a, Err *err) {
     if (!a->inputs) return err_set(err, "out of memory");
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), a->inputs, argc, &a->n_inputs, err))
         return -1;
-    if (parse_format(format, &a->format, err)) return -1;
+    if (doc_format_parse("--format", format, TOKENIZE_FORMATS, &a->format, err)) return -1;
     if (!a->tokenizer) return err_set(err, "--tokenizer: a tokenizer.json or tokenizer.bin is required");
     if (a->n_inputs == 0) return err_set(err, "expected at least one input text file, found none");
     if (a->ids_jsonl) {
@@ -606,7 +403,7 @@ int cli_tokenize(int argc, char **argv) {
     TokenizeArgs a;
     int rc = parse_tokenize(argc, argv, &a, &err);
     uint64_t total_bytes = 0;
-    if (rc == 0) rc = check_inputs(a.inputs, a.n_inputs, &total_bytes, &err);
+    if (rc == 0) rc = doc_inputs_check(a.inputs, a.n_inputs, &total_bytes, &err);
     if (rc) {
         free(a.inputs);
         return cli_fail("tokenize", &err);
@@ -660,7 +457,7 @@ int cli_tokenize(int argc, char **argv) {
     }
     static OutBuf out;
     DocReader r;
-    reader_init(&r, "tokenize", a.inputs, a.n_inputs, a.format, a.field);
+    reader_init(&r, sniff_tokenize, a.inputs, a.n_inputs, a.format, a.field);
     Chunk c = {0};
     Totals tot = {0};
     double t_start = now_seconds();
@@ -670,7 +467,7 @@ int cli_tokenize(int argc, char **argv) {
     rc = 0;
     while (more && rc == 0 && !interrupted) {
         DocRef d;
-        int got = reader_next(&r, &c.arena, &d, &err);
+        int got = doc_reader_next(&r, &c.arena, &d, &err);
         if (got < 0) {
             rc = -1;
             break;
@@ -720,14 +517,14 @@ int cli_tokenize(int argc, char **argv) {
             tot.bytes += c.lens[i];
         }
         chunk_reset(&c);
-        reader_release(&r);
+        doc_reader_release(&r);
         if (a.ids_jsonl) out_flush(&out);
         progress_draw(&prog, "tokenize", r.done, tot.tokens, 0);
     }
     if (a.ids_jsonl) out_flush(&out);
     if (rc == 0 && !interrupted) progress_draw(&prog, "tokenize", r.done, tot.tokens, 1);
     else if (prog.drawn) fputc('\n', stderr);
-    reader_free(&r);
+    doc_reader_free(&r);
     chunk_free(&c);
     free(a.inputs);
     double seconds = now_seconds() - prog.t0;
@@ -746,7 +543,7 @@ int cli_tokenize(int argc, char **argv) {
     if (rc == 0 && !a.ids_jsonl) {
         if (tot.docs == 0)
             rc = err_set(&err, "expected text, found only empty %s in %d input%s",
-                         a.format == FORMAT_JSONL ? "texts" : "lines", a.n_inputs, a.n_inputs == 1 ? "" : "s");
+                         a.format == DOC_JSONL ? "texts" : "lines", a.n_inputs, a.n_inputs == 1 ? "" : "s");
         else if (have_val && val_w.n_docs == 0)
             rc = err_set(&err, "--val-frac %g: %llu documents give none to validation: expected at least one (raise "
                                "--val-frac or give more documents)",
@@ -771,7 +568,7 @@ int cli_tokenize(int argc, char **argv) {
     group_digits(tot.docs, n2, sizeof n2);
     printf("input     %d file%s, %s bytes of text in %s document%s (%s)", a.n_inputs, a.n_inputs == 1 ? "" : "s", n1,
            n2, tot.docs == 1 ? "" : "s",
-           a.format == FORMAT_LINES ? "one per line" : a.format == FORMAT_FILE ? "one per file" : "JSON lines");
+           a.format == DOC_LINES ? "one per line" : a.format == DOC_FILE ? "one per file" : "JSON lines");
     if (tot.empty) printf("; %llu empty skipped", (unsigned long long)tot.empty);
     printf("\n");
     group_digits(tot.tokens, n3, sizeof n3);
@@ -812,7 +609,8 @@ int cli_tokenizer(int argc, char **argv) {
     BpeTrainOptions opt;
     bpe_train_defaults(&opt, 0);
     const char *out = NULL, *format_s = "lines", *field = "text";
-    int threads = parallel_cpu_count(), format = FORMAT_LINES, vocab_given = 0, n_inputs = 0;
+    int threads = parallel_cpu_count(), vocab_given = 0, n_inputs = 0;
+    DocFormat format = DOC_LINES;
     const ArgSpec specs[] = {
         {"--vocab", ARG_INT, &opt.vocab_size, BPE_TRAIN_MIN_VOCAB, BPE_TRAIN_MAX_VOCAB, &vocab_given},
         {"--out", ARG_STR, &out, 0, 0, NULL},
@@ -826,12 +624,12 @@ int cli_tokenizer(int argc, char **argv) {
     if (!inputs) return err_set(&err, "out of memory"), cli_fail("tokenizer train", &err);
     uint64_t total_bytes = 0;
     int rc = args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), inputs, argc, &n_inputs, &err);
-    if (rc == 0) rc = parse_format(format_s, &format, &err);
+    if (rc == 0) rc = doc_format_parse("--format", format_s, TOKENIZE_FORMATS, &format, &err);
     if (rc == 0 && !vocab_given)
         rc = err_set(&err, "--vocab: the vocabulary size is required (%d..%d; 512-8192 suit small models)",
                      BPE_TRAIN_MIN_VOCAB, BPE_TRAIN_MAX_VOCAB);
     if (rc == 0 && !out) rc = err_set(&err, "-o/--out: the tokenizer.json to write is required");
-    if (rc == 0) rc = check_inputs(inputs, n_inputs, &total_bytes, &err);
+    if (rc == 0) rc = doc_inputs_check(inputs, n_inputs, &total_bytes, &err);
     if (rc == 0) rc = output_file_check(out, "-o/--out", &err); /* before the work (see train.c) */
     BpeTrainer *bt = NULL;
     if (rc == 0) rc = bpe_trainer_new(&opt, &bt, &err);
@@ -843,28 +641,28 @@ int cli_tokenizer(int argc, char **argv) {
     double t0 = now_seconds();
     Progress prog = {term_is_tty(), 0, t0, t0, total_bytes};
     DocReader r;
-    reader_init(&r, "tokenizer train", inputs, n_inputs, format, field);
-    TextBuf arena = {0};
+    reader_init(&r, sniff_tokenizer_train, inputs, n_inputs, format, field);
+    DocArena arena = {0};
     uint64_t text_bytes = 0;
     for (;;) {
         DocRef d;
         arena.n = 0;
-        int got = reader_next(&r, &arena, &d, &err);
+        int got = doc_reader_next(&r, &arena, &d, &err);
         if (got <= 0) {
             rc = got;
             break;
         }
         if ((rc = bpe_trainer_add(bt, d.ptr ? d.ptr : arena.p + d.off, d.len, &err))) break;
         text_bytes += d.len;
-        reader_release(&r);
+        doc_reader_release(&r);
         progress_draw(&prog, "counting words", r.done, 0, 0);
     }
-    reader_free(&r);
+    doc_reader_free(&r);
     if (prog.drawn) fprintf(stderr, "\r\033[K");
     double t_count = now_seconds() - t0;
     BpeTrainStats st = {0};
     if (rc == 0 && text_bytes == 0)
-        rc = err_set(&err, "expected text, found only empty %s", format == FORMAT_JSONL ? "texts" : "lines");
+        rc = err_set(&err, "expected text, found only empty %s", format == DOC_JSONL ? "texts" : "lines");
     if (rc == 0 && bpe_trainer_train(bt, &st, &err)) rc = err_wrap(&err, "--vocab %d", opt.vocab_size);
     if (rc == 0) rc = dir_ensure_parent(out, &err);
     if (rc == 0) rc = bpe_trainer_save(bt, out, &err);
@@ -884,7 +682,7 @@ int cli_tokenizer(int argc, char **argv) {
         int more = 1;
         while (more && rc == 0) {
             DocRef d;
-            int got = reader_next(&r, &c.arena, &d, &err);
+            int got = doc_reader_next(&r, &c.arena, &d, &err);
             if (got < 0) rc = -1;
             more = got > 0 && chk_bytes + c.bytes < CHECK_BYTES;
             if (got > 0 && chunk_push(&c, d, &err)) rc = -1;
@@ -894,9 +692,9 @@ int cli_tokenizer(int argc, char **argv) {
             for (int i = 0; i < c.n && rc == 0; i++) chk_tokens += c.ids[i].n;
             chk_bytes += c.bytes;
             chunk_reset(&c);
-            reader_release(&r);
+            doc_reader_release(&r);
         }
-        reader_free(&r);
+        doc_reader_free(&r);
         chunk_free(&c);
         tokenizer_free(tok);
     }

@@ -23,6 +23,10 @@
 #include "args.h"
 #include "cli.h"
 
+/* The text of a macro's value, for the help (TRAIN_STRING(ANE_COMPILE_BUDGET_DEFAULT) is "119"). */
+#define TRAIN_STRING_(x) #x
+#define TRAIN_STRING(x) TRAIN_STRING_(x)
+
 static const char *train_help =
     "usage: anetrain train [options]\n"
     "\n"
@@ -108,7 +112,8 @@ static const char *train_help_exec =
     "                        extended to every tensor (no axis above 16384), plus the conventions\n"
     "                        every working reference follows (slices at multiples of 32, no\n"
     "                        exponent literals, no cast). probed: only what was measured to fail.\n"
-    "  --compile-budget N    ANE compiles allowed per process (default 119, the real device's\n"
+    "  --compile-budget N    ANE compiles allowed per process (default " TRAIN_STRING(ANE_COMPILE_BUDGET_DEFAULT)
+    ", the real device's\n"
     "                        limit; the emulator enforces it too). When the next compile would\n"
     "                        pass it, training saves the checkpoint and re-executes itself with\n"
     "                        the same flags plus --resume, continuing exactly where it was.\n"
@@ -235,7 +240,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->rope_theta = a->norm_eps = NAN;
     const char *order = "random", *backend = "cpu", *rope = NULL;
     const char *device = "auto", *accumulate = "fp32", *overlap = "auto", *limits = "strict";
-    int compile_budget = 119;
+    int compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
     int qk_norm = 0, untied = 0;
     const double BIG = 1e9;
     const ArgSpec specs[] = {

@@ -51,6 +51,14 @@ int hf_config_load(const char *path, ModelConfig *cfg, Err *err);
 /* Writes a HF config.json for cfg (architectures, model_type, torch_dtype float32, ...). */
 int hf_config_save(const char *path, const ModelConfig *cfg, Err *err);
 
+/* Loads weights from any model file anetrain reads (checkpoint, llama2.c .bin, HF directory), by
+** model_format_detect; a file that is none of them gets the message of what it most likely is.
+** Used by train --init, eval, convert and sample. */
+int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err);
+/* Reads only the config of any model file model_load_any reads (a checkpoint's header, a HF
+** config.json, a llama2.c header): no weights are loaded. */
+int model_config_load_any(const char *path, ModelConfig *cfg, Err *err);
+
 /* Permutes the rows of wq and wk (and q_norm/k_norm) of every layer in place so a model in
 ** RoPE style `from` computes the same function in style `to`; updates layout->cfg.rope_style. */
 void params_convert_rope(ParamLayout *layout, float *params, RopeStyle to);

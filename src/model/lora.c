@@ -25,7 +25,8 @@ static const char *const module_peft[LORA_MODULES] = {"q_proj", "k_proj", "v_pro
 static const char *const module_path[LORA_MODULES] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                                       "mlp.down_proj"};
-static const TensorKind module_base[LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
+/* Module m adapts layer matrix m (params.h: the same order). */
+_Static_assert((int)LORA_MODULES == (int)LAYER_MATRICES, "one LoRA module per layer matrix");
 
 #define LORA_ATTN ((1u << LORA_Q) | (1u << LORA_K) | (1u << LORA_V) | (1u << LORA_O))
 #define LORA_MLP ((1u << LORA_GATE) | (1u << LORA_UP) | (1u << LORA_DOWN))
@@ -95,9 +96,9 @@ int lora_layout(LoraLayout *lo, const ModelConfig *model, const LoraConfig *cfg,
     for (int m = 0; m < LORA_MODULES; m++) {
         if (!(cfg->targets & (1u << m))) continue;
         LoraTensor *t = &lo->t[m];
-        const TensorSpec *ts = &pl.t[module_base[m]];
+        const TensorSpec *ts = &pl.t[layer_matrices[m].kind];
         t->present = 1;
-        t->base = module_base[m];
+        t->base = layer_matrices[m].kind;
         t->out = ts->rows;
         t->in = ts->cols;
         t->a_offset = off;

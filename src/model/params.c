@@ -4,10 +4,44 @@
 #include "params.h"
 
 #include <math.h>
+#include <stddef.h>
 
 static const char *const tensor_names[T_COUNT] = {
     "tok_emb", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3",
     "rms_final", "wcls", "q_norm", "k_norm"};
+
+const LayerMatrix layer_matrices[LAYER_MATRICES] = {
+    {"wq", T_WQ, offsetof(ParamViews, wq)}, {"wk", T_WK, offsetof(ParamViews, wk)},
+    {"wv", T_WV, offsetof(ParamViews, wv)}, {"wo", T_WO, offsetof(ParamViews, wo)},
+    {"w1", T_W1, offsetof(ParamViews, w1)}, {"w3", T_W3, offsetof(ParamViews, w3)},
+    {"w2", T_W2, offsetof(ParamViews, w2)}};
+
+void layer_matrix_shape(const ModelConfig *cfg, int m, int *rows, int *cols) {
+    int C = cfg->dim, F = cfg->hidden_dim;
+    int q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim;
+    switch (layer_matrices[m].kind) {
+    case T_WQ: *rows = q, *cols = C; break;
+    case T_WK:
+    case T_WV: *rows = kv, *cols = C; break;
+    case T_WO: *rows = C, *cols = q; break;
+    case T_W1:
+    case T_W3: *rows = F, *cols = C; break;
+    default: *rows = C, *cols = F; break; /* w2 */
+    }
+}
+
+float *layer_matrix(const ParamViews *v, const ModelConfig *cfg, int m, int layer) {
+    int rows, cols;
+    layer_matrix_shape(cfg, m, &rows, &cols);
+    float *const *view = (float *const *)(const void *)((const char *)v + layer_matrices[m].view);
+    return *view + (size_t)layer * (size_t)rows * (size_t)cols;
+}
+
+int layer_matrix_of_kind(TensorKind k) {
+    for (int m = 0; m < LAYER_MATRICES; m++)
+        if (layer_matrices[m].kind == k) return m;
+    return -1;
+}
 
 static void spec(ParamLayout *p, TensorKind k, int present, int layers, int rows, int cols, int decay) {
     TensorSpec *t = &p->t[k];
@@ -22,21 +56,27 @@ static void spec(ParamLayout *p, TensorKind k, int present, int layers, int rows
     p->n_floats += t->numel;
 }
 
+/* A layer matrix: L stacked copies of its layer_matrix_shape, with weight decay. */
+static void spec_matrix(ParamLayout *p, TensorKind k) {
+    int rows, cols;
+    layer_matrix_shape(&p->cfg, layer_matrix_of_kind(k), &rows, &cols);
+    spec(p, k, 1, p->cfg.n_layers, rows, cols, 1);
+}
+
 void params_layout(ParamLayout *p, const ModelConfig *cfg) {
-    int C = cfg->dim, F = cfg->hidden_dim, L = cfg->n_layers, V = cfg->vocab_size;
-    int q = cfg->n_heads * cfg->head_dim, kv = cfg->n_kv_heads * cfg->head_dim;
+    int C = cfg->dim, L = cfg->n_layers, V = cfg->vocab_size;
     p->cfg = *cfg;
     p->n_floats = 0;
     spec(p, T_TOK_EMB, 1, 1, V, C, 1);
     spec(p, T_RMS_ATT, 1, L, 1, C, 0);
-    spec(p, T_WQ, 1, L, q, C, 1);
-    spec(p, T_WK, 1, L, kv, C, 1);
-    spec(p, T_WV, 1, L, kv, C, 1);
-    spec(p, T_WO, 1, L, C, q, 1);
+    spec_matrix(p, T_WQ);
+    spec_matrix(p, T_WK);
+    spec_matrix(p, T_WV);
+    spec_matrix(p, T_WO);
     spec(p, T_RMS_FFN, 1, L, 1, C, 0);
-    spec(p, T_W1, 1, L, F, C, 1);
-    spec(p, T_W2, 1, L, C, F, 1);
-    spec(p, T_W3, 1, L, F, C, 1);
+    spec_matrix(p, T_W1);
+    spec_matrix(p, T_W2);
+    spec_matrix(p, T_W3);
     spec(p, T_RMS_FINAL, 1, 1, 1, C, 0);
     spec(p, T_WCLS, !cfg->tied, 1, V, C, 1);
     spec(p, T_Q_NORM, cfg->qk_norm, L, 1, cfg->head_dim, 0);

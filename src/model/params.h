@@ -58,6 +58,36 @@ typedef struct {
     float *rms_final, *wcls, *q_norm, *k_norm;
 } ParamViews;
 
+/* The seven weight matrices of a layer, in the order HF lists a decoder layer's projections
+** (q k v o gate up down), which is also LoRA's module order (lora.h: module m adapts matrix m)
+** and the ANE plan's (backend/ane/kernels.h). This table is the one place that order is written:
+**
+**     m   name  shape        HF
+**     0   wq    [H*D][C]     self_attn.q_proj
+**     1   wk    [KV*D][C]    self_attn.k_proj
+**     2   wv    [KV*D][C]    self_attn.v_proj
+**     3   wo    [C][H*D]     self_attn.o_proj
+**     4   w1    [F][C]       mlp.gate_proj
+**     5   w3    [F][C]       mlp.up_proj
+**     6   w2    [C][F]       mlp.down_proj
+** (the buffer itself stores them in llama2.c's order, above).
+*/
+enum { LAYER_MATRICES = 7 };
+typedef struct {
+    const char *name; /* "wq", ... (the TensorSpec's name) */
+    TensorKind kind;  /* T_WQ, ... */
+    size_t view;      /* offsetof(ParamViews, wq), ...: where its [L][rows][cols] view is */
+} LayerMatrix;
+
+extern const LayerMatrix layer_matrices[LAYER_MATRICES];
+
+/* The shape [rows][cols] of matrix m (one layer's) of a model with config cfg. */
+void layer_matrix_shape(const ModelConfig *cfg, int m, int *rows, int *cols);
+/* Layer `layer` of matrix m in the views v: [rows][cols] (layer_matrix_shape). */
+float *layer_matrix(const ParamViews *v, const ModelConfig *cfg, int m, int layer);
+/* Index m of kind k in layer_matrices, or -1 if k is not a layer matrix. */
+int layer_matrix_of_kind(TensorKind k);
+
 void params_layout(ParamLayout *layout, const ModelConfig *cfg);
 void params_views(const ParamLayout *layout, float *base, ParamViews *views);
 

@@ -9,14 +9,9 @@
 
 #include "../util/fp16.h"
 
-static const TensorKind int8_kinds[] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W2, T_W3};
-enum { N_INT8_KINDS = sizeof int8_kinds / sizeof int8_kinds[0] };
-
-int quant_kind_is_int8(TensorKind k) {
-    for (int i = 0; i < N_INT8_KINDS; i++)
-        if (int8_kinds[i] == k) return 1;
-    return 0;
-}
+/* The int8 kinds are params.h's layer matrices; the loops below take them in kind order (the
+** parameter buffer's), which is the order of their values in Int8Weights.q and .scale. */
+int quant_kind_is_int8(TensorKind k) { return layer_matrix_of_kind(k) >= 0; }
 
 /* The smallest fp16 value >= x (x >= 0 and finite, below fp16's max). */
 static float fp16_ceil(float x) {
@@ -59,10 +54,11 @@ void dequant_rows_int8(float *w, const int8_t *q, const float *scale, int rows, 
 int quant_int8_create(Int8Weights *out, const ParamLayout *pl, const float *params, Err *err) {
     memset(out, 0, sizeof *out);
     out->cfg = pl->cfg;
-    for (int i = 0; i < N_INT8_KINDS; i++) {
-        const TensorSpec *t = &pl->t[int8_kinds[i]];
-        out->q_offset[int8_kinds[i]] = out->n_q;
-        out->scale_offset[int8_kinds[i]] = out->n_scale;
+    for (TensorKind k = 0; k < T_COUNT; k++) {
+        if (!quant_kind_is_int8(k)) continue;
+        const TensorSpec *t = &pl->t[k];
+        out->q_offset[k] = out->n_q;
+        out->scale_offset[k] = out->n_scale;
         out->n_q += t->numel;
         out->n_scale += (size_t)t->layers * t->rows;
     }
@@ -72,8 +68,8 @@ int quant_int8_create(Int8Weights *out, const ParamLayout *pl, const float *para
         quant_int8_free(out);
         return -1;
     }
-    for (int i = 0; i < N_INT8_KINDS; i++) {
-        TensorKind k = int8_kinds[i];
+    for (TensorKind k = 0; k < T_COUNT; k++) {
+        if (!quant_kind_is_int8(k)) continue;
         const TensorSpec *t = &pl->t[k];
         for (int l = 0; l < t->layers; l++)
             quant_rows_int8(out->q + out->q_offset[k] + (size_t)l * t->rows * t->cols,
@@ -90,28 +86,21 @@ void quant_int8_free(Int8Weights *qw) {
     qw->scale = NULL;
 }
 
-static void kind_shape(const ModelConfig *cfg, TensorKind k, int *rows, int *cols) {
-    ParamLayout pl;
-    params_layout(&pl, cfg);
-    *rows = pl.t[k].rows;
-    *cols = pl.t[k].cols;
-}
-
 const int8_t *quant_int8_q(const Int8Weights *qw, TensorKind k, int layer) {
     int rows, cols;
-    kind_shape(&qw->cfg, k, &rows, &cols);
+    layer_matrix_shape(&qw->cfg, layer_matrix_of_kind(k), &rows, &cols);
     return qw->q + qw->q_offset[k] + (size_t)layer * rows * cols;
 }
 
 const float *quant_int8_scale(const Int8Weights *qw, TensorKind k, int layer) {
     int rows, cols;
-    kind_shape(&qw->cfg, k, &rows, &cols);
+    layer_matrix_shape(&qw->cfg, layer_matrix_of_kind(k), &rows, &cols);
     return qw->scale + qw->scale_offset[k] + (size_t)layer * rows;
 }
 
 void quant_int8_dequantize_into(const Int8Weights *qw, const ParamLayout *pl, float *params) {
-    for (int i = 0; i < N_INT8_KINDS; i++) {
-        TensorKind k = int8_kinds[i];
+    for (TensorKind k = 0; k < T_COUNT; k++) {
+        if (!quant_kind_is_int8(k)) continue;
         const TensorSpec *t = &pl->t[k];
         for (int l = 0; l < t->layers; l++)
             dequant_rows_int8(params + t->offset + (size_t)l * t->rows * t->cols, quant_int8_q(qw, k, l),
@@ -121,7 +110,7 @@ void quant_int8_dequantize_into(const Int8Weights *qw, const ParamLayout *pl, fl
 
 size_t quant_int8_fp32_bytes(const ParamLayout *pl) {
     size_t n = 0;
-    for (int i = 0; i < N_INT8_KINDS; i++) n += pl->t[int8_kinds[i]].numel;
+    for (int m = 0; m < LAYER_MATRICES; m++) n += pl->t[layer_matrices[m].kind].numel;
     return n * sizeof(float);
 }
 

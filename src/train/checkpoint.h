@@ -8,7 +8,9 @@
 **   ModelConfig fields (fixed-width, see checkpoint.c)       TrainState fields
 **   u64 n_floats  u32 n_moments (0: params only, 2: m and v follow)  u32 crc32 of the header so far
 **   sections: params, m, v, each n_floats fp32 followed by its u32 crc32
-** Written atomically (temporary file in the same directory, fsync, rename, fsync dir).
+** Written atomically (temporary file in the same directory, fsync, rename, fsync dir). The
+** byte layout of the header and the encoding both files share: io/checkpoint_file.h, which also
+** reads a checkpoint's model alone (ckpt_model_load, for model_load_any).
 ** The reader checks magic, version, sizes against the file length and every checksum, and
 ** names the file and the section that is wrong.
 **
@@ -33,7 +35,8 @@
 #include <stdint.h>
 
 #include "../data/loader.h"
-#include "../io/model_file.h" /* CKPT_MAGIC, LORA_STATE_MAGIC */
+#include "../io/checkpoint_file.h" /* the encoding, ckpt_crc32_words, ckpt_is_checkpoint */
+#include "../io/model_file.h"      /* CKPT_MAGIC, LORA_STATE_MAGIC */
 #include "../model/lora.h"
 #include "../model/params.h"
 #include "../util/err.h"
@@ -82,11 +85,5 @@ int lora_state_save(const char *path, const LoraRunState *rs, const float *adapt
 ** are then ignored); otherwise *adapter, *m and *v are malloc'ed. *n_floats may be NULL. */
 int lora_state_load(const char *path, LoraRunState *rs, size_t *n_floats, float **adapter, float **m, float **v,
                     Err *err);
-
-/* crc32 of n 4-byte words (floats or int32) as little-endian bytes, whatever the host's order. */
-uint32_t ckpt_crc32_words(const void *words, size_t n);
-
-/* 1 if path starts with the checkpoint magic. */
-int ckpt_is_checkpoint(const char *path);
 
 #endif

@@ -16,52 +16,6 @@
 #include "evaluate.h"
 #include "lora_grad.h"
 
-int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err) {
-    switch (model_format_detect(path)) {
-    case MODEL_FORMAT_CHECKPOINT:
-        return ckpt_load(path, layout, params, NULL, NULL, NULL, err);
-    case MODEL_FORMAT_HF:
-        return hf_load(path, layout, params, err);
-    case MODEL_FORMAT_LLAMA2C:
-        return llama2c_load(path, layout, params, err);
-    default:
-        if (!path_exists(path)) return err_set(err, "%s: no such file or directory", path);
-        /* A regular file that is no checkpoint is most likely a llama2.c .bin with a problem
-        ** (truncated, padded): its loader says exactly what is wrong. */
-        if (!path_is_dir(path) && llama2c_load(path, layout, params, err) != 0)
-            return err_wrap(err, "%s: not an anetrain checkpoint or HF directory, nor a valid llama2.c .bin", path);
-        if (!path_is_dir(path)) return 0;
-        return err_set(err,
-                       "%s: unknown model format (expected an anetrain checkpoint, a llama2.c .bin, or a "
-                       "directory with config.json and model.safetensors)",
-                       path);
-    }
-}
-
-int model_config_load_any(const char *path, ModelConfig *cfg, Err *err) {
-    ParamLayout layout;
-    char json[4096];
-    switch (model_format_detect(path)) {
-    case MODEL_FORMAT_CHECKPOINT: /* the header alone: no section is read */
-        if (ckpt_load(path, &layout, NULL, NULL, NULL, NULL, err) != 0) return -1;
-        *cfg = layout.cfg;
-        return 0;
-    case MODEL_FORMAT_HF:
-        if ((size_t)snprintf(json, sizeof json, "%s/config.json", path) >= sizeof json)
-            return err_set(err, "%s: path too long", path);
-        return hf_config_load(json, cfg, err);
-    case MODEL_FORMAT_LLAMA2C:
-        return llama2c_config_load(path, cfg, err);
-    default: { /* model_load_any's diagnosis of what the file is not */
-        float *params = NULL;
-        if (model_load_any(path, &layout, &params, err) != 0) return -1;
-        free(params);
-        *cfg = layout.cfg;
-        return 0;
-    }
-    }
-}
-
 uint64_t lora_step_dropout_seed(uint64_t seed, uint64_t step, int micro) {
     return lora_splitmix(lora_splitmix(lora_splitmix(seed ^ 0x6c6f7261ull) ^ step) ^ (uint64_t)micro);
 }

@@ -135,17 +135,9 @@ int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, E
 /* Bytes of optimizer state (AdamW m and v) the run holds: 2 x 4 x (trainable parameters). */
 size_t trainer_optimizer_bytes(const Trainer *tr);
 
-/* Reads only the config of any model file model_load_any reads (a checkpoint's header, a HF
-** config.json, a llama2.c header): no weights are loaded. */
-int model_config_load_any(const char *path, ModelConfig *cfg, Err *err);
-
 /* The LoRA dropout seed (StepArgs.dropout_seed) of micro-batch `micro` of step `step` (0-based)
 ** of a run seeded `seed`:  sm(sm(sm(seed ^ 0x6c6f7261) ^ step) ^ micro)  with splitmix64's
 ** output function sm (lora.h). */
 uint64_t lora_step_dropout_seed(uint64_t seed, uint64_t step, int micro);
-
-/* Loads weights from any model file anetrain reads (checkpoint, llama2.c .bin, HF directory).
-** Used by train --init, eval, convert and sample. */
-int model_load_any(const char *path, ParamLayout *layout, float **params, Err *err);
 
 #endif

@@ -30,7 +30,8 @@ static inline void fuzz_check_state(const TrainState *a, const TrainState *b) {
 /* A copy of data with its checksums made right, so that the fuzzer reaches the checks behind
 ** them: the header's crc32 at crc_off (over the bytes before it), then `sections` sections of
 ** n_floats fp32 (the u64 at n_floats_off) each followed by its crc32, as far as they fit.
-** NULL if the input is too short to hold the header. Layouts: checkpoint.c's comment. */
+** NULL if the input is too short to hold the header. Layouts: io/checkpoint_file.h (checkpoint) and
+** train/checkpoint.c's comment (LoRA training state). */
 static inline uint8_t *fuzz_fix_checksums(const uint8_t *data, size_t size, size_t crc_off, size_t n_floats_off,
                                           int sections) {
     if (size < crc_off + 4) return NULL;

@@ -461,26 +461,12 @@ static const float *weight_src(const AneBackend *m, int id, int l) {
     case AR_RMS_FFN: return w->rms_ffn + (size_t)l * p->C;
     case AR_QNORM: return w->q_norm + (size_t)l * p->D;
     case AR_KNORM: return w->k_norm + (size_t)l * p->D;
-    case AR_WQ: return w->wq + (size_t)l * p->Q * p->C;
-    case AR_WK: return w->wk + (size_t)l * p->K * p->C;
-    case AR_WV: return w->wv + (size_t)l * p->K * p->C;
-    case AR_WO: return w->wo + (size_t)l * p->C * p->Q;
-    case AR_W1: return w->w1 + (size_t)l * p->F * p->C;
-    case AR_W3: return w->w3 + (size_t)l * p->F * p->C;
-    default: return w->w2 + (size_t)l * p->C * p->F;
+    default: return layer_matrix(w, &m->layout.cfg, id - AR_WQ, l); /* AR_WQ + matrix m (kernels.h) */
     }
 }
 
-/* The seven matrices in the module order of the plan's AR_SCALE regions (q k v o gate up down). */
-static const int matrix_regions[ANE_LORA_MODULES] = {AR_WQ, AR_WK, AR_WV, AR_WO, AR_W1, AR_W3, AR_W2};
-static const TensorKind matrix_kinds[ANE_LORA_MODULES] = {T_WQ, T_WK, T_WV, T_WO, T_W1, T_W3, T_W2};
-
-/* Module index of a matrix region, or -1. */
-static int matrix_module(int id) {
-    for (int m = 0; m < ANE_LORA_MODULES; m++)
-        if (matrix_regions[m] == id) return m;
-    return -1;
-}
+/* Module index of a matrix region (AR_WQ + m is layer matrix m, params.h), or -1. */
+static int matrix_module(int id) { return id >= AR_WQ && id <= AR_W2 ? id - AR_WQ : -1; }
 
 /* Region `id` of layer l into its surface. Over an int8 base the seven matrices come from the
 ** Int8Weights (q * ANE_INT8_STEP, and the row scales s / ANE_INT8_STEP, all exact in fp16), never
@@ -495,9 +481,10 @@ static void stage_weights_worker(void *ctx, int begin, int end, int worker) {
         int mod = matrix_module(id);
         if (id >= AR_SCALE && id < AR_SCALE + ANE_LORA_MODULES)
             ane_region_put_f32_scaled(&m->plan, j->base[l], id,
-                                      quant_int8_scale(m->int8, matrix_kinds[id - AR_SCALE], l), 1.0f / ANE_INT8_STEP);
+                                      quant_int8_scale(m->int8, layer_matrices[id - AR_SCALE].kind, l),
+                                      1.0f / ANE_INT8_STEP);
         else if (mod >= 0 && m->int8)
-            ane_region_put_i8(&m->plan, j->base[l], id, quant_int8_q(m->int8, matrix_kinds[mod], l));
+            ane_region_put_i8(&m->plan, j->base[l], id, quant_int8_q(m->int8, layer_matrices[mod].kind, l));
         else
             ane_region_put_f32(&m->plan, j->base[l], id, weight_src(m, id, l));
     }
@@ -873,7 +860,7 @@ void backend_ane_default_options(AneBackendOptions *opt) {
     opt->device = "auto";
     opt->accumulate_fp32 = 1;
     opt->flush_subnormals = 0;
-    opt->compile_budget = 119;
+    opt->compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
     opt->overlap_dw = -1;
     opt->limits = ANE_LIMITS_STRICT;
     opt->plan_max_width = 0;
@@ -950,13 +937,14 @@ Backend *backend_ane_create(const ParamLayout *layout, int max_B, int max_T, con
 static int check_int8(const Int8Weights *q8, const ParamLayout *layout, Err *err) {
     if (!q8->q || !q8->scale) return err_set(err, "ane backend: the int8 base has no values (quant_int8_create makes them)");
     for (int i = 0; i < ANE_LORA_MODULES; i++) {
-        const TensorSpec *t = &layout->t[matrix_kinds[i]];
+        TensorKind k = layer_matrices[i].kind;
+        const TensorSpec *t = &layout->t[k];
         size_t rows = (size_t)t->layers * t->rows;
-        if (q8->q_offset[matrix_kinds[i]] + t->numel > q8->n_q || q8->scale_offset[matrix_kinds[i]] + rows > q8->n_scale)
+        if (q8->q_offset[k] + t->numel > q8->n_q || q8->scale_offset[k] + rows > q8->n_scale)
             return err_set(err, "ane backend: the int8 base's %s (%zu values, %zu scales) does not fit its buffers "
                                 "(%zu values, %zu scales)",
                            t->name, t->numel, rows, q8->n_q, q8->n_scale);
-        const float *sc = q8->scale + q8->scale_offset[matrix_kinds[i]];
+        const float *sc = q8->scale + q8->scale_offset[k];
         for (size_t r = 0; r < rows; r++) {
             float v = sc[r], staged = v / ANE_INT8_STEP;
             if (!(v >= 0) || fp16_round(v, 0) != v || !(staged <= 65504.0f))

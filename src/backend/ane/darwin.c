@@ -36,7 +36,7 @@
 
 void ane_darwin_default_options(AneDarwinOptions *opt) {
     opt->framework_path = ANE_DARWIN_FRAMEWORK_PATH;
-    opt->compile_budget = 119;
+    opt->compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
     opt->qos = 21;
     opt->load_retry_us = 100000;
     opt->request_cache = 64;
@@ -602,8 +602,8 @@ static AneProgram *dw_compile(AneDevice *dev, const char *mil_text, const AneBlo
     if (!budget_reserve(dev->compile_budget, &count)) {
         err_set(err,
                 "ANE compile budget exhausted: %llu compiles in this process (budget %d); restart the process "
-                "(docs/ane-facts.md §1.8: the real compiler fails after about 119 compiles per process)",
-                (unsigned long long)count, dev->compile_budget);
+                "(docs/ane-facts.md §1.8: the real compiler fails after about %d compiles per process)",
+                (unsigned long long)count, dev->compile_budget, ANE_COMPILE_BUDGET_DEFAULT);
         goto fail;
     }
     p = calloc(1, sizeof *p);

@@ -11,7 +11,7 @@
 **   - every MIL program is first checked by the emulator's checker (emu/mil.h) under the
 **     device's limits (AneDarwinOptions.limits), so a program is accepted or refused on a Mac
 **     exactly as on Linux, with the same named rule, and the I/O shapes come from it;
-**   - compiles count against a per-process budget (default 119, docs/ane-facts.md §1.8), like the
+**   - compiles count against a per-process budget (default ANE_COMPILE_BUDGET_DEFAULT, docs/ane-facts.md §1.8), like the
 **     emulator's: past it compiles fail with "ANE compile budget exhausted ... restart";
 **   - a program keeps its own temp directory (NSTemporaryDirectory()/<hexStringIdentifier>/,
 **     docs/ane-facts.md §1.5) until it is released; identical programs share one, deleted with the last;
@@ -30,7 +30,7 @@
 
 typedef struct {
     const char *framework_path; /* default ANE_DARWIN_FRAMEWORK_PATH */
-    int compile_budget;         /* compiles per process; default 119 */
+    int compile_budget;         /* compiles per process; default ANE_COMPILE_BUDGET_DEFAULT */
     unsigned qos;               /* quality of service passed to every call; default 21 (docs/ane-facts.md §1.3) */
     int load_retry_us;          /* a failed load is retried once after this pause; default 100000 */
     int request_cache;          /* request objects kept per program; default 64, 0 = one per evaluate */

@@ -57,6 +57,10 @@ typedef struct {
     double compile_seconds, eval_seconds;
 } AneCounters;
 
+/* Compiles allowed per process unless told otherwise: the real compiler is reported to fail
+** after about this many (docs/ane-facts.md §1.8), and the emulator enforces the same budget. */
+#define ANE_COMPILE_BUDGET_DEFAULT 119
+
 typedef struct AneDevice AneDevice;
 
 struct AneDevice {
@@ -78,13 +82,13 @@ struct AneDevice {
     size_t (*surface_bytes)(const AneSurface *s);
 
     AneCounters counters;
-    int compile_budget;       /* compiles allowed per process (about 119 on real devices) */
+    int compile_budget;       /* compiles allowed per process (ANE_COMPILE_BUDGET_DEFAULT on real devices) */
     void (*destroy)(AneDevice *dev);
 };
 
 /* The emulator's switchable assumptions (the real device's answers are unknown: docs/ane-facts.md §7). */
 typedef struct {
-    int compile_budget;   /* default 119 */
+    int compile_budget;   /* default ANE_COMPILE_BUDGET_DEFAULT */
     int accumulate_fp32;  /* 1 (default): matmul/conv/reduce accumulate in fp32 and round once;
                           ** 0: round to fp16 after every partial sum of a K-chunk (pessimistic) */
     int flush_subnormals; /* 1: fp16 subnormal results become 0; default 0 (IEEE gradual underflow) */

@@ -9,10 +9,11 @@
 **     wo    [C][Q]       on att
 **     w13   [2F][C]      on xn2        (w1, w3)
 **     w2    [C][F]       on g
-** so 4 L compiles per model: stories15m 24, stories110m 48, qwen3-0.6b 112 of the about 119 a
-** process may do (docs/ane-facts.md §1.8). Everything else (embedding, norms, RoPE, attention, SwiGLU,
-** the residuals, the classifier and the loss) runs on the CPU in fp32 with src/ops, exactly as
-** the CPU backend does; activations cross as fp16 (the kernels' I/O).
+** so 4 L compiles per model: stories15m 24, stories110m 48, qwen3-0.6b 112 of the about
+** ANE_COMPILE_BUDGET_DEFAULT (device.h) a process may do (docs/ane-facts.md §1.8). Everything
+** else (embedding, norms, RoPE, attention, SwiGLU, the residuals, the classifier and the loss)
+** runs on the CPU in fp32 with src/ops, exactly as the CPU backend does; activations cross as
+** fp16 (the kernels' I/O).
 **
 ** W8A8: each kernel quantizes its input with a static scale (kernels_int8.h) calibrated by
 ** ane_int8_model_calibrate: the largest |input| of that kernel over a forward pass of the fp32

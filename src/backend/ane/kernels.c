@@ -148,6 +148,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../model/params.h"
 #include "half.h"
 #include "mil_write.h"
 
@@ -174,27 +175,27 @@ int ane_plan_layer(AneLayerPlan *p, const ModelConfig *cfg, int T_max, Err *err)
     return ane_plan_layer_lora(p, cfg, T_max, 0, 0, err);
 }
 
+/* Region AR_WQ + m holds layer matrix m (params.h), module m's base (lora.h). */
+_Static_assert((int)AR_W2 - (int)AR_WQ + 1 == (int)LAYER_MATRICES && (int)ANE_LORA_MODULES == (int)LAYER_MATRICES,
+               "one matrix region per layer matrix, in its order");
+
 void ane_lora_module_shape(const AneLayerPlan *p, int m, int *out, int *in) {
-    static const int dims[ANE_LORA_MODULES][2] = {{'Q', 'C'}, {'K', 'C'}, {'K', 'C'}, {'C', 'Q'},
-                                                  {'F', 'C'}, {'F', 'C'}, {'C', 'F'}};
-    int v[2];
-    for (int i = 0; i < 2; i++)
-        v[i] = dims[m][i] == 'Q' ? p->Q : dims[m][i] == 'K' ? p->K : dims[m][i] == 'F' ? p->F : p->C;
-    *out = v[0];
-    *in = v[1];
+    *out = p->reg[AR_WQ + m].a;
+    *in = p->reg[AR_WQ + m].b;
 }
 
 const char *ane_region_name(int id) {
-    static const char *const base[AR_LORA_A] = {
-        "x",  "rstd1", "dy", "xh2", "rstd2", "h1", "h3", "q", "k", "v", "rstd_q", "rstd_k", "rms_att", "rms_ffn",
-        "q_norm", "k_norm", "wq", "wk", "wv", "wo", "w1", "w3", "w2"};
+    static const char *const base[AR_WQ] = {"x",      "rstd1",  "dy",      "xh2",     "rstd2",  "h1",
+                                            "h3",     "q",      "k",       "v",       "rstd_q", "rstd_k",
+                                            "rms_att", "rms_ffn", "q_norm", "k_norm"};
     static const char *const per_module[4][ANE_LORA_MODULES] = {
         {"lora_A.q", "lora_A.k", "lora_A.v", "lora_A.o", "lora_A.gate", "lora_A.up", "lora_A.down"},
         {"lora_B.q", "lora_B.k", "lora_B.v", "lora_B.o", "lora_B.gate", "lora_B.up", "lora_B.down"},
         {"scale.q", "scale.k", "scale.v", "scale.o", "scale.gate", "scale.up", "scale.down"},
         {"mask.q", "mask.k", "mask.v", "mask.o", "mask.gate", "mask.up", "mask.down"}};
     if (id < 0 || id >= AR_COUNT) return "?";
-    if (id < AR_LORA_A) return base[id];
+    if (id < AR_WQ) return base[id];
+    if (id < AR_LORA_A) return layer_matrices[id - AR_WQ].name;
     return per_module[(id - AR_LORA_A) / ANE_LORA_MODULES][(id - AR_LORA_A) % ANE_LORA_MODULES];
 }
 
@@ -381,13 +382,11 @@ int ane_plan_make(AneLayerPlan *p, const ModelConfig *cfg, const AnePlanSpec *sp
     set_region(p, AR_RMS_FFN, 1, C);
     set_region(p, AR_QNORM, qk, p->D);
     set_region(p, AR_KNORM, qk, p->D);
-    set_region(p, AR_WQ, Q, C);
-    set_region(p, AR_WK, K, C);
-    set_region(p, AR_WV, K, C);
-    set_region(p, AR_WO, C, Q);
-    set_region(p, AR_W1, F, C);
-    set_region(p, AR_W3, F, C);
-    set_region(p, AR_W2, C, F);
+    for (int m = 0; m < LAYER_MATRICES; m++) { /* [out][in] */
+        int out, in;
+        layer_matrix_shape(cfg, m, &out, &in);
+        set_region(p, AR_WQ + m, out, in);
+    }
     p->int8_base = spec->int8_base != 0;
     p->lora_rank = R;
     for (int m = 0; m < ANE_LORA_MODULES; m++) {

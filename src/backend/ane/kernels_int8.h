@@ -36,8 +36,8 @@
 **                               y = fp16(fp16(sum_i fp16(q m) x') * r[o]).
 **
 ** Compile cost: every int8 weight matrix is its own kernel (its weights are constants), so a
-** model needs one compile per matrix kernel and layer, against the budget of about 119 per
-** process (docs/ane-facts.md §1.8; emu.h).
+** model needs one compile per matrix kernel and layer, against the budget of about
+** ANE_COMPILE_BUDGET_DEFAULT (device.h) per process (docs/ane-facts.md §1.8; emu.h).
 */
 #ifndef ANETRAIN_ANE_KERNELS_INT8_H
 #define ANETRAIN_ANE_KERNELS_INT8_H

@@ -66,8 +66,8 @@ static AneProgram *emu_compile(AneDevice *dev, const char *mil_text, const AneBl
         dev->counters.compile_failures++;
         err_set(err,
                 "ANE compile budget exhausted: %llu compiles in this process (budget %d); restart the process "
-                "(docs/ane-facts.md §1.8: the real compiler fails after about 119 compiles per process)",
-                (unsigned long long)count, dev->compile_budget);
+                "(docs/ane-facts.md §1.8: the real compiler fails after about %d compiles per process)",
+                (unsigned long long)count, dev->compile_budget, ANE_COMPILE_BUDGET_DEFAULT);
         return NULL;
     }
     AneProgram *p = calloc(1, sizeof *p);
@@ -175,7 +175,7 @@ static size_t emu_surface_bytes(const AneSurface *s) { return s ? s->bytes : 0; 
 static void emu_destroy(AneDevice *dev) { free(dev); }
 
 void ane_emu_default_options(AneEmuOptions *opt) {
-    opt->compile_budget = 119;
+    opt->compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
     opt->accumulate_fp32 = 1;
     opt->flush_subnormals = 0;
     opt->limits = ANE_LIMITS_STRICT;
