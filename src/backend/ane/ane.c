@@ -30,7 +30,7 @@
 ** overlap_dw they run on the thread pool's background lane (parallel_async, util/parallel.h),
 ** in the order submitted, concurrently with the device; the pool runs a lane job's own use of
 ** it inline, so the job runs its products' tiles in order (blas_sgemm_tiled: the same result as
-** on the pool; the BLAS library is single-threaded for the whole step, see ane_step). Overlap
+** on the pool; the BLAS library is single-threaded for the backend's life, see ane_step). Overlap
 ** pays when the device is not this CPU; on the emulator, whose device work already runs on
 ** every core, it only adds contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step), so
 ** its default (-1) turns it on for a real device only.
@@ -175,6 +175,7 @@ struct AneBackend {
     /* counters */
     BackendStats st;
     double t_dw_worker; /* written by the lane's jobs; read once they are waited for (every step ends so) */
+    int blas_held;      /* this backend holds the BLAS library single-threaded (blas_single_acquire) */
 };
 
 
@@ -850,12 +851,10 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
 /* Every matrix product of a step (the emulator's, the classifier's, the dW jobs') is a
 ** blas_sgemm_tiled grid of single-threaded BLAS calls, so its result never depends on how many
 ** threads run, on whether the dW worker overlaps, or on whether gradients are computed: the
-** library is single-threaded for the step, and back to its own count after. */
+** library is single-threaded for the backend's whole life (blas_single_acquire at creation,
+** released at destruction), never switched per step. */
 static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
-    int blas_threads = blas_single_begin();
-    int rc = step_run((AneBackend *)self, args, loss_out, err);
-    blas_single_end(blas_threads);
-    return rc;
+    return step_run((AneBackend *)self, args, loss_out, err);
 }
 
 /* ------------------------------------------------------------------ stats, lifetime */
@@ -883,6 +882,7 @@ static void ane_destroy(Backend *self) {
     AneBackend *m = (AneBackend *)self;
     if (!m) return;
     if (m->opt.overlap_dw) wait_for(m, NULL); /* no job may outlive the buffers (every step drains already) */
+    if (m->blas_held) blas_single_release();
     if (m->dev) {
         AneDevice *d = m->dev;
         for (int l = 0; m->in && l < m->layout.cfg.n_layers; l++) d->surface_free(d, m->in[l]);
@@ -1025,6 +1025,8 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->base.step = ane_step;
     m->base.destroy = ane_destroy;
     m->base.stats = ane_stats;
+    blas_single_acquire(); /* once for the backend's life: see ane_step */
+    m->blas_held = 1;
     m->layout = *layout;
     backend_ane_default_options(&m->opt);
     if (opt) m->opt = *opt;
