@@ -1,5 +1,6 @@
 /*
-** parallel.h — the program's one thread pool: every thread anetrain starts is started here.
+** parallel.h — the program's one thread pool: every thread anetrain starts is started here
+** (the BLAS library's own threads aside).
 **
 ** Three ways to use it:
 **
@@ -57,7 +58,7 @@
 **     visible to whoever returned from parallel_async_wait for it.
 **
 ** The pool is controlled (parallel_init, parallel_shutdown) from one thread, the one that uses it,
-** with no job running; both wait for the background lane to drain first.
+** with no job running; a resize and a shutdown wait for the background lane to drain first.
 */
 #ifndef ANETRAIN_PARALLEL_H
 #define ANETRAIN_PARALLEL_H
