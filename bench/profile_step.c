@@ -8,7 +8,7 @@
 ** the start and end of every call. The backend (linked statically from libanetrain.a)
 ** calls these definitions, so the log is a timeline of the real step:
 **   - each matmul, named by its shape (fwd / dx / dW of wq.. w2, the classifier);
-**   - the attention phases, which cpu.c brackets with blas_set_threads(1) / (N);
+**   - the attention phases, which cpu.c brackets with blas_single_acquire / release;
 **   - the gaps between them on the main thread: the non-BLAS ops (RMSNorm, RoPE, SwiGLU,
 **     cross-entropy, residual adds, memsets), named by the matmuls around them.
 ** The optimizer's phases (zero, clip, AdamW) are timed directly, as in bench_train.

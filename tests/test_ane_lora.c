@@ -192,7 +192,7 @@ static void test_contract(void) {
           (unsigned long long)(s2.evaluations - s1.evaluations));
     CHECK(s2.compiles == 2, "2 compiles (%llu)", (unsigned long long)s2.compiles);
     CHECK(l1 == l2 && memcmp(g1, g2, n * sizeof(float)) == 0, "the step is deterministic");
-    Backend *worker = make_frozen_overlap(&lay, &lo, B, T, 1, &err); /* dA/dB jobs on the dW worker thread */
+    Backend *worker = make_frozen_overlap(&lay, &lo, B, T, 1, &err); /* dA/dB jobs on the pool's background lane */
     CHECK(worker != NULL, "%s", err.msg);
     if (worker) {
         memset(g1, 0, n * sizeof(float));

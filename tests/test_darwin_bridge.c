@@ -654,7 +654,7 @@ static void backend_steps(const char *preset, const char *device, int steps, dou
     backend_ane_default_options(&o);
     o.device = device;
     o.compile_budget = INT_MAX;
-    /* overlap_dw stays at its default: on the darwin device the dW worker thread runs while the
+    /* overlap_dw stays at its default: on the darwin device the dW jobs run on the pool's lane while the
     ** device evaluates, as on a Mac; the emulator runs it inline. The results must agree anyway. */
     Backend *be = backend_ane_create(&lay, B, T, &o, &err);
     CHECK(be != NULL, "%s on %s: %s", preset, device, err.msg);

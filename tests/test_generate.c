@@ -452,7 +452,7 @@ static void test_sampler_seed(void) {
 }
 
 int main(void) {
-    parallel_init(1);
+    parallel_init(3); /* the generators below take 1, 2 or 3 members of the pool */
     blas_set_threads(1);
     RUN(test_logits_match_backend);
     RUN(test_prefill_last_logits_only);

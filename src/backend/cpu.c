@@ -355,9 +355,9 @@ static void attn_job_run(void *ctx, int begin, int end, int worker) {
 static void run_attention(Stage *st, int backward) {
     AttnJob job = {st, backward};
     int threads = parallel_threads();
-    if (threads > 1) blas_set_threads(1);
+    if (threads > 1) blas_single_acquire(); /* each pool thread's BLAS calls single-threaded */
     parallel_tasks(st->B * st->m->layout.cfg.n_kv_heads, 1, attn_job_run, &job);
-    if (threads > 1) blas_set_threads(threads);
+    if (threads > 1) blas_single_release();
 }
 
 /* Cross-entropy over row chunks (positions) of one sequence's [T][V] logits, LOSS_ROWS at a time. */

@@ -30,7 +30,7 @@
 #include "../util/blas.h"
 #include "../util/fileio.h"
 #include "../util/memory.h"
-#include "../util/parallel.h" /* parallel_cpu_count */
+#include "../util/parallel.h" /* parallel_init, parallel_cpu_count */
 #include "args.h"
 #include "cli.h"
 
@@ -234,6 +234,7 @@ static int session_open(Session *s, const CommonArgs *a, float temperature, floa
             return err_set(err, "--tokenizer: required (a tokenizer.json or llama2.c tokenizer.bin; only a HF model "
                                 "directory with a tokenizer.json provides one)");
     }
+    parallel_init(a->threads); /* the generator runs as a team of this many on the pool */
     blas_set_threads(1); /* the generator's threads call BLAS, each on its own share */
     if (model_load_any(a->model, &s->layout, &s->params, err) != 0) return err_wrap(err, "--model");
     if (a->int8) { /* the int8 model's weights: quantized, then dequantized in place (quant.h) */

@@ -21,24 +21,21 @@
 **
 ** Speed: one decode step streams every weight once (memory-bound), ~45 matrix-vector
 ** products for stories15m, each too short to share out with a sleeping thread pool. So
-** the generator runs its own team: the worker threads stay in the forward pass with the
-** caller, each computing a fixed share of every matrix's rows (row by row with its own
-** AVX2/NEON dot product for one token, single-threaded BLAS sgemm for a prompt chunk),
-** meeting at spin barriers where a step needs whole vectors: four per layer, because the
-** attention block is shared out by KV group (a member's q, k, v rows, q/k-norm, RoPE and
-** attention need nothing from the others). Between calls the workers spin for about a
-** millisecond, then sleep on a condition variable. In a one-token step every output element
-** is computed by one thread in a fixed order: its logits do not depend on the thread count.
+** the generator runs as a team on the pool (parallel_team, util/parallel.h): the worker
+** threads stay in the forward pass with the caller, each computing a fixed share of every
+** matrix's rows (row by row with its own AVX2/NEON dot product for one token, single-threaded
+** BLAS sgemm for a prompt chunk), meeting at the team's spin barriers where a step needs whole
+** vectors: four per layer, because the attention block is shared out by KV group (a member's
+** q, k, v rows, q/k-norm, RoPE and attention need nothing from the others). Between calls the
+** pool's workers spin for about a millisecond, then sleep. In a one-token step every output
+** element is computed by one thread in a fixed order: its logits do not depend on the thread
+** count.
 */
 #include "generate.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -49,51 +46,13 @@
 #endif
 
 #include "../ops/ops.h"
-#include "../util/clock.h"
 #include "../util/memory.h"
 #include "../util/blas.h"
 #include "../util/parallel.h"
 
 enum { GEN_DEFAULT_CHUNK = 64, GEN_MAX_THREADS = 256 };
 
-/* ------------------------------------------------------------------ the team */
-
-/* Threads that run the forward pass together: the caller is member 0, workers 1..n-1. */
-typedef struct {
-    int n;
-    pthread_t *threads;
-    atomic_uint epoch;     /* bumped by the caller to start a forward pass */
-    atomic_int sleeping;   /* workers blocked on `wake` */
-    atomic_int quit;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    atomic_int arrived;    /* barrier: members arrived in the current phase */
-    atomic_uint phase;     /* barrier: bumped by the last member to arrive */
-} Team;
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-/* All members wait here until every member arrived. Spins, then yields the CPU (the machine
-** may have fewer free cores than members). */
-static void team_barrier(Team *t) {
-    if (t->n == 1) return;
-    unsigned ph = atomic_load_explicit(&t->phase, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&t->arrived, 1, memory_order_acq_rel) == t->n - 1) {
-        atomic_store_explicit(&t->arrived, 0, memory_order_relaxed);
-        atomic_store_explicit(&t->phase, ph + 1, memory_order_release);
-        return;
-    }
-    for (int spins = 0; atomic_load_explicit(&t->phase, memory_order_acquire) == ph; spins++) {
-        if (spins < 4000) cpu_relax();
-        else sched_yield();
-    }
-}
+/* ------------------------------------------------------------------ shares */
 
 /* [begin, end) of member `tid`'s share of n items, in units of `align` items. */
 static void share(int n, int members, int tid, int align, int *begin, int *end) {
@@ -126,8 +85,7 @@ struct Generator {
     /* the chunk being computed */
     int T;
     float *logits_all;  /* [T][V] or NULL */
-    Team team;
-    int team_started;
+    int threads;        /* team members asked for (the scratch is sized for them) */
 };
 
 /* ------------------------------------------------------------------ kernels */
@@ -227,12 +185,12 @@ static void attend(float *out, const float *q, const float *kc, const float *vc,
 
 /* ------------------------------------------------------------------ the forward pass */
 
-/* Member tid's part of the forward pass over the chunk g->T tokens at g->pos. g->x holds the
-** embeddings. Ends at a barrier, so when member 0 returns the chunk is done. */
-static void forward_chunk(Generator *g, int tid) {
-    Team *team = &g->team;
+/* Member tid's part (of n) of the forward pass over the chunk g->T tokens at g->pos. g->x holds
+** the embeddings. Ends at a barrier, so when member 0 returns the chunk is done. */
+static void forward_chunk(void *ctx, int tid, int n) {
+    Generator *g = ctx;
     const ParamViews *w = &g->w;
-    int n = team->n, T = g->T, pos0 = g->pos;
+    int T = g->T, pos0 = g->pos;
     int C = g->C, F = g->F, H = g->H, KV = g->KV, D = g->D, QD = g->QD, KD = g->KD, V = g->V;
     const ModelConfig *cfg = &g->layout.cfg;
     float eps = cfg->norm_eps;
@@ -274,10 +232,10 @@ static void forward_chunk(Generator *g, int tid) {
             for (int h = h0; h < h1; h++)
                 attend(g->att + (size_t)t * QD + (size_t)h * D, g->q + (size_t)t * QD + (size_t)h * D, kc, vc, KD, D,
                        h / group, pos0 + t, scores);
-        team_barrier(team);
+        parallel_team_barrier();
         /* x += wo att */
         linear_rows(g->x, C, w->wo + (size_t)l * C * QD, g->att, QD, T, QD, c0, c1, 1);
-        team_barrier(team);
+        parallel_team_barrier();
         /* feed-forward: this member's rows of the gate and up, SwiGLU on them, then x += w2 g */
         for (int t = 0; t < T; t++)
             ops_rmsnorm_forward(xn + (size_t)t * C, &rstd, g->x + (size_t)t * C, w->rms_ffn + (size_t)l * C, C, 1, eps);
@@ -286,9 +244,9 @@ static void forward_chunk(Generator *g, int tid) {
         for (int t = 0; t < T && f0 < f1; t++)
             ops_swiglu_forward(g->h1 + (size_t)t * F + f0, g->h1 + (size_t)t * F + f0, g->h3 + (size_t)t * F + f0,
                                (size_t)(f1 - f0));
-        team_barrier(team);
+        parallel_team_barrier();
         linear_rows(g->x, C, w->w2 + (size_t)l * C * F, g->h1, F, T, F, c0, c1, 1);
-        team_barrier(team);
+        parallel_team_barrier();
     }
     /* classifier: every position when asked for, else the last one */
     int t_first = g->logits_all ? 0 : T - 1;
@@ -298,68 +256,7 @@ static void forward_chunk(Generator *g, int tid) {
     share(V, n, tid, 16, &v0, &v1);
     linear_rows(g->logits_all ? g->logits_all : g->logits, V, w->wcls, xn + (size_t)t_first * C, C, T - t_first, C,
                 v0, v1, 0);
-    team_barrier(team);
-}
-
-typedef struct {
-    Generator *g;
-    int tid;
-} WorkerArg;
-
-static void *team_worker(void *arg) {
-    WorkerArg *wa = arg;
-    Generator *g = wa->g;
-    int tid = wa->tid;
-    free(wa);
-    Team *t = &g->team;
-    unsigned seen = 0;
-    for (;;) {
-        /* Wait for the next forward pass: spin for about a millisecond (decode steps come
-        ** back to back), then sleep until woken. */
-        double t0 = 0;
-        for (int spins = 0; atomic_load(&t->epoch) == seen && !atomic_load(&t->quit); spins++) {
-            cpu_relax();
-            if ((spins & 1023) != 1023) continue;
-            double now = now_seconds();
-            if (t0 == 0) t0 = now;
-            if (now - t0 < 1e-3) continue;
-            pthread_mutex_lock(&t->lock);
-            atomic_fetch_add(&t->sleeping, 1);
-            while (atomic_load(&t->epoch) == seen && !atomic_load(&t->quit)) pthread_cond_wait(&t->wake, &t->lock);
-            atomic_fetch_sub(&t->sleeping, 1);
-            pthread_mutex_unlock(&t->lock);
-        }
-        if (atomic_load(&t->quit)) break;
-        seen = atomic_load(&t->epoch);
-        forward_chunk(g, tid);
-    }
-    return NULL;
-}
-
-/* Wakes the workers for one forward pass. A worker going to sleep increments `sleeping`
-** under the lock before its last look at `epoch`, so either it sees the new epoch or we see
-** it sleeping and broadcast (under the lock, once it waits). */
-static void team_start(Team *t) {
-    atomic_fetch_add(&t->epoch, 1);
-    if (atomic_load(&t->sleeping) > 0) {
-        pthread_mutex_lock(&t->lock);
-        pthread_cond_broadcast(&t->wake);
-        pthread_mutex_unlock(&t->lock);
-    }
-}
-
-static void team_stop(Generator *g) {
-    Team *t = &g->team;
-    if (!g->team_started) return;
-    pthread_mutex_lock(&t->lock);
-    atomic_store(&t->quit, 1);
-    pthread_cond_broadcast(&t->wake);
-    pthread_mutex_unlock(&t->lock);
-    for (int i = 1; i < t->n; i++)
-        if (t->threads[i]) pthread_join(t->threads[i], NULL);
-    pthread_mutex_destroy(&t->lock);
-    pthread_cond_destroy(&t->wake);
-    g->team_started = 0;
+    parallel_team_barrier();
 }
 
 /* ------------------------------------------------------------------ create, feed */
@@ -373,7 +270,7 @@ static int resolve_options(const ModelConfig *cfg, const GenOptions *opt, int *m
                        cfg->max_seq_len, *max_seq);
     *max_chunk = opt && opt->max_chunk > 0 ? opt->max_chunk : GEN_DEFAULT_CHUNK;
     if (*max_chunk > *max_seq) *max_chunk = *max_seq;
-    *threads = opt && opt->threads > 0 ? opt->threads : parallel_cpu_count();
+    *threads = opt && opt->threads > 0 ? opt->threads : parallel_threads();
     if (*threads > GEN_MAX_THREADS) *threads = GEN_MAX_THREADS;
     return 0;
 }
@@ -454,40 +351,13 @@ int gen_create(Generator **out, const ParamLayout *layout, const float *params, 
     memset(g->arena, 0, floats * sizeof(float)); /* touch it now, not in the first steps */
     ops_rope_table(g->rope_cos, g->rope_sin, g->max_seq, g->D, 0, cfg->rope_theta);
 
-    Team *t = &g->team;
-    t->n = threads;
-    atomic_init(&t->epoch, 0);
-    atomic_init(&t->sleeping, 0);
-    atomic_init(&t->quit, 0);
-    atomic_init(&t->arrived, 0);
-    atomic_init(&t->phase, 0);
-    pthread_mutex_init(&t->lock, NULL);
-    pthread_cond_init(&t->wake, NULL);
-    g->team_started = 1;
-    t->threads = err_calloc((size_t)threads, sizeof *t->threads, "generator threads", err);
-    if (!t->threads) {
-        t->n = 1;
-        gen_free(g);
-        return -1;
-    }
-    for (int i = 1; i < threads; i++) {
-        WorkerArg *wa = malloc(sizeof *wa);
-        if (wa) *wa = (WorkerArg){g, i};
-        if (!wa || pthread_create(&t->threads[i], NULL, team_worker, wa) != 0) {
-            free(wa);
-            t->n = i; /* join the ones that started */
-            gen_free(g);
-            return err_set(err, "generator: could not start worker thread %d of %d", i, threads);
-        }
-    }
+    g->threads = threads;
     *out = g;
     return 0;
 }
 
 void gen_free(Generator *g) {
     if (!g) return;
-    team_stop(g);
-    free(g->team.threads);
     free(g->arena);
     free(g);
 }
@@ -507,8 +377,7 @@ int gen_feed(Generator *g, const int32_t *tokens, int n, float *logits_all, Err 
                    (size_t)g->C * sizeof(float));
         g->T = T;
         g->logits_all = logits_all ? logits_all + (size_t)done * g->V : NULL;
-        team_start(&g->team);
-        forward_chunk(g, 0);
+        parallel_team(g->threads, forward_chunk, g);
         if (logits_all)
             memcpy(g->logits, logits_all + (size_t)(done + T - 1) * g->V, (size_t)g->V * sizeof(float));
         g->pos += T;
@@ -521,7 +390,7 @@ int gen_feed(Generator *g, const int32_t *tokens, int n, float *logits_all, Err 
 const float *gen_logits(const Generator *g) { return g->logits; }
 int gen_pos(const Generator *g) { return g->pos; }
 int gen_max_seq(const Generator *g) { return g->max_seq; }
-int gen_threads(const Generator *g) { return g->team.n; }
+int gen_threads(const Generator *g) { return g->threads < parallel_threads() ? g->threads : parallel_threads(); }
 
 void gen_rewind(Generator *g, int pos) {
     if (pos < 0) pos = 0;

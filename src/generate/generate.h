@@ -10,7 +10,7 @@
 ** tests/test_generate.c checks its logits against the backend's full forward pass.
 **
 ** It never prints, never exits, and never allocates after gen_create. It must not be
-** used from two threads at once; it runs its own team of worker threads inside.
+** used from two threads at once; it runs as a team on the thread pool (util/parallel.h).
 **
 ** The sampler turns logits into a token id the way llama2.c's run.c does: argmax at
 ** temperature 0, else softmax(logits / temperature) and nucleus (top-p) sampling, drawing
@@ -32,11 +32,13 @@ typedef struct Generator Generator;
 typedef struct {
     int max_seq;   /* KV cache positions; 0 = the model's max_seq_len. At most max_seq_len. */
     int max_chunk; /* tokens per prefill chunk; 0 = 64. 1 = feed prompts one token at a time. */
-    int threads;   /* worker threads including the caller; 0 = all cores */
+    int threads;   /* team members including the caller; 0 = the pool's size (parallel_init sets it).
+                   ** At most parallel_threads() of them take part at each call. */
 } GenOptions;
 
 /* Allocates everything for layout's model; params (layout.n_floats floats) must outlive the
-** generator. BLAS is used single-threaded from each worker: call blas_set_threads(1) first
+** generator. It starts no thread: call parallel_init with the threads wanted first (the CLI does
+** from --threads). BLAS is used single-threaded from each member: call blas_set_threads(1) first
 ** when it matters for speed (the CLI does). */
 int gen_create(Generator **out, const ParamLayout *layout, const float *params, const GenOptions *opt,
                Err *err);
@@ -57,7 +59,7 @@ const float *gen_logits(const Generator *g);
 /* Positions held by the cache (the next token is fed at this position). */
 int gen_pos(const Generator *g);
 int gen_max_seq(const Generator *g);
-int gen_threads(const Generator *g);
+int gen_threads(const Generator *g); /* members taking part: min(threads, parallel_threads()) */
 
 /* Forgets the positions >= pos (0 <= pos <= gen_pos()): the next token is fed at pos. The
 ** logits are stale until the next gen_feed. Used by chat to reuse a conversation's prefix. */

@@ -40,14 +40,18 @@ const char *blas_name(void) {
 #endif
 }
 
-int blas_single_begin(void) {
-    int saved = blas_get_threads();
-    if (saved != 1) blas_set_threads(1);
-    return saved;
+static int single_holders; /* blas_single_acquire calls not yet released */
+static int single_saved;   /* the library's count before the first of them */
+
+void blas_single_acquire(void) {
+    if (single_holders++ > 0) return;
+    single_saved = blas_get_threads();
+    if (single_saved != 1) blas_set_threads(1);
 }
 
-void blas_single_end(int saved) {
-    if (saved != 1) blas_set_threads(saved);
+void blas_single_release(void) {
+    if (single_holders <= 0) return;
+    if (--single_holders == 0 && single_saved != 1) blas_set_threads(single_saved);
 }
 
 /* ------------------------------------------------------------------ the tiled sgemm */

@@ -28,16 +28,21 @@ const char *blas_name(void);
 ** not true of a plain multithreaded call: OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell,
 ** which some machines need) round a product differently when it is split among 1 or 2 threads,
 ** and two threads calling it at once change its split.
-** on_pool 1 spreads the tiles over the thread pool (util/parallel.h; call it from the thread
-** that owns the pool), 0 runs them in order on the calling thread: the same result either way.
-** The library must be single-threaded while this runs: wrap the calls in blas_single_begin/end. */
+** on_pool 1 spreads the tiles over the thread pool (util/parallel.h; from inside a pool job or
+** the pool's background lane they run inline, in order), 0 runs them in order on the calling
+** thread: the same result either way. The library must be single-threaded while this runs: hold
+** blas_single_acquire. */
 void blas_sgemm_tiled(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc, int on_pool);
 
-/* Makes the BLAS library single-threaded until the matching blas_single_end (which restores the
-** count it had); returns what blas_single_end takes. Call both from one thread, with no BLAS call
-** of another thread in flight. */
-int blas_single_begin(void);
-void blas_single_end(int saved);
+/* Holds the BLAS library single-threaded until the matching blas_single_release. Holds nest and
+** need not be released in order: the first acquire saves the library's count and sets 1, the last
+** release restores the saved count. So the thread count is set once per holder, not per call:
+** the ANE backend holds it from creation to destruction (every product of its steps is a tiled
+** single-threaded grid), the CPU backend around its attention phase (whose per-head products run
+** on the pool's threads at once). Call both from the thread that controls the pool, with no BLAS
+** call of another thread in flight. */
+void blas_single_acquire(void);
+void blas_single_release(void);
 
 #endif

@@ -27,10 +27,10 @@
 **
 ** dW jobs (a layer of a sequence, or a classifier sequence) are a few BLAS sgemms and
 ** elementwise loops over buffers nobody else writes while the job is in flight. With
-** overlap_dw they run on one worker thread, fed by a small queue, concurrently with the device;
-** the worker never calls parallel_for (the emulator evaluates on the pool, which is not
-** re-entrant), so it runs its products' tiles in order (blas_sgemm_tiled: the same result as
-** on the pool; the BLAS library is single-threaded for the whole step, see ane_step). Overlap
+** overlap_dw they run on the thread pool's background lane (parallel_async, util/parallel.h),
+** in the order submitted, concurrently with the device; the pool runs a lane job's own use of
+** it inline, so the job runs its products' tiles in order (blas_sgemm_tiled: the same result as
+** on the pool; the BLAS library is single-threaded for the backend's life, see ane_step). Overlap
 ** pays when the device is not this CPU; on the emulator, whose device work already runs on
 ** every core, it only adds contention (bench_ane, 2 cores: stories15m 329 -> 728 ms/step), so
 ** its default (-1) turns it on for a real device only.
@@ -62,7 +62,6 @@
 ** kernels.h and the device only through device.h.
 */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,18 +80,18 @@
 #include "kernels.h"
 #include "mil_write.h"
 
-enum { N_SLOTS = 3 }; /* backward outputs in flight to the dW worker */
+enum { N_SLOTS = 3 }; /* backward outputs in flight to the dW lane */
 
 /* ------------------------------------------------------------------ state */
 
 typedef enum { JOB_LAYER, JOB_CLS } JobKind;
 
-/* One layer backward's results handed to the dW worker. */
+/* One layer backward's results handed to a dW job. */
 typedef struct {
     uint16_t *bout; /* [bwd_C][S] copy of layer_bwd's output */
     float *dy;      /* [C][S] d loss / d x_next (scaled) */
     float *dxm;     /* [C][S] d loss / d x_mid */
-    int busy;
+    unsigned long busy; /* ticket of the background job that reads it (parallel_async), 0: free */
 } Slot;
 
 typedef struct {
@@ -109,6 +108,12 @@ typedef struct {
 } WorkerScratch;
 
 typedef struct AneBackend AneBackend;
+
+/* A job queued on the background lane, with its backend. */
+typedef struct {
+    AneBackend *m;
+    Job j;
+} QueuedJob;
 
 struct AneBackend {
     Backend base;
@@ -132,20 +137,18 @@ struct AneBackend {
     float *dcur;     /* [max_B][C][S] d loss / d residual stream at the current layer */
     float *dxf;      /* [C][S] */
     float *f32a, *f32b, *f32c; /* [C][S] main-thread scratch */
-    float *logit_buf[2]; /* [V][max_T] logits, then dlogits, ping-pong with the worker */
-    int logit_busy[2];
+    float *logit_buf[2]; /* [V][max_T] logits, then dlogits, ping-pong with the dW jobs */
+    unsigned long logit_busy[2]; /* as Slot.busy */
     float *losses;   /* [max_B][max_T] */
     float *dloss;    /* [max_T] */
 
-    /* dW worker */
+    /* dW jobs (on the pool's background lane with overlap_dw) */
     Slot slots[N_SLOTS];
     WorkerScratch ws;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv_job, cv_done;
-    Job queue[N_SLOTS + 4];
-    int q_head, q_len, quit;
+    QueuedJob queue[N_SLOTS + 4]; /* submitted jobs, reused in turn: never one still in flight, as at most
+                                  ** N_SLOTS + 2 jobs hold buffers (step waits for a buffer before reuse) */
+    int q_next;
+    unsigned long last_ticket; /* of the last job submitted to the lane */
     /* what the jobs read and write: set by step before any job is submitted */
     ParamViews w, dw;
 
@@ -171,7 +174,8 @@ struct AneBackend {
 
     /* counters */
     BackendStats st;
-    double t_dw_worker; /* written by the worker under mu */
+    double t_dw_worker; /* written by the lane's jobs; read once they are waited for (every step ends so) */
+    int blas_held;      /* this backend holds the BLAS library single-threaded (blas_single_acquire) */
 };
 
 
@@ -200,11 +204,12 @@ static void clean_tap_padding(const AneLayerPlan *p, uint16_t *taps, int T, int 
 }
 
 /* A dW job's product, wherever it runs: on the pool when jobs run inline on the stepping thread,
-** in order on the worker otherwise (the pool is the emulator's then); the same result both ways
-** (blas_sgemm_tiled). */
+** in order on the background lane otherwise (the pool runs a lane job's use of it inline, and is
+** the emulator's then); the same result both ways (blas_sgemm_tiled). */
 static void job_gemm(const AneBackend *m, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *B, int ldb, float *C, int ldc) {
-    blas_sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1.0f, C, ldc, !m->thread_started);
+    (void)m;
+    blas_sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1.0f, C, ldc, 1);
 }
 
 /* dW [O][In] += alpha dY [O][T] X^T, both with row stride S (only the T real columns). */
@@ -217,7 +222,7 @@ static void gemm_dw(const AneBackend *m, float *dW, const float *dY, const float
     gemm_dw_scaled(m, dW, 1.0f, dY, X, O, In, T, S);
 }
 
-/* ------------------------------------------------------------------ the dW worker */
+/* ------------------------------------------------------------------ the dW jobs */
 
 /* Qwen3's per-head norm backward on the CPU: from d(normed, weighted q) [NH*D][S] and the
 ** normalized taps (qhat, rstd), writes d q_raw and accumulates the norm weight gradient (dwn NULL:
@@ -382,60 +387,41 @@ static void job_run(AneBackend *m, const Job *j) {
     else job_cls(m, j);
 }
 
-/* Marks a finished job's buffers free (under mu when the worker runs). */
-static void job_release(AneBackend *m, const Job *j) {
-    if (j->kind == JOB_LAYER) m->slots[j->slot].busy = 0;
-    else m->logit_busy[j->slot] = 0;
+/* One job on the background lane. */
+static void lane_job(void *ctx) {
+    const QueuedJob *q = ctx;
+    double t0 = now_seconds();
+    job_run(q->m, &q->j);
+    q->m->t_dw_worker += now_seconds() - t0;
 }
 
-static void *worker_main(void *arg) {
-    AneBackend *m = arg;
-    pthread_mutex_lock(&m->mu);
-    for (;;) {
-        while (!m->q_len && !m->quit) pthread_cond_wait(&m->cv_job, &m->mu);
-        if (!m->q_len && m->quit) break;
-        Job j = m->queue[m->q_head]; /* stays queued (counted in q_len) until done: drain waits on it */
-        pthread_mutex_unlock(&m->mu);
-        double t0 = now_seconds();
-        job_run(m, &j);
-        double dt = now_seconds() - t0;
-        pthread_mutex_lock(&m->mu);
-        m->t_dw_worker += dt;
-        job_release(m, &j);
-        m->q_head = (m->q_head + 1) % (int)(sizeof m->queue / sizeof m->queue[0]);
-        m->q_len--;
-        pthread_cond_broadcast(&m->cv_done);
-    }
-    pthread_mutex_unlock(&m->mu);
-    return NULL;
-}
-
-/* Runs the job now (overlap off) or queues it for the worker. */
+/* Runs the job now (overlap off) or queues it on the pool's background lane; the buffers it
+** reads stay busy until it is waited for (wait_for). */
 static void submit(AneBackend *m, Job j) {
-    if (!m->thread_started) {
+    if (!m->opt.overlap_dw) {
         double t0 = now_seconds();
         job_run(m, &j);
         m->st.t_dw += now_seconds() - t0;
-        job_release(m, &j);
         return;
     }
-    pthread_mutex_lock(&m->mu);
-    if (j.kind == JOB_LAYER) m->slots[j.slot].busy = 1;
-    else m->logit_busy[j.slot] = 1;
     int cap = (int)(sizeof m->queue / sizeof m->queue[0]);
-    m->queue[(m->q_head + m->q_len) % cap] = j; /* never full: at most N_SLOTS + 2 jobs hold buffers */
-    m->q_len++;
-    pthread_cond_signal(&m->cv_job);
-    pthread_mutex_unlock(&m->mu);
+    int q = m->q_next;
+    m->q_next = (q + 1) % cap;
+    m->queue[q].m = m;
+    m->queue[q].j = j;
+    m->last_ticket = parallel_async(lane_job, &m->queue[q]);
+    if (j.kind == JOB_LAYER) m->slots[j.slot].busy = m->last_ticket;
+    else m->logit_busy[j.slot] = m->last_ticket;
 }
 
-/* Waits until *flag is 0 (a buffer the worker holds), or until the queue is empty (flag NULL). */
-static void wait_for(AneBackend *m, const int *flag) {
-    if (!m->thread_started) return;
+/* Waits until the job holding *busy (a buffer) is done and marks the buffer free, or until every
+** job submitted is done (busy NULL). */
+static void wait_for(AneBackend *m, unsigned long *busy) {
+    if (!m->opt.overlap_dw) return;
     double t0 = now_seconds();
-    pthread_mutex_lock(&m->mu);
-    while (flag ? *flag : m->q_len > 0) pthread_cond_wait(&m->cv_done, &m->mu);
-    pthread_mutex_unlock(&m->mu);
+    unsigned long ticket = busy ? *busy : m->last_ticket;
+    if (ticket) parallel_async_wait(ticket);
+    if (busy) *busy = 0;
     m->st.t_dw_wait += now_seconds() - t0;
 }
 
@@ -784,12 +770,10 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
 /* Every matrix product of a step (the emulator's, the classifier's, the dW jobs') is a
 ** blas_sgemm_tiled grid of single-threaded BLAS calls, so its result never depends on how many
 ** threads run, on whether the dW worker overlaps, or on whether gradients are computed: the
-** library is single-threaded for the step, and back to its own count after. */
+** library is single-threaded for the backend's whole life (blas_single_acquire at creation,
+** released at destruction), never switched per step. */
 static int ane_step(Backend *self, const StepArgs *args, double *loss_out, Err *err) {
-    int blas_threads = blas_single_begin();
-    int rc = step_run((AneBackend *)self, args, loss_out, err);
-    blas_single_end(blas_threads);
-    return rc;
+    return step_run((AneBackend *)self, args, loss_out, err);
 }
 
 /* ------------------------------------------------------------------ stats, lifetime */
@@ -805,10 +789,8 @@ static void ane_stats(Backend *self, BackendStats *out) {
     out->compile_failures = c->compile_failures;
     out->compile_seconds = c->compile_seconds;
     double inline_dw = m->st.t_dw;
-    if (m->thread_started) {
-        pthread_mutex_lock(&m->mu);
+    if (m->opt.overlap_dw) {
         out->t_dw = m->t_dw_worker;
-        pthread_mutex_unlock(&m->mu);
         inline_dw = 0;
     }
     out->t_cpu_ops = m->st.t_total - m->st.t_device - m->st.t_stage - m->st.t_dw_wait - inline_dw;
@@ -818,16 +800,8 @@ static void ane_stats(Backend *self, BackendStats *out) {
 static void ane_destroy(Backend *self) {
     AneBackend *m = (AneBackend *)self;
     if (!m) return;
-    if (m->thread_started) {
-        pthread_mutex_lock(&m->mu);
-        m->quit = 1;
-        pthread_cond_broadcast(&m->cv_job);
-        pthread_mutex_unlock(&m->mu);
-        pthread_join(m->thread, NULL);
-        pthread_mutex_destroy(&m->mu);
-        pthread_cond_destroy(&m->cv_job);
-        pthread_cond_destroy(&m->cv_done);
-    }
+    if (m->opt.overlap_dw) wait_for(m, NULL); /* no job may outlive the buffers (every step drains already) */
+    if (m->blas_held) blas_single_release();
     if (m->dev) {
         AneDevice *d = m->dev;
         for (int l = 0; m->in && l < m->layout.cfg.n_layers; l++) d->surface_free(d, m->in[l]);
@@ -971,6 +945,8 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->base.step = ane_step;
     m->base.destroy = ane_destroy;
     m->base.stats = ane_stats;
+    blas_single_acquire(); /* once for the backend's life: see ane_step */
+    m->blas_held = 1;
     m->layout = *layout;
     backend_ane_default_options(&m->opt);
     if (opt) m->opt = *opt;
@@ -1069,18 +1045,6 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     m->mask_T = falloc(max_in * max_T, &fail), m->mask_S = falloc(max_in * S, &fail);
     if (fail) goto oom;
 
-    if (m->opt.overlap_dw) {
-        if (pthread_mutex_init(&m->mu, NULL) || pthread_cond_init(&m->cv_job, NULL) ||
-            pthread_cond_init(&m->cv_done, NULL)) {
-            err_set(err, "ane backend: cannot initialize the dW worker's lock");
-            goto fail;
-        }
-        if (pthread_create(&m->thread, NULL, worker_main, m)) {
-            err_set(err, "ane backend: cannot start the dW worker thread");
-            goto fail;
-        }
-        m->thread_started = 1;
-    }
     return &m->base;
 oom:
     err_set(err, "ane backend: out of memory for batch %d x %d (taps %.1f MiB per layer and sequence)", max_B, max_T,

@@ -262,10 +262,11 @@ int mil_program_run(MilProgram *P, const uint16_t *in, uint16_t *out, Err *err) 
     ConvJob ji = {P->bufs[g->input], NULL, in, n_in, P->kopt.flush_subnormals};
     convert_run(n_in, convert_in_worker, &ji);
     /* The matrix products are tiled single-threaded BLAS calls on the pool (blas_sgemm_tiled), so
-    ** that an output never depends on threads; the library stays single-threaded meanwhile. */
-    int blas_threads = blas_single_begin();
+    ** that an output never depends on threads; the library stays single-threaded meanwhile (inside
+    ** the ANE backend it already is, for the backend's lifetime: this hold then sets nothing). */
+    blas_single_acquire();
     for (int i = 0; i < g->n_ops; i++) mil_kernel_run(&g->ops[i], g->values, P->bufs, P->scratch[i], &P->kopt);
-    blas_single_end(blas_threads);
+    blas_single_release();
     ConvJob jo = {P->bufs[g->output], out, NULL, n_out, 0};
     convert_run(n_out, convert_out_worker, &jo);
     return 0;
