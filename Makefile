@@ -70,6 +70,20 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libanetrain.a $(OPS64_OBJ) tests/test.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc $< $(OPS64_OBJ) $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
 
+# The int8-constant-kernel experiment (bench/ane_int8/: W8 and W8A8 kernels, one compile per
+# matrix group and layer) is not part of the program: its report (bench/int8_report.c) and its
+# test (tests/test_ane_int8.c) link it.
+ANE_INT8_OBJ := $(BUILD)/bench/ane_int8/int8_model.o $(BUILD)/bench/ane_int8/kernels_int8.o
+$(BUILD)/bench/ane_int8/%.o: bench/ane_int8/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -c $< -o $@
+$(BUILD)/tests/test_ane_int8: tests/test_ane_int8.c $(ANE_INT8_OBJ) $(BUILD)/libanetrain.a $(OPS64_OBJ) tests/test.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -Ibench $< $(ANE_INT8_OBJ) $(OPS64_OBJ) $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
+$(BUILD)/bench/int8_report: bench/int8_report.c $(ANE_INT8_OBJ) $(BUILD)/libanetrain.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -Ibench $< $(ANE_INT8_OBJ) $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
+
 # The whole suite: C unit tests, PyTorch parity, CLI end-to-end. See tests/run.sh.
 # The macOS bridge on Linux: darwin.c compiled against the fake framework in tests/fake_ane/,
 # which checks every message against docs/ane-facts.md §1 and runs the programs on the emulator.
@@ -133,4 +147,4 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libanetrain.a
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d
+-include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d $(ANE_INT8_OBJ:.o=.d)

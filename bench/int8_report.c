@@ -1,6 +1,6 @@
 /*
 ** int8_report.c — what int8 layer matrices cost a model in loss, memory and compiles, on the
-** emulated ANE (src/backend/ane/int8_model.h: one kernel per layer and matrix group, weights
+** emulated ANE (bench/ane_int8/int8_model.h: one kernel per layer and matrix group, weights
 ** as int8 constants).
 **
 **   build/bench/int8_report --model PATH --data TOKENS [--seq T] [--windows N]
@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "backend/ane/device.h"
-#include "backend/ane/int8_model.h"
+#include "ane_int8/int8_model.h"
 #include "backend/backend.h"
 #include "data/tokfile.h"
 #include "model/quant.h"

@@ -1,7 +1,7 @@
 /*
 ** test_ane_int8.c — int8 on the emulated ANE: the three int8 ops (constexpr_affine_dequantize,
 ** quantize, dequantize) on hand-written MIL, the validator's int8 rules, the MIL writer's int8
-** helpers, and the int8 kernels (src/backend/ane/kernels_int8.c) against C references.
+** helpers, and the int8 kernels (bench/ane_int8/kernels_int8.c) against C references.
 **
 ** References are computed here independently of the emulator's code paths: quantization in
 ** double with an explicit half-to-even rule, sums in double, one rounding to fp16 by
@@ -16,9 +16,9 @@
 #include "backend/ane/emu/emu.h"
 #include "util/fp16.h"
 #include "backend/ane/emu/mil.h"
-#include "backend/ane/int8_model.h"
+#include "ane_int8/int8_model.h"
 #include "backend/backend.h"
-#include "backend/ane/kernels_int8.h"
+#include "ane_int8/kernels_int8.h"
 #include "backend/ane/mil_write.h"
 #include "model/config.h"
 #include "model/params.h"

@@ -132,7 +132,7 @@
 **  counted as FLOPs) and the scale columns: 11 for stories110m, 12 for qwen3-0.6b, which after
 **  the padding of in_S to 32 add 0 or 32 columns (stories110m: 12128 -> 12160 without LoRA, 0
 **  more with r 8 on all seven). The LoRA taps are those of the adapter alone, so the
-**  dA/dB jobs and the taps are unchanged. The forward-only int8 kernels (kernels_int8.c) instead
+**  dA/dB jobs and the taps are unchanged. The forward-only int8 kernels (bench/ane_int8/kernels_int8.c) instead
 **  bake the weights in as constexpr_affine_dequantize constants, 4 compiles per layer.
 **
 ** ===== Numerics ========================================================================

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../util/fp16.h"
-#include "mil_write.h"
+#include "util/fp16.h"
+#include "backend/ane/mil_write.h"
 
 /* The smallest fp16 value >= x (x >= 0, finite, below fp16's max); quant.c's rule. */
 static float fp16_ceil(float x) {

@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../ops/ops.h"
-#include "../../util/fp16.h"
-#include "half.h"
-#include "mil_write.h"
+#include "ops/ops.h"
+#include "util/fp16.h"
+#include "backend/ane/half.h"
+#include "backend/ane/mil_write.h"
 
 /* Kernel k of a layer: rows out of in, over the input named. */
 enum { K_QKV, K_WO, K_W13, K_W2 };

@@ -24,10 +24,10 @@
 
 #include <stdint.h>
 
-#include "../../model/params.h"
-#include "../../model/quant.h"
-#include "../../util/err.h"
-#include "device.h"
+#include "model/params.h"
+#include "model/quant.h"
+#include "util/err.h"
+#include "backend/ane/device.h"
 #include "kernels_int8.h"
 
 enum { ANE_INT8_KERNELS_PER_LAYER = 4 };

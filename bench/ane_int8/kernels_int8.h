@@ -45,8 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../util/err.h"
-#include "device.h"
+#include "util/err.h"
+#include "backend/ane/device.h"
 
 typedef enum { ANE_INT8_SCALE_PER_CHANNEL, ANE_INT8_SCALE_AFTER } AneInt8ScalePlacement;
 
