@@ -501,6 +501,18 @@ static void fd_check_frozen(const Variant *v, LoraConfig cfg, int int8) {
     args.adapter = NULL;
     CHECK(be->step(be, &args, &loss2, &err) != 0 && strstr(err.msg, "adapter"), "missing adapter refused: %s",
           err.msg);
+    /* forward only without an adapter: the base alone, as with an adapter of zeros (B = 0) */
+    {
+        float *zero = falloc(lo.n_floats);
+        double base_alone = NAN, zero_adapter = NAN;
+        StepArgs e = {params, NULL, NULL, NULL, in, tg, FB, FT, 1.0f, NULL, seed};
+        StepArgs z = {params, NULL, zero, NULL, in, tg, FB, FT, 1.0f, NULL, seed};
+        CHECK(be->step(be, &e, &base_alone, &err) == 0 && be->step(be, &z, &zero_adapter, &err) == 0 &&
+                  base_alone == zero_adapter,
+              "a forward-only step without an adapter is the base alone (%.9f vs %.9f with a zero adapter): %s",
+              base_alone, zero_adapter, err.msg);
+        free(zero);
+    }
     free(full);
 
     FrozenLoss fl = {be, params, scratch, lo.n_floats, in, tg, seed};

@@ -20,3 +20,24 @@ Backend *backend_create_frozen(const char *name, const ParamLayout *layout, cons
     err_set(err, "--backend: expected cpu or ane, found '%s'", name);
     return NULL;
 }
+
+int backend_step_args_check(const char *backend, const StepArgs *a, int has_lora, int int8, int max_B, int max_T,
+                            Err *err) {
+    if (!a->params) return err_set(err, "%s backend: StepArgs.params: expected the parameters, found NULL", backend);
+    if (!has_lora && (a->adapter || a->adapter_grads))
+        return err_set(err, "%s backend: StepArgs.adapter: expected NULL (the backend was created without one), found "
+                            "an adapter",
+                       backend);
+    if (!a->adapter && a->adapter_grads)
+        return err_set(err, "%s backend: StepArgs.adapter is NULL but adapter_grads is not: the adapter to train is "
+                            "missing",
+                       backend);
+    if ((has_lora || int8) && a->grads)
+        return err_set(err, "%s backend: StepArgs.grads: expected NULL over a frozen base (%s), found a gradient "
+                            "buffer: no base tensor has a gradient%s",
+                       backend, has_lora ? "LoRA" : "int8",
+                       has_lora ? "; the adapter's go to adapter_grads" : "; int8 weights do not train");
+    if (a->B < 1 || a->B > max_B || a->T < 1 || a->T > max_T)
+        return err_set(err, "%s backend: batch %dx%d outside the allocated %dx%d", backend, a->B, a->T, max_B, max_T);
+    return 0;
+}

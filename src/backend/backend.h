@@ -102,6 +102,14 @@ typedef struct {
     const Int8Weights *int8;
 } FrozenBase;
 
+/* The one check of a step's arguments, run by every backend's step (backend: its name, for the
+** message): params given; an adapter only when the backend was created over a LoRA base
+** (has_lora), and given whenever adapter_grads is (a LoRA backend's step without an adapter is
+** the base alone, forward only); no base gradient over a frozen base (LoRA or int8);
+** 1 <= B <= max_B, 1 <= T <= max_T. */
+int backend_step_args_check(const char *backend, const StepArgs *a, int has_lora, int int8, int max_B, int max_T,
+                            Err *err);
+
 /* Fails, naming `backend` and both shapes, when the adapter or the int8 base of frozen (which may
 ** be NULL) was made for a model whose layer shapes differ from layout's. */
 int frozen_base_check(const FrozenBase *frozen, const ParamLayout *layout, const char *backend, Err *err);

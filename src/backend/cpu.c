@@ -523,7 +523,7 @@ static void linear_fwd(const Stage *st, LoraModule mod, float *y, size_t y_strid
     const TensorSpec *t = &m->layout.t[layer_matrices[mod].kind];
     int O = t->rows, In = t->cols, T = st->T;
     linear_fwd_all(st, y, y_stride, x, x_stride, base_matrix(st, mod), O, In);
-    if (!m->has_lora || !m->lora.t[mod].present) return;
+    if (!m->has_lora || !m->lora.t[mod].present || !st->adapter) return; /* no adapter: the base alone */
     int r = m->lora.cfg.rank;
     const float *A = lora_A(&m->lora, (float *)st->adapter, mod, st->layer);
     const float *Bm = lora_B(&m->lora, (float *)st->adapter, mod, st->layer);
@@ -574,19 +574,8 @@ static int cpu_step(Backend *self, const StepArgs *args, double *loss_out, Err *
     const int32_t *inputs = args->inputs, *targets = args->targets;
     int B = args->B, T = args->T;
     float grad_scale = args->grad_scale;
-    if (!m->has_lora && (args->adapter || args->adapter_grads))
-        return err_set(err, "cpu backend: an adapter was passed to a backend created without one");
-    if (m->has_lora && !args->adapter)
-        return err_set(err, "cpu backend: StepArgs.adapter: expected the adapter (this backend computes LoRA "
-                            "unmerged over a frozen base), found NULL");
-    if ((m->has_lora || m->int8) && grads)
-        return err_set(err, "cpu backend: StepArgs.grads: expected NULL over a frozen base (%s), found a gradient "
-                            "buffer: no base tensor has a gradient%s",
-                       m->has_lora ? "LoRA" : "int8", m->has_lora ? "; the adapter's go to adapter_grads" : "");
-    if (!params) return err_set(err, "cpu backend: StepArgs.params: expected the parameters, found NULL");
+    if (backend_step_args_check("cpu", args, m->has_lora, m->int8 != NULL, m->max_B, m->max_T, err) != 0) return -1;
     const ModelConfig *cfg = &m->layout.cfg;
-    if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
-        return err_set(err, "cpu backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
     if (parallel_threads() > m->n_scratch)
         return err_set(err, "cpu backend: created for %d threads, now %d (create it after parallel_init)",
                        m->n_scratch, parallel_threads());

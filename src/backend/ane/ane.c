@@ -600,23 +600,11 @@ static int step_run(AneBackend *m, const StepArgs *args, double *loss_out, Err *
     const int32_t *inputs = args->inputs, *targets = args->targets;
     int B = args->B, T = args->T;
     float grad_scale = args->grad_scale;
-    if (!m->has_lora && (args->adapter || args->adapter_grads))
-        return err_set(err, "ane backend: an adapter was passed to a backend created without one");
-    if (m->has_lora && grads)
-        return err_set(err, "ane backend: StepArgs.grads must be NULL over a frozen base (LoRA): only the adapter "
-                            "trains, its gradients go to adapter_grads, and no base gradient is computed");
-    if (m->int8 && grads)
-        return err_set(err, "ane backend: StepArgs.grads must be NULL over an int8 base: int8 weights do not train "
-                            "(forward-only steps, or a LoRA adapter's gradients in adapter_grads)");
-    if (m->has_lora && !args->adapter && args->adapter_grads)
-        return err_set(err, "ane backend: StepArgs.adapter is NULL but adapter_grads is not: the adapter to train "
-                            "is missing");
+    if (backend_step_args_check("ane", args, m->has_lora, m->int8 != NULL, m->max_B, m->max_T, err) != 0) return -1;
     int backward = grads || args->adapter_grads; /* taps kept, backward run */
     const ModelConfig *cfg = &m->layout.cfg;
     const AneLayerPlan *p = &m->plan;
     AneDevice *dev = m->dev;
-    if (B < 1 || B > m->max_B || T < 1 || T > m->max_T)
-        return err_set(err, "ane backend: batch %dx%d outside the allocated %dx%d", B, T, m->max_B, m->max_T);
     double t_start = now_seconds();
     int C = p->C, L = cfg->n_layers, V = cfg->vocab_size, S = m->S;
     size_t CS = (size_t)C * S;
