@@ -69,7 +69,8 @@ typedef struct {
     LossScaling loss_scaling;
     float loss_scale_init;
     int loss_scale_window;
-    /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`) */
+    /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`);
+    ** read with backend_kind_parse */
     const char *backend;
     AneBackendOptions ane;
     /* LoRA: rank 0 (the zeroed default) trains every parameter; rank > 0 trains an adapter
@@ -115,6 +116,13 @@ typedef struct {
     int skipped;       /* 1: inf/NaN gradients, weights untouched, scale halved */
     double t_optim;    /* seconds in the gradient norm and AdamW */
 } StepStats;
+
+/* The defaults of a training run, in one place (`train`'s flags start from them; `finetune`
+** changes a few): no model source, no data; val_frac 0.05, random order, batch 8, seq 256,
+** accum 1, 1000 steps, warmup 0, lr 5e-4, min_lr 0, clip 1, AdamW (0.9, 0.95, 1e-8, weight decay
+** 0.1), seed 1337, 20 validation batches, loss scaling off (initial scale 65536, window 1000),
+** backend "cpu" with backend_ane_default_options, no LoRA, fp32. */
+void train_options_default(TrainOptions *opt);
 
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
 void trainer_free(Trainer *tr);
