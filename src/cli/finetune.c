@@ -160,7 +160,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     o->lora = (LoraConfig){8, 16.0f, 0.0f, 0, 0};
     a->format = "paragraphs";
     a->out = "out/finetune";
-    a->backend = "cpu";
+    a->backend = o->backend;
     a->device = "auto";
     a->ane_limits = "strict";
     a->eval_every = 50;

@@ -226,7 +226,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->threads = parallel_cpu_count();
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
     a->rope_theta = a->norm_eps = NAN;
-    const char *order = "random", *backend = "cpu", *rope = NULL;
+    const char *order = "random", *backend = o->backend, *rope = NULL;
     const char *device = "auto", *accumulate = "fp32", *overlap = "auto", *limits = "strict";
     int compile_budget = o->ane.compile_budget;
     int qk_norm = 0, untied = 0;

@@ -6,8 +6,9 @@
 **     -> global-norm clipping -> AdamW on the fp32 master weights
 **     -> now and then: validation loss, checkpoint
 **
-** The trainer never prints and never exits: the CLI (cli/train.c) drives it step by step
-** and decides what the user sees. Everything is allocated in trainer_init.
+** The trainer never prints and never exits: the run loop (run.h) drives it step by step for
+** `train` and `finetune`, and the CLI decides what the user sees. Everything is allocated in
+** trainer_init.
 **
 ** LoRA fine-tuning (TrainOptions.lora.rank > 0, see lora.h): the base model is frozen and
 ** only the adapter trains; the norm, clipping and AdamW see only the adapter's gradients; the
