@@ -500,8 +500,9 @@ static int run(FinetuneArgs *a, Err *err) {
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a->print_every, tty, 0, 0};
-    RunOptions ro = {a->eval_every, a->save_every, 0, 1, 0, state_path, log, log_path, &interrupted,
-                     progress_on_step, &progress};
+    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1,
+                     .save_path = state_path, .log = log, .log_path = log_path, .stop = &interrupted,
+                     .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &ro, &rep, err);
     if (tty && rep.steps_done > 0) fputc('\n', stderr);

@@ -465,8 +465,9 @@ int cli_train(int argc, char **argv) {
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a.print_every, tty, 1,
                              o->loss_scaling != LOSS_SCALE_OFF};
-    RunOptions run = {a.eval_every, a.save_every, a.eval_seq, 0, 1, a.out, log, log_path, &interrupted,
-                      progress_on_step, &progress};
+    RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
+                      .log_efficiency = 1, .save_path = a.out, .log = log, .log_path = log_path,
+                      .stop = &interrupted, .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &run, &rep, &err);
     int rc = 0;

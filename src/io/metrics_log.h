@@ -6,7 +6,9 @@
 ** Written: one line per step,
 **   {"step": N, "loss": %.17g, "lr": %.9g, "grad_norm": %.9g or null, "tokens": N, "ms": %.3f
 **    [, "loss_scale": %g, "skipped": true|false]      (loss scaling on)
-**    [, "device_evals": ..., "ms_optim": %.3f]        (a backend with efficiency counters)
+**    [, "device_evals", "bytes_staged", "bytes_read", "flops_device", "flops_cpu", "cpu_share",
+**       "compiles", "ms_device", "ms_stage", "ms_cpu_ops", "ms_dw", "ms_optim"]
+**                                                       (a backend with efficiency counters)
 **    [, "val_loss": %.17g]}                           (when computed)
 ** and, before a fine-tune's first step, {"step": 0, "val_loss": %.17g}.
 **
