@@ -1,24 +1,34 @@
 /*
-** backend.c — the one constructor of a backend by name (backend.h): "cpu" or "ane".
+** backend.c — the one parser of a backend's name ("cpu" or "ane") and the one constructor of a
+** backend by name (backend.h).
 */
 #include "backend.h"
 
 #include <string.h>
 
+int backend_kind_parse(const char *s, BackendKind *out, Err *err) {
+    if (!s || !strcmp(s, "cpu")) *out = BACKEND_CPU;
+    else if (!strcmp(s, "ane")) *out = BACKEND_ANE;
+    else return err_set(err, "expected cpu or ane, found '%s'", s);
+    return 0;
+}
+
+const char *backend_kind_name(BackendKind kind) { return kind == BACKEND_ANE ? "ane" : "cpu"; }
+
 Backend *backend_create(const char *name, const ParamLayout *layout, int max_B, int max_T,
                         const AneBackendOptions *ane, Err *err) {
-    if (!name || !strcmp(name, "cpu")) return backend_cpu_create(layout, max_B, max_T, err);
-    if (!strcmp(name, "ane")) return backend_ane_create(layout, max_B, max_T, ane, err);
-    err_set(err, "--backend: expected cpu or ane, found '%s'", name);
-    return NULL;
+    return backend_create_frozen(name, layout, NULL, max_B, max_T, ane, err);
 }
 
 Backend *backend_create_frozen(const char *name, const ParamLayout *layout, const FrozenBase *frozen, int max_B,
                                int max_T, const AneBackendOptions *ane, Err *err) {
-    if (!name || !strcmp(name, "cpu")) return backend_cpu_create_frozen(layout, frozen, max_B, max_T, err);
-    if (!strcmp(name, "ane")) return backend_ane_create_frozen(layout, frozen, max_B, max_T, ane, err);
-    err_set(err, "--backend: expected cpu or ane, found '%s'", name);
-    return NULL;
+    BackendKind kind = BACKEND_CPU;
+    if (backend_kind_parse(name, &kind, err) != 0) {
+        err_wrap(err, "--backend");
+        return NULL;
+    }
+    if (kind == BACKEND_ANE) return backend_ane_create_frozen(layout, frozen, max_B, max_T, ane, err);
+    return backend_cpu_create_frozen(layout, frozen, max_B, max_T, err);
 }
 
 int backend_step_args_check(const char *backend, const StepArgs *a, int has_lora, int int8, int max_B, int max_T,

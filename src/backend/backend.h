@@ -20,6 +20,15 @@
 
 typedef struct Backend Backend;
 
+/* The kinds of backend: the fp32 reference on the CPU, or MIL kernels on an ANE device. */
+typedef enum { BACKEND_CPU = 0, BACKEND_ANE = 1 } BackendKind;
+
+/* The one parser of a backend's name (--backend, TrainOptions.backend): "cpu" or "ane"; NULL is
+** "cpu". Anything else fails with "expected cpu or ane, found '<s>'". */
+int backend_kind_parse(const char *s, BackendKind *out, Err *err);
+/* "cpu" or "ane". */
+const char *backend_kind_name(BackendKind kind);
+
 /* Efficiency counters of a backend, cumulative since it was created (a caller wanting per-step
 ** figures takes the difference of two snapshots). FLOPs count matmul-class work only (2 per
 ** multiply-add, as config_train_flops_per_seq); elementwise work is not counted. Times are
@@ -71,7 +80,8 @@ typedef struct {
 } StepArgs;
 
 struct Backend {
-    const char *name;
+    const char *name;  /* for messages: "cpu", "ane (emulated device)", ... */
+    BackendKind kind;  /* what executes the steps (a backend zeroed at creation is cpu) */
     /* Runs one micro-batch (StepArgs); *loss receives the mean cross-entropy over the B*T positions. */
     int (*step)(Backend *self, const StepArgs *args, double *loss, Err *err);
     void (*destroy)(Backend *self);

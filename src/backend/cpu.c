@@ -733,6 +733,7 @@ Backend *backend_cpu_create_frozen(const ParamLayout *layout, const FrozenBase *
     CpuBackend *m = err_calloc(1, sizeof *m, "cpu backend", err);
     if (!m) return NULL;
     m->base.name = "cpu";
+    m->base.kind = BACKEND_CPU;
     m->base.step = cpu_step;
     m->base.destroy = cpu_destroy;
     m->layout = *layout;

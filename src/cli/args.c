@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 int arg_value(int argc, char **argv, int *i, const char *name, const char **value, Err *err) {
     const char *arg = argv[*i];
@@ -122,19 +120,6 @@ int args_want_help(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
     return 0;
 }
-
-int term_is_tty(void) { return isatty(STDERR_FILENO); }
-
-void format_duration(double seconds, char *buf, int size) {
-    if (!(seconds >= 0) || seconds > 1e8) {
-        snprintf(buf, (size_t)size, "?");
-        return;
-    }
-    long s = (long)(seconds + 0.5);
-    if (s >= 3600) snprintf(buf, (size_t)size, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
-    else snprintf(buf, (size_t)size, "%ld:%02ld", s / 60, s % 60);
-}
-
 
 int cli_fail(const char *command, const Err *err) {
     fprintf(stderr, "anetrain %s: error: %s\n", command, err->msg);

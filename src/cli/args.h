@@ -42,11 +42,6 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n_specs, const c
 /* 1 if any argument is --help or -h. */
 int args_want_help(int argc, char **argv);
 
-/* 1 if stderr is a terminal (progress lines are redrawn in place only there). */
-int term_is_tty(void);
-/* Formats seconds as "1:02:03" or "2:03". */
-void format_duration(double seconds, char *buf, int size);
-
 /* Prints "anetrain: <message>" and a hint to run --help, for the CLI's error exits. */
 int cli_fail(const char *command, const Err *err);
 

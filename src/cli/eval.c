@@ -15,6 +15,7 @@
 #include "../util/memory.h"
 #include "../util/parallel.h"
 #include "args.h"
+#include "progress.h"
 #include "cli.h"
 
 static const char *eval_help =

@@ -21,8 +21,10 @@
 #include "../data/documents.h"
 #include "../data/tokenizer.h"
 #include "../data/tokfile.h"
+#include "../io/metrics_log.h"
 #include "../io/model_file.h"
 #include "../model/lora.h"
+#include "../train/run.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/clock.h"
@@ -30,6 +32,7 @@
 #include "../util/parallel.h"
 #include "args.h"
 #include "cli.h"
+#include "progress.h"
 
 static const char *finetune_help =
     "usage: anetrain finetune --init MODEL --data TEXT [options]\n"
@@ -151,23 +154,15 @@ typedef struct {
 static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     memset(a, 0, sizeof *a);
     TrainOptions *o = &a->opt;
+    train_options_default(o); /* then what fine-tuning does otherwise: */
     o->val_frac = 0.1;
-    o->order = ORDER_RANDOM;
-    o->batch = 8;
-    o->seq = 256;
-    o->accum = 1;
     o->steps = 200;
     o->lr = 2e-4f;
-    o->clip = 1.0f;
     o->adam = (AdamWConfig){0.9f, 0.999f, 1e-8f, 0.0f}; /* torch/HF defaults; no decay */
-    o->seed = 1337;
-    o->eval_batches = 20;
-    o->loss_scale_init = 65536.0f;
-    o->loss_scale_window = 1000;
     o->lora = (LoraConfig){8, 16.0f, 0.0f, 0, 0};
     a->format = "paragraphs";
     a->out = "out/finetune";
-    a->backend = "cpu";
+    a->backend = o->backend;
     a->device = "auto";
     a->ane_limits = "strict";
     a->eval_every = 50;
@@ -215,15 +210,14 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     DocFormat format;
     if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
     if (lora_parse_targets(a->targets ? a->targets : "q,k,v,o", &o->lora.targets, err) != 0) return -1;
-    if (strcmp(a->backend, "cpu") != 0 && strcmp(a->backend, "ane") != 0)
-        return err_set(err, "--backend: expected cpu or ane, found '%s'", a->backend);
+    BackendKind kind;
+    if (backend_kind_parse(a->backend, &kind, err) != 0) return err_wrap(err, "--backend");
     o->backend = a->backend;
-    backend_ane_default_options(&o->ane);
     if (strcmp(a->device, "auto") && strcmp(a->device, "emu") && strcmp(a->device, "darwin"))
         return err_set(err, "--device: expected auto, emu or darwin, found '%s'", a->device);
     o->ane.device = a->device;
     if (ane_limits_parse("--ane-limits", a->ane_limits, &o->ane.limits, err) != 0) return -1;
-    const char *ls = a->loss_scale ? a->loss_scale : !strcmp(a->backend, "cpu") ? "off" : "dynamic";
+    const char *ls = a->loss_scale ? a->loss_scale : kind == BACKEND_CPU ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
     else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;
     else {
@@ -375,19 +369,6 @@ static int take_flags_from_state(FinetuneArgs *a, const LoraRunState *rs, const 
     return 0;
 }
 
-static void print_progress(const FinetuneArgs *a, const StepStats *s, double ms, double elapsed, long done, int tty) {
-    double remaining = done > 0 ? elapsed / done * (double)(a->opt.steps - s->step) : 0;
-    char eta[32];
-    format_duration(remaining, eta, sizeof eta);
-    double tok_s = (double)a->opt.batch * a->opt.seq * a->opt.accum / (ms / 1000.0);
-    char line[256];
-    snprintf(line, sizeof line, "step %ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s%s", s->step,
-             a->opt.steps, s->loss, (double)s->lr, tok_s, ms, eta, s->skipped ? " | skipped (inf/NaN)" : "");
-    if (tty) fprintf(stderr, "\r%s\033[K", line);
-    else fprintf(stdout, "%s\n", line);
-    fflush(tty ? stderr : stdout);
-}
-
 static int run(FinetuneArgs *a, Err *err) {
     TrainOptions *o = &a->opt;
     char tokens_path[1100], log_path[1100], state_path[1100], adapter_path[1100], config_path[1100];
@@ -452,7 +433,7 @@ static int run(FinetuneArgs *a, Err *err) {
     if (a->resume) printf("resume  %s at step %lld\n", state_path, (long long)tr.state.step);
     fflush(stdout);
 
-    double val_before, val_after = NAN;
+    double val_before;
     if (trainer_eval(&tr, &val_before, err) != 0) goto fail;
     if (a->resume) {
         /* the log already holds this run's lines up to the saved step */
@@ -460,7 +441,7 @@ static int run(FinetuneArgs *a, Err *err) {
                exp(val_before));
     } else {
         printf("step 0: val_loss %.4f (perplexity %.2f) before fine-tuning\n", val_before, exp(val_before));
-        fprintf(log, "{\"step\": 0, \"val_loss\": %.17g}\n", val_before);
+        metrics_log_write_val(log, 0, val_before);
     }
     fflush(log);
     fflush(stdout);
@@ -468,53 +449,20 @@ static int run(FinetuneArgs *a, Err *err) {
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
-    double t_start = now_seconds();
-    long done = 0;
-    while (tr.state.step < o->steps && !interrupted) {
-        double t0 = now_seconds();
-        StepStats s;
-        if (trainer_step(&tr, &s, err) != 0) goto fail;
-        double ms = (now_seconds() - t0) * 1000.0;
-        done++;
-        if (!isfinite(s.loss)) {
-            err_set(err, "loss is %g at step %ld (lower --lr or check the data)", s.loss, s.step);
-            goto fail;
-        }
-        int eval_now = (a->eval_every > 0 && s.step % a->eval_every == 0) || s.step == o->steps;
-        double val = NAN;
-        if (eval_now && trainer_eval(&tr, &val, err) != 0) goto fail;
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": ", s.step, s.loss, (double)s.lr);
-        if (isfinite(s.grad_norm)) fprintf(log, "%.9g", s.grad_norm);
-        else fprintf(log, "null");
-        fprintf(log, ", \"tokens\": %lld, \"ms\": %.3f", s.tokens, ms);
-        if (o->loss_scaling != LOSS_SCALE_OFF)
-            fprintf(log, ", \"loss_scale\": %g, \"skipped\": %s", (double)s.loss_scale, s.skipped ? "true" : "false");
-        if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
-        fprintf(log, "}\n");
-        if (fflush(log) != 0 || ferror(log)) {
-            err_set(err, "--log %s: write failed at step %ld: %s", log_path, s.step, strerror(errno));
-            goto fail;
-        }
-        if (tty || s.step % a->print_every == 0 || s.step == o->steps || eval_now)
-            print_progress(a, &s, ms, now_seconds() - t_start, done, tty);
-        if (eval_now) {
-            if (tty) fputc('\n', stderr);
-            printf("step %ld: val_loss %.4f (perplexity %.2f)\n", s.step, val, exp(val));
-            fflush(stdout);
-            val_after = val;
-        }
-        if (a->save_every > 0 && s.step % a->save_every == 0 && s.step < o->steps &&
-            trainer_save(&tr, state_path, err) != 0)
-            goto fail;
-    }
-    if (tty && done > 0) fputc('\n', stderr);
-    if (interrupted && trainer_eval(&tr, &val_after, err) != 0) goto fail;
-    if (trainer_save(&tr, state_path, err) != 0) goto fail;
+    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a->print_every, tty, 0, 0};
+    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1,
+                     .save_path = state_path, .log = log, .log_path = log_path, .stop = &interrupted,
+                     .on_step = progress_on_step, .ctx = &progress};
+    RunReport rep;
+    RunStatus status = run_training(&tr, &ro, &rep, err);
+    if (tty && rep.steps_done > 0) fputc('\n', stderr);
+    if (status != RUN_DONE && status != RUN_INTERRUPTED) goto fail;
     if (trainer_save_adapter(&tr, a->out, o->init_path, err) != 0) goto fail;
     fclose(log);
     char dur[32];
-    format_duration(now_seconds() - t_start, dur, sizeof dur);
-    if (done == 0) val_after = val_before;
+    format_duration(now_seconds() - rep.t_start, dur, sizeof dur);
+    long done = rep.steps_done;
+    double val_after = done == 0 ? val_before : rep.last_val;
     printf("%s %ld steps in %s: val_loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n",
            interrupted ? "stopped after" : "done   ", done, dur, val_before, val_after, exp(val_before),
            exp(val_after));

@@ -28,6 +28,7 @@
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
+#include "progress.h"
 #include "cli.h"
 
 static const char *tokenize_help =

@@ -1,9 +1,11 @@
 /*
 ** train.c — `anetrain train`: the training loop as the user sees it.
 **
-** Parses flags into TrainOptions, drives the Trainer step by step, draws the progress
-** line, appends the metrics log, evaluates and checkpoints on schedule, saves on Ctrl-C
-** so `--resume` continues exactly, and prints an end-of-run summary.
+** Parses flags into TrainOptions (from train_options_default), prints the run's banner, hands
+** the Trainer to the run loop (train/run.h: steps, metrics log, validation, checkpoints, the
+** save on Ctrl-C so `--resume` continues exactly) with the progress line as its per-step
+** callback, acts on how it ended (exit 130 on Ctrl-C, re-execution at the ANE compile budget),
+** and prints an end-of-run summary.
 */
 #include <errno.h>
 #include <libgen.h>
@@ -16,12 +18,14 @@
 
 #include "../backend/ane/cost.h"
 #include "../io/model_file.h"
+#include "../train/run.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
 #include "cli.h"
+#include "progress.h"
 
 /* The text of a macro's value, for the help (TRAIN_STRING(ANE_COMPILE_BUDGET_DEFAULT) is "119"). */
 #define TRAIN_STRING_(x) #x
@@ -219,18 +223,7 @@ static int build_config(const TrainArgs *a, ModelConfig *cfg, Err *err) {
 static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     memset(a, 0, sizeof *a);
     TrainOptions *o = &a->opt;
-    o->val_frac = 0.05;
-    o->batch = 8;
-    o->seq = 256;
-    o->accum = 1;
-    o->steps = 1000;
-    o->lr = 5e-4f;
-    o->clip = 1.0f;
-    o->adam = (AdamWConfig){0.9f, 0.95f, 1e-8f, 0.1f};
-    o->seed = 1337;
-    o->eval_batches = 20;
-    o->loss_scale_init = 65536.0f;
-    o->loss_scale_window = 1000;
+    train_options_default(o);
     a->out = "out/model.ckpt";
     a->eval_every = 100;
     a->save_every = 500;
@@ -238,9 +231,9 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->threads = parallel_cpu_count();
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
     a->rope_theta = a->norm_eps = NAN;
-    const char *order = "random", *backend = "cpu", *rope = NULL;
+    const char *order = "random", *backend = o->backend, *rope = NULL;
     const char *device = "auto", *accumulate = "fp32", *overlap = "auto", *limits = "strict";
-    int compile_budget = ANE_COMPILE_BUDGET_DEFAULT;
+    int compile_budget = o->ane.compile_budget;
     int qk_norm = 0, untied = 0;
     const double BIG = 1e9;
     const ArgSpec specs[] = {
@@ -305,12 +298,12 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     if (!strcmp(order, "random")) o->order = ORDER_RANDOM;
     else if (!strcmp(order, "sequential")) o->order = ORDER_SEQUENTIAL;
     else return err_set(err, "--order: expected random or sequential, found '%s'", order);
-    if (strcmp(backend, "cpu") != 0 && strcmp(backend, "ane") != 0)
-        return err_set(err, "--backend: expected cpu or ane, found '%s'", backend);
+    BackendKind kind;
+    if (backend_kind_parse(backend, &kind, err) != 0) return err_wrap(err, "--backend");
     o->backend = backend;
     if (parse_ane_flags(device, accumulate, overlap, limits, &o->ane, err) != 0) return -1;
     o->ane.compile_budget = compile_budget;
-    const char *ls = a->loss_scale ? a->loss_scale : !strcmp(backend, "cpu") ? "off" : "dynamic";
+    const char *ls = a->loss_scale ? a->loss_scale : kind == BACKEND_CPU ? "off" : "dynamic";
     if (!strcmp(ls, "off")) o->loss_scaling = LOSS_SCALE_OFF;
     else if (!strcmp(ls, "dynamic")) o->loss_scaling = LOSS_SCALE_DYNAMIC;
     else {
@@ -339,48 +332,6 @@ static void default_log_path(const char *out, char *buf, size_t size) {
     snprintf(buf, size, "%s/metrics.jsonl", dirname(copy));
 }
 
-typedef struct {
-    double t_start;
-    long first_step;
-    long steps_done;
-    double loss_ema;
-    double last_val, best_val;
-    long best_val_step;
-    double last_loss_sum;
-    int last_loss_n;
-} RunSummary;
-
-static void print_progress(const TrainArgs *a, const StepStats *s, double ms, double elapsed, long steps_done,
-                           int tty) {
-    double remaining = steps_done > 0 ? elapsed / steps_done * (double)(a->opt.steps - s->step) : 0;
-    char eta[32];
-    format_duration(remaining, eta, sizeof eta);
-    double tok_s = (double)a->opt.batch * a->opt.seq * a->opt.accum / (ms / 1000.0);
-    int width = 1;
-    for (long n = a->opt.steps; n >= 10; n /= 10) width++;
-    char line[256];
-    char scale[48] = "";
-    if (a->opt.loss_scaling != LOSS_SCALE_OFF)
-        snprintf(scale, sizeof scale, " | scale %g%s", (double)s->loss_scale, s->skipped ? " (skipped: inf/NaN)" : "");
-    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s%s", width,
-             s->step, a->opt.steps, s->loss, (double)s->lr, tok_s, ms, eta, scale);
-    if (tty) fprintf(stderr, "\r%s\033[K", line);
-    else fprintf(stdout, "%s\n", line);
-    fflush(tty ? stderr : stdout);
-}
-
-/* Validation at --eval-seq: a backend of that length built for this evaluation and released
-** after it (its activations are not kept for the rest of the run); on the ANE every build
-** compiles ANE_BACKEND_COMPILES programs, which is what the compile-budget restart is for. */
-static int eval_at_seq(Trainer *tr, int T, int32_t *inputs, int32_t *targets, double *loss, Err *err) {
-    const TrainOptions *o = &tr->opt;
-    Backend *be = backend_create(o->backend, &tr->layout, o->batch, T, &o->ane, err);
-    if (!be) return err_wrap(err, "--eval-seq %d", T);
-    int rc = trainer_eval_with(tr, be, T, inputs, targets, loss, err);
-    be->destroy(be);
-    return rc;
-}
-
 /* Re-executes this program with the same arguments plus --resume (the compile-budget restart).
 ** Returns only if exec fails. ANETRAIN_RESTARTS counts the restarts, for the one-line notice. */
 static int restart_process(int argc, char **argv, int restarts, Err *err) {
@@ -404,43 +355,6 @@ static int restart_process(int argc, char **argv, int restarts, Err *err) {
     int e = errno;
     free(args);
     return err_set(err, "restart: cannot re-execute %s: %s", cli_program, strerror(e));
-}
-
-/* a + sign*b over every counter: sign -1 gives one step's counters from two cumulative
-** snapshots, +1 adds a step's counters to a running total. */
-static BackendStats stats_combine(const BackendStats *a, const BackendStats *b, int sign) {
-    BackendStats r;
-    r.steps = sign > 0 ? a->steps + b->steps : a->steps - b->steps;
-    r.evaluations = sign > 0 ? a->evaluations + b->evaluations : a->evaluations - b->evaluations;
-    r.bytes_staged = sign > 0 ? a->bytes_staged + b->bytes_staged : a->bytes_staged - b->bytes_staged;
-    r.bytes_staged_weights = sign > 0 ? a->bytes_staged_weights + b->bytes_staged_weights : a->bytes_staged_weights - b->bytes_staged_weights;
-    r.bytes_read = sign > 0 ? a->bytes_read + b->bytes_read : a->bytes_read - b->bytes_read;
-    r.device_bytes_in = sign > 0 ? a->device_bytes_in + b->device_bytes_in : a->device_bytes_in - b->device_bytes_in;
-    r.device_bytes_out = sign > 0 ? a->device_bytes_out + b->device_bytes_out : a->device_bytes_out - b->device_bytes_out;
-    r.compiles = sign > 0 ? a->compiles + b->compiles : a->compiles - b->compiles;
-    r.compile_failures = sign > 0 ? a->compile_failures + b->compile_failures : a->compile_failures - b->compile_failures;
-    r.flops_device = a->flops_device + sign * b->flops_device;
-    r.flops_cpu = a->flops_cpu + sign * b->flops_cpu;
-    r.compile_seconds = a->compile_seconds + sign * b->compile_seconds;
-    r.t_device = a->t_device + sign * b->t_device;
-    r.t_stage = a->t_stage + sign * b->t_stage;
-    r.t_cpu_ops = a->t_cpu_ops + sign * b->t_cpu_ops;
-    r.t_dw = a->t_dw + sign * b->t_dw;
-    r.t_dw_wait = a->t_dw_wait + sign * b->t_dw_wait;
-    r.t_total = a->t_total + sign * b->t_total;
-    return r;
-}
-
-/* Appends the step's efficiency counters to its metrics-log object. */
-static void log_efficiency(FILE *log, const BackendStats *d, double t_optim) {
-    double flops = d->flops_device + d->flops_cpu;
-    fprintf(log,
-            ", \"device_evals\": %llu, \"bytes_staged\": %llu, \"bytes_read\": %llu, \"flops_device\": %.6g, "
-            "\"flops_cpu\": %.6g, \"cpu_share\": %.4f, \"compiles\": %llu, \"ms_device\": %.3f, \"ms_stage\": %.3f, "
-            "\"ms_cpu_ops\": %.3f, \"ms_dw\": %.3f, \"ms_optim\": %.3f",
-            (unsigned long long)d->evaluations, (unsigned long long)d->bytes_staged, (unsigned long long)d->bytes_read,
-            d->flops_device, d->flops_cpu, flops > 0 ? d->flops_cpu / flops : 0.0, (unsigned long long)d->compiles,
-            d->t_device * 1e3, d->t_stage * 1e3, d->t_cpu_ops * 1e3, d->t_dw * 1e3, t_optim * 1e3);
 }
 
 /* The end-of-run efficiency report: per-step averages of the training steps. */
@@ -541,7 +455,7 @@ int cli_train(int argc, char **argv) {
                tr.loader.n_train, tr.loader.n_val, o->order == ORDER_RANDOM ? "random" : "sequential");
         printf("batch   %d x %d tokens x %d accum = %d tokens/step; %ld steps, lr %.2e -> %.2e, warmup %ld\n", o->batch,
                o->seq, o->accum, o->batch * o->seq * o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup);
-        if (tr.backend->stats)
+        if (tr.backend->kind == BACKEND_ANE)
             printf("backend %s, BLAS %s, %d threads\n", tr.backend->name, blas_name(), a.threads);
         else
             printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
@@ -550,153 +464,60 @@ int cli_train(int argc, char **argv) {
         printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
     }
     fflush(stdout);
-    int eval_seq = a.eval_seq && a.eval_seq != o->seq ? a.eval_seq : 0;
-    int32_t *eval_in = NULL, *eval_tg = NULL;
-    if (eval_seq) {
-        eval_in = malloc((size_t)o->batch * eval_seq * sizeof(int32_t));
-        eval_tg = malloc((size_t)o->batch * eval_seq * sizeof(int32_t));
-        if (!eval_in || !eval_tg) {
-            err_set(&err, "--eval-seq: out of memory for a %d x %d batch", o->batch, eval_seq);
-            free(eval_in), free(eval_tg), fclose(log), trainer_free(&tr);
-            return cli_fail("train", &err);
-        }
-    }
-    int uses_device = !strcmp(o->backend, "ane");
 
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
-    RunSummary sum = {now_seconds(), (long)tr.state.step, 0, 0, NAN, INFINITY, -1, 0, 0};
+    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a.print_every, tty, 1,
+                             o->loss_scaling != LOSS_SCALE_OFF};
+    RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
+                      .log_efficiency = 1, .save_path = a.out, .log = log, .log_path = log_path,
+                      .stop = &interrupted, .on_step = progress_on_step, .ctx = &progress};
+    RunReport rep;
+    RunStatus status = run_training(&tr, &run, &rep, &err);
     int rc = 0;
-    BackendStats train_sum = {0}, before = {0}, after = {0};
-    double train_optim = 0, train_wall = 0;
-    while (tr.state.step < o->steps && !interrupted) {
-        long next = (long)tr.state.step + 1;
-        int eval_next = tr.loader.n_val > 0 && ((a.eval_every > 0 && next % a.eval_every == 0) || next == o->steps);
-        if (uses_device && eval_seq && eval_next &&
-            backend_ane_process_compiles() + ANE_BACKEND_COMPILES > (uint64_t)o->ane.compile_budget) {
-            /* The device's compiler would refuse: checkpoint, and continue in a fresh process. */
-            if (sum.steps_done == 0) { /* a fresh process is no better off: restarting would loop */
-                err_set(&err, "--compile-budget %d: too small even for a fresh process (%llu compiles used before "
-                        "the first evaluation needs %d more)", o->ane.compile_budget,
-                        (unsigned long long)backend_ane_process_compiles(), ANE_BACKEND_COMPILES);
-                rc = cli_fail("train", &err);
-                break;
-            }
-            if (trainer_save(&tr, a.out, &err) != 0) {
-                rc = cli_fail("train", &err);
-                break;
-            }
-            if (tty) fputc('\n', stderr);
-            printf("compile budget: %llu of %d compiles used, the evaluation after step %ld needs %d more: checkpoint "
-                   "saved at step %lld, restarting to continue\n",
-                   (unsigned long long)backend_ane_process_compiles(), o->ane.compile_budget, next,
-                   ANE_BACKEND_COMPILES, (long long)tr.state.step);
-            fclose(log);
-            log = NULL;
-            restart_process(argc, argv, restarts, &err);
-            rc = cli_fail("train", &err); /* only reached if exec failed */
-            break;
-        }
-        double t0 = now_seconds();
-        StepStats s;
-        if (tr.backend->stats) tr.backend->stats(tr.backend, &before);
-        if (trainer_step(&tr, &s, &err) != 0) {
-            rc = cli_fail("train", &err);
-            break;
-        }
-        double ms = (now_seconds() - t0) * 1000.0;
-        if (tr.backend->stats) tr.backend->stats(tr.backend, &after);
-        train_optim += s.t_optim;
-        train_wall += ms / 1000.0;
-        sum.steps_done++;
-        if (!isfinite(s.loss)) {
-            if (tty) fputc('\n', stderr);
-            fprintf(stderr, "anetrain train: error: loss is %g at step %ld (lower --lr or check the data)\n", s.loss,
-                    s.step);
-            rc = 1;
-            break;
-        }
-        if (o->steps - s.step < 10) {
-            sum.last_loss_sum += s.loss;
-            sum.last_loss_n++;
-        }
-        int eval_now = tr.loader.n_val > 0 &&
-                       ((a.eval_every > 0 && s.step % a.eval_every == 0) || s.step == o->steps);
-        double val = NAN;
-        if (eval_now) {
-            if ((eval_seq ? eval_at_seq(&tr, eval_seq, eval_in, eval_tg, &val, &err) : trainer_eval(&tr, &val, &err)) !=
-                0) {
-                rc = cli_fail("train", &err);
-                break;
-            }
-            sum.last_val = val;
-            if (val < sum.best_val) {
-                sum.best_val = val;
-                sum.best_val_step = s.step;
-            }
-        }
-        fprintf(log, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": ", s.step, s.loss, (double)s.lr);
-        if (isfinite(s.grad_norm)) fprintf(log, "%.9g", s.grad_norm);
-        else fprintf(log, "null"); /* JSON has no inf/NaN: an overflowed (skipped) step */
-        fprintf(log, ", \"tokens\": %lld, \"ms\": %.3f", s.tokens, ms);
-        if (o->loss_scaling != LOSS_SCALE_OFF)
-            fprintf(log, ", \"loss_scale\": %g, \"skipped\": %s", (double)s.loss_scale, s.skipped ? "true" : "false");
-        if (tr.backend->stats) {
-            BackendStats d = stats_combine(&after, &before, -1);
-            train_sum = stats_combine(&train_sum, &d, +1);
-            log_efficiency(log, &d, s.t_optim);
-        }
-        if (eval_now) fprintf(log, ", \"val_loss\": %.17g", val);
-        fprintf(log, "}\n");
-        if (fflush(log) != 0 || ferror(log)) {
-            err_set(&err, "--log %s: write failed at step %ld: %s", log_path, s.step, strerror(errno));
-            rc = cli_fail("train", &err);
-            break;
-        }
-        double elapsed = now_seconds() - sum.t_start;
-        if (tty || s.step % a.print_every == 0 || s.step == o->steps || eval_now)
-            print_progress(&a, &s, ms, elapsed, sum.steps_done, tty);
-        if (eval_now) {
-            if (tty) fputc('\n', stderr);
-            printf("step %ld: val_loss %.4f (perplexity %.2f)\n", s.step, val, exp(val));
-            fflush(stdout);
-        }
-        if (a.save_every > 0 && s.step % a.save_every == 0 && s.step < o->steps) {
-            if (trainer_save(&tr, a.out, &err) != 0) {
-                rc = cli_fail("train", &err);
-                break;
-            }
-        }
+    if (status == RUN_RESTART) {
+        /* The device's compiler would refuse the next evaluation: the checkpoint is saved,
+        ** continue in a fresh process. */
+        if (tty) fputc('\n', stderr);
+        printf("compile budget: %llu of %d compiles used, the evaluation after step %ld needs %d more: checkpoint "
+               "saved at step %lld, restarting to continue\n",
+               rep.compiles_used, o->ane.compile_budget, rep.restart_step, ANE_BACKEND_COMPILES,
+               (long long)tr.state.step);
+        fclose(log);
+        log = NULL;
+        restart_process(argc, argv, restarts, &err);
+        rc = cli_fail("train", &err); /* only reached if exec failed */
+    } else if (status == RUN_DIVERGED) {
+        if (tty) fputc('\n', stderr);
+        fprintf(stderr, "anetrain train: error: %s\n", err.msg);
+        rc = 1;
+    } else if (status == RUN_ERROR) {
+        rc = cli_fail("train", &err);
     }
-    if (tty && sum.steps_done > 0) fputc('\n', stderr);
+    if (tty && rep.steps_done > 0) fputc('\n', stderr);
     if (log) fclose(log);
-    free(eval_in);
-    free(eval_tg);
-    if (rc == 0 || interrupted) {
-        if (trainer_save(&tr, a.out, &err) != 0) rc = cli_fail("train", &err);
-    }
     if (rc == 0) {
-        double elapsed = now_seconds() - sum.t_start;
+        double elapsed = now_seconds() - rep.t_start;
         char dur[32];
         format_duration(elapsed, dur, sizeof dur);
-        long long toks = (long long)sum.steps_done * o->batch * o->seq * o->accum;
-        if (interrupted) {
+        if (status == RUN_INTERRUPTED) {
             printf("interrupted at step %lld: checkpoint saved to %s; continue with the same command plus --resume\n",
                    (long long)tr.state.step, a.out);
             rc = 130;
         } else {
-            printf("done    %ld steps (%lld tokens) in %s, %.0f tok/s", sum.steps_done, toks, dur,
-                   elapsed > 0 ? toks / elapsed : 0.0);
-            if (sum.last_loss_n) printf("; train loss %.4f (mean of last %d)", sum.last_loss_sum / sum.last_loss_n,
-                                         sum.last_loss_n);
-            if (!isnan(sum.last_val))
-                printf("; val_loss %.4f (best %.4f at step %ld)", sum.last_val, sum.best_val, sum.best_val_step);
+            printf("done    %ld steps (%lld tokens) in %s, %.0f tok/s", rep.steps_done, rep.tokens, dur,
+                   elapsed > 0 ? rep.tokens / elapsed : 0.0);
+            if (rep.last_loss_n) printf("; train loss %.4f (mean of last %d)", rep.last_loss_sum / rep.last_loss_n,
+                                         rep.last_loss_n);
+            if (!isnan(rep.last_val))
+                printf("; val_loss %.4f (best %.4f at step %ld)", rep.last_val, rep.best_val, rep.best_val_step);
             printf("\n");
             if (tr.backend->stats) {
                 BackendStats lifetime;
                 tr.backend->stats(tr.backend, &lifetime);
-                print_efficiency(tr.backend->name, &train_sum, &lifetime, sum.steps_done, train_optim, train_wall);
+                print_efficiency(tr.backend->name, &rep.train_stats, &lifetime, rep.steps_done, rep.t_optim,
+                                 rep.t_wall);
             }
             printf("saved   %s (checkpoint), %s (metrics); plot with: anetrain plot %s\n", a.out, log_path,
                    log_path);

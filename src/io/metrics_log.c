@@ -1,5 +1,5 @@
 /*
-** metrics_log.c — reading the metrics log and drawing it as SVG (see metrics_log.h).
+** metrics_log.c — writing and reading the metrics log, and drawing it as SVG (see metrics_log.h).
 */
 #include "metrics_log.h"
 
@@ -9,6 +9,36 @@
 #include <string.h>
 
 #include "../util/fileio.h"
+
+/* ---------------------------------------------------------------- writing */
+
+void metrics_log_write_step(FILE *fp, const MetricsStep *m) {
+    fprintf(fp, "{\"step\": %ld, \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": ", m->step, m->loss, (double)m->lr);
+    if (isfinite(m->grad_norm)) fprintf(fp, "%.9g", m->grad_norm);
+    else fprintf(fp, "null"); /* JSON has no inf/NaN: an overflowed (skipped) step */
+    fprintf(fp, ", \"tokens\": %lld, \"ms\": %.3f", m->tokens, m->ms);
+    if (m->loss_scaling)
+        fprintf(fp, ", \"loss_scale\": %g, \"skipped\": %s", (double)m->loss_scale, m->skipped ? "true" : "false");
+    const MetricsEfficiency *e = m->efficiency;
+    if (e) {
+        double flops = e->flops_device + e->flops_cpu;
+        fprintf(fp,
+                ", \"device_evals\": %llu, \"bytes_staged\": %llu, \"bytes_read\": %llu, \"flops_device\": %.6g, "
+                "\"flops_cpu\": %.6g, \"cpu_share\": %.4f, \"compiles\": %llu, \"ms_device\": %.3f, \"ms_stage\": %.3f, "
+                "\"ms_cpu_ops\": %.3f, \"ms_dw\": %.3f, \"ms_optim\": %.3f",
+                e->device_evals, e->bytes_staged, e->bytes_read, e->flops_device, e->flops_cpu,
+                flops > 0 ? e->flops_cpu / flops : 0.0, e->compiles, e->t_device * 1e3, e->t_stage * 1e3,
+                e->t_cpu_ops * 1e3, e->t_dw * 1e3, e->t_optim * 1e3);
+    }
+    if (m->has_val) fprintf(fp, ", \"val_loss\": %.17g", m->val_loss);
+    fprintf(fp, "}\n");
+}
+
+void metrics_log_write_val(FILE *fp, long step, double val_loss) {
+    fprintf(fp, "{\"step\": %ld, \"val_loss\": %.17g}\n", step, val_loss);
+}
+
+/* ---------------------------------------------------------------- reading */
 
 static int series_put(MetricsSeries *s, double x, double y) {
     if (s->n == s->cap) {

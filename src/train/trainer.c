@@ -160,6 +160,26 @@ static int lora_resume(Trainer *tr, Err *err) {
     return rc;
 }
 
+void train_options_default(TrainOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->val_frac = 0.05;
+    o->order = ORDER_RANDOM;
+    o->batch = 8;
+    o->seq = 256;
+    o->accum = 1;
+    o->steps = 1000;
+    o->lr = 5e-4f;
+    o->clip = 1.0f;
+    o->adam = (AdamWConfig){0.9f, 0.95f, 1e-8f, 0.1f};
+    o->seed = 1337;
+    o->eval_batches = 20;
+    o->loss_scaling = LOSS_SCALE_OFF;
+    o->loss_scale_init = 65536.0f;
+    o->loss_scale_window = 1000;
+    o->backend = "cpu";
+    backend_ane_default_options(&o->ane);
+}
+
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->opt = *opt;

@@ -6,8 +6,9 @@
 **     -> global-norm clipping -> AdamW on the fp32 master weights
 **     -> now and then: validation loss, checkpoint
 **
-** The trainer never prints and never exits: the CLI (cli/train.c) drives it step by step
-** and decides what the user sees. Everything is allocated in trainer_init.
+** The trainer never prints and never exits: the run loop (run.h) drives it step by step for
+** `train` and `finetune`, and the CLI decides what the user sees. Everything is allocated in
+** trainer_init.
 **
 ** LoRA fine-tuning (TrainOptions.lora.rank > 0, see lora.h): the base model is frozen and
 ** only the adapter trains; the norm, clipping and AdamW see only the adapter's gradients; the
@@ -69,7 +70,8 @@ typedef struct {
     LossScaling loss_scaling;
     float loss_scale_init;
     int loss_scale_window;
-    /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`) */
+    /* execution: "cpu" (fp32 reference) or "ane" (MIL kernels on an ANE device, with `ane`);
+    ** read with backend_kind_parse */
     const char *backend;
     AneBackendOptions ane;
     /* LoRA: rank 0 (the zeroed default) trains every parameter; rank > 0 trains an adapter
@@ -115,6 +117,13 @@ typedef struct {
     int skipped;       /* 1: inf/NaN gradients, weights untouched, scale halved */
     double t_optim;    /* seconds in the gradient norm and AdamW */
 } StepStats;
+
+/* The defaults of a training run, in one place (`train`'s flags start from them; `finetune`
+** changes a few): no model source, no data; val_frac 0.05, random order, batch 8, seq 256,
+** accum 1, 1000 steps, warmup 0, lr 5e-4, min_lr 0, clip 1, AdamW (0.9, 0.95, 1e-8, weight decay
+** 0.1), seed 1337, 20 validation batches, loss scaling off (initial scale 65536, window 1000),
+** backend "cpu" with backend_ane_default_options, no LoRA, fp32. */
+void train_options_default(TrainOptions *opt);
 
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
 void trainer_free(Trainer *tr);

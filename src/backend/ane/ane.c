@@ -930,6 +930,7 @@ Backend *backend_ane_create_frozen(const ParamLayout *layout, const FrozenBase *
     AneBackend *m = err_calloc(1, sizeof *m, "ane backend", err);
     if (!m) return NULL;
     m->base.name = "ane";
+    m->base.kind = BACKEND_ANE;
     m->base.step = ane_step;
     m->base.destroy = ane_destroy;
     m->base.stats = ane_stats;

@@ -1,0 +1,34 @@
+/*
+** progress.h — what the CLI shows while it works: the step progress line of `train` and
+** `finetune` (with tokens/s and the ETA), the "step N: val_loss" lines, and durations.
+*/
+#ifndef ANETRAIN_PROGRESS_H
+#define ANETRAIN_PROGRESS_H
+
+#include "../train/run.h"
+
+/* 1 if stderr is a terminal (progress lines are redrawn in place only there). */
+int term_is_tty(void);
+/* Formats seconds as "1:02:03" or "2:03". */
+void format_duration(double seconds, char *buf, int size);
+
+/* How a run's steps are shown. On a terminal the progress line is redrawn on stderr every step;
+** elsewhere it is printed on stdout every print_every steps, at the last step and at a validation. */
+typedef struct {
+    long steps;            /* TrainOptions.steps */
+    double tokens_per_step; /* batch x seq x accum */
+    int print_every;
+    int tty;               /* term_is_tty() */
+    int pad_step;          /* 1 (train): the step number right-aligned to the width of steps */
+    int show_scale;        /* 1 (train, loss scaling on): " | scale S" (and "(skipped: inf/NaN)");
+                           ** 0: only a skipped step is marked, " | skipped (inf/NaN)" */
+} StepProgress;
+
+/* The progress line of step s: "step 12/100 | loss 2.3456 | lr 5.00e-04 | 1234 tok/s |
+** 56 ms/step | ETA 0:42". */
+void progress_print(const StepProgress *p, const StepStats *s, double ms, double elapsed, long steps_done);
+/* RunOptions.on_step with ctx a StepProgress: the progress line when due, and after a validation
+** "step N: val_loss L (perplexity P)" on stdout. */
+void progress_on_step(const RunEvent *ev, void *ctx);
+
+#endif
