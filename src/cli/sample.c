@@ -20,8 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
+#include "../data/chat_template.h"
 #include "../data/tokenizer.h"
 #include "../generate/generate.h"
 #include "../io/model_file.h"
@@ -486,71 +485,25 @@ static void conv_free(Conversation *c) {
     free(c->msgs);
 }
 
-/* The conversation as Qwen3's template renders it with add_generation_prompt (see chat_help).
-** An earlier reply keeps only its text after the last "</think>", leading newlines removed
-** (the template's content.split('</think>')[-1].lstrip('\n')). */
+static int buf_emit(void *ctx, const char *text, size_t len, int counted) {
+    (void)counted;
+    return buf_add(ctx, text, len);
+}
+
+/* The conversation as Qwen3's template renders it with add_generation_prompt (see chat_help and
+** data/chat_template.h). */
 static int conv_render(const Conversation *c, Buf *out) {
     out->n = 0;
     int rc = buf_adds(out, "");
-    if (c->system)
-        rc |= buf_adds(out, "<|im_start|>system\n") | buf_adds(out, c->system) | buf_adds(out, "<|im_end|>\n");
-    for (int i = 0; i < c->n; i++) {
-        const Message *m = &c->msgs[i];
-        const char *text = m->text;
-        size_t len = m->len;
-        if (m->assistant) {
-            for (const char *p = text; (p = mem_find(p, (size_t)(m->text + m->len - p), "</think>", 8)) != NULL; p += 8)
-                text = p + 8;
-            len = (size_t)(m->text + m->len - text);
-            while (len > 0 && *text == '\n') text++, len--;
-        }
-        rc |= buf_adds(out, m->assistant ? "<|im_start|>assistant\n" : "<|im_start|>user\n");
-        rc |= buf_add(out, text, len) | buf_adds(out, "<|im_end|>\n");
-    }
-    rc |= buf_adds(out, "<|im_start|>assistant\n");
-    if (c->think_block) rc |= buf_adds(out, "<think>\n\n</think>\n\n");
+    ChatMessage *msgs = malloc(((size_t)c->n + 1) * sizeof *msgs);
+    if (!msgs) return -1;
+    int n = 0;
+    if (c->system) msgs[n++] = (ChatMessage){CHAT_SYSTEM, c->system, strlen(c->system)};
+    for (int i = 0; i < c->n; i++)
+        msgs[n++] = (ChatMessage){c->msgs[i].assistant ? CHAT_ASSISTANT : CHAT_USER, c->msgs[i].text, c->msgs[i].len};
+    rc |= chatml_render(msgs, n, 1, c->think_block, buf_emit, out);
+    free(msgs);
     return rc ? -1 : 0;
-}
-
-/* Checks that tokenizer_config.json's chat_template is ChatML, and whether it is Qwen3's (it
-** knows enable_thinking and writes exactly the empty think block we write). */
-static int chat_template_check(const char *path, int *qwen3, Err *err) {
-    size_t size;
-    char *text = file_read_all(path, &size, err);
-    if (!text) return err_wrap(err, "--tokenizer-config");
-    cJSON *root = cJSON_ParseWithLength(text, size);
-    free(text);
-    if (!root) return err_set(err, "%s: expected a JSON object (tokenizer_config.json), found invalid JSON", path);
-    const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
-    if (cJSON_IsArray(tpl)) { /* [{"name": "default", "template": "..."}, ...] */
-        const cJSON *item, *pick = NULL;
-        cJSON_ArrayForEach(item, tpl) {
-            const cJSON *name = cJSON_GetObjectItemCaseSensitive(item, "name");
-            if (!pick || (cJSON_IsString(name) && !strcmp(name->valuestring, "default"))) pick = item;
-        }
-        tpl = pick ? cJSON_GetObjectItemCaseSensitive(pick, "template") : NULL;
-    }
-    int rc = 0;
-    if (!cJSON_IsString(tpl)) {
-        rc = err_set(err, "%s: field chat_template: expected a string (the Jinja chat template), found %s", path,
-                     tpl ? "another JSON type" : "no such field");
-    } else if (!strstr(tpl->valuestring, "<|im_start|>") || !strstr(tpl->valuestring, "<|im_end|>")) {
-        rc = err_set(err,
-                     "%s: field chat_template: expected a ChatML template (<|im_start|>role ... <|im_end|>, as "
-                     "Qwen3's), found another kind: anetrain chat implements only ChatML",
-                     path);
-    } else if (strstr(tpl->valuestring, "enable_thinking")) {
-        if (!strstr(tpl->valuestring, "<think>\\n\\n</think>\\n\\n"))
-            rc = err_set(err,
-                         "%s: field chat_template: it has enable_thinking but not the empty think block "
-                         "'<think>\\n\\n</think>\\n\\n' of Qwen3's template: an unknown variant",
-                         path);
-        *qwen3 = 1;
-    } else {
-        *qwen3 = 0;
-    }
-    cJSON_Delete(root);
-    return rc;
 }
 
 /* Reads one line from fp without its line ending into *line (getline's buffer). -1 at EOF. */
