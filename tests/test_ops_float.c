@@ -366,6 +366,64 @@ static void test_cross_entropy_rows(void) {
     pair_free(&logits), pair_free(&dloss), pair_free(&loss), pair_free(&fused_loss), pair_free(&dlogits);
 }
 
+/* Ignored positions (targets < 0, PyTorch's ignore_index): loss 0 and no gradient, in all five
+** functions, whatever dloss; every other position exactly as with a real target there. */
+static void test_cross_entropy_ignored(void) {
+    enum { V = 37, N = 70, LD = 73 };
+    Rng rng;
+    rng_seed(&rng, 163);
+    float *logits = malloc(sizeof(float) * V * LD), *probs = malloc(sizeof(float) * V * LD);
+    float *d_all = malloc(sizeof(float) * V * LD), *d_ign = malloc(sizeof(float) * V * LD);
+    float *p_ign = malloc(sizeof(float) * V * LD);
+    float loss_all[N], loss_ign[N], dloss[N];
+    int32_t t_all[N], t_ign[N];
+    for (int i = 0; i < V * LD; i++) logits[i] = 3.0f * (float)rng_normal(&rng);
+    for (int t = 0; t < N; t++) {
+        t_all[t] = (int32_t)rng_below(&rng, V);
+        t_ign[t] = t % 3 == 1 || t > 60 ? -1 : t_all[t];
+        dloss[t] = 0.5f + (float)t;
+    }
+    for (int form = 0; form < 5; form++) {
+        int rows = form >= 3; /* rows: [N][V] token-major */
+        memcpy(d_all, logits, sizeof(float) * V * LD);
+        memcpy(d_ign, logits, sizeof(float) * V * LD);
+        if (form == 0) {
+            ops_cross_entropy_forward(loss_all, d_all, logits, t_all, V, N, LD);
+            ops_cross_entropy_forward(loss_ign, d_ign, logits, t_ign, V, N, LD);
+        } else if (form == 1) {
+            ops_cross_entropy_forward(loss_all, probs, logits, t_all, V, N, LD);
+            memcpy(p_ign, probs, sizeof(float) * V * LD);
+            ops_cross_entropy_backward(d_all, probs, t_all, dloss, V, N, LD);
+            ops_cross_entropy_backward(d_ign, p_ign, t_ign, dloss, V, N, LD);
+            ops_cross_entropy_forward(loss_ign, p_ign, logits, t_ign, V, N, LD);
+        } else if (form == 2) {
+            ops_cross_entropy_fused(loss_all, d_all, logits, t_all, dloss, V, N, LD);
+            ops_cross_entropy_fused(loss_ign, d_ign, logits, t_ign, dloss, V, N, LD);
+        } else if (form == 3) {
+            ops_cross_entropy_rows_forward(loss_all, logits, t_all, V, N);
+            ops_cross_entropy_rows_forward(loss_ign, logits, t_ign, V, N);
+        } else {
+            ops_cross_entropy_rows_fused(loss_all, d_all, logits, t_all, dloss, V, N);
+            ops_cross_entropy_rows_fused(loss_ign, d_ign, logits, t_ign, dloss, V, N);
+        }
+        int grads = form == 1 || form == 2 || form == 4;
+        int bad_loss = 0, bad_grad = 0;
+        for (int t = 0; t < N; t++) {
+            if (t_ign[t] < 0) bad_loss += loss_ign[t] != 0.0f;
+            else bad_loss += memcmp(&loss_ign[t], &loss_all[t], sizeof(float)) != 0;
+            if (!grads) continue;
+            for (int v = 0; v < V; v++) {
+                size_t i = rows ? (size_t)t * V + v : (size_t)v * LD + t;
+                if (t_ign[t] < 0) bad_grad += d_ign[i] != 0.0f;
+                else bad_grad += memcmp(&d_ign[i], &d_all[i], sizeof(float)) != 0;
+            }
+        }
+        CHECK(bad_loss == 0, "form %d: %d losses wrong", form, bad_loss);
+        CHECK(bad_grad == 0, "form %d: %d dlogits wrong", form, bad_grad);
+    }
+    free(logits), free(probs), free(d_all), free(d_ign), free(p_ign);
+}
+
 int main(void) {
     RUN(test_embedding);
     RUN(test_embedding_ld);
@@ -378,6 +436,7 @@ int main(void) {
     RUN(test_cross_entropy);
     RUN(test_linear_tokens);
     RUN(test_cross_entropy_rows);
+    RUN(test_cross_entropy_ignored);
     printf("worst float/double disagreement: %.3g of (|d| + rms) (limit %g)\n", worst_ratio, AGREE_RTOL);
     return TEST_SUMMARY();
 }

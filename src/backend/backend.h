@@ -66,13 +66,19 @@ typedef struct {
 ** ANE: the base is staged once, at the first step, and again only when params is another buffer
 ** (its contents must not change in place); adapter NULL (forward only) computes params alone,
 ** e.g. a merged model evaluated on the same backend (over an int8 base: the int8 matrices with
-** params' other tensors). */
+** params' other tensors).
+** Masked losses: a target < 0 (TARGET_IGNORE) is an ignored position (padding, or a prompt token
+** under --mask-prompt; PyTorch's ignore_index): its loss is 0 and it gets no gradient, but the
+** step still divides by B*T. A caller wanting the mean over the N counted positions of a whole
+** optimizer step rescales: *loss * B*T / N, and grad_scale * B*T / N (train/masked.h). */
+#define TARGET_IGNORE (-1)
+
 typedef struct {
     const float *params;
     float *grads;
     const float *adapter;
     float *adapter_grads;
-    const int32_t *inputs, *targets; /* [B][T] token ids (< vocab, checked by the caller) */
+    const int32_t *inputs, *targets; /* [B][T] token ids (< vocab, checked by the caller); targets < 0 ignored */
     int B, T;                        /* B <= max_B, T <= max_T */
     float grad_scale;
     float *logits;                   /* NULL, or receives the logits [B][V][T] (channel-first per sequence) */
@@ -82,7 +88,8 @@ typedef struct {
 struct Backend {
     const char *name;  /* for messages: "cpu", "ane (emulated device)", ... */
     BackendKind kind;  /* what executes the steps (a backend zeroed at creation is cpu) */
-    /* Runs one micro-batch (StepArgs); *loss receives the mean cross-entropy over the B*T positions. */
+    /* Runs one micro-batch (StepArgs); *loss receives the cross-entropy summed over the counted
+    ** positions (targets >= 0) and divided by B*T: the mean over the B*T positions when all count. */
     int (*step)(Backend *self, const StepArgs *args, double *loss, Err *err);
     void (*destroy)(Backend *self);
     /* Optional (NULL for cpu): fills *out with the counters above. */

@@ -398,7 +398,7 @@ static void ce_exp_columns(Real *loss, Real *out, Real *scale, const Real *logit
         const Real *row = logits + (size_t)v * ld;
         for (int t = 0; t < m; t++) mx[t] = row[t] > mx[t] ? row[t] : mx[t];
     }
-    for (int t = 0; t < m; t++) loss[t] = mx[t] - logits[(size_t)targets[t] * ld + t];
+    for (int t = 0; t < m; t++) loss[t] = targets[t] < 0 ? 0 : mx[t] - logits[(size_t)targets[t] * ld + t];
     for (int v = 0; v < V; v++) {
         const Real *row = logits + (size_t)v * ld;
         Real *orow = out + (size_t)v * ld;
@@ -408,7 +408,7 @@ static void ce_exp_columns(Real *loss, Real *out, Real *scale, const Real *logit
         }
     }
     for (int t = 0; t < m; t++) {
-        loss[t] += LOG(sum[t]);
+        if (targets[t] >= 0) loss[t] += LOG(sum[t]); /* an ignored position's loss stays 0 */
         scale[t] = 1 / sum[t];
     }
 }
@@ -437,9 +437,11 @@ void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, con
     for (int t0 = 0; t0 < n; t0 += CE_CHUNK) {
         int m = n - t0 < CE_CHUNK ? n - t0 : CE_CHUNK;
         ce_exp_columns(loss + t0, dlogits + t0, scale, logits + t0, targets + t0, V, m, ld);
-        for (int t = 0; t < m; t++) scale[t] *= dloss[t0 + t]; /* exp -> dloss * probs */
+        for (int t = 0; t < m; t++) /* exp -> dloss * probs; 0 at an ignored position */
+            scale[t] = targets[t0 + t] < 0 ? 0 : scale[t] * dloss[t0 + t];
         ce_scale_columns(dlogits + t0, scale, V, m, ld);
-        for (int t = 0; t < m; t++) dlogits[(size_t)targets[t0 + t] * ld + t0 + t] -= dloss[t0 + t];
+        for (int t = 0; t < m; t++)
+            if (targets[t0 + t] >= 0) dlogits[(size_t)targets[t0 + t] * ld + t0 + t] -= dloss[t0 + t];
     }
 }
 
@@ -450,13 +452,23 @@ void OPS(cross_entropy_backward)(Real *dlogits, const Real *probs, const int32_t
         Real *drow = dlogits + (size_t)v * ld;
         for (int t = 0; t < n; t++) drow[t] = dloss[t] * prow[t];
     }
-    for (int t = 0; t < n; t++) dlogits[(size_t)targets[t] * ld + t] -= dloss[t];
+    for (int t = 0; t < n; t++) {
+        if (targets[t] >= 0) {
+            dlogits[(size_t)targets[t] * ld + t] -= dloss[t];
+        } else { /* an ignored position: no gradient */
+            for (int v = 0; v < V; v++) dlogits[(size_t)v * ld + t] = 0;
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- cross-entropy, token-major */
 
 void OPS(cross_entropy_rows_forward)(Real *loss, const Real *logits, const int32_t *targets, int V, int n) {
     for (int t = 0; t < n; t++) {
+        if (targets[t] < 0) { /* ignored */
+            loss[t] = 0;
+            continue;
+        }
         const Real *row = logits + (size_t)t * V;
         Real mx = row_max(row, V);
         loss[t] = mx - row[targets[t]] + LOG(row_sum_exp(row, V, mx));
@@ -468,6 +480,11 @@ void OPS(cross_entropy_rows_fused)(Real *loss, Real *dlogits, const Real *logits
     for (int t = 0; t < n; t++) {
         Real *row = dlogits + (size_t)t * V;
         const Real *in = logits + (size_t)t * V;
+        if (targets[t] < 0) { /* ignored: no loss, no gradient */
+            loss[t] = 0;
+            memset(row, 0, (size_t)V * sizeof *row);
+            continue;
+        }
         if (row != in) memcpy(row, in, (size_t)V * sizeof *row);
         Real mx = row_max(row, V);
         Real target_logit = row[targets[t]];

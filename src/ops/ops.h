@@ -136,7 +136,10 @@ void OPS(swiglu_backward)(Real *dh1, Real *dh3, const Real *dg, const Real *h1, 
 /* --- cross-entropy over the vocabulary -------------------------------------------
 ** logits, probs [V][ld], columns 0..n-1 of them (ld >= n lets a caller process a slice of
 ** a [V][T] tensor). loss[t] = -log softmax(logits[:, t])[targets[t]].  probs may alias
-** logits (the softmax is then computed in place). */
+** logits (the softmax is then computed in place).
+** An ignored position (targets[t] < 0: padding, or a prompt token under a masked loss; PyTorch's
+** ignore_index) has loss[t] = 0 and, in every function here and below, dlogits[:, t] = 0 whatever
+** dloss[t]; its probs are still the softmax. */
 void OPS(cross_entropy_forward)(Real *loss, Real *probs, const Real *logits, const int32_t *targets, int V, int n,
                                 int ld);
 /* Writes dlogits[v][t] = dloss[t] * (probs[v][t] - [v == targets[t]]); dlogits may alias probs. */
@@ -151,7 +154,8 @@ void OPS(cross_entropy_fused)(Real *loss, Real *dlogits, const Real *logits, con
 /* --- cross-entropy, token-major --------------------------------------------------
 ** The same loss over logits stored one row per position: logits [n][V], row t holding
 ** position t's V logits contiguously (what linear_forward_tokens writes). A row is 4V bytes,
-** so its softmax passes run in cache. loss[t] = -log softmax(logits[t])[targets[t]]. */
+** so its softmax passes run in cache. loss[t] = -log softmax(logits[t])[targets[t]]; an ignored
+** position (targets[t] < 0) has loss[t] = 0 and dlogits[t] = 0. */
 void OPS(cross_entropy_rows_forward)(Real *loss, const Real *logits, const int32_t *targets, int V, int n);
 /* Loss as above, and (writes; dlogits may alias logits)
 **   dlogits[t][v] = dloss[t] * (softmax(logits[t])[v] - [v == targets[t]]). */
