@@ -75,6 +75,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 run_part test_parity.py "$PY" tests/test_parity.py --build "$BUILD"
 run_part test_lora_parity.py "$PY" tests/test_lora_parity.py --build "$BUILD"
+run_part test_masked_parity.py "$PY" tests/test_masked_parity.py --build "$BUILD"
 run_part test_tokenizer_ref.py "$PY" tests/test_tokenizer_ref.py --build "$BUILD"
 run_part test_tokenize.py "$PY" tests/test_tokenize.py --build "$BUILD"
 run_part test_cli.sh sh tests/test_cli.sh "$BUILD"

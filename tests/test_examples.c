@@ -215,10 +215,59 @@ static void test_examples_render_qwen(void) {
     examples_free(&s);
 }
 
+/* Five examples by hand: lengths 6, 3, 9 (truncated at T 4), 2 (prompt only), 4. */
+static void test_example_batches(void) {
+    static int32_t ids[] = {10, 11, 12, 13, 14, 15, /* 0 */ 20, 21, 22, /* 1 */ 30, 31, 32, 33, 34, 35, 36, 37, 38,
+                            /* 2 */ 40, 41, /* 3 */ 50, 51, 52, 53};
+    static uint8_t counted[] = {0, 0, 1, 1, 1, 1, /**/ 0, 1, 1, /**/ 0, 0, 0, 0, 0, 1, 1, 1, 1, /**/ 0, 0, /**/ 0, 0, 1, 1};
+    static size_t start[] = {0, 6, 9, 18, 20, 24};
+    RenderedExamples r = {ids, counted, 24, 24, start, 5};
+    ExampleBatches eb;
+    Err err;
+    /* masked: example 2 keeps targets 31..34, all prompt: dropped; example 3 has none: dropped */
+    CHECK(example_batches_init(&eb, &r, 0, 5, 2, 4, 1, 7, "d.jsonl", &err) == 0, "%s", err.msg);
+    CHECK(eb.n_kept == 3 && eb.n_dropped == 2 && eb.n_truncated == 2 && eb.n_batches == 1, "kept %zu dropped %zu "
+          "truncated %zu batches %zu", eb.n_kept, eb.n_dropped, eb.n_truncated, eb.n_batches);
+    CHECK(eb.order[0] == 1 && eb.order[1] == 4 && eb.order[2] == 0, "sorted by length: %zu %zu %zu", eb.order[0],
+          eb.order[1], eb.order[2]);
+    int32_t in[3 * 4], tg[3 * 4];
+    long long k = example_batches_fill(&eb, 0, 3, in, tg);
+    static const int32_t want_in[12] = {20, 21, 7, 7, 50, 51, 52, 7, 10, 11, 12, 13};
+    static const int32_t want_tg[12] = {21, 22, -1, -1, -1, 52, 53, -1, -1, 12, 13, 14};
+    CHECK(!memcmp(in, want_in, sizeof in), "inputs");
+    CHECK(!memcmp(tg, want_tg, sizeof tg), "targets");
+    CHECK(k == 7 && eb.n_counted == 7 && example_batches_counted(&eb, 1, 2) == 5, "counted %lld", k);
+    example_batches_free(&eb);
+    /* unmasked: every real target counts; only a one-token example would be dropped */
+    CHECK(example_batches_init(&eb, &r, 0, 5, 2, 4, 0, 7, "d.jsonl", &err) == 0, "%s", err.msg);
+    CHECK(eb.n_kept == 5 && eb.n_dropped == 0 && eb.n_batches == 2 && eb.n_counted == 4 + 2 + 4 + 1 + 3, "unmasked");
+    /* training order: each epoch visits both batches once; reproducible from the seed */
+    size_t seen[2] = {0, 0};
+    for (uint64_t m = 0; m < 6; m++) {
+        size_t f = example_batches_train_first(&eb, 5, m);
+        CHECK(f == 0 || f == 2, "first row %zu", f);
+        seen[f / 2]++;
+        if (m % 2 == 1) CHECK(seen[0] == seen[1], "epoch %llu: batches %zu and %zu", (unsigned long long)m / 2,
+                              seen[0], seen[1]);
+    }
+    ExampleBatches again;
+    CHECK(example_batches_init(&again, &r, 0, 5, 2, 4, 0, 7, "d.jsonl", &err) == 0, "%s", err.msg);
+    for (uint64_t m = 0; m < 9; m++)
+        CHECK(example_batches_train_first(&again, 5, 8 - m) == example_batches_train_first(&eb, 5, 8 - m),
+              "reproducible at %llu", (unsigned long long)(8 - m));
+    example_batches_free(&again);
+    example_batches_free(&eb);
+    /* nothing to learn */
+    CHECK(example_batches_init(&eb, &r, 3, 4, 1, 4, 1, 7, "v.jsonl", &err) == -1 &&
+              has(err.msg, "v.jsonl: expected an example with a target") && has(err.msg, "1 dropped"),
+          "%s", err.msg);
+}
+
 int main(void) {
     RUN(test_examples_formats);
     RUN(test_examples_errors);
     RUN(test_chatml_render);
+    RUN(test_example_batches);
     RUN(test_examples_render_llama);
     char why[ERR_MSG_MAX + 64];
     qwen = load_qwen(why, sizeof why);

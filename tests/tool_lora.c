@@ -7,6 +7,7 @@
 ** (x Wᵀ + s (x Aᵀ) Bᵀ, unmerged).
 **
 **   tool_lora MODEL TOKENS B T ADAPTER N LR WD CLIP OUT [--threads n] [--merged] [--dropout-seed S]
+**             [--targets FILE] [--micro M] [--backend cpu|ane]
 **
 **   default: the unmerged step (backend_cpu_create_frozen: the adapter in StepArgs, gradients
 **            of the adapter alone), with the adapter's lora_dropout; step i (the gradient dump
@@ -16,6 +17,11 @@
 **   MODEL    a HF directory or a llama2.c .bin (interleaved RoPE: the adapter's B rows for q/k
 **            are permuted on load, and back when written)
 **   TOKENS   raw little-endian int32, B*(T+1) ids (as tool_parity)
+**   --targets FILE  raw int32 [B][T] targets replacing the shifted ids, < 0 ignored (a masked
+**            loss: padding, prompt tokens); every loss and gradient is then the mean over the
+**            counted targets of the whole batch (train/masked.h), however it is split
+**   --micro M the batch runs as M micro-batches of B/M rows, gradients accumulated (unmerged)
+**   --backend ane  the unmerged steps on the ANE backend (the emulator where there is no device)
 **   ADAPTER  a PEFT adapter directory (lora_load)
 **   N        adapter-only AdamW steps on the same batch after the gradient dump (betas 0.9/0.999,
 **            eps 1e-8, decay WD on A and B, global-norm clip CLIP over the adapter's gradients,
@@ -41,6 +47,7 @@
 #include "io/safetensors.h"
 #include "model/lora.h"
 #include "train/lora_grad.h"
+#include "train/masked.h"
 #include "train/optim.h"
 #include "train/trainer.h"
 #include "util/fileio.h"
@@ -58,20 +65,35 @@ static void join_doubles(char *buf, size_t size, const double *x, int n) {
         used += (size_t)snprintf(buf + used, size - used, "%s%.17g", i ? "," : "", x[i]);
 }
 
-/* One micro-batch's adapter gradient into agrads (+=), the way the trainer computes it: merged
-** (W + s B A into params, full gradient, lora_grad) or unmerged (the frozen-base backend). */
+static int micro = 1;             /* --micro */
+static double counted_factor = 1; /* B*T / counted targets of the batch (train/masked.h); 1 without --targets */
+
+/* One batch's adapter gradient into agrads (+=), the way the trainer computes it: merged
+** (W + s B A into params, full gradient, lora_grad) or unmerged (the frozen-base backend, in
+** `micro` micro-batches). */
+
 static int lora_train_step(const LoraLayout *lo, const ParamLayout *pl, Backend *be, int merged, const float *base,
                            float *params, float *grads, const float *adapter, float *agrads, const int32_t *inputs,
                            const int32_t *targets, int B, int T, uint64_t seed, double *loss, float *logits, Err *err) {
-    if (merged) {
-        lora_merge(lo, pl, base, adapter, params);
-        memset(grads, 0, pl->n_floats * sizeof *grads);
-        if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, loss, logits, err) != 0) return -1;
-        lora_grad(lo, pl, grads, adapter, agrads);
+    if (!merged) { /* micro-batches of B / micro rows, each scaled to the whole batch's counted mean */
+        int mb = B / micro;
+        double f = counted_factor / micro, sum = 0;
+        for (int a = 0; a < micro; a++) {
+            double l;
+            size_t o = (size_t)a * mb * T;
+            StepArgs args = {params, NULL, adapter, agrads, inputs + o, targets + o, mb, T, (float)f,
+                             logits ? logits + o * pl->cfg.vocab_size : NULL, seed};
+            if (be->step(be, &args, &l, err) != 0) return -1;
+            sum += l * f;
+        }
+        *loss = sum;
         return 0;
     }
-    StepArgs args = {params, NULL, adapter, agrads, inputs, targets, B, T, 1.0f, logits, seed};
-    return be->step(be, &args, loss, err);
+    lora_merge(lo, pl, base, adapter, params);
+    memset(grads, 0, pl->n_floats * sizeof *grads);
+    if (backend_step(be, params, grads, inputs, targets, B, T, 1.0f, loss, logits, err) != 0) return -1;
+    lora_grad(lo, pl, grads, adapter, agrads);
+    return 0;
 }
 
 /* out/masks.safetensors: the masks of steps [0, steps) (see the header). */
@@ -118,17 +140,21 @@ int main(int argc, char **argv) {
     const char *model_path = argv[1], *tok_path = argv[2], *adapter_dir = argv[5], *out_dir = argv[10];
     int B = atoi(argv[3]), T = atoi(argv[4]), N = atoi(argv[6]), threads = 2, merged = 0;
     uint64_t dropout_seed = 1;
+    const char *targets_path = NULL, *backend_name = "cpu";
     float lr = strtof(argv[7], NULL), wd = strtof(argv[8], NULL), clip = strtof(argv[9], NULL);
     for (int i = 11; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--merged") == 0) merged = 1;
         else if (strcmp(argv[i], "--dropout-seed") == 0 && i + 1 < argc) dropout_seed = strtoull(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--targets") == 0 && i + 1 < argc) targets_path = argv[++i];
+        else if (strcmp(argv[i], "--micro") == 0 && i + 1 < argc) micro = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) backend_name = argv[++i];
         else {
             fprintf(stderr, "tool_lora: unknown argument '%s'\n", argv[i]);
             return 2;
         }
     }
-    if (B < 1 || T < 1 || N < 0 || N > 1000 || threads < 1) {
+    if (B < 1 || T < 1 || N < 0 || N > 1000 || threads < 1 || micro < 1 || B % micro != 0) {
         fprintf(stderr, "tool_lora: bad sizes B=%d T=%d N=%d threads=%d\n", B, T, N, threads);
         return 2;
     }
@@ -168,12 +194,26 @@ int main(int argc, char **argv) {
             targets[(size_t)b * T + t] = ids[(size_t)b * (T + 1) + t + 1];
         }
 
-    if (merged && lo.cfg.dropout != 0) return fail("--merged takes lora_dropout 0", NULL);
+    if (targets_path) { /* the masked targets, and the batch's counted mean */
+        FILE *gf = fopen(targets_path, "rb");
+        if (!gf) return fail(targets_path, NULL);
+        got = fread(targets, sizeof *targets, (size_t)B * T, gf);
+        fclose(gf);
+        if (got != (size_t)B * T) return fail(targets_path, NULL);
+        for (size_t i = 0; i < (size_t)B * T; i++)
+            if (targets[i] >= V) return fail("target id out of range", NULL);
+        long long counted = masked_count(targets, (size_t)B * T);
+        if (counted == 0) return fail("no counted target", NULL);
+        counted_factor = masked_factor(B, T, counted);
+    }
+    if (merged && (lo.cfg.dropout != 0 || targets_path || micro > 1 || strcmp(backend_name, "cpu") != 0))
+        return fail("--merged takes lora_dropout 0, the cpu backend, and no --targets or --micro", NULL);
 
     /* ---- the LoRA state as the trainer keeps it, merged or not ---- */
     FrozenBase frozen = {&lo, NULL};
-    Backend *be = merged ? backend_cpu_create(&pl, B, T, &err) : backend_cpu_create_frozen(&pl, &frozen, B, T, &err);
-    if (!be) return fail("backend_cpu_create", &err);
+    Backend *be = merged ? backend_cpu_create(&pl, B, T, &err)
+                         : backend_create_frozen(backend_name, &pl, &frozen, B / micro, T, NULL, &err);
+    if (!be) return fail("backend_create", &err);
     size_t n = pl.n_floats, na = lo.n_floats;
     float *base = NULL, *grads = NULL;
     if (merged) {
@@ -210,8 +250,19 @@ int main(int argc, char **argv) {
     }
     double final_loss = 0; /* forward only: evaluation, no dropout */
     if (merged) lora_merge(&lo, &pl, base, adapter, params);
-    StepArgs fa = {params, NULL, merged ? NULL : adapter, NULL, inputs, targets, B, T, 1.0f, NULL, 0};
-    if (be->step(be, &fa, &final_loss, &err) != 0) return fail("final forward", &err);
+    if (merged) {
+        StepArgs fa = {params, NULL, NULL, NULL, inputs, targets, B, T, 1.0f, NULL, 0};
+        if (be->step(be, &fa, &final_loss, &err) != 0) return fail("final forward", &err);
+    } else { /* forward only (no adapter_grads: no dropout), micro-batch by micro-batch */
+        int mb = B / micro;
+        for (int a = 0; a < micro; a++) {
+            double l;
+            size_t o = (size_t)a * mb * T;
+            StepArgs fa = {params, NULL, adapter, NULL, inputs + o, targets + o, mb, T, 1.0f, NULL, 0};
+            if (be->step(be, &fa, &l, &err) != 0) return fail("final forward", &err);
+            final_loss += l * counted_factor / micro;
+        }
+    }
     if (!merged && lo.cfg.dropout > 0 && dump_masks(&lo, out_dir, dropout_seed, N > 0 ? N : 1, B, T, &err) != 0)
         return fail("masks", &err);
     snprintf(path, sizeof path, "%s/final", out_dir);

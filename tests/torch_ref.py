@@ -341,10 +341,12 @@ def repeat_kv(x, n_rep):
     return x[:, :, None, :, :].expand(B, KV, n_rep, T, D).reshape(B, KV * n_rep, T, D)
 
 
-def forward(cfg, P, idx, rope_style, linear=None):
+def forward(cfg, P, idx, rope_style, linear=None, key_mask=None):
     """P: dict HF name -> tensor; idx [B, T] long. Returns logits [B, T, V].
     linear(name, x), if given, computes each projection of a layer in place of
-    F.linear(x, P[name]) (name: the weight's HF name), e.g. a LoRA-wrapped linear."""
+    F.linear(x, P[name]) (name: the weight's HF name), e.g. a LoRA-wrapped linear.
+    key_mask [B, T] bool, if given: False keys (padding) are masked out of every query's
+    attention, besides the causal mask (HF's attention_mask)."""
     if linear is None:
         linear = lambda name, x: F.linear(x, P[name])
     B, T = idx.shape
@@ -352,6 +354,8 @@ def forward(cfg, P, idx, rope_style, linear=None):
     emb = P["model.embed_tokens.weight"]
     cos, sin = rope_cos_sin(T, D, cfg.rope_theta, emb.dtype)
     mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    if key_mask is not None:  # [B, 1, T, T]: a query sees no padding key
+        mask = mask[None, None, :, :] | ~key_mask[:, None, None, :]
     x = F.embedding(idx, emb)
     for l in range(cfg.num_hidden_layers):
         p = "model.layers.%d." % l

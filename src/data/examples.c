@@ -307,3 +307,121 @@ int examples_render(const ExampleSet *set, const Tokenizer *tok, int think_block
     }
     return 0;
 }
+
+/* ---------------------------------------------------------------- batches of examples */
+
+void example_batches_free(ExampleBatches *eb) {
+    free(eb->order);
+    free(eb->counted);
+    free(eb->perm);
+    memset(eb, 0, sizeof *eb);
+}
+
+/* Counted targets of example i in a row of T (targets ids[1, min(n, T+1))). */
+static uint32_t row_counted(const RenderedExamples *r, size_t i, int T, int mask_prompt) {
+    size_t s = r->start[i], n = r->start[i + 1] - s;
+    size_t last = n < (size_t)T + 1 ? n : (size_t)T + 1;
+    if (!mask_prompt) return last > 1 ? (uint32_t)(last - 1) : 0;
+    uint32_t k = 0;
+    for (size_t t = 1; t < last; t++) k += r->counted[s + t];
+    return k;
+}
+
+static const RenderedExamples *sort_r; /* qsort has no context argument */
+
+static int by_length(const void *a, const void *b) {
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    size_t ni = sort_r->start[i + 1] - sort_r->start[i], nj = sort_r->start[j + 1] - sort_r->start[j];
+    if (ni != nj) return ni < nj ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+int example_batches_init(ExampleBatches *eb, const RenderedExamples *r, size_t begin, size_t end, int B, int T,
+                         int mask_prompt, int32_t pad_id, const char *name, Err *err) {
+    memset(eb, 0, sizeof *eb);
+    eb->r = r;
+    eb->B = B;
+    eb->T = T;
+    eb->mask_prompt = mask_prompt;
+    eb->pad_id = pad_id;
+    size_t n = end > begin ? end - begin : 0;
+    eb->order = malloc((n ? n : 1) * sizeof *eb->order);
+    eb->counted = malloc((n ? n : 1) * sizeof *eb->counted);
+    if (!eb->order || !eb->counted) {
+        example_batches_free(eb);
+        return err_set(err, "out of memory holding %zu examples' rows", n);
+    }
+    for (size_t i = begin; i < end; i++) {
+        if (r->start[i + 1] - r->start[i] > (size_t)T + 1) eb->n_truncated++;
+        if (row_counted(r, i, T, mask_prompt) == 0) eb->n_dropped++;
+        else eb->order[eb->n_kept++] = i;
+    }
+    if (eb->n_kept == 0) {
+        size_t dropped = eb->n_dropped;
+        example_batches_free(eb);
+        return err_set(err, "%s: expected an example with a target to learn, found none among %zu (%zu dropped: %s)",
+                       name, n, dropped,
+                       mask_prompt ? "no completion token within --seq" : "fewer than two tokens");
+    }
+    sort_r = r;
+    qsort(eb->order, eb->n_kept, sizeof *eb->order, by_length);
+    sort_r = NULL;
+    for (size_t k = 0; k < eb->n_kept; k++) {
+        eb->counted[k] = row_counted(r, eb->order[k], T, mask_prompt);
+        eb->n_counted += eb->counted[k];
+    }
+    eb->n_batches = eb->n_kept / (size_t)B;
+    eb->perm = malloc((eb->n_batches ? eb->n_batches : 1) * sizeof *eb->perm);
+    if (!eb->perm) {
+        example_batches_free(eb);
+        return err_set(err, "out of memory holding %zu examples' rows", n);
+    }
+    return 0;
+}
+
+size_t example_batches_train_first(ExampleBatches *eb, uint64_t seed, uint64_t k) {
+    size_t nb = eb->n_batches;
+    uint64_t epoch = k / nb;
+    if (!eb->perm_valid || eb->perm_epoch != epoch) { /* this epoch's shuffle (Fisher-Yates) */
+        Rng rng;
+        rng_seed(&rng, seed ^ 0x6a736f6e6cull ^ (epoch * 0x9e3779b97f4a7c15ull));
+        for (size_t i = 0; i < nb; i++) eb->perm[i] = i;
+        for (size_t i = 0; i + 1 < nb; i++) {
+            size_t j = i + (size_t)rng_below(&rng, nb - i);
+            size_t t = eb->perm[i];
+            eb->perm[i] = eb->perm[j];
+            eb->perm[j] = t;
+        }
+        eb->perm_epoch = epoch;
+        eb->perm_valid = 1;
+    }
+    return eb->perm[k % nb] * (size_t)eb->B;
+}
+
+long long example_batches_counted(const ExampleBatches *eb, size_t first, int n) {
+    long long k = 0;
+    for (int b = 0; b < n && first + (size_t)b < eb->n_kept; b++) k += eb->counted[first + (size_t)b];
+    return k;
+}
+
+long long example_batches_fill(const ExampleBatches *eb, size_t first, int n, int32_t *inputs, int32_t *targets) {
+    const RenderedExamples *r = eb->r;
+    int T = eb->T;
+    long long counted = 0;
+    for (int b = 0; b < n; b++) {
+        int32_t *in = inputs + (size_t)b * T, *tg = targets + (size_t)b * T;
+        size_t i = eb->order[first + (size_t)b], s = r->start[i], len = r->start[i + 1] - s;
+        size_t real = len - 1 < (size_t)T ? len - 1 : (size_t)T; /* positions with a next token */
+        for (size_t t = 0; t < real; t++) {
+            in[t] = r->ids[s + t];
+            int counts = !eb->mask_prompt || r->counted[s + t + 1];
+            tg[t] = counts ? r->ids[s + t + 1] : -1;
+            counted += counts;
+        }
+        for (size_t t = real; t < (size_t)T; t++) {
+            in[t] = eb->pad_id;
+            tg[t] = -1;
+        }
+    }
+    return counted;
+}

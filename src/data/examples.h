@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "../util/err.h"
+#include "../util/rng.h"
 #include "tokenizer.h"
 
 typedef enum { EXAMPLES_TEXT = 0, EXAMPLES_COMPLETION = 1, EXAMPLES_CHAT = 2 } ExampleFormat;
@@ -94,5 +95,52 @@ typedef struct {
 int examples_render(const ExampleSet *set, const Tokenizer *tok, int think_block, const char *name,
                     RenderedExamples *out, Err *err);
 void rendered_examples_free(RenderedExamples *r);
+
+/* ---------------------------------------------------------------- batches of examples
+** One example per row of T positions: an example of n tokens gives inputs ids[0, n-1) and
+** targets ids[1, n), its first T+1 tokens only (a longer one is truncated: the rest is never
+** seen, and counted). Rows are right-padded to T: inputs pad_id, targets ignored (TARGET_IGNORE,
+** -1, backend.h). With causal attention no real position attends to a later (padding) key, so
+** right padding needs no attention mask: a real position's loss and gradient are those of the
+** example alone (tests/test_masked_parity.py checks it against PyTorch with the padding keys
+** masked out). mask_prompt: a target counts only where its token is counted (examples_render:
+** a completion, or a reply and its end token); otherwise every real target counts. An example
+** with no counted target left (after truncation) is dropped, and counted.
+**
+** Order (as mlx-lm's iterate_batches): the kept examples sorted by length (their rendered token
+** count, ties in file order); batch j is sorted rows [j*B, j*B + B). Training uses the
+** n_kept / B whole batches (a partial last one is left out) in a random order per epoch:
+** micro-batch k of the run (counting every micro-batch since step 0) is batch
+** perm_e[k mod n_batches] of epoch e = k / n_batches, perm_e a Fisher-Yates shuffle drawn from
+** rng_seed(seed ^ 0x6a736f6e6c ^ e * 0x9e3779b97f4a7c15): a function of the seed and k only, so
+** a run is reproducible from its seed (and a resumed one reads what an uninterrupted one would). Evaluation reads every sorted row once, in order, the
+** last batch possibly partial. */
+typedef struct {
+    const RenderedExamples *r; /* not owned */
+    int B, T, mask_prompt;
+    int32_t pad_id;
+    size_t *order;       /* the kept examples' indices, sorted by length [n_kept] */
+    uint32_t *counted;   /* counted targets of each sorted row [n_kept] */
+    size_t n_kept, n_batches; /* n_batches: whole training batches, n_kept / B */
+    size_t n_truncated;  /* examples of more than T+1 tokens (among the kept and the dropped) */
+    size_t n_dropped;    /* examples with no counted target */
+    long long n_counted; /* counted targets of all kept rows */
+    size_t *perm;        /* the shuffle of epoch perm_epoch (if perm_valid) [n_batches] */
+    uint64_t perm_epoch;
+    int perm_valid;
+} ExampleBatches;
+
+/* The rows of examples [begin, end) of r. Fails (naming `name`) when no example is kept. */
+int example_batches_init(ExampleBatches *eb, const RenderedExamples *r, size_t begin, size_t end, int B, int T,
+                         int mask_prompt, int32_t pad_id, const char *name, Err *err);
+void example_batches_free(ExampleBatches *eb);
+/* The sorted-row index of training micro-batch k's first row (see the order above); needs
+** n_batches >= 1 (the caller checks there are B examples). */
+size_t example_batches_train_first(ExampleBatches *eb, uint64_t seed, uint64_t k);
+/* Fills inputs and targets [n][T] with sorted rows [first, first + n); returns their counted
+** targets. */
+long long example_batches_fill(const ExampleBatches *eb, size_t first, int n, int32_t *inputs, int32_t *targets);
+/* Counted targets of sorted rows [first, first + n). */
+long long example_batches_counted(const ExampleBatches *eb, size_t first, int n);
 
 #endif
