@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/chat_template.h"
 #include "../data/documents.h"
+#include "../data/examples.h"
 #include "../data/tokenizer.h"
 #include "../data/tokfile.h"
 #include "../io/metrics_log.h"
@@ -142,10 +144,18 @@ static void on_sigint(int sig) {
 /* What --format accepts (data/documents.h). */
 #define FINETUNE_FORMATS (DOC_FORMAT_BIT(DOC_PARAGRAPHS) | DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE))
 
+/* --data names JSON lines: a directory (holding train.jsonl) or a file ending in .jsonl. */
+static int data_is_jsonl(const char *path) {
+    size_t n = strlen(path);
+    return path_is_dir(path) || (n >= 6 && !strcmp(path + n - 6, ".jsonl"));
+}
+
 typedef struct {
     TrainOptions opt;
     const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale, *ane_limits;
-    int eval_every, print_every, save_every, threads, resume;
+    const char *tokenizer_config;
+    ExampleFields fields; /* JSON lines: the keys of text, prompt and completion */
+    int eval_every, print_every, save_every, threads, resume, mask_prompt, format_given;
     int seq_given, warmup_given, min_lr_given;
     /* flags a --resume takes from the training state when they are left out */
     int rank_given, alpha_given, dropout_given, int8_given, seed_given, batch_given, accum_given, val_frac_given;
@@ -174,7 +184,12 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--init", ARG_STR, &o->init_path, 0, 0, NULL},
         {"--data", ARG_STR, &o->data_path, 0, 0, NULL},
         {"--tokenizer", ARG_STR, &a->tokenizer, 0, 0, NULL},
-        {"--format", ARG_STR, &a->format, 0, 0, NULL},
+        {"--format", ARG_STR, &a->format, 0, 0, &a->format_given},
+        {"--mask-prompt", ARG_BOOL, &a->mask_prompt, 0, 0, NULL},
+        {"--text-field", ARG_STR, &a->fields.text, 0, 0, NULL},
+        {"--prompt-field", ARG_STR, &a->fields.prompt, 0, 0, NULL},
+        {"--completion-field", ARG_STR, &a->fields.completion, 0, 0, NULL},
+        {"--tokenizer-config", ARG_STR, &a->tokenizer_config, 0, 0, NULL},
         {"--val-frac", ARG_DOUBLE, &o->val_frac, 0.001, 0.9, &a->val_frac_given},
         {"--lora-rank", ARG_INT, &o->lora.rank, 1, 4096, &a->rank_given},
         {"--lora-alpha", ARG_FLOAT, &o->lora.alpha, 1e-6, 1e6, &a->alpha_given},
@@ -206,9 +221,18 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, err) != 0) return -1;
     if (!o->init_path) return err_set(err, "--init: the base model is required (a HF directory, llama2.c .bin or checkpoint)");
-    if (!o->data_path) return err_set(err, "--data: a text file is required");
+    if (!o->data_path) return err_set(err, "--data: a text file, a .jsonl file or a directory of them is required");
     DocFormat format;
     if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
+    if (data_is_jsonl(o->data_path) && a->format_given)
+        return err_set(err, "--format: %s holds JSON lines (one example a line), whose format is detected; --format "
+                            "is for plain text", o->data_path);
+    if (!data_is_jsonl(o->data_path) && (a->mask_prompt || a->fields.text || a->fields.prompt || a->fields.completion))
+        return err_set(err, "%s: takes JSON-lines data (--data FILE.jsonl or a directory with train.jsonl), found "
+                            "plain text %s",
+                       a->mask_prompt ? "--mask-prompt" : "--text-field, --prompt-field and --completion-field",
+                       o->data_path);
+    o->mask_prompt = a->mask_prompt;
     if (lora_parse_targets(a->targets ? a->targets : "q,k,v,o", &o->lora.targets, err) != 0) return -1;
     BackendKind kind;
     if (backend_kind_parse(a->backend, &kind, err) != 0) return err_wrap(err, "--backend");
@@ -268,30 +292,45 @@ static int encode_documents(const Tokenizer *tok, const DocList *d, int sep, Tok
     return 0;
 }
 
+/* The model's tokenizer (--tokenizer, or MODEL/tokenizer.json), its vocabulary checked to fit;
+** its path in tok_path. */
+static Tokenizer *load_tokenizer(const FinetuneArgs *a, const ModelConfig *cfg, char *tok_path, size_t size,
+                                 Err *err) {
+    const char *model = a->opt.init_path;
+    if (a->tokenizer) {
+        snprintf(tok_path, size, "%s", a->tokenizer);
+    } else {
+        snprintf(tok_path, size, "%s/tokenizer.json", model);
+        if (!path_is_dir(model) || !path_exists(tok_path)) {
+            err_set(err, "--tokenizer: required: %s comes without a tokenizer (only a HF model directory "
+                         "holding a tokenizer.json provides one); give its tokenizer.json or tokenizer.bin",
+                    model);
+            return NULL;
+        }
+    }
+    Tokenizer *tok = NULL;
+    if (tokenizer_load(tok_path, cfg->vocab_size, &tok, err) != 0) {
+        err_wrap(err, "--tokenizer");
+        return NULL;
+    }
+    int vocab = tokenizer_vocab_size(tok);
+    if (vocab > cfg->vocab_size) {
+        tokenizer_free(tok);
+        err_set(err, "--tokenizer %s: vocabulary size: expected at most the model's vocab_size %d, found %d "
+                     "ids (not this model's tokenizer)", tok_path, cfg->vocab_size, vocab);
+        return NULL;
+    }
+    return tok;
+}
+
 /* Loads the tokenizer for the model (checking its vocabulary fits), tokenizes the text file
 ** and writes the ids to tokens_path. Prints one line about it. */
 static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const char *tokens_path, Err *err) {
     DocFormat format; /* parse_args checked the name */
     if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
     char tok_path[1100];
-    const char *model = a->opt.init_path;
-    if (a->tokenizer) {
-        snprintf(tok_path, sizeof tok_path, "%s", a->tokenizer);
-    } else {
-        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", model);
-        if (!path_is_dir(model) || !path_exists(tok_path))
-            return err_set(err, "--tokenizer: required: %s comes without a tokenizer (only a HF model directory "
-                                "holding a tokenizer.json provides one); give its tokenizer.json or tokenizer.bin",
-                           model);
-    }
-    Tokenizer *tok = NULL;
-    if (tokenizer_load(tok_path, cfg->vocab_size, &tok, err) != 0) return err_wrap(err, "--tokenizer");
-    int vocab = tokenizer_vocab_size(tok);
-    if (vocab > cfg->vocab_size) {
-        tokenizer_free(tok);
-        return err_set(err, "--tokenizer %s: vocabulary size: expected at most the model's vocab_size %d, found %d "
-                            "ids (not this model's tokenizer)", tok_path, cfg->vocab_size, vocab);
-    }
+    Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
+    if (!tok) return -1;
     size_t size;
     char *text = file_read_all(a->opt.data_path, &size, err);
     if (!text) {
@@ -323,6 +362,78 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
     token_ids_free(&probe);
     free(text);
     tokenizer_free(tok);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- JSON lines to examples */
+
+/* The examples of --data: DIR/train.jsonl (and DIR/valid.jsonl when present), or FILE.jsonl. */
+typedef struct {
+    char train_path[1100], valid_path[1100];
+    int has_valid;
+    ExampleSet set[2]; /* train, valid */
+    RenderedExamples r[2];
+} JsonlData;
+
+static void jsonl_data_free(JsonlData *d) {
+    for (int k = 0; k < 2; k++) {
+        examples_free(&d->set[k]);
+        rendered_examples_free(&d->r[k]);
+    }
+}
+
+/* The chat template's kind (Qwen3's think block or plain ChatML) from --tokenizer-config, or the
+** tokenizer_config.json beside the tokenizer. */
+static int chat_think_block(const FinetuneArgs *a, const char *tok_path, int *think, Err *err) {
+    char config[1200];
+    if (a->tokenizer_config) {
+        snprintf(config, sizeof config, "%s", a->tokenizer_config);
+    } else {
+        char dir[1100];
+        snprintf(dir, sizeof dir, "%s", tok_path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        else snprintf(dir, sizeof dir, ".");
+        snprintf(config, sizeof config, "%s/tokenizer_config.json", dir);
+        if (!path_exists(config))
+            return err_set(err, "--tokenizer-config: %s: no such file (chat examples take the model's chat template: "
+                                "give the tokenizer_config.json that holds it)", config);
+    }
+    return chat_template_check(config, think, err);
+}
+
+/* Reads and renders the examples with the model's tokenizer (and chat template); prints one line
+** per file. Nothing is written: a malformed line fails here, naming its file and line. */
+static int prepare_examples(const FinetuneArgs *a, const ModelConfig *cfg, JsonlData *d, Err *err) {
+    memset(d, 0, sizeof *d);
+    const char *data = a->opt.data_path;
+    if (path_is_dir(data)) {
+        snprintf(d->train_path, sizeof d->train_path, "%s/train.jsonl", data);
+        snprintf(d->valid_path, sizeof d->valid_path, "%s/valid.jsonl", data);
+        if (!path_exists(d->train_path))
+            return err_set(err, "--data %s: expected a train.jsonl in the directory, found none", data);
+        d->has_valid = path_exists(d->valid_path);
+    } else {
+        snprintf(d->train_path, sizeof d->train_path, "%s", data);
+    }
+    char tok_path[1100];
+    Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
+    if (!tok) return -1;
+    int rc = 0;
+    for (int k = 0; k < 1 + d->has_valid && rc == 0; k++) {
+        const char *path = k ? d->valid_path : d->train_path;
+        rc = examples_read(&d->set[k], path, &a->fields, err);
+        int think = 0;
+        if (rc == 0 && d->set[k].format == EXAMPLES_CHAT && tokenizer_piece_to_id(tok, "<|im_start|>", 12) >= 0)
+            rc = chat_think_block(a, tok_path, &think, err);
+        if (rc == 0) rc = examples_render(&d->set[k], tok, think, path, &d->r[k], err);
+        if (rc == 0)
+            printf("data    %s: %zu %s examples, %zu tokens%s\n", path, d->set[k].n,
+                   example_format_name(d->set[k].format), d->r[k].n,
+                   a->mask_prompt && d->set[k].format != EXAMPLES_TEXT ? " (loss on the completions only)" : "");
+    }
+    tokenizer_free(tok);
+    if (rc != 0) jsonl_data_free(d);
     return rc;
 }
 
@@ -397,15 +508,33 @@ static int run(FinetuneArgs *a, Err *err) {
         output_file_check(adapter_path, "--out", err) != 0 || output_file_check(config_path, "--out", err) != 0 ||
         output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
         return -1;
-    if (dir_ensure_all(a->out, err) != 0) return -1;
-    if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
-    o->data_path = tokens_path;
+    JsonlData jd;
+    int jsonl = data_is_jsonl(o->data_path);
+    if (jsonl) { /* read and rendered before anything is written */
+        if (prepare_examples(a, &cfg, &jd, err) != 0) return -1;
+        o->train_examples = &jd.r[0];
+        o->valid_examples = jd.has_valid ? &jd.r[1] : NULL;
+        o->data_path = jd.train_path;
+        o->valid_path = jd.valid_path;
+        if (dir_ensure_all(a->out, err) != 0) {
+            jsonl_data_free(&jd);
+            return -1;
+        }
+    } else {
+        if (dir_ensure_all(a->out, err) != 0) return -1;
+        if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
+        o->data_path = tokens_path;
+    }
 
     Trainer tr;
-    if (trainer_init(&tr, o, err) != 0) return -1;
+    if (trainer_init(&tr, o, err) != 0) {
+        if (jsonl) jsonl_data_free(&jd);
+        return -1;
+    }
     FILE *log = fopen(log_path, a->resume ? "a" : "w");
     if (!log) {
         trainer_free(&tr);
+        if (jsonl) jsonl_data_free(&jd);
         return err_set(err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
     }
     char desc[512], targets[64];
@@ -414,8 +543,20 @@ static int run(FinetuneArgs *a, Err *err) {
     long long total = config_param_count(&cfg);
     double full_state = 2.0 * sizeof(float) * (double)tr.layout.n_floats;
     printf("model   %s: %s\n", o->init_path, desc);
-    printf("split   %zu training tokens, %zu validation tokens (last %.0f%%)\n", tr.loader.n_train, tr.loader.n_val,
-           o->val_frac * 100);
+    if (jsonl) {
+        const ExampleBatches *t = &tr.train_rows, *v = &tr.valid_rows;
+        printf("split   %zu training examples (%zu batches of %d, sorted by length), %zu validation examples (%s)\n",
+               t->n_kept, t->n_batches, o->batch, tr.has_valid_rows ? v->n_kept : 0,
+               o->valid_examples ? "valid.jsonl" : tr.has_valid_rows ? "the last --val-frac of the training file"
+                                                                     : "none");
+        printf("rows    one example per row of --seq %d, right-padded; %zu truncated, %zu dropped (no %s "
+               "within --seq); %lld training targets counted\n",
+               o->seq, t->n_truncated + v->n_truncated, t->n_dropped + v->n_dropped,
+               o->mask_prompt ? "completion token" : "target", (long long)t->n_counted);
+    } else {
+        printf("split   %zu training tokens, %zu validation tokens (last %.0f%%)\n", tr.loader.n_train, tr.loader.n_val,
+               o->val_frac * 100);
+    }
     printf("lora    r=%d alpha=%g (scale %g) on %s of %d layers: %zu trainable parameters (%.3f%% of %lld)\n",
            o->lora.rank, (double)o->lora.alpha, (double)tr.lora.scale, targets, cfg.n_layers, tr.lora.n_floats,
            100.0 * (double)tr.lora.n_floats / (double)total, total);
@@ -478,10 +619,12 @@ static int run(FinetuneArgs *a, Err *err) {
     printf("        anetrain convert %s MERGED --adapter %s   (the adapter merged into the weights)\n", o->init_path,
            a->out);
     trainer_free(&tr);
+    if (jsonl) jsonl_data_free(&jd);
     return interrupted ? 130 : 0;
 fail:
     fclose(log);
     trainer_free(&tr);
+    if (jsonl) jsonl_data_free(&jd);
     return -1;
 }
 

@@ -52,7 +52,7 @@ static int stop_asked(const RunOptions *ro) { return ro->stop && *ro->stop; }
 
 /* 1 if the validation after step `step` is due. */
 static int eval_due(const Trainer *tr, const RunOptions *ro, long step) {
-    return tr->loader.n_val > 0 && ((ro->eval_every > 0 && step % ro->eval_every == 0) || step == tr->opt.steps);
+    return trainer_has_validation(tr) && ((ro->eval_every > 0 && step % ro->eval_every == 0) || step == tr->opt.steps);
 }
 
 RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *err) {
@@ -163,7 +163,7 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
     free(eval_tg);
     if (status == RUN_DONE && stop_asked(ro)) {
         status = RUN_INTERRUPTED;
-        if (ro->eval_on_stop && tr->loader.n_val > 0 && trainer_eval(tr, &rep->last_val, err) != 0)
+        if (ro->eval_on_stop && trainer_has_validation(tr) && trainer_eval(tr, &rep->last_val, err) != 0)
             status = RUN_ERROR;
     }
     if ((status == RUN_DONE || status == RUN_INTERRUPTED) && trainer_save(tr, ro->save_path, err) != 0)

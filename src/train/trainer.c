@@ -15,6 +15,7 @@
 #include "../util/parallel.h"
 #include "evaluate.h"
 #include "lora_grad.h"
+#include "masked.h"
 
 uint64_t lora_step_dropout_seed(uint64_t seed, uint64_t step, int micro) {
     return lora_splitmix(lora_splitmix(lora_splitmix(seed ^ 0x6c6f7261ull) ^ step) ^ (uint64_t)micro);
@@ -180,6 +181,94 @@ void train_options_default(TrainOptions *o) {
     backend_ane_default_options(&o->ane);
 }
 
+/* ---------------------------------------------------------------- fine-tuning examples */
+
+/* TrainOptions.train_examples: the training rows, and the validation rows (valid_examples, or
+** the last val_frac of the training examples). */
+static int examples_setup(Trainer *tr, Err *err) {
+    const TrainOptions *o = &tr->opt;
+    const RenderedExamples *r = o->train_examples;
+    int V = tr->layout.cfg.vocab_size;
+    const RenderedExamples *all[2] = {r, o->valid_examples};
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; all[k] && i < all[k]->n; i++)
+            if (all[k]->ids[i] < 0 || all[k]->ids[i] >= V)
+                return err_set(err, "%s: token id %d is outside the model's vocabulary of %d",
+                               k ? o->valid_path : o->data_path, all[k]->ids[i], V);
+    if (o->lora_resume_path)
+        return err_set(err, "--resume: resuming a run on JSON-lines examples is not supported yet");
+    size_t n_train = r->n_examples, n_val = 0;
+    if (!o->valid_examples && o->val_frac > 0) {
+        n_val = (size_t)((double)r->n_examples * o->val_frac + 0.5);
+        if (n_val == 0) n_val = 1;
+        if (n_val >= r->n_examples)
+            return err_set(err, "%s: %zu examples are too few to hold out %g of them for validation (give a "
+                                "valid.jsonl, or --val-frac 0)", o->data_path, r->n_examples, o->val_frac);
+        n_train -= n_val;
+    }
+    int32_t pad = r->n ? r->ids[r->n - 1] : 0; /* any valid id: padding inputs are never looked at */
+    tr->has_examples = 1;
+    if (example_batches_init(&tr->train_rows, r, 0, n_train, o->batch, o->seq, o->mask_prompt, pad, o->data_path,
+                             err) != 0)
+        return -1;
+    if (tr->train_rows.n_batches == 0)
+        return err_set(err, "%s: %zu training examples kept, fewer than one batch of %d (lower --batch)", o->data_path,
+                       tr->train_rows.n_kept, o->batch);
+    const RenderedExamples *vr = o->valid_examples ? o->valid_examples : r;
+    size_t v0 = o->valid_examples ? 0 : n_train, v1 = o->valid_examples ? vr->n_examples : r->n_examples;
+    if (v1 > v0) {
+        if (example_batches_init(&tr->valid_rows, vr, v0, v1, o->batch, o->seq, o->mask_prompt, pad,
+                                 o->valid_examples ? o->valid_path : o->data_path, err) != 0)
+            return -1;
+        tr->has_valid_rows = 1;
+    }
+    return 0;
+}
+
+/* Counted targets of the next step's accum micro-batches (before they are read). */
+static long long examples_step_counted(Trainer *tr) {
+    const TrainOptions *o = &tr->opt;
+    uint64_t k0 = tr->loader.state.rows / (uint64_t)o->batch;
+    long long n = 0;
+    for (int a = 0; a < o->accum; a++) {
+        size_t first = example_batches_train_first(&tr->train_rows, o->seed, k0 + (uint64_t)a);
+        n += example_batches_counted(&tr->train_rows, first, o->batch);
+    }
+    return n; /* > 0: every kept row counts a target */
+}
+
+static void examples_next_train(Trainer *tr, int32_t *inputs, int32_t *targets) {
+    const TrainOptions *o = &tr->opt;
+    uint64_t k = tr->loader.state.rows / (uint64_t)o->batch;
+    size_t first = example_batches_train_first(&tr->train_rows, o->seed, k);
+    example_batches_fill(&tr->train_rows, first, o->batch, inputs, targets);
+    tr->loader.state.rows += (uint64_t)o->batch;
+}
+
+/* The mean loss over the validation rows' counted targets (eval_batches batches of them, if > 0). */
+static int examples_eval(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
+                         Err *err) {
+    const TrainOptions *o = &tr->opt;
+    if (!tr->has_valid_rows)
+        return err_set(err, "%s: no validation examples (no valid.jsonl, and --val-frac is 0)", o->data_path);
+    if (T != o->seq) return err_set(err, "--eval-seq: examples are evaluated at --seq %d only", o->seq);
+    const ExampleBatches *v = &tr->valid_rows;
+    double total = 0;
+    long long counted = 0;
+    size_t batches = 0;
+    for (size_t first = 0; first < v->n_kept; first += (size_t)o->batch) {
+        if (o->eval_batches > 0 && batches++ == (size_t)o->eval_batches) break;
+        int nb = v->n_kept - first < (size_t)o->batch ? (int)(v->n_kept - first) : o->batch;
+        counted += example_batches_fill(v, first, nb, inputs, targets);
+        double l;
+        StepArgs args = {tr->params, NULL, tr->adapter, NULL, inputs, targets, nb, T, 1.0f, NULL, 0};
+        if (be->step(be, &args, &l, err) != 0) return -1;
+        total += l * nb * T; /* the batch's summed loss over its counted targets */
+    }
+    *val_loss = total / (double)counted;
+    return 0;
+}
+
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->opt = *opt;
@@ -237,10 +326,14 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     tr->inputs = err_malloc(bt * sizeof(int32_t), "input batch", err);
     tr->targets = err_malloc(bt * sizeof(int32_t), "target batch", err);
     if (!tr->inputs || !tr->targets) goto fail;
-    if (tokfile_load(&tr->data, opt->data_path, cfg->vocab_size, err) != 0) goto fail;
-    if (loader_init(&tr->loader, tr->data.tokens, tr->data.n_tokens, opt->val_frac, opt->batch, opt->seq, opt->order,
-                    opt->seed, opt->data_path, err) != 0)
-        goto fail;
+    if (opt->train_examples) {
+        if (examples_setup(tr, err) != 0) goto fail;
+    } else {
+        if (tokfile_load(&tr->data, opt->data_path, cfg->vocab_size, err) != 0) goto fail;
+        if (loader_init(&tr->loader, tr->data.tokens, tr->data.n_tokens, opt->val_frac, opt->batch, opt->seq,
+                        opt->order, opt->seed, opt->data_path, err) != 0)
+            goto fail;
+    }
     if (opt->lora_resume_path) {
         if (lora_resume(tr, err) != 0) goto fail;
         tr->loader.state = tr->state.loader;
@@ -287,6 +380,8 @@ void trainer_free(Trainer *tr) {
     free(tr->adapter_v);
     if (tr->has_int8) quant_int8_free(&tr->int8);
     tokfile_free(&tr->data);
+    example_batches_free(&tr->train_rows);
+    example_batches_free(&tr->valid_rows);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -301,14 +396,24 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
     if (tr->adapter_grads) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
     double loss_sum = 0;
+    /* each micro-batch's share of the step's mean: 1/accum, or (examples) B*T / the step's
+    ** counted targets, applied to the loss as loss_factor / accum (train/masked.h) */
+    float grad_scale = scale / (float)o->accum;
+    double loss_factor = 1;
+    if (tr->has_examples) {
+        double f = masked_factor(o->batch, o->seq, examples_step_counted(tr));
+        grad_scale = (float)(scale * f);
+        loss_factor = f * o->accum;
+    }
     for (int a = 0; a < o->accum; a++) {
-        loader_next_train(&tr->loader, tr->inputs, tr->targets);
+        if (tr->has_examples) examples_next_train(tr, tr->inputs, tr->targets);
+        else loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
         StepArgs args = {tr->params, tr->grads, tr->adapter, tr->adapter_grads, tr->inputs, tr->targets,
-                         o->batch, o->seq, scale / (float)o->accum, NULL,
+                         o->batch, o->seq, grad_scale, NULL,
                          tr->adapter ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
         if (tr->backend->step(tr->backend, &args, &loss, err) != 0) return -1;
-        loss_sum += loss;
+        loss_sum += loss * loss_factor;
     }
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
@@ -358,9 +463,12 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     return 0;
 }
 
+int trainer_has_validation(const Trainer *tr) { return tr->has_examples ? tr->has_valid_rows : tr->loader.n_val > 0; }
+
 int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                       Err *err) {
     const TrainOptions *o = &tr->opt;
+    if (tr->has_examples) return examples_eval(tr, be, T, inputs, targets, val_loss, err);
     if (tr->loader.n_val == 0) return err_set(err, "%s: no validation split (--val-frac is 0)", o->data_path);
     size_t windows = eval_windows(tr->loader.n_val, T);
     if (windows == 0)

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "../backend/backend.h"
+#include "../data/examples.h"
 #include "../data/loader.h"
 #include "../data/tokfile.h"
 #include "../model/lora.h"
@@ -81,6 +82,15 @@ typedef struct {
     /* 1: the frozen base's seven layer matrices as int8 (LoRA runs on the cpu backend only:
     ** int8 weights cannot train) */
     int int8;
+    /* Fine-tuning examples (data/examples.h) instead of data_path's token stream: train_examples
+    ** set, each batch is B examples, one per row (ExampleBatches: padded, sorted by length,
+    ** batches shuffled per epoch), and each step's loss and gradients are the mean over its
+    ** counted targets (train/masked.h; mask_prompt: completion tokens only). valid_examples
+    ** (NULL: the last val_frac of train_examples, if val_frac > 0) validates, with the same mean.
+    ** Not owned; they must outlive the trainer. No resume (lora_resume_path) yet. */
+    const RenderedExamples *train_examples, *valid_examples;
+    const char *valid_path; /* the validation examples' file, for messages */
+    int mask_prompt;
 } TrainOptions;
 
 typedef struct {
@@ -104,6 +114,10 @@ typedef struct {
     size_t int8_released_bytes;
     /* LoRA runs: ckpt_crc32_words of the frozen base's fp32 parameters, as loaded */
     uint32_t base_crc32;
+    /* TrainOptions.train_examples: its training rows and (has_valid_rows) validation rows; the
+    ** micro-batch counter is loader.state.rows / batch */
+    int has_examples, has_valid_rows;
+    ExampleBatches train_rows, valid_rows;
 } Trainer;
 
 /* What one optimizer step did. */
@@ -129,8 +143,11 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
 void trainer_free(Trainer *tr);
 /* One optimizer step over `accum` micro-batches. */
 int trainer_step(Trainer *tr, StepStats *stats, Err *err);
+/* 1 when the run has a validation split (windows of a token stream, or validation examples). */
+int trainer_has_validation(const Trainer *tr);
 /* Mean loss over the validation split (or eval_batches batches of it), in windows of --seq
-** tokens through the trainer's backend. Fails if there is no split. */
+** tokens through the trainer's backend (examples: their rows, the mean over the counted
+** targets). Fails if there is no split. */
 int trainer_eval(Trainer *tr, double *val_loss, Err *err);
 /* The same with windows of T tokens through `be` (created for batch x T), with inputs and
 ** targets holding batch x T ids: validation at another length (train --eval-seq). */
