@@ -81,6 +81,7 @@ run_part test_tokenize.py "$PY" tests/test_tokenize.py --build "$BUILD"
 run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
 run_part test_generate.sh sh tests/test_generate.sh "$BUILD"
 run_part test_finetune.sh sh tests/test_finetune.sh "$BUILD"
+run_part test_finetune_jsonl.sh sh tests/test_finetune_jsonl.sh "$BUILD"
 
 echo "==="
 if [ -n "$failed_parts" ]; then echo "failed parts:$failed_parts"; fi

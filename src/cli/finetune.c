@@ -37,7 +37,7 @@
 #include "progress.h"
 
 static const char *finetune_help =
-    "usage: anetrain finetune --init MODEL --data TEXT [options]\n"
+    "usage: anetrain finetune --init MODEL --data TEXT|FILE.jsonl|DIR [options]\n"
     "\n"
     "Fine-tunes MODEL on the text file TEXT with LoRA: the model's weights stay frozen and a\n"
     "low-rank adapter W + (alpha/r) B A is trained for some of its matrices (PEFT's LoRA). The\n"
@@ -50,13 +50,16 @@ static const char *finetune_help =
     "                        its tokenizer.json), a llama2.c .bin, or an anetrain checkpoint\n"
     "  --tokenizer FILE      tokenizer.json or llama2.c tokenizer.bin; required unless MODEL is a\n"
     "                        HF directory holding a tokenizer.json\n"
-    "  --data TEXT           the text to fine-tune on (UTF-8; any bytes are kept)\n"
+    "  --data TEXT           the text to fine-tune on (UTF-8; any bytes are kept); or examples as\n"
+    "                        JSON lines: FILE.jsonl, or DIR with train.jsonl (and valid.jsonl;\n"
+    "                        see \"Examples\" below)\n"
     "  --format paragraphs|lines|file\n"
     "                        what one document is (default paragraphs: lines up to a blank line,\n"
     "                        newlines kept). Each document gets what the tokenizer adds at the\n"
     "                        start (Llama-2: BOS); tokenizers that add nothing (Qwen3) get EOS\n"
     "                        after each document instead, so documents stay apart.\n"
-    "  --val-frac X          the fraction at the end held out for validation (default 0.1)\n"
+    "  --val-frac X          the fraction at the end held out for validation (default 0.1; JSON\n"
+    "                        lines: of the examples, when there is no valid.jsonl)\n"
     "\n"
     "LoRA:\n"
     "  --lora-rank R         rank r of the adapters (default 8)\n"
@@ -82,6 +85,33 @@ static const char *finetune_help =
     "                        the other flags (--steps, --lr, ...) as in the first run.\n"
     "\n";
 
+/* Examples from JSON lines (its own literal: see below). */
+static const char *finetune_help_jsonl =
+    "Examples (JSON lines, mlx-lm's formats): one example a line, the format detected from the first\n"
+    "line and the same on every line:\n"
+    "  {\"text\": T}                     tokens of T, then EOS\n"
+    "  {\"prompt\": P, \"completion\": C}  tokens of P (with BOS if the tokenizer adds it), of C, EOS\n"
+    "  {\"messages\": [{\"role\": R, \"content\": X}, ...]}   R system, user or assistant, rendered\n"
+    "                        with the model's ChatML chat template (Qwen3: tokenizer_config.json,\n"
+    "                        as `chat`; <|im_start|> and <|im_end|> are their token ids). A model\n"
+    "                        without ChatML tokens (stories, our BPE) refuses messages.\n"
+    "  A malformed line (bad JSON, a missing field, a wrong type, an unknown role, an empty\n"
+    "  completion) is an error naming the file and line, and nothing is written.\n"
+    "  --text-field K, --prompt-field K, --completion-field K   the keys (mlx-lm's text_feature,\n"
+    "                        prompt_feature, completion_feature)\n"
+    "  --mask-prompt         the loss counts only the completion (chat: each assistant reply and\n"
+    "                        its <|im_end|>); without it every token of an example counts\n"
+    "  --tokenizer-config FILE  the tokenizer_config.json with the chat template (default: beside\n"
+    "                        the tokenizer)\n"
+    "  Each example is one row of --seq tokens, right-padded (padding never counts; causal\n"
+    "  attention keeps real tokens from seeing it). Longer examples are truncated to --seq, and\n"
+    "  counted; an example with nothing left to count is dropped, and counted. Examples are\n"
+    "  sorted by length into batches of --batch (a partial last batch is left out of training),\n"
+    "  and the batches are shuffled every epoch from --seed. The loss of a step is the mean over\n"
+    "  its counted tokens, all --accum micro-batches together; the validation loss likewise.\n"
+    "  Not yet for JSON lines: --resume, a test set (test.jsonl), chat with tools.\n"
+    "\n";
+
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
 static const char *finetune_help_more =
     "Optimization (AdamW on the adapter only; warmup then cosine decay):\n"
@@ -101,7 +131,8 @@ static const char *finetune_help_more =
     "  --eval-batches N      validation batches per evaluation (default 20; 0: the whole split)\n"
     "  --out DIR             output directory (default out/finetune): adapter_model.safetensors,\n"
     "                        adapter_config.json, lora_state.ckpt (the training state, for\n"
-    "                        --resume), tokens.bin (the tokenized text), metrics.jsonl\n"
+    "                        --resume), tokens.bin (the tokenized text; not for JSON lines),\n"
+    "                        metrics.jsonl\n"
     "  --log FILE            metrics log (default DIR/metrics.jsonl): a first line with step 0\n"
     "                        and the validation loss before training, then one JSON object per\n"
     "                        step as `train` writes (step, loss, lr, grad_norm, tokens, ms, and\n"
@@ -631,6 +662,7 @@ fail:
 int cli_finetune(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(finetune_help, stdout);
+        fputs(finetune_help_jsonl, stdout);
         fputs(finetune_help_more, stdout);
         return 0;
     }
