@@ -2,11 +2,11 @@
 # End-to-end tests of `anetrain finetune` on JSON-lines examples (mlx-lm's formats): a small
 # base trained on sailors' sentences is fine-tuned on prompt/completion pairs (the first half of
 # a sentence, then its second half) with --mask-prompt, from a directory (train.jsonl +
-# valid.jsonl) on the cpu and the emulated ANE: the masked validation loss falls and the run
-# repeats exactly from its seed; text examples from one .jsonl with the held-out split; remapped
-# keys; chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
-# through its ChatML template; every malformed line an error naming file and line, with nothing
-# written; flags that take JSON lines refused on plain text.
+# valid.jsonl, test.jsonl) on the cpu and the emulated ANE: the masked validation and test
+# losses fall and the run repeats exactly from its seed; text examples from one .jsonl with the
+# held-out split; remapped keys; chat examples refused without a chat template and, with Qwen3's
+# tokenizer files, fine-tuned through its ChatML template; every malformed line an error naming
+# file and line, with nothing written; flags that take JSON lines refused on plain text.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
 # Qwen3's tokenizer files are found as test_generate.sh finds them (skipped when absent, unless
 # ANETRAIN_REQUIRE_NODE=1).
@@ -32,7 +32,7 @@ with open("a.txt", "w") as f:
     for _ in range(800):
         f.write("%s %s %s.\n\n" % pick())
 os.makedirs("pc", exist_ok=True)
-for name, n in (("train", 400), ("valid", 24)):
+for name, n in (("train", 400), ("valid", 24), ("test", 24)):
     with open("pc/%s.jsonl" % name, "w") as f:
         for _ in range(n):
             s, v, o = pick()
@@ -60,8 +60,13 @@ EOF
 FT="--steps 30 --batch 8 --seq 32 --lr 3e-3 --eval-every 10 --threads 2 --print-every 1000"
 
 # ---- prompt/completion from a directory, masked
-expect_ok "finetune DIR --mask-prompt (cpu)" "$BIN" finetune --init base-hf --data pc --mask-prompt $FT --out m1
+expect_ok "finetune DIR --mask-prompt --test (cpu)" "$BIN" finetune --init base-hf --data pc --mask-prompt --test $FT \
+    --out m1
 cp "$W/out" m1.out
+t0=$(sed -n -E 's/^test    pc\/test.jsonl: loss ([0-9.]+) -> ([0-9.]+).*/\1/p' m1.out)
+t1=$(sed -n -E 's/^test    pc\/test.jsonl: loss ([0-9.]+) -> ([0-9.]+).*/\2/p' m1.out)
+if [ -n "$t0" ] && [ -n "$t1" ] && lt "$t1" "$t0"; then ok "masked test loss falls ($t0 -> $t1)"
+else bad "masked test loss falls ($t0 -> $t1)"; fi
 if grep -q "pc/train.jsonl: 400 completion examples" m1.out && grep -q "pc/valid.jsonl: 24 completion examples" m1.out &&
     grep -q "split   400 training examples (50 batches of 8, sorted by length), 24 validation examples (valid.jsonl)" m1.out &&
     grep -Eq "rows    one example per row of --seq 32, right-padded; [0-9]+ truncated, 0 dropped" m1.out; then
@@ -73,7 +78,7 @@ if [ -n "$v0" ] && [ -n "$v1" ] && lt "$v1" "$v0"; then ok "masked validation lo
 else bad "masked validation loss falls ($v0 -> $v1)"; fi
 [ -f m1/adapter_model.safetensors ] && [ ! -f m1/tokens.bin ] && ok "adapter written, no tokens.bin" ||
     bad "adapter written, no tokens.bin"
-expect_ok "the same run again" "$BIN" finetune --init base-hf --data pc --mask-prompt $FT --out m2
+expect_ok "the same run again" "$BIN" finetune --init base-hf --data pc --mask-prompt --test $FT --out m2
 sed -E 's/"ms": [^,}]*//' m1/metrics.jsonl >m1.log
 sed -E 's/"ms": [^,}]*//' m2/metrics.jsonl >m2.log
 if cmp -s m1.log m2.log; then ok "reproducible from the seed"; else bad "reproducible from the seed"; fi
@@ -146,6 +151,8 @@ expect_fail "a directory without train.jsonl" "expected a train.jsonl in the dir
 # ---- flags that take JSON lines, and those that take text
 expect_fail "--mask-prompt on plain text" "--mask-prompt: takes JSON-lines data" \
     "$BIN" finetune --init base-hf --data a.txt --mask-prompt --steps 1 --out f1
+expect_fail "--test without a directory" "--test: takes --data DIR holding test.jsonl" \
+    "$BIN" finetune --init base-hf --data text.jsonl --test --steps 1 --out f4
 expect_fail "--format on JSON lines" "--format: .*holds JSON lines" \
     "$BIN" finetune --init base-hf --data pc --format lines --steps 1 --out f2
 expect_fail "too few examples for a batch" "fewer than one batch of 64" \

@@ -109,7 +109,9 @@ static const char *finetune_help_jsonl =
     "  sorted by length into batches of --batch (a partial last batch is left out of training),\n"
     "  and the batches are shuffled every epoch from --seed. The loss of a step is the mean over\n"
     "  its counted tokens, all --accum micro-batches together; the validation loss likewise.\n"
-    "  Not yet for JSON lines: --resume, a test set (test.jsonl), chat with tools.\n"
+    "  --test                also the loss on DIR/test.jsonl (the same rows and mean), before and\n"
+    "                        after fine-tuning\n"
+    "  Not yet for JSON lines: --resume, `eval --data X.jsonl`, chat with tools.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
@@ -186,7 +188,7 @@ typedef struct {
     const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale, *ane_limits;
     const char *tokenizer_config;
     ExampleFields fields; /* JSON lines: the keys of text, prompt and completion */
-    int eval_every, print_every, save_every, threads, resume, mask_prompt, format_given;
+    int eval_every, print_every, save_every, threads, resume, mask_prompt, format_given, test;
     int seq_given, warmup_given, min_lr_given;
     /* flags a --resume takes from the training state when they are left out */
     int rank_given, alpha_given, dropout_given, int8_given, seed_given, batch_given, accum_given, val_frac_given;
@@ -217,6 +219,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--tokenizer", ARG_STR, &a->tokenizer, 0, 0, NULL},
         {"--format", ARG_STR, &a->format, 0, 0, &a->format_given},
         {"--mask-prompt", ARG_BOOL, &a->mask_prompt, 0, 0, NULL},
+        {"--test", ARG_BOOL, &a->test, 0, 0, NULL},
         {"--text-field", ARG_STR, &a->fields.text, 0, 0, NULL},
         {"--prompt-field", ARG_STR, &a->fields.prompt, 0, 0, NULL},
         {"--completion-field", ARG_STR, &a->fields.completion, 0, 0, NULL},
@@ -263,6 +266,8 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
                             "plain text %s",
                        a->mask_prompt ? "--mask-prompt" : "--text-field, --prompt-field and --completion-field",
                        o->data_path);
+    if (a->test && !path_is_dir(o->data_path))
+        return err_set(err, "--test: takes --data DIR holding test.jsonl, found %s", o->data_path);
     o->mask_prompt = a->mask_prompt;
     if (lora_parse_targets(a->targets ? a->targets : "q,k,v,o", &o->lora.targets, err) != 0) return -1;
     BackendKind kind;
@@ -400,14 +405,14 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
 
 /* The examples of --data: DIR/train.jsonl (and DIR/valid.jsonl when present), or FILE.jsonl. */
 typedef struct {
-    char train_path[1100], valid_path[1100];
-    int has_valid;
-    ExampleSet set[2]; /* train, valid */
-    RenderedExamples r[2];
+    char paths[3][1100]; /* train.jsonl, valid.jsonl, test.jsonl */
+    int has[3];          /* which are read */
+    ExampleSet set[3];
+    RenderedExamples r[3];
 } JsonlData;
 
 static void jsonl_data_free(JsonlData *d) {
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         examples_free(&d->set[k]);
         rendered_examples_free(&d->r[k]);
     }
@@ -438,21 +443,26 @@ static int chat_think_block(const FinetuneArgs *a, const char *tok_path, int *th
 static int prepare_examples(const FinetuneArgs *a, const ModelConfig *cfg, JsonlData *d, Err *err) {
     memset(d, 0, sizeof *d);
     const char *data = a->opt.data_path;
+    static const char *const names[3] = {"train", "valid", "test"};
     if (path_is_dir(data)) {
-        snprintf(d->train_path, sizeof d->train_path, "%s/train.jsonl", data);
-        snprintf(d->valid_path, sizeof d->valid_path, "%s/valid.jsonl", data);
-        if (!path_exists(d->train_path))
+        for (int k = 0; k < 3; k++) snprintf(d->paths[k], sizeof d->paths[k], "%s/%s.jsonl", data, names[k]);
+        if (!path_exists(d->paths[0]))
             return err_set(err, "--data %s: expected a train.jsonl in the directory, found none", data);
-        d->has_valid = path_exists(d->valid_path);
+        d->has[1] = path_exists(d->paths[1]);
+        if (a->test && !path_exists(d->paths[2]))
+            return err_set(err, "--test: expected %s, found none", d->paths[2]);
+        d->has[2] = a->test;
     } else {
-        snprintf(d->train_path, sizeof d->train_path, "%s", data);
+        snprintf(d->paths[0], sizeof d->paths[0], "%s", data);
     }
+    d->has[0] = 1;
     char tok_path[1100];
     Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
     if (!tok) return -1;
     int rc = 0;
-    for (int k = 0; k < 1 + d->has_valid && rc == 0; k++) {
-        const char *path = k ? d->valid_path : d->train_path;
+    for (int k = 0; k < 3 && rc == 0; k++) {
+        if (!d->has[k]) continue;
+        const char *path = d->paths[k];
         rc = examples_read(&d->set[k], path, &a->fields, err);
         int think = 0;
         if (rc == 0 && d->set[k].format == EXAMPLES_CHAT && tokenizer_piece_to_id(tok, "<|im_start|>", 12) >= 0)
@@ -544,9 +554,9 @@ static int run(FinetuneArgs *a, Err *err) {
     if (jsonl) { /* read and rendered before anything is written */
         if (prepare_examples(a, &cfg, &jd, err) != 0) return -1;
         o->train_examples = &jd.r[0];
-        o->valid_examples = jd.has_valid ? &jd.r[1] : NULL;
-        o->data_path = jd.train_path;
-        o->valid_path = jd.valid_path;
+        o->valid_examples = jd.has[1] ? &jd.r[1] : NULL;
+        o->data_path = jd.paths[0];
+        o->valid_path = jd.paths[1];
         if (dir_ensure_all(a->out, err) != 0) {
             jsonl_data_free(&jd);
             return -1;
@@ -605,8 +615,16 @@ static int run(FinetuneArgs *a, Err *err) {
     if (a->resume) printf("resume  %s at step %lld\n", state_path, (long long)tr.state.step);
     fflush(stdout);
 
-    double val_before;
+    double val_before, test_before = 0;
     if (trainer_eval(&tr, &val_before, err) != 0) goto fail;
+    if (jsonl && jd.has[2]) {
+        ExampleBatches rows;
+        if (trainer_eval_examples(&tr, &jd.r[2], jd.paths[2], &test_before, &rows, err) != 0) goto fail;
+        printf("test    %s: %zu examples (%zu truncated, %zu dropped), %lld targets counted: loss %.4f "
+               "(perplexity %.2f) before fine-tuning\n",
+               jd.paths[2], rows.n_kept, rows.n_truncated, rows.n_dropped, rows.n_counted, test_before,
+               exp(test_before));
+    }
     if (a->resume) {
         /* the log already holds this run's lines up to the saved step */
         printf("step %lld: val_loss %.4f (perplexity %.2f) at resume\n", (long long)tr.state.step, val_before,
@@ -630,6 +648,13 @@ static int run(FinetuneArgs *a, Err *err) {
     if (tty && rep.steps_done > 0) fputc('\n', stderr);
     if (status != RUN_DONE && status != RUN_INTERRUPTED) goto fail;
     if (trainer_save_adapter(&tr, a->out, o->init_path, err) != 0) goto fail;
+    if (jsonl && jd.has[2]) {
+        ExampleBatches rows;
+        double test_after;
+        if (trainer_eval_examples(&tr, &jd.r[2], jd.paths[2], &test_after, &rows, err) != 0) goto fail;
+        printf("test    %s: loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n", jd.paths[2], test_before, test_after,
+               exp(test_before), exp(test_after));
+    }
     fclose(log);
     char dur[32];
     format_duration(now_seconds() - rep.t_start, dur, sizeof dur);

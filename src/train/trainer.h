@@ -153,6 +153,11 @@ int trainer_eval(Trainer *tr, double *val_loss, Err *err);
 ** targets holding batch x T ids: validation at another length (train --eval-seq). */
 int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                       Err *err);
+/* The mean loss over the counted targets of every example of r (a test set: rows as the
+** training's, same --seq, --batch and masking) through the trainer's backend; *rows receives
+** the rows' counts (kept, truncated, dropped, counted; no memory is left in it). */
+int trainer_eval_examples(Trainer *tr, const RenderedExamples *r, const char *name, double *loss,
+                          ExampleBatches *rows, Err *err);
 /* Writes the resumable checkpoint (params, moments, state) to path; for a LoRA run, its LoRA
 ** training state (adapter, its moments, state, identity of the base; checkpoint.h). */
 int trainer_save(Trainer *tr, const char *path, Err *err);
