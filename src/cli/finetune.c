@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/chat_template.h"
 #include "../data/documents.h"
 #include "../data/examples.h"
 #include "../data/tokenizer.h"
@@ -33,6 +32,7 @@
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
+#include "jsonl.h"
 #include "cli.h"
 #include "progress.h"
 
@@ -177,12 +177,6 @@ static void on_sigint(int sig) {
 /* What --format accepts (data/documents.h). */
 #define FINETUNE_FORMATS (DOC_FORMAT_BIT(DOC_PARAGRAPHS) | DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE))
 
-/* --data names JSON lines: a directory (holding train.jsonl) or a file ending in .jsonl. */
-static int data_is_jsonl(const char *path) {
-    size_t n = strlen(path);
-    return path_is_dir(path) || (n >= 6 && !strcmp(path + n - 6, ".jsonl"));
-}
-
 typedef struct {
     TrainOptions opt;
     const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale, *ane_limits;
@@ -258,10 +252,10 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     if (!o->data_path) return err_set(err, "--data: a text file, a .jsonl file or a directory of them is required");
     DocFormat format;
     if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
-    if (data_is_jsonl(o->data_path) && a->format_given)
+    if (jsonl_is_data(o->data_path) && a->format_given)
         return err_set(err, "--format: %s holds JSON lines (one example a line), whose format is detected; --format "
                             "is for plain text", o->data_path);
-    if (!data_is_jsonl(o->data_path) && (a->mask_prompt || a->fields.text || a->fields.prompt || a->fields.completion))
+    if (!jsonl_is_data(o->data_path) && (a->mask_prompt || a->fields.text || a->fields.prompt || a->fields.completion))
         return err_set(err, "%s: takes JSON-lines data (--data FILE.jsonl or a directory with train.jsonl), found "
                             "plain text %s",
                        a->mask_prompt ? "--mask-prompt" : "--text-field, --prompt-field and --completion-field",
@@ -403,39 +397,16 @@ static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const c
 
 /* ---------------------------------------------------------------- JSON lines to examples */
 
-/* The examples of --data: DIR/train.jsonl (and DIR/valid.jsonl when present), or FILE.jsonl. */
+/* The examples of --data: DIR/train.jsonl (and DIR/valid.jsonl when present, DIR/test.jsonl
+** with --test), or FILE.jsonl. */
 typedef struct {
     char paths[3][1100]; /* train.jsonl, valid.jsonl, test.jsonl */
     int has[3];          /* which are read */
-    ExampleSet set[3];
-    RenderedExamples r[3];
+    JsonlFile f[3];
 } JsonlData;
 
 static void jsonl_data_free(JsonlData *d) {
-    for (int k = 0; k < 3; k++) {
-        examples_free(&d->set[k]);
-        rendered_examples_free(&d->r[k]);
-    }
-}
-
-/* The chat template's kind (Qwen3's think block or plain ChatML) from --tokenizer-config, or the
-** tokenizer_config.json beside the tokenizer. */
-static int chat_think_block(const FinetuneArgs *a, const char *tok_path, int *think, Err *err) {
-    char config[1200];
-    if (a->tokenizer_config) {
-        snprintf(config, sizeof config, "%s", a->tokenizer_config);
-    } else {
-        char dir[1100];
-        snprintf(dir, sizeof dir, "%s", tok_path);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        else snprintf(dir, sizeof dir, ".");
-        snprintf(config, sizeof config, "%s/tokenizer_config.json", dir);
-        if (!path_exists(config))
-            return err_set(err, "--tokenizer-config: %s: no such file (chat examples take the model's chat template: "
-                                "give the tokenizer_config.json that holds it)", config);
-    }
-    return chat_template_check(config, think, err);
+    for (int k = 0; k < 3; k++) jsonl_file_free(&d->f[k]);
 }
 
 /* Reads and renders the examples with the model's tokenizer (and chat template); prints one line
@@ -460,19 +431,10 @@ static int prepare_examples(const FinetuneArgs *a, const ModelConfig *cfg, Jsonl
     Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
     if (!tok) return -1;
     int rc = 0;
-    for (int k = 0; k < 3 && rc == 0; k++) {
-        if (!d->has[k]) continue;
-        const char *path = d->paths[k];
-        rc = examples_read(&d->set[k], path, &a->fields, err);
-        int think = 0;
-        if (rc == 0 && d->set[k].format == EXAMPLES_CHAT && tokenizer_piece_to_id(tok, "<|im_start|>", 12) >= 0)
-            rc = chat_think_block(a, tok_path, &think, err);
-        if (rc == 0) rc = examples_render(&d->set[k], tok, think, path, &d->r[k], err);
-        if (rc == 0)
-            printf("data    %s: %zu %s examples, %zu tokens%s\n", path, d->set[k].n,
-                   example_format_name(d->set[k].format), d->r[k].n,
-                   a->mask_prompt && d->set[k].format != EXAMPLES_TEXT ? " (loss on the completions only)" : "");
-    }
+    for (int k = 0; k < 3 && rc == 0; k++)
+        if (d->has[k])
+            rc = jsonl_file_load(&d->f[k], d->paths[k], &a->fields, tok, tok_path, a->tokenizer_config, a->mask_prompt,
+                                 err);
     tokenizer_free(tok);
     if (rc != 0) jsonl_data_free(d);
     return rc;
@@ -550,11 +512,11 @@ static int run(FinetuneArgs *a, Err *err) {
         output_file_check(log_path, a->log ? "--log" : "--out", err) != 0)
         return -1;
     JsonlData jd;
-    int jsonl = data_is_jsonl(o->data_path);
+    int jsonl = jsonl_is_data(o->data_path);
     if (jsonl) { /* read and rendered before anything is written */
         if (prepare_examples(a, &cfg, &jd, err) != 0) return -1;
-        o->train_examples = &jd.r[0];
-        o->valid_examples = jd.has[1] ? &jd.r[1] : NULL;
+        o->train_examples = &jd.f[0].r;
+        o->valid_examples = jd.has[1] ? &jd.f[1].r : NULL;
         o->data_path = jd.paths[0];
         o->valid_path = jd.paths[1];
         if (dir_ensure_all(a->out, err) != 0) {
@@ -619,7 +581,7 @@ static int run(FinetuneArgs *a, Err *err) {
     if (trainer_eval(&tr, &val_before, err) != 0) goto fail;
     if (jsonl && jd.has[2]) {
         ExampleBatches rows;
-        if (trainer_eval_examples(&tr, &jd.r[2], jd.paths[2], &test_before, &rows, err) != 0) goto fail;
+        if (trainer_eval_examples(&tr, &jd.f[2].r, jd.paths[2], &test_before, &rows, err) != 0) goto fail;
         printf("test    %s: %zu examples (%zu truncated, %zu dropped), %lld targets counted: loss %.4f "
                "(perplexity %.2f) before fine-tuning\n",
                jd.paths[2], rows.n_kept, rows.n_truncated, rows.n_dropped, rows.n_counted, test_before,
@@ -651,7 +613,7 @@ static int run(FinetuneArgs *a, Err *err) {
     if (jsonl && jd.has[2]) {
         ExampleBatches rows;
         double test_after;
-        if (trainer_eval_examples(&tr, &jd.r[2], jd.paths[2], &test_after, &rows, err) != 0) goto fail;
+        if (trainer_eval_examples(&tr, &jd.f[2].r, jd.paths[2], &test_after, &rows, err) != 0) goto fail;
         printf("test    %s: loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n", jd.paths[2], test_before, test_after,
                exp(test_before), exp(test_after));
     }
