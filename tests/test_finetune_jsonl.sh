@@ -4,7 +4,7 @@
 # a sentence, then its second half) with --mask-prompt, from a directory (train.jsonl +
 # valid.jsonl, test.jsonl) on the cpu and the emulated ANE: the masked validation and test
 # losses fall and the run repeats exactly from its seed; text examples from one .jsonl with the
-# held-out split; remapped keys; chat examples refused without a chat template and, with Qwen3's
+# held-out split; eval on the test examples; remapped keys; chat examples refused without a chat template and, with Qwen3's
 # tokenizer files, fine-tuned through its ChatML template; every malformed line an error naming
 # file and line, with nothing written; flags that take JSON lines refused on plain text.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
@@ -78,6 +78,15 @@ if [ -n "$v0" ] && [ -n "$v1" ] && lt "$v1" "$v0"; then ok "masked validation lo
 else bad "masked validation loss falls ($v0 -> $v1)"; fi
 [ -f m1/adapter_model.safetensors ] && [ ! -f m1/tokens.bin ] && ok "adapter written, no tokens.bin" ||
     bad "adapter written, no tokens.bin"
+# eval on the same examples: the loss finetune --test reported, before (the base) and after (the adapter)
+e0=$("$BIN" eval --model base-hf --data pc/test.jsonl --mask-prompt --seq 32 --batch 8 --threads 2 --json |
+    sed -E 's/.*"loss": ([^,]*),.*/\1/')
+e1=$("$BIN" eval --model base-hf --adapter m1 --data pc/test.jsonl --mask-prompt --seq 32 --batch 8 --threads 2 --json |
+    sed -E 's/.*"loss": ([^,]*),.*/\1/')
+if [ -n "$e0" ] && [ -n "$e1" ] && [ "$(printf '%.4f' "$e0")" = "$t0" ] && [ "$(printf '%.4f' "$e1")" = "$t1" ]; then
+    ok "eval --data test.jsonl --mask-prompt matches finetune --test ($e0, $e1)"
+else bad "eval --data test.jsonl --mask-prompt matches finetune --test ($e0 vs $t0, $e1 vs $t1)"; fi
+expect_fail "eval: JSON-lines flags on tokens" "take JSON-lines data" "$BIN" eval --model base-hf --data a.bin --mask-prompt
 expect_ok "the same run again" "$BIN" finetune --init base-hf --data pc --mask-prompt --test $FT --out m2
 sed -E 's/"ms": [^,}]*//' m1/metrics.jsonl >m1.log
 sed -E 's/"ms": [^,}]*//' m2/metrics.jsonl >m2.log

@@ -111,7 +111,8 @@ static const char *finetune_help_jsonl =
     "  its counted tokens, all --accum micro-batches together; the validation loss likewise.\n"
     "  --test                also the loss on DIR/test.jsonl (the same rows and mean), before and\n"
     "                        after fine-tuning\n"
-    "  Not yet for JSON lines: --resume, `eval --data X.jsonl`, chat with tools.\n"
+    "  `anetrain eval --data DIR/test.jsonl [--mask-prompt] [--adapter OUT]` scores examples alike.\n"
+    "  Not yet for JSON lines: --resume, chat with tools.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
@@ -322,44 +323,13 @@ static int encode_documents(const Tokenizer *tok, const DocList *d, int sep, Tok
     return 0;
 }
 
-/* The model's tokenizer (--tokenizer, or MODEL/tokenizer.json), its vocabulary checked to fit;
-** its path in tok_path. */
-static Tokenizer *load_tokenizer(const FinetuneArgs *a, const ModelConfig *cfg, char *tok_path, size_t size,
-                                 Err *err) {
-    const char *model = a->opt.init_path;
-    if (a->tokenizer) {
-        snprintf(tok_path, size, "%s", a->tokenizer);
-    } else {
-        snprintf(tok_path, size, "%s/tokenizer.json", model);
-        if (!path_is_dir(model) || !path_exists(tok_path)) {
-            err_set(err, "--tokenizer: required: %s comes without a tokenizer (only a HF model directory "
-                         "holding a tokenizer.json provides one); give its tokenizer.json or tokenizer.bin",
-                    model);
-            return NULL;
-        }
-    }
-    Tokenizer *tok = NULL;
-    if (tokenizer_load(tok_path, cfg->vocab_size, &tok, err) != 0) {
-        err_wrap(err, "--tokenizer");
-        return NULL;
-    }
-    int vocab = tokenizer_vocab_size(tok);
-    if (vocab > cfg->vocab_size) {
-        tokenizer_free(tok);
-        err_set(err, "--tokenizer %s: vocabulary size: expected at most the model's vocab_size %d, found %d "
-                     "ids (not this model's tokenizer)", tok_path, cfg->vocab_size, vocab);
-        return NULL;
-    }
-    return tok;
-}
-
 /* Loads the tokenizer for the model (checking its vocabulary fits), tokenizes the text file
 ** and writes the ids to tokens_path. Prints one line about it. */
 static int prepare_tokens(const FinetuneArgs *a, const ModelConfig *cfg, const char *tokens_path, Err *err) {
     DocFormat format; /* parse_args checked the name */
     if (doc_format_parse("--format", a->format, FINETUNE_FORMATS, &format, err) != 0) return -1;
     char tok_path[1100];
-    Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
+    Tokenizer *tok = jsonl_tokenizer_load(a->opt.init_path, a->tokenizer, cfg, tok_path, sizeof tok_path, err);
     if (!tok) return -1;
     size_t size;
     char *text = file_read_all(a->opt.data_path, &size, err);
@@ -428,13 +398,13 @@ static int prepare_examples(const FinetuneArgs *a, const ModelConfig *cfg, Jsonl
     }
     d->has[0] = 1;
     char tok_path[1100];
-    Tokenizer *tok = load_tokenizer(a, cfg, tok_path, sizeof tok_path, err);
+    Tokenizer *tok = jsonl_tokenizer_load(a->opt.init_path, a->tokenizer, cfg, tok_path, sizeof tok_path, err);
     if (!tok) return -1;
     int rc = 0;
     for (int k = 0; k < 3 && rc == 0; k++)
         if (d->has[k])
-            rc = jsonl_file_load(&d->f[k], d->paths[k], &a->fields, tok, tok_path, a->tokenizer_config, a->mask_prompt,
-                                 err);
+            if ((rc = jsonl_file_load(&d->f[k], d->paths[k], &a->fields, tok, tok_path, a->tokenizer_config, err)) == 0)
+                jsonl_file_print(&d->f[k], d->paths[k], a->mask_prompt);
     tokenizer_free(tok);
     if (rc != 0) jsonl_data_free(d);
     return rc;

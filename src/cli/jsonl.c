@@ -34,8 +34,36 @@ static int chat_think_block(const char *tokenizer_config, const char *tok_path, 
     return chat_template_check(config, think, err);
 }
 
+Tokenizer *jsonl_tokenizer_load(const char *model, const char *tokenizer, const ModelConfig *cfg, char *tok_path,
+                                size_t size, Err *err) {
+    if (tokenizer) {
+        snprintf(tok_path, size, "%s", tokenizer);
+    } else {
+        snprintf(tok_path, size, "%s/tokenizer.json", model);
+        if (!path_is_dir(model) || !path_exists(tok_path)) {
+            err_set(err, "--tokenizer: required: %s comes without a tokenizer (only a HF model directory "
+                         "holding a tokenizer.json provides one); give its tokenizer.json or tokenizer.bin",
+                    model);
+            return NULL;
+        }
+    }
+    Tokenizer *tok = NULL;
+    if (tokenizer_load(tok_path, cfg->vocab_size, &tok, err) != 0) {
+        err_wrap(err, "--tokenizer");
+        return NULL;
+    }
+    int vocab = tokenizer_vocab_size(tok);
+    if (vocab > cfg->vocab_size) {
+        tokenizer_free(tok);
+        err_set(err, "--tokenizer %s: vocabulary size: expected at most the model's vocab_size %d, found %d "
+                     "ids (not this model's tokenizer)", tok_path, cfg->vocab_size, vocab);
+        return NULL;
+    }
+    return tok;
+}
+
 int jsonl_file_load(JsonlFile *f, const char *path, const ExampleFields *fields, const Tokenizer *tok,
-                    const char *tok_path, const char *tokenizer_config, int masked, Err *err) {
+                    const char *tok_path, const char *tokenizer_config, Err *err) {
     memset(f, 0, sizeof *f);
     if (examples_read(&f->set, path, fields, err) != 0) return -1;
     int think = 0, rc = 0;
@@ -47,9 +75,12 @@ int jsonl_file_load(JsonlFile *f, const char *path, const ExampleFields *fields,
         jsonl_file_free(f);
         return -1;
     }
+    return 0;
+}
+
+void jsonl_file_print(const JsonlFile *f, const char *path, int masked) {
     printf("data    %s: %zu %s examples, %zu tokens%s\n", path, f->set.n, example_format_name(f->set.format), f->r.n,
            masked && f->set.format != EXAMPLES_TEXT ? " (loss on the completions only)" : "");
-    return 0;
 }
 
 void jsonl_file_free(JsonlFile *f) {

@@ -28,3 +28,25 @@ int eval_loss(Backend *backend, const float *params, const float *adapter, const
     *loss = total / (double)n_windows;
     return 0;
 }
+
+int eval_examples_loss(Backend *backend, const float *params, const float *adapter, const ExampleBatches *rows,
+                       size_t max_batches, int32_t *inputs, int32_t *targets, double *loss, long long *counted,
+                       void (*progress)(size_t done, size_t total), Err *err) {
+    int B = rows->B, T = rows->T;
+    double total = 0;
+    long long n = 0;
+    size_t batches = 0;
+    for (size_t first = 0; first < rows->n_kept; first += (size_t)B) {
+        if (max_batches > 0 && batches++ == max_batches) break;
+        int nb = rows->n_kept - first < (size_t)B ? (int)(rows->n_kept - first) : B;
+        n += example_batches_fill(rows, first, nb, inputs, targets);
+        double l;
+        StepArgs args = {params, NULL, adapter, NULL, inputs, targets, nb, T, 1.0f, NULL, 0};
+        if (backend->step(backend, &args, &l, err) != 0) return -1;
+        total += l * nb * T; /* the batch's loss summed over its counted targets (backend.h) */
+        if (progress) progress(first + (size_t)nb, rows->n_kept);
+    }
+    *loss = total / (double)n; /* n > 0: every kept row counts a target */
+    if (counted) *counted = n;
+    return 0;
+}

@@ -245,28 +245,6 @@ static void examples_next_train(Trainer *tr, int32_t *inputs, int32_t *targets) 
     tr->loader.state.rows += (uint64_t)o->batch;
 }
 
-/* The mean loss over the counted targets of v's rows, in order (max_batches batches of them, if
-** > 0), through be with the trainer's weights. */
-static int rows_eval(Trainer *tr, Backend *be, const ExampleBatches *v, size_t max_batches, int32_t *inputs,
-                     int32_t *targets, double *loss, Err *err) {
-    const TrainOptions *o = &tr->opt;
-    int T = o->seq;
-    double total = 0;
-    long long counted = 0;
-    size_t batches = 0;
-    for (size_t first = 0; first < v->n_kept; first += (size_t)o->batch) {
-        if (max_batches > 0 && batches++ == max_batches) break;
-        int nb = v->n_kept - first < (size_t)o->batch ? (int)(v->n_kept - first) : o->batch;
-        counted += example_batches_fill(v, first, nb, inputs, targets);
-        double l;
-        StepArgs args = {tr->params, NULL, tr->adapter, NULL, inputs, targets, nb, T, 1.0f, NULL, 0};
-        if (be->step(be, &args, &l, err) != 0) return -1;
-        total += l * nb * T; /* the batch's summed loss over its counted targets */
-    }
-    *loss = total / (double)counted;
-    return 0;
-}
-
 /* The mean loss over the validation rows' counted targets (eval_batches batches of them, if > 0). */
 static int examples_eval(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                          Err *err) {
@@ -274,7 +252,8 @@ static int examples_eval(Trainer *tr, Backend *be, int T, int32_t *inputs, int32
     if (!tr->has_valid_rows)
         return err_set(err, "%s: no validation examples (no valid.jsonl, and --val-frac is 0)", o->data_path);
     if (T != o->seq) return err_set(err, "--eval-seq: examples are evaluated at --seq %d only", o->seq);
-    return rows_eval(tr, be, &tr->valid_rows, (size_t)o->eval_batches, inputs, targets, val_loss, err);
+    return eval_examples_loss(be, tr->params, tr->adapter, &tr->valid_rows, (size_t)o->eval_batches, inputs, targets,
+                              val_loss, NULL, NULL, err);
 }
 
 int trainer_eval_examples(Trainer *tr, const RenderedExamples *r, const char *name, double *loss,
@@ -287,7 +266,8 @@ int trainer_eval_examples(Trainer *tr, const RenderedExamples *r, const char *na
                            tr->layout.cfg.vocab_size);
     if (example_batches_init(rows, r, 0, r->n_examples, o->batch, o->seq, o->mask_prompt, pad, name, err) != 0)
         return -1;
-    int rc = rows_eval(tr, tr->backend, rows, 0, tr->inputs, tr->targets, loss, err);
+    int rc = eval_examples_loss(tr->backend, tr->params, tr->adapter, rows, 0, tr->inputs, tr->targets, loss, NULL,
+                                NULL, err);
     free(rows->order); /* the counts stay for the caller's message */
     free(rows->counted);
     free(rows->perm);
