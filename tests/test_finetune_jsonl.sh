@@ -3,10 +3,11 @@
 # base trained on sailors' sentences is fine-tuned on prompt/completion pairs (the first half of
 # a sentence, then its second half) with --mask-prompt, from a directory (train.jsonl +
 # valid.jsonl, test.jsonl) on the cpu and the emulated ANE: the masked validation and test
-# losses fall and the run repeats exactly from its seed; text examples from one .jsonl with the
-# held-out split; eval on the test examples; remapped keys; chat examples refused without a chat template and, with Qwen3's
-# tokenizer files, fine-tuned through its ChatML template; every malformed line an error naming
-# file and line, with nothing written; flags that take JSON lines refused on plain text.
+# losses fall, `eval --data test.jsonl` scores what finetune --test reported, and the run repeats
+# exactly from its seed; text examples from one .jsonl with the held-out split; remapped keys;
+# chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
+# through its ChatML template; every malformed line an error naming file and line, with nothing
+# written; flags that take JSON lines refused on plain text.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
 # Qwen3's tokenizer files are found as test_generate.sh finds them (skipped when absent, unless
 # ANETRAIN_REQUIRE_NODE=1).
