@@ -414,6 +414,19 @@ static void metrics_seeds(void) {
     put_seed("metrics_log", "finetune.jsonl", finetune, sizeof finetune - 1);
 }
 
+static void examples_seeds(void) {
+    static const char text[] = "{\"text\": \"Once upon a time\"}\n\n{\"text\": \"a\\u00e9\\n\"}\n";
+    put_seed("examples", "text.jsonl", text, sizeof text - 1);
+    static const char pc[] = "{\"prompt\": \"The captain\", \"completion\": \" waited.\"}\r\n"
+                             "{\"prompt\": \"\", \"completion\": \"x\", \"extra\": [1, {}]}\n";
+    put_seed("examples", "completion.jsonl", pc, sizeof pc - 1);
+    static const char chat[] =
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": "
+        "\"Hi\"}, {\"role\": \"assistant\", \"content\": \"<think>x</think>Hello\"}]}\n"
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a much longer question than the first\"}]}\n";
+    put_seed("examples", "chat.jsonl", chat, sizeof chat - 1);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: make_seeds DIR\n");
@@ -429,6 +442,7 @@ int main(int argc, char **argv) {
     token_seeds();
     mil_seeds();
     metrics_seeds();
+    examples_seeds();
     path_remove_tree(scratch);
     printf("make_seeds: %d seeds in %s\n", seeds_written, root);
     return 0;
