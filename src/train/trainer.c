@@ -188,6 +188,8 @@ void train_options_default(TrainOptions *o) {
 static int examples_setup(Trainer *tr, Err *err) {
     const TrainOptions *o = &tr->opt;
     const RenderedExamples *r = o->train_examples;
+    if (o->lora_resume_path)
+        return err_set(err, "--resume: resuming a run on JSON-lines examples is not supported yet");
     int V = tr->layout.cfg.vocab_size;
     const RenderedExamples *all[2] = {r, o->valid_examples};
     for (int k = 0; k < 2; k++)
@@ -195,8 +197,6 @@ static int examples_setup(Trainer *tr, Err *err) {
             if (all[k]->ids[i] < 0 || all[k]->ids[i] >= V)
                 return err_set(err, "%s: token id %d is outside the model's vocabulary of %d",
                                k ? o->valid_path : o->data_path, all[k]->ids[i], V);
-    if (o->lora_resume_path)
-        return err_set(err, "--resume: resuming a run on JSON-lines examples is not supported yet");
     size_t n_train = r->n_examples, n_val = 0;
     if (!o->valid_examples && o->val_frac > 0) {
         n_val = (size_t)((double)r->n_examples * o->val_frac + 0.5);
@@ -206,7 +206,7 @@ static int examples_setup(Trainer *tr, Err *err) {
                                 "valid.jsonl, or --val-frac 0)", o->data_path, r->n_examples, o->val_frac);
         n_train -= n_val;
     }
-    int32_t pad = r->n ? r->ids[r->n - 1] : 0; /* any valid id: padding inputs are never looked at */
+    int32_t pad = r->n ? r->ids[r->n - 1] : 0; /* any valid id: no counted position depends on padding */
     tr->has_examples = 1;
     if (example_batches_init(&tr->train_rows, r, 0, n_train, o->batch, o->seq, o->mask_prompt, pad, o->data_path,
                              err) != 0)
