@@ -21,6 +21,7 @@
 #include "../train/run.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
+#include "../util/dist.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
@@ -381,6 +382,16 @@ static void print_efficiency(const char *backend, const BackendStats *d, const B
     fputs(estimate, stdout);
 }
 
+/* Data parallel: the "ranks" banner line (the global batch, the bytes summed per step). */
+static void print_ranks(const Trainer *tr) {
+    const TrainOptions *o = &tr->opt;
+    size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum = %lld tokens/step; "
+           "%.1f MB of fp32 gradients summed per step\n",
+           tr->world, tr->world, o->batch, o->seq, o->accum, (long long)tr->world * o->batch * o->seq * o->accum,
+           (double)n * sizeof(float) / 1e6);
+}
+
 int cli_train(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(train_help, stdout);
@@ -391,6 +402,13 @@ int cli_train(int argc, char **argv) {
     Err err = {{0}};
     TrainArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
+    /* under mpirun: one rank of a data-parallel run; rank 0 alone prints and writes the files */
+    if (dist_init(NULL, NULL, &err) != 0) return cli_fail("train", &err);
+    int rank0 = dist_rank() == 0;
+    if (!rank0 && !freopen("/dev/null", "w", stdout)) {
+        err_set(&err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
+        return cli_fail("train", &err);
+    }
     TrainOptions *o = &a.opt;
     if (!a.data_is_tokens && tokfile_refuse_text(o->data_path, "--data", &err) != 0) return cli_fail("train", &err);
     int model_flags = a.model || shape_flag_given(&a);
@@ -435,8 +453,8 @@ int cli_train(int argc, char **argv) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
-    FILE *log = fopen(log_path, a.resume ? "a" : "w");
-    if (!log) {
+    FILE *log = rank0 ? fopen(log_path, a.resume ? "a" : "w") : NULL;
+    if (rank0 && !log) {
         err_set(&err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
         trainer_free(&tr);
         return cli_fail("train", &err);
@@ -460,6 +478,7 @@ int cli_train(int argc, char **argv) {
         else
             printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
                    backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
+        if (tr.world > 1) print_ranks(&tr);
         if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
         printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
     }
@@ -468,7 +487,7 @@ int cli_train(int argc, char **argv) {
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
-    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a.print_every, tty, 1,
+    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a.print_every, tty, 1,
                              o->loss_scaling != LOSS_SCALE_OFF};
     RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
                       .log_efficiency = 1, .save_path = a.out, .log = log, .log_path = log_path,
@@ -484,7 +503,7 @@ int cli_train(int argc, char **argv) {
                "saved at step %lld, restarting to continue\n",
                rep.compiles_used, o->ane.compile_budget, rep.restart_step, ANE_BACKEND_COMPILES,
                (long long)tr.state.step);
-        fclose(log);
+        if (log) fclose(log);
         log = NULL;
         restart_process(argc, argv, restarts, &err);
         rc = cli_fail("train", &err); /* only reached if exec failed */
@@ -524,5 +543,8 @@ int cli_train(int argc, char **argv) {
         }
     }
     trainer_free(&tr);
+    /* every rank ends the same way (the status is agreed); a failure on one ends them all */
+    if (rc == 0 || rc == 130) dist_finalize();
+    else dist_abort(rc);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include "../io/model_file.h"
 #include "../io/peft.h"
 #include "../util/clock.h"
+#include "../util/dist.h"
 #include "../util/fileio.h"
 #include "../util/memory.h"
 #include "../util/parallel.h"
@@ -233,6 +234,12 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         tr->v = err_calloc(n, sizeof(float), "AdamW second moment", err);
         if (!tr->m || !tr->v) goto fail;
     }
+    tr->rank = dist_rank();
+    tr->world = dist_size();
+    if (tr->world > 1) {
+        tr->micro_losses = err_malloc((size_t)(tr->world + 1) * opt->accum * sizeof(double), "micro-batch losses", err);
+        if (!tr->micro_losses) goto fail;
+    }
     size_t bt = (size_t)opt->batch * opt->seq;
     tr->inputs = err_malloc(bt * sizeof(int32_t), "input batch", err);
     tr->targets = err_malloc(bt * sizeof(int32_t), "target batch", err);
@@ -285,6 +292,7 @@ void trainer_free(Trainer *tr) {
     free(tr->adapter_grads);
     free(tr->adapter_m);
     free(tr->adapter_v);
+    free(tr->micro_losses);
     if (tr->has_int8) quant_int8_free(&tr->int8);
     tokfile_free(&tr->data);
     memset(tr, 0, sizeof *tr);
@@ -293,22 +301,51 @@ void trainer_free(Trainer *tr) {
 /* Largest dynamic scale: beyond 2^24 the scaled fp32 gradients lose nothing more to gain. */
 #define LOSS_SCALE_MAX 16777216.0f
 
+/* Data parallel: the step's gradients (the adapter's in a LoRA run) summed over the ranks, and
+** *loss_sum <- the sum of every rank's micro-batch losses (micro_losses' own part) in global
+** order, from 0, as one process adds them. */
+static int reduce_across_ranks(Trainer *tr, double *loss_sum, Err *err) {
+    int A = tr->opt.accum;
+    float *g = tr->adapter ? tr->adapter_grads : tr->grads;
+    size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    if (dist_sum_f32(g, n, err) != 0) return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
+    double *all = tr->micro_losses, *mine = tr->micro_losses + (size_t)tr->world * A;
+    if (dist_allgather_f64(mine, (size_t)A, all, err) != 0)
+        return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
+    double sum = 0;
+    for (int k = 0; k < tr->world * A; k++) sum += all[k];
+    *loss_sum = sum;
+    return 0;
+}
+
 int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     const TrainOptions *o = &tr->opt;
     TrainState *st = &tr->state;
     size_t n = tr->layout.n_floats;
     float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
+    int world = tr->world > 1 ? tr->world : 1, micro_total = o->accum * world;
     if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
     if (tr->adapter_grads) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
     double loss_sum = 0;
+    /* the rows of the ranks before this one (loader.h) */
+    if (world > 1) loader_skip_train(&tr->loader, (uint64_t)tr->rank * o->accum * o->batch);
     for (int a = 0; a < o->accum; a++) {
+        int g = (world > 1 ? tr->rank * o->accum : 0) + a; /* the micro-batch's place in the global batch */
         loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
         StepArgs args = {tr->params, tr->grads, tr->adapter, tr->adapter_grads, tr->inputs, tr->targets,
-                         o->batch, o->seq, scale / (float)o->accum, NULL,
-                         tr->adapter ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
+                         o->batch, o->seq, scale / (float)micro_total, NULL,
+                         tr->adapter ? lora_step_dropout_seed(o->seed, st->step, g) : 0};
         if (tr->backend->step(tr->backend, &args, &loss, err) != 0) return -1;
         loss_sum += loss;
+        if (world > 1) tr->micro_losses[(size_t)world * o->accum + a] = loss;
+    }
+    stats->t_comm = 0;
+    if (world > 1) {
+        loader_skip_train(&tr->loader, (uint64_t)(world - 1 - tr->rank) * o->accum * o->batch);
+        double tc = now_seconds();
+        if (reduce_across_ranks(tr, &loss_sum, err) != 0) return -1;
+        stats->t_comm = now_seconds() - tc;
     }
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
@@ -321,7 +358,13 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     stats->skipped = 0;
     stats->loss_scale = scale;
-    if (!isfinite(norm)) {
+    int overflow = !isfinite(norm);
+    if (world > 1) { /* the ranks' sums are the same bits, but agree explicitly: one skips, all skip */
+        double tc = now_seconds();
+        if (dist_or(&overflow, err) != 0) return err_wrap(err, "step %ld", step + 1);
+        stats->t_comm += now_seconds() - tc;
+    }
+    if (overflow) {
         if (o->loss_scaling != LOSS_SCALE_DYNAMIC)
             return err_set(err,
                            "gradients are not finite at step %ld (norm %g)%s", step + 1, norm,
@@ -348,10 +391,10 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     stats->t_optim = now_seconds() - t0;
     st->step++;
-    st->tokens_seen += (int64_t)o->accum * o->batch * o->seq;
+    st->tokens_seen += (int64_t)micro_total * o->batch * o->seq;
     st->loader = tr->loader.state;
     stats->step = (long)st->step;
-    stats->loss = loss_sum / o->accum;
+    stats->loss = loss_sum / micro_total;
     stats->lr = lr;
     stats->grad_norm = norm;
     stats->tokens = st->tokens_seen;
