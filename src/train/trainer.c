@@ -94,6 +94,17 @@ static LoraRunState lora_run_state(const Trainer *tr) {
     return rs;
 }
 
+/* 1 (err filled) if a run saved by `saved`'s number of processes is resumed by `world` others:
+** the global batch (processes x batch x accum) would change under the run. */
+static int ranks_refused(const char *path, const TrainState *saved, int world, Err *err) {
+    int then = saved->ranks > 1 ? saved->ranks : 1, now = world > 1 ? world : 1;
+    if (then == now) return 0;
+    err_set(err, "%s: field ranks: saved by a run of %d process%s, resumed by %d: a data-parallel run resumes with "
+                 "the number of processes it was saved with (mpirun -np %d%s)", path, then, then > 1 ? "es" : "", now,
+            then, then > 1 ? "" : ", or without mpirun");
+    return 1;
+}
+
 /* LoRA resume: loads the training state at lora_resume_path, checks that it is this run (the
 ** same base, LoRA config and data stream) and takes its adapter, moments and TrainState. */
 static int lora_resume(Trainer *tr, Err *err) {
@@ -149,6 +160,8 @@ static int lora_resume(Trainer *tr, Err *err) {
                      (unsigned long long)saved.train_tokens, saved.train_crc32);
     else if (n != tr->lora.n_floats)
         rc = err_set(err, "%s: field n_floats: expected %zu, found %zu", path, tr->lora.n_floats, n);
+    else if (ranks_refused(path, &saved.state, tr->world, err))
+        rc = -1;
     if (rc == 0) {
         memcpy(tr->adapter, adapter, n * sizeof(float));
         memcpy(tr->adapter_m, m, n * sizeof(float));
@@ -203,6 +216,10 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
             return err_set(err, "%s: checkpoint holds no optimizer moments, so it cannot be resumed (use --init)",
                            opt->resume_path);
         }
+        if (ranks_refused(opt->resume_path, &tr->state, dist_size(), err)) {
+            trainer_free(tr);
+            return err_wrap(err, "--resume");
+        }
         have_moments = 1;
     } else if (opt->init_path) {
         if (model_load_any(opt->init_path, &tr->layout, &tr->params, err) != 0) return -1;
@@ -236,6 +253,7 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
     }
     tr->rank = dist_rank();
     tr->world = dist_size();
+    tr->state.ranks = tr->world > 1 ? tr->world : 0; /* what trainer_save stores (0: one process, as before) */
     if (tr->world > 1) {
         tr->micro_losses = err_malloc((size_t)(tr->world + 1) * opt->accum * sizeof(double), "micro-batch losses", err);
         if (!tr->micro_losses) goto fail;
