@@ -7,6 +7,7 @@
 #   - rank 0 alone writes: one checkpoint, one metrics log, one banner;
 #   - --resume at -np 2 repeats the uninterrupted -np 2 run's losses bit for bit;
 #   - --resume with another number of processes is refused, naming the field;
+#   - --check-every catches a rank whose weights differ (nudged by a test-only hook);
 #   - finetune (LoRA, with dropout) at -np 2 matches its --accum 2 run as train does;
 #   - a SIGTERM to one rank stops both at the same step, the checkpoint saved once.
 # Without mpirun (or with a program built without MPI) it prints a skip line and passes;
@@ -86,6 +87,12 @@ expect_fail "one process refuses a -np 2 checkpoint" "field ranks: saved by a ru
     "$BIN" train $CONST --steps 8 --batch 4 --out part/model.ckpt --resume
 expect_fail "-np 2 refuses a one-process checkpoint" "field ranks: saved by a run of 1 process, resumed by 2" \
     $MPI "$BIN" train $RUN --steps 10 --lr 3e-3 --batch 4 --accum 2 --out one/model.ckpt --resume
+
+# ---- the weights check: one rank's weights nudged (a test-only hook) is caught at the next check
+expect_fail "a rank with other weights is caught by --check-every" \
+    "the processes diverged: after step 2 the crc32 of the weights is [0-9a-f]{8} on rank 0 but [0-9a-f]{8} on rank 1" \
+    $MPI -x ANETRAIN_TEST_PERTURB_RANK=1 "$BIN" train $CONST --steps 5 --batch 4 --check-every 2 --out perturbed/model.ckpt
+if [ ! -e perturbed/model.ckpt ]; then ok "no checkpoint of a diverged run"; else bad "a diverged run saved its checkpoint"; fi
 
 # ---- (d) finetune (LoRA with dropout) at -np 2 == its --accum 2 run
 "$PY" - <<'PYEOF' || exit 2

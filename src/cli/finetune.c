@@ -457,7 +457,7 @@ static int run(FinetuneArgs *a, Err *err) {
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a->print_every, tty, 0, 0};
-    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1,
+    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1, .check_every = 100,
                      .save_path = state_path, .log = log, .log_path = log_path, .stop = &interrupted,
                      .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;

@@ -88,6 +88,9 @@ static const char *train_help_more =
     "                        time, which on the ANE costs compiles (see --compile-budget)\n"
     "  --out PATH            checkpoint file (default out/model.ckpt; its directory is created)\n"
     "  --save-every N        also checkpoint every N steps (default 500; 0 = only at the end)\n"
+    "  --check-every N       under mpirun: compare the crc32 of the weights across the processes\n"
+    "                        every N steps and at the end; a difference stops the run with an\n"
+    "                        error (default 100; 0 = at the end only)\n"
     "  --log FILE            metrics log, one JSON object per step (default: metrics.jsonl next\n"
     "                        to --out); keys step, loss, lr, grad_norm, tokens, ms, and val_loss\n"
     "                        when computed. --resume appends to it.\n"
@@ -156,7 +159,7 @@ typedef struct {
     const char *out, *log;
     int resume;
     int data_is_tokens; /* --data-is-tokens: skip the looks-like-text check */
-    int eval_every, save_every, print_every;
+    int eval_every, save_every, print_every, check_every;
     int threads;
     /* shape overrides: -1 (or NAN) = not given */
     int dim, hidden_dim, layers, heads, kv_heads, head_dim, vocab, max_seq, qk_norm, untied;
@@ -228,6 +231,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->out = "out/model.ckpt";
     a->eval_every = 100;
     a->save_every = 500;
+    a->check_every = 100;
     a->print_every = 10;
     a->threads = parallel_cpu_count();
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
@@ -263,6 +267,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--eval-seq", ARG_INT, &a->eval_seq, 1, 1 << 20, NULL},
         {"--out", ARG_STR, &a->out, 0, 0, NULL},
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
+        {"--check-every", ARG_INT, &a->check_every, 0, BIG, NULL},
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},
@@ -428,6 +433,9 @@ int cli_train(int argc, char **argv) {
     Trainer tr;
     if (trainer_init(&tr, o, &err) != 0) return cli_fail("train", &err);
     o->seq = tr.opt.seq;
+    /* tests/test_mpi.sh: one rank's weights nudged, which the weights check must catch */
+    const char *perturb = getenv("ANETRAIN_TEST_PERTURB_RANK");
+    if (perturb && tr.world > 1 && atoi(perturb) == tr.rank) tr.params[0] += 1e-3f;
     char diff[256];
     if (a.resume && model_flags && config_difference(&o->cfg, &tr.layout.cfg, diff, sizeof diff)) {
         err_set(&err, "--resume: the checkpoint %s is not the model the flags describe (%s)", a.out, diff);
@@ -490,7 +498,8 @@ int cli_train(int argc, char **argv) {
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a.print_every, tty, 1,
                              o->loss_scaling != LOSS_SCALE_OFF};
     RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
-                      .log_efficiency = 1, .save_path = a.out, .log = log, .log_path = log_path,
+                      .log_efficiency = 1, .check_every = a.check_every, .save_path = a.out, .log = log,
+                      .log_path = log_path,
                       .stop = &interrupted, .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &run, &rep, &err);

@@ -177,6 +177,10 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
             RunEvent ev = {&s, ms, now_seconds() - rep->t_start, rep->steps_done, eval_now, val};
             ro->on_step(&ev, ro->ctx);
         }
+        if (ro->check_every > 0 && s.step % ro->check_every == 0 && trainer_check_ranks(tr, err) != 0) {
+            status = RUN_ERROR;
+            break;
+        }
         if (ro->save_every > 0 && s.step % ro->save_every == 0 && s.step < o->steps &&
             save_once(tr, ro->save_path, err) != 0) {
             status = RUN_ERROR;
@@ -191,6 +195,7 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
         if (ro->eval_on_stop && tr->loader.n_val > 0 && trainer_eval(tr, &rep->last_val, err) != 0)
             status = RUN_ERROR;
     }
+    if ((status == RUN_DONE || status == RUN_INTERRUPTED) && trainer_check_ranks(tr, err) != 0) status = RUN_ERROR;
     if ((status == RUN_DONE || status == RUN_INTERRUPTED) && save_once(tr, ro->save_path, err) != 0)
         status = RUN_ERROR;
     rep->tokens = (long long)rep->steps_done * o->batch * o->seq * o->accum * (tr->world > 1 ? tr->world : 1);

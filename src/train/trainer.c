@@ -419,6 +419,26 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     return 0;
 }
 
+int trainer_check_ranks(Trainer *tr, Err *err) {
+    if (tr->world <= 1) return 0;
+    uint32_t mine[2] = {tr->adapter ? ckpt_crc32_words(tr->adapter, tr->lora.n_floats)
+                                    : ckpt_crc32_words(tr->params, tr->layout.n_floats),
+                        tr->base_crc32};
+    uint32_t *all = malloc((size_t)tr->world * 2 * sizeof(uint32_t));
+    if (!all) return err_set(err, "weights check: out of memory for %d crc32 pairs", tr->world);
+    int rc = dist_allgather_u32(mine, 2, all, err);
+    for (int r = 1; rc == 0 && r < tr->world; r++) {
+        int k = all[2 * r] != all[0] ? 0 : all[2 * r + 1] != all[1] ? 1 : -1; /* the first that differs */
+        if (k >= 0)
+            rc = err_set(err, "the processes diverged: after step %lld the crc32 of the %s is %08x on rank 0 but "
+                              "%08x on rank %d (every process must train the same model: the same --init, data and "
+                              "flags everywhere)", (long long)tr->state.step,
+                         k == 1 ? "frozen base" : tr->adapter ? "adapter" : "weights", all[k], all[2 * r + k], r);
+    }
+    free(all);
+    return rc;
+}
+
 int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                       Err *err) {
     const TrainOptions *o = &tr->opt;

@@ -148,6 +148,11 @@ void trainer_free(Trainer *tr);
 ** fp32 rounding: a rank's gradient starts from zero where the single process's micro-batch
 ** adds onto the previous ones' sum, so the additions associate differently. */
 int trainer_step(Trainer *tr, StepStats *stats, Err *err);
+/* Data parallel: compares the crc32 of the trained weights (full training: the parameters; LoRA:
+** the adapter, and the frozen base's crc32 from trainer_init) across the ranks; fails, naming the
+** first rank whose crc differs from rank 0's, when they no longer hold the same model. Every rank
+** must call it at the same step. Nothing to compare (returns 0) in one process. */
+int trainer_check_ranks(Trainer *tr, Err *err);
 /* Mean loss over the validation split (or eval_batches batches of it), in windows of --seq
 ** tokens through the trainer's backend. Fails if there is no split. */
 int trainer_eval(Trainer *tr, double *val_loss, Err *err);
