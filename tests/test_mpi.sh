@@ -7,6 +7,8 @@
 #   - rank 0 alone writes: one checkpoint, one metrics log, one banner;
 #   - --resume at -np 2 repeats the uninterrupted -np 2 run's losses bit for bit;
 #   - --resume with another number of processes is refused, naming the field;
+#   - an fp16 overflow (emulated ANE, dynamic loss scale) skips the step on both ranks, as in the
+#     accum run;
 #   - --check-every catches a rank whose weights differ (nudged by a test-only hook);
 #   - finetune (LoRA, with dropout) at -np 2 matches its --accum 2 run as train does;
 #   - a SIGTERM to one rank stops both at the same step, the checkpoint saved once.
@@ -87,6 +89,17 @@ expect_fail "one process refuses a -np 2 checkpoint" "field ranks: saved by a ru
     "$BIN" train $CONST --steps 8 --batch 4 --out part/model.ckpt --resume
 expect_fail "-np 2 refuses a one-process checkpoint" "field ranks: saved by a run of 1 process, resumed by 2" \
     $MPI "$BIN" train $RUN --steps 10 --lr 3e-3 --batch 4 --accum 2 --out one/model.ckpt --resume
+
+# ---- overflow agreement: on the emulated ANE (fp16) a loss scale doubled every step overflows;
+# the step is skipped on both ranks (the weights check before the save would fail otherwise), at
+# the step the accum run skips, with the same scales
+OVF="$RUN --steps 10 --lr 3e-3 --backend ane --device emu --loss-scale dynamic --loss-scale-window 1"
+expect_ok "fp16 overflow, one process --accum 2" "$BIN" train $OVF --batch 4 --accum 2 --out ovf1/model.ckpt
+expect_ok "fp16 overflow, -np 2 (ranks still agree at the end)" $MPI "$BIN" train $OVF --batch 4 --out ovf2/model.ckpt
+scales() { sed -n -E 's/.*"loss_scale": ([^,]*), "skipped": ([a-z]*).*/\1 \2/p' "$1"; }
+if scales ovf2/metrics.jsonl | grep -q true && [ "$(scales ovf1/metrics.jsonl)" = "$(scales ovf2/metrics.jsonl)" ]; then
+    ok "an overflow skips the step on every rank, as in the accum run"
+else bad "overflow agreement: $(scales ovf1/metrics.jsonl | tr '\n' ' ') against $(scales ovf2/metrics.jsonl | tr '\n' ' ')"; fi
 
 # ---- the weights check: one rank's weights nudged (a test-only hook) is caught at the next check
 expect_fail "a rank with other weights is caught by --check-every" \
