@@ -1,5 +1,7 @@
 #!/bin/sh
 # Data-parallel runs under MPI (issue #12), two processes of one thread each on this machine:
+#   - util/dist.h's collectives (tests/tool_dist.c): the gradient sum is the rank-order sum, bit
+#     for bit, on every rank;
 #   - `-np 2 --batch 4` trains on the windows of one process's `--batch 4 --accum 2`: the metrics
 #     log's first loss is the same bits, and every loss within a relative 1e-5 (the gradients are
 #     summed in another order: a rank's gradient starts from zero where the single process adds
@@ -17,6 +19,7 @@
 # Usage: sh tests/test_mpi.sh BUILD_DIR   (ends with "N passed, N failed")
 BUILD=${1:-build}
 BIN=$(cd "$BUILD" && pwd)/anetrain
+TOOL_DIST=$(cd "$BUILD" && pwd)/tests/tool_dist
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$(dirname "$0")/cli_lib.sh"
 
@@ -42,6 +45,12 @@ CONST="$RUN --lr 2e-3 --min-lr 2e-3 --warmup 0"
 
 $MPI "$BIN" train $RUN --steps 1 --batch 4 --out probe/model.ckpt >"$W/out" 2>"$W/err"
 grep -q "built without MPI" "$W/err" && skip "$BIN was built without MPI"
+
+# ---- util/dist.h's collectives (tests/tool_dist.c): the rank-order sum bit for bit, or, gathers
+if [ -x "$TOOL_DIST" ]; then
+    if $MPI "$TOOL_DIST" >"$W/out" 2>"$W/err" && grep -q "^9 passed, 0 failed" "$W/out"; then ok "dist.h collectives (tool_dist)"
+    else bad "dist.h collectives: $(grep -v '^ok' "$W/out" | head -n 3)"; fi
+else bad "tool_dist not built ($TOOL_DIST)"; fi
 
 # the losses of a metrics log, one per line
 losses() { sed -n -E 's/.*"loss": ([^,]*),.*/\1/p' "$1"; }
