@@ -38,6 +38,26 @@ else
 endif
 LDLIBS += -lcjson -lz -lpcre2-8 -lutf8proc
 
+# MPI for data-parallel runs (src/util/dist.c, the only file that includes mpi.h): found through
+# pkg-config (ompi-c, then mpi) or mpicc; MPI=0 builds without it. Without MPI the program is the
+# same single process (dist.h's single-process build). Its headers are system headers (-isystem),
+# so `make strict` judges our code only.
+MPI ?= auto
+ifneq ($(MPI),0)
+  MPI_PC := $(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c || (pkg-config --exists mpi 2>/dev/null && echo mpi))
+  ifneq ($(MPI_PC),)
+    MPI_CFLAGS := $(shell pkg-config --cflags $(MPI_PC))
+    MPI_LIBS   := $(shell pkg-config --libs $(MPI_PC))
+  else ifneq ($(shell command -v mpicc 2>/dev/null),)
+    MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+    MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+  endif
+endif
+ifneq ($(MPI_LIBS),)
+  DIST_CFLAGS := -DANETRAIN_MPI $(patsubst -I%,-isystem %,$(MPI_CFLAGS))
+  LDLIBS += $(MPI_LIBS)
+endif
+
 LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
@@ -55,6 +75,10 @@ all: $(BUILD)/anetrain
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/src/util/dist.o: src/util/dist.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DIST_CFLAGS) -c $< -o $@
 
 $(OPS64_OBJ): src/ops/ops.c
 	@mkdir -p $(dir $@)

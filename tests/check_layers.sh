@@ -13,7 +13,7 @@
 #   ops       the CPU reference ops (their shapes come from the model's config)
 #   model     config, parameter layout, LoRA layout/views/dropout masks/merge, int8 quantization
 #   data      documents, tokenizers, token files, loader
-#   util      errors, files, threads, BLAS, fp16, rng, clock
+#   util      errors, files, threads, BLAS, fp16, rng, clock, processes (dist: MPI)
 #
 # Each line lists exactly what the code uses (cli/ and train/ reach no ops/, say): a new
 # dependency is added here on purpose, and only to a folder further down.

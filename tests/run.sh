@@ -1,14 +1,15 @@
 #!/bin/sh
 # The whole test suite: the include-layering check, every C test binary, the PyTorch parity test
-# and the CLI tests.
+# and the CLI tests (the data-parallel ones under mpirun -np 2).
 # Prints each part's result and ends with one "N passed, N failed" line over all parts.
 # Runs from the repository root, whatever the current directory, and reads nothing outside
 # the repository but the packages scripts/test.sh installs.
 # Environment:
 #   BUILD                   build directory (default build)
-#   ANETRAIN_REQUIRE_TORCH=1, ANETRAIN_REQUIRE_NODE=1
+#   ANETRAIN_REQUIRE_TORCH=1, ANETRAIN_REQUIRE_NODE=1, ANETRAIN_REQUIRE_MPI=1
 #                           a missing PyTorch / Node reference (npm packages, Qwen3's tokenizer
-#                           files) fails instead of being skipped (CI sets both)
+#                           files) / mpirun (or a program built without MPI) fails instead of
+#                           being skipped (CI sets all three)
 #   ANETRAIN_NODE_PATH      the npm prefix of the reference tokenizers (default
 #                           $HOME/.cache/anetrain/node)
 #   ANETRAIN_QWEN3_DIR      Qwen3's tokenizer.json and tokenizer_config.json (default: the npm
@@ -82,6 +83,7 @@ run_part test_cli.sh sh tests/test_cli.sh "$BUILD"
 run_part test_generate.sh sh tests/test_generate.sh "$BUILD"
 run_part test_finetune.sh sh tests/test_finetune.sh "$BUILD"
 run_part test_finetune_jsonl.sh sh tests/test_finetune_jsonl.sh "$BUILD"
+run_part test_mpi.sh sh tests/test_mpi.sh "$BUILD"
 
 echo "==="
 if [ -n "$failed_parts" ]; then echo "failed parts:$failed_parts"; fi

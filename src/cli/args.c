@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/dist.h"
+
 int arg_value(int argc, char **argv, int *i, const char *name, const char **value, Err *err) {
     const char *arg = argv[*i];
     size_t n = strlen(name);
@@ -124,5 +126,6 @@ int args_want_help(int argc, char **argv) {
 int cli_fail(const char *command, const Err *err) {
     fprintf(stderr, "anetrain %s: error: %s\n", command, err->msg);
     fprintf(stderr, "(run 'anetrain %s --help' for the manual)\n", command);
+    dist_abort(1); /* one of several processes (mpirun): the others would wait for it forever */
     return 1;
 }

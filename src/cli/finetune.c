@@ -29,6 +29,7 @@
 #include "../train/trainer.h"
 #include "../util/blas.h"
 #include "../util/clock.h"
+#include "../util/dist.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
@@ -483,7 +484,7 @@ static int run(FinetuneArgs *a, Err *err) {
         return -1;
     JsonlData jd;
     int jsonl = jsonl_is_data(o->data_path);
-    if (jsonl) { /* read and rendered before anything is written */
+    if (jsonl) { /* read and rendered before anything is written (by every rank alike) */
         if (prepare_examples(a, &cfg, &jd, err) != 0) return -1;
         o->train_examples = &jd.f[0].r;
         o->valid_examples = jd.has[1] ? &jd.f[1].r : NULL;
@@ -495,7 +496,9 @@ static int run(FinetuneArgs *a, Err *err) {
         }
     } else {
         if (dir_ensure_all(a->out, err) != 0) return -1;
-        if (prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
+        /* data parallel: rank 0 writes the token file, the others read it once it is complete */
+        if (dist_rank() == 0 && prepare_tokens(a, &cfg, tokens_path, err) != 0) return -1;
+        if (dist_barrier(err) != 0) return -1;
         o->data_path = tokens_path;
     }
 
@@ -504,8 +507,8 @@ static int run(FinetuneArgs *a, Err *err) {
         if (jsonl) jsonl_data_free(&jd);
         return -1;
     }
-    FILE *log = fopen(log_path, a->resume ? "a" : "w");
-    if (!log) {
+    FILE *log = dist_rank() == 0 ? fopen(log_path, a->resume ? "a" : "w") : NULL; /* rank 0 alone writes */
+    if (dist_rank() == 0 && !log) {
         trainer_free(&tr);
         if (jsonl) jsonl_data_free(&jd);
         return err_set(err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
@@ -544,6 +547,10 @@ static int run(FinetuneArgs *a, Err *err) {
     printf("batch   %d x %d tokens x %d accum; %ld steps, lr %.2e -> %.2e, warmup %ld; backend %s, %d threads\n",
            o->batch, o->seq, o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup, tr.backend->name,
            a->threads);
+    if (tr.world > 1)
+        printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum; %.2f MB of fp32 "
+               "adapter gradients summed per step\n", tr.world, tr.world, o->batch, o->seq, o->accum,
+               (double)tr.lora.n_floats * sizeof(float) / 1e6);
     if (a->resume) printf("resume  %s at step %lld\n", state_path, (long long)tr.state.step);
     fflush(stdout);
 
@@ -563,23 +570,24 @@ static int run(FinetuneArgs *a, Err *err) {
                exp(val_before));
     } else {
         printf("step 0: val_loss %.4f (perplexity %.2f) before fine-tuning\n", val_before, exp(val_before));
-        metrics_log_write_val(log, 0, val_before);
+        if (log) metrics_log_write_val(log, 0, val_before);
     }
-    fflush(log);
+    if (log) fflush(log);
     fflush(stdout);
 
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
-    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a->print_every, tty, 0, 0};
-    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1,
+    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a->print_every, tty, 0, 0};
+    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1, .check_every = 100,
                      .save_path = state_path, .log = log, .log_path = log_path, .stop = &interrupted,
                      .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &ro, &rep, err);
     if (tty && rep.steps_done > 0) fputc('\n', stderr);
     if (status != RUN_DONE && status != RUN_INTERRUPTED) goto fail;
-    if (trainer_save_adapter(&tr, a->out, o->init_path, err) != 0) goto fail;
+    int stopped = status == RUN_INTERRUPTED; /* on every rank alike (the stop is agreed) */
+    if (tr.rank == 0 && trainer_save_adapter(&tr, a->out, o->init_path, err) != 0) goto fail;
     if (jsonl && jd.has[2]) {
         ExampleBatches rows;
         double test_after;
@@ -587,17 +595,17 @@ static int run(FinetuneArgs *a, Err *err) {
         printf("test    %s: loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n", jd.paths[2], test_before, test_after,
                exp(test_before), exp(test_after));
     }
-    fclose(log);
+    if (log) fclose(log);
     char dur[32];
     format_duration(now_seconds() - rep.t_start, dur, sizeof dur);
     long done = rep.steps_done;
     double val_after = done == 0 ? val_before : rep.last_val;
     printf("%s %ld steps in %s: val_loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n",
-           interrupted ? "stopped after" : "done   ", done, dur, val_before, val_after, exp(val_before),
+           stopped ? "stopped after" : "done   ", done, dur, val_before, val_after, exp(val_before),
            exp(val_after));
     printf("saved   %s/adapter_model.safetensors, %s/adapter_config.json (PEFT LoRA); metrics %s\n", a->out, a->out,
            log_path);
-    if (interrupted)
+    if (stopped)
         printf("        %s (training state at step %lld); continue with the same command plus --resume\n",
                state_path, (long long)tr.state.step);
     else
@@ -608,9 +616,9 @@ static int run(FinetuneArgs *a, Err *err) {
            a->out);
     trainer_free(&tr);
     if (jsonl) jsonl_data_free(&jd);
-    return interrupted ? 130 : 0;
+    return stopped ? 130 : 0;
 fail:
-    fclose(log);
+    if (log) fclose(log);
     trainer_free(&tr);
     if (jsonl) jsonl_data_free(&jd);
     return -1;
@@ -626,9 +634,16 @@ int cli_finetune(int argc, char **argv) {
     Err err = {{0}};
     FinetuneArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("finetune", &err);
+    /* under mpirun: one rank of a data-parallel run; rank 0 alone prints and writes the files */
+    if (dist_init(NULL, NULL, &err) != 0) return cli_fail("finetune", &err);
+    if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
+        err_set(&err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
+        return cli_fail("finetune", &err);
+    }
     parallel_init(a.threads);
     blas_set_threads(a.threads);
     int rc = run(&a, &err);
     if (rc < 0) return cli_fail("finetune", &err);
+    dist_finalize(); /* 0 or 130: every rank ends the same way (the stop is agreed) */
     return rc;
 }

@@ -32,9 +32,11 @@ void progress_print(const StepProgress *p, const StepStats *s, double ms, double
         snprintf(tail, sizeof tail, " | scale %g%s", (double)s->loss_scale, s->skipped ? " (skipped: inf/NaN)" : "");
     else if (s->skipped)
         snprintf(tail, sizeof tail, " | skipped (inf/NaN)");
-    char line[256];
-    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step | ETA %s%s", width,
-             s->step, p->steps, s->loss, (double)s->lr, tok_s, ms, eta, tail);
+    char comm[40] = ""; /* data parallel: the step's time in the ranks' reductions */
+    if (s->t_comm > 0) snprintf(comm, sizeof comm, " (%.0f ms comm)", s->t_comm * 1000.0);
+    char line[296];
+    snprintf(line, sizeof line, "step %*ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | %.0f ms/step%s | ETA %s%s", width,
+             s->step, p->steps, s->loss, (double)s->lr, tok_s, ms, comm, eta, tail);
     if (p->tty) fprintf(stderr, "\r%s\033[K", line);
     else fprintf(stdout, "%s\n", line);
     fflush(p->tty ? stderr : stdout);

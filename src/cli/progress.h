@@ -16,7 +16,7 @@ void format_duration(double seconds, char *buf, int size);
 ** elsewhere it is printed on stdout every print_every steps, at the last step and at a validation. */
 typedef struct {
     long steps;            /* TrainOptions.steps */
-    double tokens_per_step; /* batch x seq x accum */
+    double tokens_per_step; /* batch x seq x accum (x the processes of a data-parallel run: global) */
     int print_every;
     int tty;               /* term_is_tty() */
     int pad_step;          /* 1 (train): the step number right-aligned to the width of steps */
@@ -25,7 +25,8 @@ typedef struct {
 } StepProgress;
 
 /* The progress line of step s: "step 12/100 | loss 2.3456 | lr 5.00e-04 | 1234 tok/s |
-** 56 ms/step | ETA 0:42". */
+** 56 ms/step | ETA 0:42"; a data-parallel step's time in the reductions follows its ms/step as
+** " (3 ms comm)". */
 void progress_print(const StepProgress *p, const StepStats *s, double ms, double elapsed, long steps_done);
 /* RunOptions.on_step with ctx a StepProgress: the progress line when due, and after a validation
 ** "step N: val_loss L (perplexity P)" on stdout. */

@@ -21,6 +21,7 @@
 #include "../train/run.h"
 #include "../train/trainer.h"
 #include "../util/blas.h"
+#include "../util/dist.h"
 #include "../util/fileio.h"
 #include "../util/parallel.h"
 #include "args.h"
@@ -87,6 +88,9 @@ static const char *train_help_more =
     "                        time, which on the ANE costs compiles (see --compile-budget)\n"
     "  --out PATH            checkpoint file (default out/model.ckpt; its directory is created)\n"
     "  --save-every N        also checkpoint every N steps (default 500; 0 = only at the end)\n"
+    "  --check-every N       under mpirun: compare the crc32 of the weights across the processes\n"
+    "                        every N steps and at the end; a difference stops the run with an\n"
+    "                        error (default 100; 0 = at the end only)\n"
     "  --log FILE            metrics log, one JSON object per step (default: metrics.jsonl next\n"
     "                        to --out); keys step, loss, lr, grad_norm, tokens, ms, and val_loss\n"
     "                        when computed. --resume appends to it.\n"
@@ -138,6 +142,11 @@ static const char *train_help_exec =
     "\n"
     "Ctrl-C finishes the current step, writes the checkpoint and exits; --resume continues.\n"
     "\n"
+    "Data parallel (built with MPI): mpirun -np N anetrain train ... runs N processes, each with\n"
+    "its own backend, on a global batch of N x batch x accum sequences (-np 2 --batch 4 trains on\n"
+    "the sequences of --batch 4 --accum 2); the gradients are summed across them before the\n"
+    "update. Process 0 alone prints and writes; --resume needs the same N.\n"
+    "\n"
     "examples:\n"
     "  anetrain train --model stories15m --data tinystories.bin --steps 5000 --batch 16\n"
     "  anetrain train --init stories15M.bin --data mytext.bin --lr 1e-4 --steps 200\n"
@@ -155,7 +164,7 @@ typedef struct {
     const char *out, *log;
     int resume;
     int data_is_tokens; /* --data-is-tokens: skip the looks-like-text check */
-    int eval_every, save_every, print_every;
+    int eval_every, save_every, print_every, check_every;
     int threads;
     /* shape overrides: -1 (or NAN) = not given */
     int dim, hidden_dim, layers, heads, kv_heads, head_dim, vocab, max_seq, qk_norm, untied;
@@ -227,6 +236,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
     a->out = "out/model.ckpt";
     a->eval_every = 100;
     a->save_every = 500;
+    a->check_every = 100;
     a->print_every = 10;
     a->threads = parallel_cpu_count();
     a->dim = a->hidden_dim = a->layers = a->heads = a->kv_heads = a->head_dim = a->vocab = a->max_seq = -1;
@@ -262,6 +272,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--eval-seq", ARG_INT, &a->eval_seq, 1, 1 << 20, NULL},
         {"--out", ARG_STR, &a->out, 0, 0, NULL},
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
+        {"--check-every", ARG_INT, &a->check_every, 0, BIG, NULL},
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},
@@ -381,6 +392,16 @@ static void print_efficiency(const char *backend, const BackendStats *d, const B
     fputs(estimate, stdout);
 }
 
+/* Data parallel: the "ranks" banner line (the global batch, the bytes summed per step). */
+static void print_ranks(const Trainer *tr) {
+    const TrainOptions *o = &tr->opt;
+    size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum = %lld tokens/step; "
+           "%.1f MB of fp32 gradients summed per step\n",
+           tr->world, tr->world, o->batch, o->seq, o->accum, (long long)tr->world * o->batch * o->seq * o->accum,
+           (double)n * sizeof(float) / 1e6);
+}
+
 int cli_train(int argc, char **argv) {
     if (args_want_help(argc, argv)) {
         fputs(train_help, stdout);
@@ -391,6 +412,13 @@ int cli_train(int argc, char **argv) {
     Err err = {{0}};
     TrainArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
+    /* under mpirun: one rank of a data-parallel run; rank 0 alone prints and writes the files */
+    if (dist_init(NULL, NULL, &err) != 0) return cli_fail("train", &err);
+    int rank0 = dist_rank() == 0;
+    if (!rank0 && !freopen("/dev/null", "w", stdout)) {
+        err_set(&err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
+        return cli_fail("train", &err);
+    }
     TrainOptions *o = &a.opt;
     if (!a.data_is_tokens && tokfile_refuse_text(o->data_path, "--data", &err) != 0) return cli_fail("train", &err);
     int model_flags = a.model || shape_flag_given(&a);
@@ -410,6 +438,9 @@ int cli_train(int argc, char **argv) {
     Trainer tr;
     if (trainer_init(&tr, o, &err) != 0) return cli_fail("train", &err);
     o->seq = tr.opt.seq;
+    /* tests/test_mpi.sh: one rank's weights nudged, which the weights check must catch */
+    const char *perturb = getenv("ANETRAIN_TEST_PERTURB_RANK");
+    if (perturb && tr.world > 1 && atoi(perturb) == tr.rank) tr.params[0] += 1e-3f;
     char diff[256];
     if (a.resume && model_flags && config_difference(&o->cfg, &tr.layout.cfg, diff, sizeof diff)) {
         err_set(&err, "--resume: the checkpoint %s is not the model the flags describe (%s)", a.out, diff);
@@ -435,8 +466,8 @@ int cli_train(int argc, char **argv) {
         trainer_free(&tr);
         return cli_fail("train", &err);
     }
-    FILE *log = fopen(log_path, a.resume ? "a" : "w");
-    if (!log) {
+    FILE *log = rank0 ? fopen(log_path, a.resume ? "a" : "w") : NULL;
+    if (rank0 && !log) {
         err_set(&err, "--log %s: cannot open for writing: %s", log_path, strerror(errno));
         trainer_free(&tr);
         return cli_fail("train", &err);
@@ -460,6 +491,7 @@ int cli_train(int argc, char **argv) {
         else
             printf("backend cpu (%s), %d threads; activations %.0f MiB\n", blas_name(), a.threads,
                    backend_cpu_bytes(&tr.layout.cfg, o->batch, o->seq) / 1048576.0);
+        if (tr.world > 1) print_ranks(&tr);
         if (a.resume) printf("resume  %s at step %lld\n", a.out, (long long)tr.state.step);
         printf("out     %s (checkpoint), %s (metrics)\n", a.out, log_path);
     }
@@ -468,10 +500,11 @@ int cli_train(int argc, char **argv) {
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     int tty = term_is_tty();
-    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum, a.print_every, tty, 1,
+    StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a.print_every, tty, 1,
                              o->loss_scaling != LOSS_SCALE_OFF};
     RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
-                      .log_efficiency = 1, .save_path = a.out, .log = log, .log_path = log_path,
+                      .log_efficiency = 1, .check_every = a.check_every, .save_path = a.out, .log = log,
+                      .log_path = log_path,
                       .stop = &interrupted, .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &run, &rep, &err);
@@ -484,7 +517,7 @@ int cli_train(int argc, char **argv) {
                "saved at step %lld, restarting to continue\n",
                rep.compiles_used, o->ane.compile_budget, rep.restart_step, ANE_BACKEND_COMPILES,
                (long long)tr.state.step);
-        fclose(log);
+        if (log) fclose(log);
         log = NULL;
         restart_process(argc, argv, restarts, &err);
         rc = cli_fail("train", &err); /* only reached if exec failed */
@@ -524,5 +557,8 @@ int cli_train(int argc, char **argv) {
         }
     }
     trainer_free(&tr);
+    /* every rank ends the same way (the status is agreed); a failure on one ends them all */
+    if (rc == 0 || rc == 130) dist_finalize();
+    else dist_abort(rc);
     return rc;
 }

@@ -78,6 +78,10 @@ void loader_next_train(Loader *ld, int32_t *inputs, int32_t *targets) {
     }
 }
 
+void loader_skip_train(Loader *ld, uint64_t rows) {
+    for (uint64_t i = 0; i < rows; i++) (void)loader_next_start(ld);
+}
+
 size_t loader_val_windows(const Loader *ld) {
     if (ld->n_val < (size_t)ld->T + 1) return 0;
     return (ld->n_val - 1) / (size_t)ld->T;

@@ -11,6 +11,14 @@
 ** Validation always reads the validation split sequentially from its start, so every
 ** evaluation sees the same windows. The loader state (RNG and row counter) is a few words
 ** that checkpoints store, so a resumed run reads exactly what an uninterrupted one would.
+**
+** Data parallel (N processes, dist.h): every rank holds the same loader (same seed) and reads
+** the one stream of rows a single process reads. Step k's global batch is N x accum
+** micro-batches of B rows, micro-batch g = r*accum + a (rank-major) being rank r's a-th: rank r
+** skips (loader_skip_train) the r*accum*B rows before its own, reads its accum micro-batches, and
+** skips the (N-1-r)*accum*B rows after them. So `-np N --batch B --accum A` trains on exactly
+** the rows of one process with `--batch B --accum N*A`, in the same order, and every rank's
+** loader state after a step is that process's (what a checkpoint stores).
 */
 #ifndef ANETRAIN_LOADER_H
 #define ANETRAIN_LOADER_H
@@ -44,6 +52,9 @@ int loader_init(Loader *ld, const int32_t *tokens, size_t n_tokens, double val_f
 
 /* Fills inputs and targets [B][T] with the next training batch. */
 void loader_next_train(Loader *ld, int32_t *inputs, int32_t *targets);
+
+/* Advances the training stream by `rows` rows as if they were read (the same RNG draws). */
+void loader_skip_train(Loader *ld, uint64_t rows);
 
 /* Number of distinct validation windows of T+1 tokens (non-overlapping, stride T). */
 size_t loader_val_windows(const Loader *ld);

@@ -230,7 +230,7 @@ int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, uint8_t h[
     ckpt_decode_config(h + CKPT_OFF_CONFIG, &cfg);
     if (config_validate(&cfg, path, err) != 0) return -1;
     if (ckpt_validate_state(h + CKPT_OFF_STATE, path, err) != 0) return -1;
-    *n_moments = ckpt_get_u32(h + CKPT_OFF_N_MOMENTS);
+    *n_moments = ckpt_get_u32(h + CKPT_OFF_N_MOMENTS) & 0xffff; /* the u16 above it: ranks */
     if (*n_moments != 0 && *n_moments != 2)
         return err_set(err, "%s: field n_moments: expected 0 or 2, found %u", path, *n_moments);
     params_layout(layout, &cfg);

@@ -19,7 +19,9 @@
 **   off  72  TrainState, 104 bytes: i64 step, i64 tokens_seen, u64 loader.rng.s[4],
 **            u64 loader.rows, u64 rng.s[4], f32 loss_scale, i32 clean_steps,
 **            i64 skipped_steps
-**   off 176  u64 n_floats                     off 184  u32 n_moments (0 or 2)
+**   off 176  u64 n_floats                     off 184  u16 n_moments (0 or 2)
+**   off 186  u16 ranks: the processes of the data-parallel run that wrote it (mpirun -np N, N > 1);
+**            0 for one process, and in every file written before there were several (TrainState.ranks)
 **   off 188  u32 crc32 of bytes [0, 188)
 ** then the sections params, m, v (m and v only when n_moments is 2), each n_floats
 ** little-endian fp32 followed by the u32 crc32 of those bytes.
@@ -40,7 +42,7 @@ enum {
     CKPT_OFF_CONFIG = 16,
     CKPT_OFF_STATE = 72,
     CKPT_OFF_N_FLOATS = 176,
-    CKPT_OFF_N_MOMENTS = 184,
+    CKPT_OFF_N_MOMENTS = 184, /* u16, with ranks as the u16 at 186 */
     CKPT_OFF_CRC = 188,
     CKPT_HEADER_BYTES = 192,
     /* the TrainState's fields, from CKPT_OFF_STATE (the same in the LoRA training state) */

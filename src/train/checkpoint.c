@@ -15,7 +15,7 @@
 **   off   0  "ANELORA\0"   off 8 u32 version (1)   off 12 u32 header_bytes (260)
 **   off  16  ModelConfig of the base            off  72  TrainState
 **   off 176  i32 rank, f32 alpha, f32 dropout, u32 rslora, u32 targets
-**   off 196  u32 int8      off 200  u64 seed     off 208  i32 batch, seq, accum
+**   off 196  u16 int8      off 198  u16 ranks (0: one process; TrainState.ranks)   off 200  u64 seed     off 208  i32 batch, seq, accum
 **   off 220  u32 order     off 224  f64 val_frac (its IEEE bits as u64)
 **   off 232  u64 train_tokens   off 240  u32 train_crc32   off 244  u32 base_crc32
 **   off 248  u64 n_floats  off 256  u32 crc32 of bytes [0, 256)
@@ -92,6 +92,11 @@ static int ckpt_validate_train_state(const TrainState *s, const char *path, Err 
     return ckpt_validate_state(p, path, err);
 }
 
+/* The u16 that stores TrainState.ranks: 0 for one process (as in every earlier file), else N. */
+static uint32_t ranks_field(const TrainState *s) {
+    return s->ranks > 1 && s->ranks <= 0xffff ? (uint32_t)s->ranks : 0;
+}
+
 /* ---------------------------------------------------------------- saving */
 
 int ckpt_save(const char *path, const ParamLayout *layout, const float *params, const float *m, const float *v,
@@ -102,6 +107,8 @@ int ckpt_save(const char *path, const ParamLayout *layout, const float *params, 
     TrainState blank = {.loss_scale = 1.0f};
     if (!state) state = &blank;
     if (ckpt_validate_train_state(state, path, err) != 0) return -1;
+    if (state->ranks < 0 || state->ranks > 0xffff)
+        return err_set(err, "%s: field ranks: expected 0..65535, found %d", path, (int)state->ranks);
 
     uint8_t h[CKPT_HEADER_BYTES] = {0};
     memcpy(h, CKPT_MAGIC, 8);
@@ -110,7 +117,7 @@ int ckpt_save(const char *path, const ParamLayout *layout, const float *params, 
     ckpt_encode_config(h + CKPT_OFF_CONFIG, &layout->cfg);
     ckpt_encode_state(h + CKPT_OFF_STATE, state);
     ckpt_put_u64(h + CKPT_OFF_N_FLOATS, (uint64_t)layout->n_floats);
-    ckpt_put_u32(h + CKPT_OFF_N_MOMENTS, m ? 2 : 0);
+    ckpt_put_u32(h + CKPT_OFF_N_MOMENTS, (m ? 2u : 0u) | ranks_field(state) << 16);
     ckpt_put_u32(h + CKPT_OFF_CRC, crc32_update(0, h, CKPT_OFF_CRC));
 
     AtomicFile af;
@@ -163,7 +170,10 @@ int ckpt_load(const char *path, ParamLayout *layout, float **params, float **m, 
         }
         return -1;
     }
-    if (state) ckpt_decode_state(h + CKPT_OFF_STATE, state);
+    if (state) {
+        ckpt_decode_state(h + CKPT_OFF_STATE, state);
+        state->ranks = (int32_t)(ckpt_get_u32(h + CKPT_OFF_N_MOMENTS) >> 16);
+    }
     return 0;
 }
 
@@ -182,7 +192,7 @@ static void lora_encode_header(uint8_t *h, const LoraRunState *rs, size_t n_floa
     ckpt_put_f32(l + 8, rs->lora.dropout);
     ckpt_put_u32(l + 12, (uint32_t)rs->lora.rslora);
     ckpt_put_u32(l + 16, rs->lora.targets);
-    ckpt_put_u32(h + LORA_OFF_INT8, (uint32_t)rs->int8);
+    ckpt_put_u32(h + LORA_OFF_INT8, (uint32_t)rs->int8 | ranks_field(&rs->state) << 16);
     ckpt_put_u64(h + LORA_OFF_SEED, rs->seed);
     ckpt_put_i32(h + LORA_OFF_BATCH, rs->batch);
     ckpt_put_i32(h + LORA_OFF_SEQ, rs->seq);
@@ -208,7 +218,8 @@ static void lora_decode_header(const uint8_t *h, LoraRunState *rs) {
     rs->lora.dropout = ckpt_get_f32(l + 8);
     rs->lora.rslora = ckpt_get_i32(l + 12);
     rs->lora.targets = ckpt_get_u32(l + 16);
-    rs->int8 = ckpt_get_i32(h + LORA_OFF_INT8);
+    rs->int8 = (int)(ckpt_get_u32(h + LORA_OFF_INT8) & 0xffff);
+    rs->state.ranks = (int32_t)(ckpt_get_u32(h + LORA_OFF_INT8) >> 16);
     rs->seed = ckpt_get_u64(h + LORA_OFF_SEED);
     rs->batch = ckpt_get_i32(h + LORA_OFF_BATCH);
     rs->seq = ckpt_get_i32(h + LORA_OFF_SEQ);

@@ -22,7 +22,7 @@
 **   "ANELORA\0"   magic                  u32 version (1)       u32 header_bytes (260)
 **   ModelConfig of the base (as above)   TrainState (as above)
 **   LoraConfig: i32 rank, f32 alpha, f32 dropout, u32 rslora, u32 targets (bit m: module m)
-**   u32 int8  u64 seed  i32 batch, seq, accum  u32 order  f64 val_frac  u64 train_tokens
+**   u16 int8  u16 ranks (TrainState.ranks)  u64 seed  i32 batch, seq, accum  u32 order  f64 val_frac  u64 train_tokens
 **   u32 train_crc32  u32 base_crc32  u64 n_floats (the adapter's, = lora_layout's)
 **   u32 crc32 of the header so far
 **   sections: adapter, m, v, each n_floats fp32 followed by its u32 crc32
@@ -50,6 +50,9 @@ typedef struct {
     float loss_scale;    /* dynamic loss scale (1 when scaling is off, as on the CPU backend) */
     int32_t clean_steps; /* steps since the scale last changed */
     int64_t skipped_steps; /* steps skipped for inf/NaN gradients (AdamW's t = step - skipped) */
+    int32_t ranks;       /* processes of the data-parallel run (mpirun -np N); 0 or 1: one. Stored in
+                         ** the header's u16 beside n_moments (checkpoint) or int8 (LoRA state), not in
+                         ** the TrainState's bytes; a resume needs the same number (trainer_init) */
 } TrainState;
 
 /* Saves config, params and (if non-NULL) moments m and v. Without moments the checkpoint can

@@ -10,6 +10,7 @@
 
 #include "../io/metrics_log.h"
 #include "../util/clock.h"
+#include "../util/dist.h"
 
 /* a + sign*b over every counter: sign -1 gives one step's counters from two cumulative
 ** snapshots, +1 adds a step's counters to a running total. */
@@ -48,7 +49,17 @@ static int eval_at_seq(Trainer *tr, int T, int32_t *inputs, int32_t *targets, do
     return rc;
 }
 
-static int stop_asked(const RunOptions *ro) { return ro->stop && *ro->stop; }
+/* *stop <- 1 if a stop was asked on any rank (the flags or-reduced: every rank stops at the same
+** step); in one process, whether *ro->stop is set. */
+static int stop_agreed(const RunOptions *ro, int *stop, Err *err) {
+    *stop = ro->stop && *ro->stop;
+    return dist_or(stop, err);
+}
+
+/* trainer_save on rank 0 alone (one process: always): the ranks' weights and state are the same. */
+static int save_once(Trainer *tr, const char *path, Err *err) {
+    return tr->rank == 0 ? trainer_save(tr, path, err) : 0;
+}
 
 /* 1 if the validation after step `step` is due. */
 static int eval_due(const Trainer *tr, const RunOptions *ro, long step) {
@@ -78,11 +89,24 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
     rep->t_start = now_seconds();
     RunStatus status = RUN_DONE;
     BackendStats before = {0}, after = {0};
-    while (tr->state.step < o->steps && !stop_asked(ro)) {
+    int stop = 0;
+    while (tr->state.step < o->steps) {
+        if (stop_agreed(ro, &stop, err) != 0) {
+            status = RUN_ERROR;
+            break;
+        }
+        if (stop) break;
         long next = (long)tr->state.step + 1;
         if (uses_device && eval_seq && eval_due(tr, ro, next) &&
             backend_ane_process_compiles() + ANE_BACKEND_COMPILES > (uint64_t)o->ane.compile_budget) {
             /* The device's compiler would refuse: checkpoint, and continue in a fresh process. */
+            if (tr->world > 1) { /* every rank would have to re-execute together: not yet */
+                err_set(err, "--compile-budget %d: the evaluation after step %ld needs a fresh process, which a "
+                        "data-parallel run (%d processes) cannot restart yet; raise --compile-budget or drop "
+                        "--eval-seq", o->ane.compile_budget, next, tr->world);
+                status = RUN_ERROR;
+                break;
+            }
             if (rep->steps_done == 0) { /* a fresh process is no better off: restarting would loop */
                 err_set(err, "--compile-budget %d: too small even for a fresh process (%llu compiles used before "
                         "the first evaluation needs %d more)", o->ane.compile_budget,
@@ -90,7 +114,7 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
                 status = RUN_ERROR;
                 break;
             }
-            if (trainer_save(tr, ro->save_path, err) != 0) {
+            if (save_once(tr, ro->save_path, err) != 0) {
                 status = RUN_ERROR;
                 break;
             }
@@ -143,31 +167,37 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
         }
         MetricsStep line = {s.step, s.loss, s.lr, s.grad_norm, s.tokens, ms, o->loss_scaling != LOSS_SCALE_OFF,
                             s.loss_scale, s.skipped, log_efficiency ? &eff : NULL, eval_now, val};
-        metrics_log_write_step(ro->log, &line);
-        if (fflush(ro->log) != 0 || ferror(ro->log)) {
+        if (ro->log) metrics_log_write_step(ro->log, &line);
+        if (ro->log && (fflush(ro->log) != 0 || ferror(ro->log))) {
             err_set(err, "--log %s: write failed at step %ld: %s", ro->log_path, s.step, strerror(errno));
             status = RUN_ERROR;
             break;
         }
-        if (ro->on_step) {
+        if (ro->on_step && tr->rank == 0) {
             RunEvent ev = {&s, ms, now_seconds() - rep->t_start, rep->steps_done, eval_now, val};
             ro->on_step(&ev, ro->ctx);
         }
+        if (ro->check_every > 0 && s.step % ro->check_every == 0 && trainer_check_ranks(tr, err) != 0) {
+            status = RUN_ERROR;
+            break;
+        }
         if (ro->save_every > 0 && s.step % ro->save_every == 0 && s.step < o->steps &&
-            trainer_save(tr, ro->save_path, err) != 0) {
+            save_once(tr, ro->save_path, err) != 0) {
             status = RUN_ERROR;
             break;
         }
     }
     free(eval_in);
     free(eval_tg);
-    if (status == RUN_DONE && stop_asked(ro)) {
+    if (status == RUN_DONE && !stop && stop_agreed(ro, &stop, err) != 0) status = RUN_ERROR;
+    if (status == RUN_DONE && stop) {
         status = RUN_INTERRUPTED;
         if (ro->eval_on_stop && trainer_has_validation(tr) && trainer_eval(tr, &rep->last_val, err) != 0)
             status = RUN_ERROR;
     }
-    if ((status == RUN_DONE || status == RUN_INTERRUPTED) && trainer_save(tr, ro->save_path, err) != 0)
+    if ((status == RUN_DONE || status == RUN_INTERRUPTED) && trainer_check_ranks(tr, err) != 0) status = RUN_ERROR;
+    if ((status == RUN_DONE || status == RUN_INTERRUPTED) && save_once(tr, ro->save_path, err) != 0)
         status = RUN_ERROR;
-    rep->tokens = (long long)rep->steps_done * o->batch * o->seq * o->accum;
+    rep->tokens = (long long)rep->steps_done * o->batch * o->seq * o->accum * (tr->world > 1 ? tr->world : 1);
     return status;
 }

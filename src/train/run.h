@@ -8,7 +8,13 @@
 **     -> validation after every eval_every-th step and after the last (when there is a split)
 **     -> the step's metrics-log line (io/metrics_log.h) -> on_step (the CLI prints)
 **     -> every save_every steps (not the last): trainer_save
-**   then (RUN_DONE, or RUN_INTERRUPTED when *stop was set) the final trainer_save.
+**     -> data parallel, every check_every steps: trainer_check_ranks (a divergence: RUN_ERROR)
+**   then (RUN_DONE, or RUN_INTERRUPTED when *stop was set) the ranks' check and the final
+**   trainer_save.
+**
+** Data parallel (mpirun, util/dist.h): every rank runs this loop in step; the stop flag is
+** or-reduced before each step (and once after the last), so a signal to any rank stops all of
+** them at the same step; only rank 0 saves (trainer_save), writes the log and calls on_step.
 **
 ** The loop never prints and never exits: what the user sees is the CLI's, through on_step and
 ** the RunReport; the status says what the CLI does next (exit 0, exit 130, re-execute, fail).
@@ -48,8 +54,10 @@ typedef struct {
                          ** on the ANE costs ANE_BACKEND_COMPILES compiles: see RUN_RESTART */
     int eval_on_stop;    /* 1: a run stopped by *stop is validated before it is saved (report.last_val) */
     int log_efficiency;  /* 1: each log line carries the backend's counters (when it has stats) */
+    int check_every;     /* data parallel: trainer_check_ranks every N steps and before the final save;
+                         ** 0: before the final save only (nothing to check in one process) */
     const char *save_path; /* what trainer_save writes: the checkpoint, or a LoRA run's training state */
-    FILE *log;           /* the metrics log, open for writing */
+    FILE *log;           /* the metrics log, open for writing; NULL: none (ranks other than 0) */
     const char *log_path; /* for messages */
     volatile sig_atomic_t *stop; /* NULL, or set (by the CLI's signal handler) to stop after the step */
     void (*on_step)(const RunEvent *ev, void *ctx); /* NULL, or called after every step */
@@ -60,7 +68,7 @@ typedef struct {
 typedef struct {
     long first_step;       /* tr->state.step when the loop started */
     long steps_done;
-    long long tokens;      /* steps_done x batch x seq x accum */
+    long long tokens;      /* steps_done x batch x seq x accum (x the number of ranks) */
     double t_start;        /* now_seconds() when the loop started */
     double last_val, best_val; /* NAN and INFINITY when never validated */
     long best_val_step;    /* -1 when never validated */

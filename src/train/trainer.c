@@ -10,6 +10,7 @@
 #include "../io/model_file.h"
 #include "../io/peft.h"
 #include "../util/clock.h"
+#include "../util/dist.h"
 #include "../util/fileio.h"
 #include "../util/memory.h"
 #include "../util/parallel.h"
@@ -94,6 +95,17 @@ static LoraRunState lora_run_state(const Trainer *tr) {
     return rs;
 }
 
+/* 1 (err filled) if a run saved by `saved`'s number of processes is resumed by `world` others:
+** the global batch (processes x batch x accum) would change under the run. */
+static int ranks_refused(const char *path, const TrainState *saved, int world, Err *err) {
+    int then = saved->ranks > 1 ? saved->ranks : 1, now = world > 1 ? world : 1;
+    if (then == now) return 0;
+    err_set(err, "%s: field ranks: saved by a run of %d process%s, resumed by %d: a data-parallel run resumes with "
+                 "the number of processes it was saved with (mpirun -np %d%s)", path, then, then > 1 ? "es" : "", now,
+            then, then > 1 ? "" : ", or without mpirun");
+    return 1;
+}
+
 /* LoRA resume: loads the training state at lora_resume_path, checks that it is this run (the
 ** same base, LoRA config and data stream) and takes its adapter, moments and TrainState. */
 static int lora_resume(Trainer *tr, Err *err) {
@@ -149,6 +161,8 @@ static int lora_resume(Trainer *tr, Err *err) {
                      (unsigned long long)saved.train_tokens, saved.train_crc32);
     else if (n != tr->lora.n_floats)
         rc = err_set(err, "%s: field n_floats: expected %zu, found %zu", path, tr->lora.n_floats, n);
+    else if (ranks_refused(path, &saved.state, tr->world, err))
+        rc = -1;
     if (rc == 0) {
         memcpy(tr->adapter, adapter, n * sizeof(float));
         memcpy(tr->adapter_m, m, n * sizeof(float));
@@ -225,16 +239,22 @@ static int examples_setup(Trainer *tr, Err *err) {
     return 0;
 }
 
-/* Counted targets of the next step's accum micro-batches (before they are read). */
-static long long examples_step_counted(Trainer *tr) {
+/* The counted targets of the step's n_micro micro-batches (every rank's: N*accum), from the first. */
+static long long examples_step_counted(Trainer *tr, int n_micro) {
     const TrainOptions *o = &tr->opt;
     uint64_t k0 = tr->loader.state.rows / (uint64_t)o->batch;
     long long n = 0;
-    for (int a = 0; a < o->accum; a++) {
+    for (int a = 0; a < n_micro; a++) {
         size_t first = example_batches_train_first(&tr->train_rows, o->seed, k0 + (uint64_t)a);
         n += example_batches_counted(&tr->train_rows, first, o->batch);
     }
     return n; /* > 0: every kept row counts a target */
+}
+
+/* Passes over `rows` training rows (the other ranks' part of the step, loader.h). */
+static void skip_train_rows(Trainer *tr, uint64_t rows) {
+    if (tr->has_examples) tr->loader.state.rows += rows;
+    else loader_skip_train(&tr->loader, rows);
 }
 
 static void examples_next_train(Trainer *tr, int32_t *inputs, int32_t *targets) {
@@ -299,6 +319,10 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
             return err_set(err, "%s: checkpoint holds no optimizer moments, so it cannot be resumed (use --init)",
                            opt->resume_path);
         }
+        if (ranks_refused(opt->resume_path, &tr->state, dist_size(), err)) {
+            trainer_free(tr);
+            return err_wrap(err, "--resume");
+        }
         have_moments = 1;
     } else if (opt->init_path) {
         if (model_load_any(opt->init_path, &tr->layout, &tr->params, err) != 0) return -1;
@@ -329,6 +353,13 @@ int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err) {
         tr->m = err_calloc(n, sizeof(float), "AdamW first moment", err);
         tr->v = err_calloc(n, sizeof(float), "AdamW second moment", err);
         if (!tr->m || !tr->v) goto fail;
+    }
+    tr->rank = dist_rank();
+    tr->world = dist_size();
+    tr->state.ranks = tr->world > 1 ? tr->world : 0; /* what trainer_save stores (0: one process, as before) */
+    if (tr->world > 1) {
+        tr->micro_losses = err_malloc((size_t)(tr->world + 1) * opt->accum * sizeof(double), "micro-batch losses", err);
+        if (!tr->micro_losses) goto fail;
     }
     size_t bt = (size_t)opt->batch * opt->seq;
     tr->inputs = err_malloc(bt * sizeof(int32_t), "input batch", err);
@@ -386,6 +417,7 @@ void trainer_free(Trainer *tr) {
     free(tr->adapter_grads);
     free(tr->adapter_m);
     free(tr->adapter_v);
+    free(tr->micro_losses);
     if (tr->has_int8) quant_int8_free(&tr->int8);
     tokfile_free(&tr->data);
     example_batches_free(&tr->train_rows);
@@ -396,32 +428,62 @@ void trainer_free(Trainer *tr) {
 /* Largest dynamic scale: beyond 2^24 the scaled fp32 gradients lose nothing more to gain. */
 #define LOSS_SCALE_MAX 16777216.0f
 
+/* Data parallel: the step's gradients (the adapter's in a LoRA run) summed over the ranks, and
+** *loss_sum <- the sum of every rank's micro-batch losses (micro_losses' own part) in global
+** order, from 0, as one process adds them. */
+static int reduce_across_ranks(Trainer *tr, double *loss_sum, Err *err) {
+    int A = tr->opt.accum;
+    float *g = tr->adapter ? tr->adapter_grads : tr->grads;
+    size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    if (dist_sum_f32(g, n, err) != 0) return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
+    double *all = tr->micro_losses, *mine = tr->micro_losses + (size_t)tr->world * A;
+    if (dist_allgather_f64(mine, (size_t)A, all, err) != 0)
+        return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
+    double sum = 0;
+    for (int k = 0; k < tr->world * A; k++) sum += all[k];
+    *loss_sum = sum;
+    return 0;
+}
+
 int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     const TrainOptions *o = &tr->opt;
     TrainState *st = &tr->state;
     size_t n = tr->layout.n_floats;
     float scale = o->loss_scaling == LOSS_SCALE_OFF ? 1.0f : st->loss_scale;
+    int world = tr->world > 1 ? tr->world : 1, micro_total = o->accum * world;
     if (tr->grads) memset(tr->grads, 0, n * sizeof(float));
     if (tr->adapter_grads) memset(tr->adapter_grads, 0, tr->lora.n_floats * sizeof(float));
     double loss_sum = 0;
-    /* each micro-batch's share of the step's mean: 1/accum, or (examples) B*T / the step's
-    ** counted targets, applied to the loss as loss_factor / accum (train/masked.h) */
-    float grad_scale = scale / (float)o->accum;
+    /* each micro-batch's share of the step's mean: 1/(N*accum) over the ranks' micro-batches
+    ** together (loader.h), or (examples) B*T / the step's counted targets over all of them,
+    ** applied to the loss as loss_factor / (N*accum) (train/masked.h) */
+    float grad_scale = scale / (float)micro_total;
     double loss_factor = 1;
     if (tr->has_examples) {
-        double f = masked_factor(o->batch, o->seq, examples_step_counted(tr));
+        double f = masked_factor(o->batch, o->seq, examples_step_counted(tr, micro_total));
         grad_scale = (float)(scale * f);
-        loss_factor = f * o->accum;
+        loss_factor = f * micro_total;
     }
+    /* the rows of the ranks before this one (loader.h) */
+    if (world > 1) skip_train_rows(tr, (uint64_t)tr->rank * o->accum * o->batch);
     for (int a = 0; a < o->accum; a++) {
+        int g = (world > 1 ? tr->rank * o->accum : 0) + a; /* the micro-batch's place in the global batch */
         if (tr->has_examples) examples_next_train(tr, tr->inputs, tr->targets);
         else loader_next_train(&tr->loader, tr->inputs, tr->targets);
         double loss;
         StepArgs args = {tr->params, tr->grads, tr->adapter, tr->adapter_grads, tr->inputs, tr->targets,
                          o->batch, o->seq, grad_scale, NULL,
-                         tr->adapter ? lora_step_dropout_seed(o->seed, st->step, a) : 0};
+                         tr->adapter ? lora_step_dropout_seed(o->seed, st->step, g) : 0};
         if (tr->backend->step(tr->backend, &args, &loss, err) != 0) return -1;
         loss_sum += loss * loss_factor;
+        if (world > 1) tr->micro_losses[(size_t)world * o->accum + a] = loss * loss_factor;
+    }
+    stats->t_comm = 0;
+    if (world > 1) {
+        skip_train_rows(tr, (uint64_t)(world - 1 - tr->rank) * o->accum * o->batch);
+        double tc = now_seconds();
+        if (reduce_across_ranks(tr, &loss_sum, err) != 0) return -1;
+        stats->t_comm = now_seconds() - tc;
     }
     long step = (long)st->step; /* 0-based index of this step */
     float lr = lr_schedule(step, o->steps, o->warmup, o->lr, o->min_lr);
@@ -434,7 +496,13 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     stats->skipped = 0;
     stats->loss_scale = scale;
-    if (!isfinite(norm)) {
+    int overflow = !isfinite(norm);
+    if (world > 1) { /* the ranks' sums are the same bits, but agree explicitly: one skips, all skip */
+        double tc = now_seconds();
+        if (dist_or(&overflow, err) != 0) return err_wrap(err, "step %ld", step + 1);
+        stats->t_comm += now_seconds() - tc;
+    }
+    if (overflow) {
         if (o->loss_scaling != LOSS_SCALE_DYNAMIC)
             return err_set(err,
                            "gradients are not finite at step %ld (norm %g)%s", step + 1, norm,
@@ -461,10 +529,10 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
     }
     stats->t_optim = now_seconds() - t0;
     st->step++;
-    st->tokens_seen += (int64_t)o->accum * o->batch * o->seq;
+    st->tokens_seen += (int64_t)micro_total * o->batch * o->seq;
     st->loader = tr->loader.state;
     stats->step = (long)st->step;
-    stats->loss = loss_sum / o->accum;
+    stats->loss = loss_sum / micro_total;
     stats->lr = lr;
     stats->grad_norm = norm;
     stats->tokens = st->tokens_seen;
@@ -472,6 +540,26 @@ int trainer_step(Trainer *tr, StepStats *stats, Err *err) {
 }
 
 int trainer_has_validation(const Trainer *tr) { return tr->has_examples ? tr->has_valid_rows : tr->loader.n_val > 0; }
+
+int trainer_check_ranks(Trainer *tr, Err *err) {
+    if (tr->world <= 1) return 0;
+    uint32_t mine[2] = {tr->adapter ? ckpt_crc32_words(tr->adapter, tr->lora.n_floats)
+                                    : ckpt_crc32_words(tr->params, tr->layout.n_floats),
+                        tr->base_crc32};
+    uint32_t *all = malloc((size_t)tr->world * 2 * sizeof(uint32_t));
+    if (!all) return err_set(err, "weights check: out of memory for %d crc32 pairs", tr->world);
+    int rc = dist_allgather_u32(mine, 2, all, err);
+    for (int r = 1; rc == 0 && r < tr->world; r++) {
+        int k = all[2 * r] != all[0] ? 0 : all[2 * r + 1] != all[1] ? 1 : -1; /* the first that differs */
+        if (k >= 0)
+            rc = err_set(err, "the processes diverged: after step %lld the crc32 of the %s is %08x on rank 0 but "
+                              "%08x on rank %d (every process must train the same model: the same --init, data and "
+                              "flags everywhere)", (long long)tr->state.step,
+                         k == 1 ? "frozen base" : tr->adapter ? "adapter" : "weights", all[k], all[2 * r + k], r);
+    }
+    free(all);
+    return rc;
+}
 
 int trainer_eval_with(Trainer *tr, Backend *be, int T, int32_t *inputs, int32_t *targets, double *val_loss,
                       Err *err) {

@@ -118,6 +118,11 @@ typedef struct {
     ** micro-batch counter is loader.state.rows / batch */
     int has_examples, has_valid_rows;
     ExampleBatches train_rows, valid_rows;
+    /* Data parallel (util/dist.h, set by trainer_init): this process's rank and the number of
+    ** processes; micro_losses [world*accum + accum]: the step's micro-batch losses of every rank
+    ** in global order, then this rank's own (world > 1 only, else NULL). */
+    int rank, world;
+    double *micro_losses;
 } Trainer;
 
 /* What one optimizer step did. */
@@ -130,6 +135,7 @@ typedef struct {
     float loss_scale;  /* the scale this step ran with */
     int skipped;       /* 1: inf/NaN gradients, weights untouched, scale halved */
     double t_optim;    /* seconds in the gradient norm and AdamW */
+    double t_comm;     /* seconds in the ranks' gradient and loss reduction (0 in one process) */
 } StepStats;
 
 /* The defaults of a training run, in one place (`train`'s flags start from them; `finetune`
@@ -141,10 +147,28 @@ void train_options_default(TrainOptions *opt);
 
 int trainer_init(Trainer *tr, const TrainOptions *opt, Err *err);
 void trainer_free(Trainer *tr);
-/* One optimizer step over `accum` micro-batches. */
+/* One optimizer step over `accum` micro-batches.
+**
+** Data parallel (world N > 1 processes, mpirun): the step is one of a single process with
+** accum N x accum (loader.h says which rows each rank reads; rank r's micro-batch a is the global
+** micro-batch g = r*accum + a, whose LoRA dropout seed is lora_step_dropout_seed(seed, step, g)).
+** Each rank's micro-batches scale the loss gradient by loss_scale / (N*accum); the gradients
+** (full training: all of them; LoRA: the adapter's) are then summed over the ranks in fp32, in
+** rank order (dist_sum_f32: the same bits on every rank), before the norm, clipping and AdamW, so
+** every rank applies the same update; an overflow (dynamic loss scaling) on any rank skips the
+** step on all. The step's loss is the mean of all N*accum micro-batch losses, added in global
+** order as the single process adds them, and tokens count the global batch. Its losses equal
+** the single process's `--accum N*accum` run at the first step bit for bit; after that, within
+** fp32 rounding: a rank's gradient starts from zero where the single process's micro-batch
+** adds onto the previous ones' sum, so the additions associate differently. */
 int trainer_step(Trainer *tr, StepStats *stats, Err *err);
 /* 1 when the run has a validation split (windows of a token stream, or validation examples). */
 int trainer_has_validation(const Trainer *tr);
+/* Data parallel: compares the crc32 of the trained weights (full training: the parameters; LoRA:
+** the adapter, and the frozen base's crc32 from trainer_init) across the ranks; fails, naming the
+** first rank whose crc differs from rank 0's, when they no longer hold the same model. Every rank
+** must call it at the same step. Nothing to compare (returns 0) in one process. */
+int trainer_check_ranks(Trainer *tr, Err *err);
 /* Mean loss over the validation split (or eval_batches batches of it), in windows of --seq
 ** tokens through the trainer's backend (examples: their rows, the mean over the counted
 ** targets). Fails if there is no split. */
