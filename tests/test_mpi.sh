@@ -12,7 +12,8 @@
 #   - an fp16 overflow (emulated ANE, dynamic loss scale) skips the step on both ranks, as in the
 #     accum run;
 #   - --check-every catches a rank whose weights differ (nudged by a test-only hook);
-#   - finetune (LoRA, with dropout) at -np 2 matches its --accum 2 run as train does;
+#   - finetune (LoRA, with dropout) at -np 2 matches its --accum 2 run as train does, and so does
+#     a masked finetune on JSON-lines examples (the mean over both ranks' counted targets);
 #   - a SIGTERM to one rank stops both at the same step, the checkpoint saved once.
 # Without mpirun (or with a program built without MPI) it prints a skip line and passes;
 # ANETRAIN_REQUIRE_MPI=1 (CI) makes that a failure.
@@ -137,6 +138,33 @@ if msg=$(same_first_close ft1/metrics.jsonl ft2/metrics.jsonl 2>&1); then ok "fi
 else bad "finetune -np 2 against the accum run: $msg"; fi
 if [ -f ft2/adapter_model.safetensors ] && [ -f ft2/lora_state.ckpt ]; then ok "finetune -np 2 saved the adapter"
 else bad "finetune -np 2: $(ls ft2 | tr '\n' ' ')"; fi
+
+# ---- JSON-lines examples with --mask-prompt at -np 2 == their --accum 2 run: the masked mean is
+# over the counted targets of both ranks' rows (each rank counts the whole global step's)
+"$PY" - <<'PYEOF' || exit 2
+import json, os, random
+rng = random.Random(5)
+words = ["the", "ship", "sailed", "past", "a", "grey", "harbour", "at", "dawn", "wind", "rose", "and", "fell"]
+os.makedirs("pc", exist_ok=True)
+with open("pc/train.jsonl", "w") as f:
+    for _ in range(120):
+        w = [rng.choice(words) for _ in range(rng.randrange(4, 12))]
+        k = rng.randrange(1, len(w))
+        f.write(json.dumps({"prompt": " ".join(w[:k]), "completion": " " + " ".join(w[k:]) + "."}) + "\n")
+PYEOF
+FTJ="--init base/model.ckpt --tokenizer tok.json --data pc --mask-prompt --steps 6 --seq 32 --lr 3e-3 --val-frac 0.1
+    --eval-every 3 --threads 1 --print-every 1"
+expect_ok "finetune jsonl --mask-prompt, one process, --batch 4 --accum 2" "$BIN" finetune $FTJ --batch 4 --accum 2 \
+    --out fj1
+expect_ok "finetune jsonl --mask-prompt -np 2 --batch 4" $MPI "$BIN" finetune $FTJ --batch 4 --out fj2
+if msg=$(same_first_close fj1/metrics.jsonl fj2/metrics.jsonl 2>&1); then
+    ok "finetune jsonl -np 2 masked losses = the accum run's"
+else bad "finetune jsonl -np 2 against the accum run: $msg"; fi
+v1=$(json_field fj1/metrics.jsonl val_loss)
+v2=$(json_field fj2/metrics.jsonl val_loss)
+if [ -n "$v1" ] && [ -n "$v2" ] && awk "BEGIN{d = $v1 - $v2; if (d < 0) d = -d; exit !(d <= 1e-5 * $v1)}"; then
+    ok "finetune jsonl -np 2: the masked validation loss within 1e-5 ($v1, $v2)"
+else bad "finetune jsonl -np 2: masked validation loss $v2, one process $v1"; fi
 
 # ---- a SIGTERM to one rank stops every rank at the same step
 $MPI "$BIN" train $CONST --steps 100000 --batch 4 --out sig/model.ckpt >sig.out 2>sig.err &
