@@ -170,12 +170,6 @@ static const char *finetune_help_more =
     "  anetrain sample --model stories15M.bin --tokenizer tokenizer.bin --adapter out/ft\n"
     "  anetrain convert stories15M.bin merged-hf --adapter out/ft     # merged, as a HF directory\n";
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
 /* What --format accepts (data/documents.h). */
 #define FINETUNE_FORMATS (DOC_FORMAT_BIT(DOC_PARAGRAPHS) | DOC_FORMAT_BIT(DOC_LINES) | DOC_FORMAT_BIT(DOC_FILE))
 
@@ -575,12 +569,11 @@ static int run(FinetuneArgs *a, Err *err) {
     if (log) fflush(log);
     fflush(stdout);
 
-    signal(SIGINT, on_sigint);
-    signal(SIGTERM, on_sigint);
+    volatile sig_atomic_t *stop = catch_stop_signals();
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a->print_every, tty, 0, 0};
     RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1, .check_every = 100,
-                     .save_path = state_path, .log = log, .log_path = log_path, .stop = &interrupted,
+                     .save_path = state_path, .log = log, .log_path = log_path, .stop = stop,
                      .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &ro, &rep, err);

@@ -53,3 +53,15 @@ void progress_on_step(const RunEvent *ev, void *ctx) {
         fflush(stdout);
     }
 }
+
+static volatile sig_atomic_t stop_requested;
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+volatile sig_atomic_t *catch_stop_signals(void) {
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+    return &stop_requested;
+}

@@ -5,7 +5,13 @@
 #ifndef ANETRAIN_PROGRESS_H
 #define ANETRAIN_PROGRESS_H
 
+#include <signal.h>
+
 #include "../train/run.h"
+
+/* Ctrl-C and SIGTERM from now on set the returned flag (and stop nothing else): long work
+** checks it between whole steps and stops cleanly. The flag is the process's one. */
+volatile sig_atomic_t *catch_stop_signals(void);
 
 /* 1 if stderr is a terminal (progress lines are redrawn in place only there). */
 int term_is_tty(void);

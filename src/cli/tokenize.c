@@ -123,12 +123,6 @@ enum {
     CHECK_BYTES = 8 << 20,  /* text the trainer's check encodes */
 };
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
 /* "-o" is the one short flag: spelled out so that the table parser sees it. */
 static void expand_short_flags(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
@@ -424,6 +418,8 @@ int cli_tokenize(int argc, char **argv) {
     }
     int id_bytes = vocab <= 65536 ? 2 : 4, headered = a.anetok || id_bytes == 4;
     char val_path[1100] = "";
+    static volatile sig_atomic_t never; /* --ids-jsonl (stdout): Ctrl-C ends it as usual */
+    volatile sig_atomic_t *stop = &never;
     if (!a.ids_jsonl) { /* the inputs are checked: now every output path, before any work (see train.c) */
         rc = output_file_check(a.out, "-o/--out", &err);
         if (rc == 0 && a.val_frac > 0) {
@@ -453,8 +449,7 @@ int cli_tokenize(int argc, char **argv) {
             free(a.inputs);
             return cli_fail("tokenize", &err);
         }
-        signal(SIGINT, on_sigint);
-        signal(SIGTERM, on_sigint);
+        stop = catch_stop_signals();
     }
     static OutBuf out;
     DocReader r;
@@ -466,7 +461,7 @@ int cli_tokenize(int argc, char **argv) {
     uint64_t val_docs = 0; /* index of the next non-empty document, for the split */
     int more = 1;
     rc = 0;
-    while (more && rc == 0 && !interrupted) {
+    while (more && rc == 0 && !*stop) {
         DocRef d;
         int got = doc_reader_next(&r, &c.arena, &d, &err);
         if (got < 0) {
@@ -523,7 +518,7 @@ int cli_tokenize(int argc, char **argv) {
         progress_draw(&prog, "tokenize", r.done, tot.tokens, 0);
     }
     if (a.ids_jsonl) out_flush(&out);
-    if (rc == 0 && !interrupted) progress_draw(&prog, "tokenize", r.done, tot.tokens, 1);
+    if (rc == 0 && !*stop) progress_draw(&prog, "tokenize", r.done, tot.tokens, 1);
     else if (prog.drawn) fputc('\n', stderr);
     doc_reader_free(&r);
     chunk_free(&c);
@@ -535,7 +530,7 @@ int cli_tokenize(int argc, char **argv) {
     int adds_nothing = tokenizer_encode(tok, "", 0, 1, &probe, NULL) == 0 && probe.n == 0;
     token_ids_free(&probe);
     tokenizer_free(tok);
-    if (interrupted && rc == 0) {
+    if (*stop && rc == 0) {
         tokfile_writer_abort(&train_w.w);
         tokfile_writer_abort(&val_w.w);
         fprintf(stderr, "anetrain tokenize: interrupted: nothing written\n");

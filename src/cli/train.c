@@ -152,12 +152,6 @@ static const char *train_help_exec =
     "  anetrain train --init stories15M.bin --data mytext.bin --lr 1e-4 --steps 200\n"
     "  anetrain train --model stories15m --data tinystories.bin --steps 5000 --batch 16 --resume\n";
 
-static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
-}
-
 typedef struct {
     TrainOptions opt;
     const char *model;
@@ -497,15 +491,14 @@ int cli_train(int argc, char **argv) {
     }
     fflush(stdout);
 
-    signal(SIGINT, on_sigint);
-    signal(SIGTERM, on_sigint);
+    volatile sig_atomic_t *stop = catch_stop_signals();
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a.print_every, tty, 1,
                              o->loss_scaling != LOSS_SCALE_OFF};
     RunOptions run = {.eval_every = a.eval_every, .save_every = a.save_every, .eval_seq = a.eval_seq,
                       .log_efficiency = 1, .check_every = a.check_every, .save_path = a.out, .log = log,
                       .log_path = log_path,
-                      .stop = &interrupted, .on_step = progress_on_step, .ctx = &progress};
+                      .stop = stop, .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &run, &rep, &err);
     int rc = 0;
