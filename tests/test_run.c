@@ -15,6 +15,7 @@
 #include "data/tokfile.h"
 #include "io/metrics_log.h"
 #include "test.h"
+#include "test_tiny_run.h"
 #include "test_tmp.h"
 #include "train/run.h"
 #include "util/parallel.h"
@@ -24,33 +25,15 @@ static char data_path[1024];
 
 static void make_data(void) {
     snprintf(data_path, sizeof data_path, "%s", tmp_path("tokens.bin"));
-    enum { N = 20000 };
-    static int32_t ids[N];
-    Rng rng;
-    rng_seed(&rng, 5);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)(i % 7 == 0 ? 1 : 3 + rng_below(&rng, 60));
-    Err err;
-    if (tokfile_save(data_path, ids, N, 0, 2, 0, &err) != 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(2);
-    }
+    tiny_run_write_tokens(data_path);
 }
 
 static TrainOptions tiny_options(void) {
-    TrainOptions o;
-    train_options_default(&o);
-    Err err;
-    config_from_preset(&o.cfg, "tiny", &err);
-    o.cfg.vocab_size = 64;
-    o.data_path = data_path;
-    o.val_frac = 0.1;
-    o.batch = 2;
-    o.seq = 32;
+    TrainOptions o = tiny_run_options(data_path);
     o.steps = 6;
     o.warmup = 1;
     o.lr = 1e-3f;
     o.eval_batches = 2;
-    o.seed = 7;
     return o;
 }
 

@@ -13,6 +13,7 @@
 
 #include "data/tokfile.h"
 #include "test.h"
+#include "test_tiny_run.h"
 #include "train/trainer.h"
 #include "util/parallel.h"
 
@@ -23,34 +24,16 @@ static void make_data(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/anetrain-trainer-XXXXXX");
     if (!mkdtemp(tmpdir)) exit(2);
     snprintf(data_path, sizeof data_path, "%s/tokens.bin", tmpdir);
-    enum { N = 20000 };
-    static int32_t ids[N];
-    Rng rng;
-    rng_seed(&rng, 5);
-    for (int i = 0; i < N; i++) ids[i] = (int32_t)(i % 7 == 0 ? 1 : 3 + rng_below(&rng, 60));
-    Err err;
-    if (tokfile_save(data_path, ids, N, 0, 2, 0, &err) != 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        exit(2);
-    }
+    tiny_run_write_tokens(data_path);
 }
 
 static TrainOptions tiny_options(void) {
-    TrainOptions o;
-    train_options_default(&o);
-    Err err;
-    config_from_preset(&o.cfg, "tiny", &err);
-    o.cfg.vocab_size = 64;
-    o.data_path = data_path;
-    o.val_frac = 0.1;
+    TrainOptions o = tiny_run_options(data_path);
     o.order = ORDER_SEQUENTIAL;
-    o.batch = 2;
-    o.seq = 32;
     o.steps = 20;
     o.warmup = 0;
     o.lr = 1e-3f;
     o.min_lr = 1e-3f;
-    o.seed = 7;
     o.loss_scale_init = 1024.0f;
     o.loss_scale_window = 3;
     return o;
