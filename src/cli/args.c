@@ -129,3 +129,10 @@ int cli_fail(const char *command, const Err *err) {
     dist_abort(1); /* one of several processes (mpirun): the others would wait for it forever */
     return 1;
 }
+
+int cli_join_ranks(Err *err) {
+    if (dist_init(NULL, NULL, err) != 0) return -1;
+    if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout))
+        return err_set(err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
+    return 0;
+}

@@ -44,5 +44,8 @@ int args_want_help(int argc, char **argv);
 
 /* Prints "anetrain: <message>" and a hint to run --help, for the CLI's error exits. */
 int cli_fail(const char *command, const Err *err);
+/* Under mpirun, joins the data-parallel run (util/dist.h: dist_init); ranks other than 0 then
+** print nothing on stdout: rank 0 alone prints and writes the files. One process: nothing to do. */
+int cli_join_ranks(Err *err);
 
 #endif

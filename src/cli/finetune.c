@@ -627,12 +627,7 @@ int cli_finetune(int argc, char **argv) {
     Err err = {{0}};
     FinetuneArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("finetune", &err);
-    /* under mpirun: one rank of a data-parallel run; rank 0 alone prints and writes the files */
-    if (dist_init(NULL, NULL, &err) != 0) return cli_fail("finetune", &err);
-    if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
-        err_set(&err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
-        return cli_fail("finetune", &err);
-    }
+    if (cli_join_ranks(&err) != 0) return cli_fail("finetune", &err);
     parallel_init(a.threads);
     blas_set_threads(a.threads);
     int rc = run(&a, &err);

@@ -406,13 +406,8 @@ int cli_train(int argc, char **argv) {
     Err err = {{0}};
     TrainArgs a;
     if (parse_args(argc, argv, &a, &err) != 0) return cli_fail("train", &err);
-    /* under mpirun: one rank of a data-parallel run; rank 0 alone prints and writes the files */
-    if (dist_init(NULL, NULL, &err) != 0) return cli_fail("train", &err);
+    if (cli_join_ranks(&err) != 0) return cli_fail("train", &err);
     int rank0 = dist_rank() == 0;
-    if (!rank0 && !freopen("/dev/null", "w", stdout)) {
-        err_set(&err, "rank %d: cannot silence its output (/dev/null): %s", dist_rank(), strerror(errno));
-        return cli_fail("train", &err);
-    }
     TrainOptions *o = &a.opt;
     if (!a.data_is_tokens && tokfile_refuse_text(o->data_path, "--data", &err) != 0) return cli_fail("train", &err);
     int model_flags = a.model || shape_flag_given(&a);
