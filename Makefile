@@ -161,7 +161,7 @@ $(BUILD)/fuzz/make_seeds: tests/fuzz/make_seeds.c $(FUZZ_DEP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -Itests/fuzz $< $(BUILD)/libanetrain.a -o $@ $(LDLIBS)
 
-bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane
+bench: $(BUILD)/anetrain $(BUILD)/bench/bench_train $(BUILD)/bench/bench_ane $(BUILD)/bench/bench_allreduce
 	sh bench/run.sh $(BUILD)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libanetrain.a

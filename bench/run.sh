@@ -17,6 +17,8 @@
 #   BENCH_PYTHON   interpreter for torch_step.py          [/usr/bin/python3]
 #   BENCH_FT_MODEL model of the fine-tuning comparison    [stories110m]
 #   BENCH_FT_REPS  rounds of it (fresh processes)         [3]
+#   BENCH_DP_MODELS   models of the data-parallel section    [stories15m]
+#   BENCH_DP_STEPS    steps per data-parallel run            [4]
 #
 # Where the time of a step goes: make BUILD/bench/profile_step, then run it (see its --help).
 set -eu
@@ -169,6 +171,13 @@ echo "LoRA r8 (q,k,v,o) fine-tuning steps of $FT_MODEL, emulated ANE over a froz
     --lora-rank 8 --lora-targets q,k,v,o
 "$BUILD/bench/bench_ane" --model "$FT_MODEL" --batch "$B" --seq "$T" --steps "$STEPS" --threads "$THREADS" \
     --lora-rank 8 --lora-targets q,k,v,o --int8
+
+# Data parallel (issue #12): `anetrain train` at -np 1 and -np 2 (mpirun) on this machine, one
+# thread a process, tokens/s (the global batch over the median step of the metrics log, the first
+# step left out) and the reductions' mean ms/step (the summary's comm line); then, on paper, the
+# gradient exchange over a real link between Macs.
+echo
+sh "$HERE/bench_dp.sh" "$BUILD"
 
 # Text generation (KV cache) tokens/s, next to llama2.c's run.c when BENCH_RUNC names one.
 echo

@@ -326,6 +326,40 @@ static void test_fp16_random_and_boundaries(void) {
     CHECK(diff == 0, "%d array/scalar differences", diff);
 }
 
+/* bf16 (the data-parallel gradient exchange's format): against the nearest of the two bf16
+** neighbours computed in double (ties to the even one; past the largest finite, 2^128 stands for
+** inf), over random bits and the edge cases; the way back is exact. */
+static void test_bf16_rounding(void) {
+    int bad = 0;
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = (uint32_t)rng_next();
+        if (i % 4 == 0) u = (u & 0xFFFF0000u) | 0x8000u | (u & 1u ? 0u : (u >> 8) & 0x7FFFu); /* ties, near-ties */
+        float x = fp16_f32_from_bits(u);
+        uint16_t got = bf16_from_float(x);
+        if (isnan(x)) {
+            if (!isnan(bf16_to_float(got)) || (got & 0x8000u) != ((u >> 16) & 0x8000u)) bad++;
+            continue;
+        }
+        uint32_t lo = u & 0xFFFF0000u, hi = lo + 0x10000u; /* toward zero, away from zero */
+        double dlo = fabs((double)fp16_f32_from_bits(lo)), x_abs = fabs((double)x);
+        double dhi = (hi & 0x7FFFFFFFu) == 0x7F800000u ? ldexp(1.0, 128) : fabs((double)fp16_f32_from_bits(hi));
+        uint32_t want = x_abs - dlo < dhi - x_abs ? lo : x_abs - dlo > dhi - x_abs ? hi : ((lo >> 16) & 1u ? hi : lo);
+        if ((u & 0x7FFFFFFFu) == 0x7F800000u) want = u; /* inf stays inf */
+        if (got != (uint16_t)(want >> 16)) {
+            if (bad++ < 5) fprintf(stderr, "  bf16(%a) = 0x%04x, want 0x%04x\n", (double)x, got, want >> 16);
+        }
+        if (fp16_f32_bits(bf16_to_float(got)) != (uint32_t)got << 16) bad++;
+    }
+    CHECK(bad == 0, "%d random bf16 roundings wrong", bad);
+    CHECK(bf16_from_float(1.0f + 0x1p-8f) == 0x3F80 && bf16_from_float(1.0f + 0x1.8p-7f) == 0x3F82,
+          "ties to even");
+    CHECK(bf16_from_float(1.0f + 0x1p-8f + 0x1p-23f) == 0x3F81, "just above the tie rounds up");
+    CHECK(bf16_from_float(3.4e38f) == 0x7F80 && bf16_from_float(-3.4e38f) == 0xFF80, "overflow to inf");
+    CHECK(bf16_from_float(-0.0f) == 0x8000 && bf16_from_float(0x1p-133f) == 0x0001 && bf16_from_float(0x1p-134f) == 0 &&
+          bf16_from_float(0x1.8p-133f) == 0x0002, "signed zero, subnormals (quantum 2^-133, ties to even)");
+    CHECK(isnan(bf16_to_float(bf16_from_float(NAN))) && (bf16_from_float(NAN) & 0x0040), "NaN stays a quiet NaN");
+}
+
 /* ================================================================== parser */
 
 static void test_parse_literals_and_spacing(void) {
@@ -2023,6 +2057,7 @@ int main(void) {
     RUN(test_fp16_every_half);
     RUN(test_fp16_ties_and_neighbours);
     RUN(test_fp16_random_and_boundaries);
+    RUN(test_bf16_rounding);
     RUN(test_parse_literals_and_spacing);
     RUN(test_parse_errors);
     RUN(test_op_elementwise_broadcast);

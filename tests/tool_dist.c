@@ -7,7 +7,8 @@
 ** the exact result each collective must give. Checked: dist_sum_f32 equals the rank-order sum
 ** (+0, then rank 0's value, rank 1's, ...) bit for bit on every rank, over a buffer longer than
 ** one reduction chunk (values of mixed signs and magnitudes, where another order rounds
-** differently), and on an odd small size; dist_or with the flag on one rank only, and on none;
+** differently), and on an odd small size; dist_sum_bf16 likewise against the bf16 of the
+** rank-order fp32 sum of the ranks' values rounded to bf16; dist_or with the flag on one rank only, and on none;
 ** dist_allgather_f64/u32; dist_bcast from the last rank. Rank 0 prints "ok NAME" or
 ** "FAIL NAME" per check (after gathering every rank's verdict) and ends with
 ** "N passed, N failed"; the exit status is 1 if any failed.
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "util/dist.h"
+#include "util/fp16.h"
 
 static int passed, failed;
 
@@ -46,15 +48,18 @@ static float value(int r, size_t i) {
     return mant * powf(10.0f, (float)e);
 }
 
-static int sum_is_rank_order(size_t n) {
+/* bf16 0: dist_sum_f32 against the rank-order fp32 sum; 1: dist_sum_bf16 against bf16 of the
+** rank-order fp32 sum of the ranks' values rounded to bf16. */
+static int sum_is_rank_order(size_t n, int bf16) {
     float *x = malloc(n * sizeof(float));
     if (!x) return 0;
     for (size_t i = 0; i < n; i++) x[i] = value(dist_rank(), i);
     Err err = {{0}};
-    int ok = dist_sum_f32(x, n, &err) == 0;
+    int ok = (bf16 ? dist_sum_bf16(x, n, &err) : dist_sum_f32(x, n, &err)) == 0;
     for (size_t i = 0; ok && i < n; i++) {
         float want = 0.0f;
-        for (int r = 0; r < dist_size(); r++) want += value(r, i);
+        for (int r = 0; r < dist_size(); r++) want += bf16 ? bf16_to_float(bf16_from_float(value(r, i))) : value(r, i);
+        if (bf16) want = bf16_to_float(bf16_from_float(want));
         if (memcmp(&want, &x[i], sizeof want) != 0) {
             fprintf(stderr, "rank %d: sum[%zu] = %.9g, expected %.9g\n", dist_rank(), i, (double)x[i], (double)want);
             ok = 0;
@@ -72,8 +77,11 @@ int main(int argc, char **argv) {
     }
     int me = dist_rank(), n = dist_size();
     check("size > 1 (run under mpirun -np 2 or more)", n > 1);
-    check("dist_sum_f32: rank-order sum, bit for bit, across chunks", sum_is_rank_order(((size_t)1 << 22) + 1234567));
-    check("dist_sum_f32: 7 floats", sum_is_rank_order(7));
+    check("dist_sum_f32: rank-order sum, bit for bit, across chunks", sum_is_rank_order(((size_t)1 << 22) + 1234567, 0));
+    check("dist_sum_f32: 7 floats", sum_is_rank_order(7, 0));
+    check("dist_sum_bf16: bf16 of the rank-order sum of bf16 values, bit for bit, across chunks",
+          sum_is_rank_order(((size_t)1 << 22) + 1234567, 1));
+    check("dist_sum_bf16: 7 floats", sum_is_rank_order(7, 1));
     int flag = me == n - 1;
     check("dist_or: set on the last rank only", dist_or(&flag, &err) == 0 && flag == 1);
     flag = 0;

@@ -117,6 +117,13 @@ int args_parse(int argc, char **argv, const ArgSpec *specs, int n_specs, const c
     return 0;
 }
 
+int grad_comm_parse(const char *value, int *bf16, Err *err) {
+    if (!value || !strcmp(value, "fp32")) *bf16 = 0;
+    else if (!strcmp(value, "bf16")) *bf16 = 1;
+    else return err_set(err, "--grad-comm: expected fp32 or bf16, found '%s'", value);
+    return 0;
+}
+
 int args_want_help(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;

@@ -39,6 +39,9 @@ typedef struct {
 int args_parse(int argc, char **argv, const ArgSpec *specs, int n_specs, const char **positional,
                int max_positional, int *n_positional, Err *err);
 
+/* --grad-comm fp32|bf16 (train, finetune): *bf16 <- 1 for bf16, 0 for fp32 or NULL (the default). */
+int grad_comm_parse(const char *value, int *bf16, Err *err);
+
 /* 1 if any argument is --help or -h. */
 int args_want_help(int argc, char **argv);
 

@@ -144,6 +144,8 @@ static const char *finetune_help_more =
     "  --save-every N        also write the training state every N steps (default 100; 0: only at\n"
     "                        the end and on Ctrl-C)\n"
     "  --print-every N       progress line every N steps when stderr is not a terminal (default 10)\n"
+    "  --check-every N       under mpirun: compare the crc32 of the adapter across the processes\n"
+    "                        every N steps and at the end (default 100; 0: at the end only)\n"
     "\n"
     "Execution:\n"
     "  --backend cpu|ane     as `train` (default cpu); ane runs each layer as fp16 MIL kernels\n"
@@ -152,6 +154,8 @@ static const char *finetune_help_more =
     "                        compile, as `train` (default strict: see train --help)\n"
     "  --loss-scale dynamic|off|N  as `train` (default: off on cpu, dynamic on ane)\n"
     "  --threads N           threads (default: all cores)\n"
+    "  --grad-comm fp32|bf16 under mpirun: the adapter gradients sent between the processes as\n"
+    "                        fp32 (default) or bf16 (half the bytes; see train --help)\n"
     "\n"
     "How it runs: the adapters run beside the frozen weights, unmerged\n"
     "(y = W x + (alpha/r) B A dropout(x)), and the backward pass computes the adapter's gradients\n"
@@ -177,6 +181,8 @@ typedef struct {
     TrainOptions opt;
     const char *tokenizer, *format, *targets, *out, *log, *backend, *device, *loss_scale, *ane_limits;
     const char *tokenizer_config;
+    const char *grad_comm; /* --grad-comm fp32|bf16 */
+    int check_every;
     ExampleFields fields; /* JSON lines: the keys of text, prompt and completion */
     int eval_every, print_every, save_every, threads, resume, mask_prompt, format_given, test;
     int seq_given, warmup_given, min_lr_given;
@@ -201,6 +207,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
     a->eval_every = 50;
     a->print_every = 10;
     a->save_every = 100;
+    a->check_every = 100;
     a->threads = parallel_cpu_count();
     const double BIG = 1e9;
     const ArgSpec specs[] = {
@@ -237,6 +244,8 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
+        {"--check-every", ARG_INT, &a->check_every, 0, BIG, NULL},
+        {"--grad-comm", ARG_STR, &a->grad_comm, 0, 0, NULL},
         {"--backend", ARG_STR, &a->backend, 0, 0, NULL},
         {"--device", ARG_STR, &a->device, 0, 0, NULL},
         {"--ane-limits", ARG_STR, &a->ane_limits, 0, 0, NULL},
@@ -244,6 +253,7 @@ static int parse_args(int argc, char **argv, FinetuneArgs *a, Err *err) {
         {"--threads", ARG_INT, &a->threads, 1, 256, NULL},
     };
     if (args_parse(argc, argv, specs, (int)(sizeof specs / sizeof specs[0]), NULL, 0, NULL, err) != 0) return -1;
+    if (grad_comm_parse(a->grad_comm, &o->grad_comm_bf16, err) != 0) return -1;
     if (!o->init_path) return err_set(err, "--init: the base model is required (a HF directory, llama2.c .bin or checkpoint)");
     if (!o->data_path) return err_set(err, "--data: a text file, a .jsonl file or a directory of them is required");
     DocFormat format;
@@ -501,6 +511,9 @@ static int run(FinetuneArgs *a, Err *err) {
         if (jsonl) jsonl_data_free(&jd);
         return -1;
     }
+    /* tests/test_mpi.sh: one rank's adapter nudged, which the weights check must catch */
+    const char *perturb = getenv("ANETRAIN_TEST_PERTURB_RANK");
+    if (perturb && tr.world > 1 && atoi(perturb) == tr.rank) tr.adapter[0] += 1e-3f;
     FILE *log = dist_rank() == 0 ? fopen(log_path, a->resume ? "a" : "w") : NULL; /* rank 0 alone writes */
     if (dist_rank() == 0 && !log) {
         trainer_free(&tr);
@@ -542,9 +555,9 @@ static int run(FinetuneArgs *a, Err *err) {
            o->batch, o->seq, o->accum, o->steps, (double)o->lr, (double)o->min_lr, o->warmup, tr.backend->name,
            a->threads);
     if (tr.world > 1)
-        printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum; %.2f MB of fp32 "
+        printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum; %.2f MB of %s "
                "adapter gradients summed per step\n", tr.world, tr.world, o->batch, o->seq, o->accum,
-               (double)tr.lora.n_floats * sizeof(float) / 1e6);
+               (double)trainer_comm_bytes(&tr) / 1e6, o->grad_comm_bf16 ? "bf16" : "fp32");
     if (a->resume) printf("resume  %s at step %lld\n", state_path, (long long)tr.state.step);
     fflush(stdout);
 
@@ -572,8 +585,9 @@ static int run(FinetuneArgs *a, Err *err) {
     volatile sig_atomic_t *stop = catch_stop_signals();
     int tty = term_is_tty();
     StepProgress progress = {o->steps, (double)o->batch * o->seq * o->accum * tr.world, a->print_every, tty, 0, 0};
-    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1, .check_every = 100,
-                     .save_path = state_path, .log = log, .log_path = log_path, .stop = stop,
+    RunOptions ro = {.eval_every = a->eval_every, .save_every = a->save_every, .eval_on_stop = 1,
+                     .check_every = a->check_every, .save_path = state_path, .log = log, .log_path = log_path,
+                     .stop = stop,
                      .on_step = progress_on_step, .ctx = &progress};
     RunReport rep;
     RunStatus status = run_training(&tr, &ro, &rep, err);
@@ -596,6 +610,7 @@ static int run(FinetuneArgs *a, Err *err) {
     printf("%s %ld steps in %s: val_loss %.4f -> %.4f (perplexity %.2f -> %.2f)\n",
            stopped ? "stopped after" : "done   ", done, dur, val_before, val_after, exp(val_before),
            exp(val_after));
+    progress_print_comm(&tr, &rep);
     printf("saved   %s/adapter_model.safetensors, %s/adapter_config.json (PEFT LoRA); metrics %s\n", a->out, a->out,
            log_path);
     if (stopped)

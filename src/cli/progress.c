@@ -65,3 +65,12 @@ volatile sig_atomic_t *catch_stop_signals(void) {
     signal(SIGTERM, on_stop_signal);
     return &stop_requested;
 }
+
+void progress_print_comm(const Trainer *tr, const RunReport *rep) {
+    if (tr->world <= 1 || rep->steps_done <= 0) return;
+    double steps = (double)rep->steps_done, bytes = (double)trainer_comm_bytes(tr);
+    printf("comm    %.1f ms/step in the reductions (mean of %ld steps, %.0f%% of the step time); %.2f MB of %s "
+           "gradients a step, each process sending and receiving 2(N-1)/N of it: %.2f MB\n",
+           rep->t_comm / steps * 1e3, rep->steps_done, rep->t_wall > 0 ? 100.0 * rep->t_comm / rep->t_wall : 0.0,
+           bytes / 1e6, tr->opt.grad_comm_bf16 ? "bf16" : "fp32", bytes * 2.0 * (tr->world - 1) / tr->world / 1e6);
+}

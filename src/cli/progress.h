@@ -34,6 +34,10 @@ typedef struct {
 ** 56 ms/step | ETA 0:42"; a data-parallel step's time in the reductions follows its ms/step as
 ** " (3 ms comm)". */
 void progress_print(const StepProgress *p, const StepStats *s, double ms, double elapsed, long steps_done);
+/* Data parallel (tr->world > 1; nothing otherwise): the end-of-run line on the reductions,
+** "comm    4.2 ms/step in the reductions (mean of 20 steps, 7% of the step time); 1.10 MB of
+** fp32 gradients a step, each process sending and receiving 2(N-1)/N of it: 1.10 MB" (N = 2). */
+void progress_print_comm(const Trainer *tr, const RunReport *rep);
 /* RunOptions.on_step with ctx a StepProgress: the progress line when due, and after a validation
 ** "step N: val_loss L (perplexity P)" on stdout. */
 void progress_on_step(const RunEvent *ev, void *ctx);

@@ -91,6 +91,10 @@ static const char *train_help_more =
     "  --check-every N       under mpirun: compare the crc32 of the weights across the processes\n"
     "                        every N steps and at the end; a difference stops the run with an\n"
     "                        error (default 100; 0 = at the end only)\n"
+    "  --grad-comm fp32|bf16 under mpirun: the precision the gradients travel in between the\n"
+    "                        processes (default fp32). bf16 halves the bytes: each process's\n"
+    "                        gradients, and their rank-order fp32 sum, are rounded to bf16\n"
+    "                        (every process still gets the same bits); no effect in one process\n"
     "  --log FILE            metrics log, one JSON object per step (default: metrics.jsonl next\n"
     "                        to --out); keys step, loss, lr, grad_norm, tokens, ms, and val_loss\n"
     "                        when computed. --resume appends to it.\n"
@@ -166,6 +170,7 @@ typedef struct {
     int rope; /* -1, ROPE_INTERLEAVED or ROPE_HALF */
     int seq_given, warmup_given, min_lr_given;
     const char *loss_scale;
+    const char *grad_comm; /* --grad-comm fp32|bf16 */
     int eval_seq; /* 0: validate at --seq */
 } TrainArgs;
 
@@ -267,6 +272,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
         {"--out", ARG_STR, &a->out, 0, 0, NULL},
         {"--save-every", ARG_INT, &a->save_every, 0, BIG, NULL},
         {"--check-every", ARG_INT, &a->check_every, 0, BIG, NULL},
+        {"--grad-comm", ARG_STR, &a->grad_comm, 0, 0, NULL},
         {"--log", ARG_STR, &a->log, 0, 0, NULL},
         {"--print-every", ARG_INT, &a->print_every, 1, BIG, NULL},
         {"--backend", ARG_STR, &backend, 0, 0, NULL},
@@ -319,6 +325,7 @@ static int parse_args(int argc, char **argv, TrainArgs *a, Err *err) {
             return err_set(err, "--loss-scale: expected dynamic, off or a number in [1, 16777216], found '%s'", ls);
         o->loss_scale_init = (float)v;
     }
+    if (grad_comm_parse(a->grad_comm, &o->grad_comm_bf16, err) != 0) return -1;
     if (!o->data_path) return err_set(err, "--data: a token file is required (see Data in --help)");
     if ((a->model || shape_flag_given(a)) && o->init_path)
         return err_set(err, "--model/shape flags and --init each choose the model: give only one");
@@ -386,14 +393,17 @@ static void print_efficiency(const char *backend, const BackendStats *d, const B
     fputs(estimate, stdout);
 }
 
-/* Data parallel: the "ranks" banner line (the global batch, the bytes summed per step). */
+/* Data parallel: the "ranks" banner line (the global batch, the bytes summed per step, at
+** --grad-comm's precision). */
 static void print_ranks(const Trainer *tr) {
     const TrainOptions *o = &tr->opt;
     size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    char fp32[40] = "";
+    if (o->grad_comm_bf16) snprintf(fp32, sizeof fp32, " (fp32: %.1f MB)", (double)n * sizeof(float) / 1e6);
     printf("ranks   %d processes (MPI): global batch %d ranks x %d x %d tokens x %d accum = %lld tokens/step; "
-           "%.1f MB of fp32 gradients summed per step\n",
+           "%.1f MB of %s gradients summed per step%s\n",
            tr->world, tr->world, o->batch, o->seq, o->accum, (long long)tr->world * o->batch * o->seq * o->accum,
-           (double)n * sizeof(float) / 1e6);
+           (double)trainer_comm_bytes(tr) / 1e6, o->grad_comm_bf16 ? "bf16" : "fp32", fp32);
 }
 
 int cli_train(int argc, char **argv) {
@@ -534,6 +544,7 @@ int cli_train(int argc, char **argv) {
             if (!isnan(rep.last_val))
                 printf("; val_loss %.4f (best %.4f at step %ld)", rep.last_val, rep.best_val, rep.best_val_step);
             printf("\n");
+            progress_print_comm(&tr, &rep);
             if (tr.backend->stats) {
                 BackendStats lifetime;
                 tr.backend->stats(tr.backend, &lifetime);

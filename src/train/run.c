@@ -133,6 +133,7 @@ RunStatus run_training(Trainer *tr, const RunOptions *ro, RunReport *rep, Err *e
         double ms = (now_seconds() - t0) * 1000.0;
         if (tr->backend->stats) tr->backend->stats(tr->backend, &after);
         rep->t_optim += s.t_optim;
+        rep->t_comm += s.t_comm;
         rep->t_wall += ms / 1000.0;
         rep->steps_done++;
         if (!isfinite(s.loss)) {

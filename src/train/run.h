@@ -76,6 +76,7 @@ typedef struct {
     int last_loss_n;
     BackendStats train_stats; /* backends with stats: the sum of the training steps' counters */
     double t_optim, t_wall;   /* seconds in the optimizer, and in the steps altogether */
+    double t_comm;            /* data parallel: seconds in the ranks' reductions (StepStats.t_comm), summed */
     long restart_step;     /* RUN_RESTART: the step whose evaluation needs the compiles */
     unsigned long long compiles_used; /* RUN_RESTART: backend_ane_process_compiles() at the stop */
 } RunReport;

@@ -428,14 +428,16 @@ void trainer_free(Trainer *tr) {
 /* Largest dynamic scale: beyond 2^24 the scaled fp32 gradients lose nothing more to gain. */
 #define LOSS_SCALE_MAX 16777216.0f
 
-/* Data parallel: the step's gradients (the adapter's in a LoRA run) summed over the ranks, and
+/* Data parallel: the step's gradients (the adapter's in a LoRA run) summed over the ranks (as
+** fp32, or as bf16 with grad_comm_bf16), and
 ** *loss_sum <- the sum of every rank's micro-batch losses (micro_losses' own part) in global
 ** order, from 0, as one process adds them. */
 static int reduce_across_ranks(Trainer *tr, double *loss_sum, Err *err) {
     int A = tr->opt.accum;
     float *g = tr->adapter ? tr->adapter_grads : tr->grads;
     size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
-    if (dist_sum_f32(g, n, err) != 0) return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
+    int rc = tr->opt.grad_comm_bf16 ? dist_sum_bf16(g, n, err) : dist_sum_f32(g, n, err);
+    if (rc != 0) return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
     double *all = tr->micro_losses, *mine = tr->micro_losses + (size_t)tr->world * A;
     if (dist_allgather_f64(mine, (size_t)A, all, err) != 0)
         return err_wrap(err, "step %lld", (long long)tr->state.step + 1);
@@ -591,6 +593,11 @@ int trainer_save(Trainer *tr, const char *path, Err *err) {
 int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, Err *err) {
     if (!tr->adapter) return err_set(err, "%s: this run trains every parameter; it has no LoRA adapter to save", dir);
     return lora_save(dir, &tr->lora, tr->adapter, base_model, err);
+}
+
+size_t trainer_comm_bytes(const Trainer *tr) {
+    size_t n = tr->adapter ? tr->lora.n_floats : tr->layout.n_floats;
+    return n * (tr->opt.grad_comm_bf16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 size_t trainer_optimizer_bytes(const Trainer *tr) {

@@ -91,6 +91,10 @@ typedef struct {
     const RenderedExamples *train_examples, *valid_examples;
     const char *valid_path; /* the validation examples' file, for messages */
     int mask_prompt;
+    /* Data parallel: 1 sends the gradients between the ranks as bf16 (dist_sum_bf16: half the
+    ** bytes; each rank's gradients and their sum rounded to bf16), 0 (default) as fp32
+    ** (dist_sum_f32). Nothing changes in one process. */
+    int grad_comm_bf16;
 } TrainOptions;
 
 typedef struct {
@@ -154,7 +158,8 @@ void trainer_free(Trainer *tr);
 ** micro-batch g = r*accum + a, whose LoRA dropout seed is lora_step_dropout_seed(seed, step, g)).
 ** Each rank's micro-batches scale the loss gradient by loss_scale / (N*accum); the gradients
 ** (full training: all of them; LoRA: the adapter's) are then summed over the ranks in fp32, in
-** rank order (dist_sum_f32: the same bits on every rank), before the norm, clipping and AdamW, so
+** rank order (dist_sum_f32, or dist_sum_bf16 with grad_comm_bf16: the same bits on every rank),
+** before the norm, clipping and AdamW, so
 ** every rank applies the same update; an overflow (dynamic loss scaling) on any rank skips the
 ** step on all. The step's loss is the mean of all N*accum micro-batch losses, added in global
 ** order as the single process adds them, and tokens count the global batch. Its losses equal
@@ -187,6 +192,10 @@ int trainer_eval_examples(Trainer *tr, const RenderedExamples *r, const char *na
 int trainer_save(Trainer *tr, const char *path, Err *err);
 /* LoRA runs: writes the adapter as a PEFT directory (lora_save); base_model names the base. */
 int trainer_save_adapter(Trainer *tr, const char *dir, const char *base_model, Err *err);
+/* Bytes of gradients the ranks sum per step (full training: every parameter's; LoRA: the
+** adapter's), at the exchange's precision: 4 (fp32) or 2 (grad_comm_bf16) bytes a value. Each
+** process sends, and receives, 2 (N-1)/N of it (util/dist.c). */
+size_t trainer_comm_bytes(const Trainer *tr);
 /* Bytes of optimizer state (AdamW m and v) the run holds: 2 x 4 x (trainable parameters). */
 size_t trainer_optimizer_bytes(const Trainer *tr);
 

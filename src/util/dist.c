@@ -6,9 +6,14 @@
 ** library's choice: the buffer goes in chunks of at most DIST_CHUNK floats; each chunk is cut
 ** into `size` slices; rank j receives every rank's copy of slice j, adds them in rank order into
 ** a +0-initialized accumulator, and the summed slices are gathered back to everyone. Each rank
-** sends and receives 2 (N-1)/N of the buffer, as a ring allreduce does.
+** sends and receives 2 (N-1)/N of the buffer, as a ring allreduce does. dist_sum_bf16 is the
+** same exchange with bf16 slices (half the bytes): every rank rounds its chunk to bf16 before the
+** reduce-scatter, the owner adds the bf16 values in fp32 in rank order and rounds the sum to bf16
+** for the all-gather, and every rank widens the gathered bf16 back to fp32.
 */
 #include "dist.h"
+
+#include "fp16.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,15 +69,22 @@ int dist_init(int *argc, char ***argv, Err *err) {
 
 static int mpi_active(void) { return dist_n > 1; }
 
-int dist_sum_f32(float *x, size_t n, Err *err) {
+/* The reduce-scatter and all-gather of dist_sum_f32 (bf16 0) and dist_sum_bf16 (bf16 1): with
+** bf16 the slices travel as bf16 bits (MPI_UINT16_T), each rank's values rounded once before the
+** exchange and each owner's fp32 sums once after it. */
+static int sum_in_slices(float *x, size_t n, int bf16, Err *err) {
     if (!mpi_active() || n == 0) return 0;
     int N = dist_n, me = dist_my_rank;
+    size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+    MPI_Datatype type = bf16 ? MPI_UINT16_T : MPI_FLOAT;
+    const char *what = bf16 ? "gradient allreduce (bf16)" : "gradient allreduce";
     int *cnt = malloc(4 * (size_t)N * sizeof(int));
     size_t chunk = n < (size_t)DIST_CHUNK ? n : (size_t)DIST_CHUNK;
-    float *slices = malloc((chunk / (size_t)N + 1) * (size_t)N * sizeof(float));
-    if (!cnt || !slices) {
-        free(cnt), free(slices);
-        return err_set(err, "gradient allreduce: out of memory for a %zu-float chunk", chunk);
+    void *slices = malloc((chunk / (size_t)N + 1) * (size_t)N * elem);
+    uint16_t *packed = bf16 ? malloc(chunk * sizeof(uint16_t)) : NULL; /* [chunk]: the chunk as bf16 */
+    if (!cnt || !slices || (bf16 && !packed)) {
+        free(cnt), free(slices), free(packed);
+        return err_set(err, "%s: out of memory for a %zu-float chunk", what, chunk);
     }
     int *off = cnt + N, *rcnt = cnt + 2 * N, *roff = cnt + 3 * N;
     int rc = 0;
@@ -88,24 +100,44 @@ int dist_sum_f32(float *x, size_t n, Err *err) {
             roff[i] = i * cnt[me];
         }
         float *xc = x + start;
-        int code = MPI_Alltoallv(xc, cnt, off, MPI_FLOAT, slices, rcnt, roff, MPI_FLOAT, MPI_COMM_WORLD);
+        if (bf16)
+            for (int k = 0; k < m; k++) packed[k] = bf16_from_float(xc[k]);
+        void *send = bf16 ? (void *)packed : (void *)xc;
+        int code = MPI_Alltoallv(send, cnt, off, type, slices, rcnt, roff, type, MPI_COMM_WORLD);
         if (code != MPI_SUCCESS) {
-            rc = mpi_fail(err, "gradient allreduce (MPI_Alltoallv)", code);
+            rc = mpi_fail(err, bf16 ? "gradient allreduce (bf16, MPI_Alltoallv)" : "gradient allreduce (MPI_Alltoallv)",
+                          code);
             break;
         }
-        float *mine = xc + off[me];
         for (int k = 0; k < cnt[me]; k++) {
             float acc = 0.0f;
-            for (int i = 0; i < N; i++) acc += slices[(size_t)i * cnt[me] + k];
-            mine[k] = acc;
+            if (bf16) {
+                const uint16_t *h = slices;
+                for (int i = 0; i < N; i++) acc += bf16_to_float(h[(size_t)i * cnt[me] + k]);
+                packed[off[me] + k] = bf16_from_float(acc);
+            } else {
+                const float *f = slices;
+                for (int i = 0; i < N; i++) acc += f[(size_t)i * cnt[me] + k];
+                xc[off[me] + k] = acc;
+            }
         }
-        code = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, xc, cnt, off, MPI_FLOAT, MPI_COMM_WORLD);
-        if (code != MPI_SUCCESS) rc = mpi_fail(err, "gradient allreduce (MPI_Allgatherv)", code);
+        code = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, send, cnt, off, type, MPI_COMM_WORLD);
+        if (code != MPI_SUCCESS) {
+            rc = mpi_fail(err, bf16 ? "gradient allreduce (bf16, MPI_Allgatherv)" : "gradient allreduce (MPI_Allgatherv)",
+                          code);
+            break;
+        }
+        if (bf16)
+            for (int k = 0; k < m; k++) xc[k] = bf16_to_float(packed[k]);
     }
     free(cnt);
     free(slices);
+    free(packed);
     return rc;
 }
+
+int dist_sum_f32(float *x, size_t n, Err *err) { return sum_in_slices(x, n, 0, err); }
+int dist_sum_bf16(float *x, size_t n, Err *err) { return sum_in_slices(x, n, 1, err); }
 
 int dist_allgather_f64(const double *mine, size_t n, double *all, Err *err) {
     if (!mpi_active()) {
@@ -177,6 +209,7 @@ int dist_init(int *argc, char ***argv, Err *err) {
 }
 
 int dist_sum_f32(float *x, size_t n, Err *err) { return 0; }
+int dist_sum_bf16(float *x, size_t n, Err *err) { return 0; }
 int dist_allgather_f64(const double *mine, size_t n, double *all, Err *err) {
     memmove(all, mine, n * sizeof(double));
     return 0;

@@ -34,6 +34,12 @@ int dist_size(void);
 
 /* x [n] <- the sum over ranks of x, in rank order (fp32 adds), the same bits on every rank. */
 int dist_sum_f32(float *x, size_t n, Err *err);
+/* x [n] <- the same sum with half the bytes on the wire: each rank's x rounded to bf16 (nearest,
+** ties to even) before the exchange, the ranks' bf16 values added in fp32 in rank order from +0,
+** and that sum rounded to bf16 again for the way back (so both halves of the exchange, the
+** reduce-scatter and the all-gather, carry 2 bytes a value). Every rank receives the same bits:
+** bf16 values, widened to fp32. In one process x is left as it is (nothing is sent). */
+int dist_sum_bf16(float *x, size_t n, Err *err);
 /* all [size][n] <- every rank's mine [n], by rank. */
 int dist_allgather_f64(const double *mine, size_t n, double *all, Err *err);
 int dist_allgather_u32(const uint32_t *mine, size_t n, uint32_t *all, Err *err);

@@ -1,6 +1,7 @@
 /*
 ** fp16.h — IEEE 754 binary16 ("half", fp16): the emulated ANE's storage, the staging of the
-** ANE backend and int8 quantization's scales all round through these pure functions.
+** ANE backend and int8 quantization's scales all round through these pure functions; so does
+** bfloat16 (bf16_from_float, bf16_to_float), the data-parallel gradient exchange's format.
 **
 ** The emulator keeps every tensor as fp32 arrays whose values are all exactly representable
 ** in fp16; fp16_round is the one rounding step applied to every op result. Conversions are
@@ -79,6 +80,20 @@ static inline float fp16_to_float(uint16_t h) {
     uint32_t r = (norm & ~(is_sub | is_big)) | (sub & is_sub) | (inf_nan & is_big);
     return fp16_f32_from_bits(r | sign);
 }
+
+/* bfloat16 (bf16): the top 16 bits of a binary32 (8 exponent bits, 7 mantissa bits), the
+** data-parallel gradient exchange's half-size format (util/dist.h). bf16_from_float rounds to
+** nearest, ties to even; a value beyond bf16's largest finite one (about 3.39e38) becomes +-inf;
+** subnormals round like normals (bf16 has fp32's exponent range); NaN stays NaN (quiet), with
+** its sign. bf16_to_float is exact (a shift). */
+static inline uint16_t bf16_from_float(float f) {
+    uint32_t u = fp16_f32_bits(f);
+    uint32_t nan = (u >> 16) | 0x0040u;
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : r);
+}
+
+static inline float bf16_to_float(uint16_t h) { return fp16_f32_from_bits((uint32_t)h << 16); }
 
 /* The fp16 value nearest to a double, rounded once (a plain (float) cast first would round
 ** twice and can break ties the wrong way). For literals in MIL text. */
