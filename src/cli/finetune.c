@@ -80,7 +80,8 @@ static const char *finetune_help =
     "                        exactly where it stopped (adapter, AdamW moments, step, data position,\n"
     "                        loss scale); the losses then match an uninterrupted run bit for bit.\n"
     "                        --init and --data must give the same base and text (checked: the base's\n"
-    "                        config and crc32, the training tokens' crc32). The LoRA flags, --int8,\n"
+    "                        config and crc32, the training tokens' crc32; JSON lines: the training\n"
+    "                        rows', so also --mask-prompt and the field flags). The LoRA flags, --int8,\n"
     "                        --seed, --batch, --seq, --accum and --val-frac come from the state:\n"
     "                        leave them out, or give the saved values (others are refused). Give\n"
     "                        the other flags (--steps, --lr, ...) as in the first run.\n"
@@ -113,7 +114,7 @@ static const char *finetune_help_jsonl =
     "  --test                also the loss on DIR/test.jsonl (the same rows and mean), before and\n"
     "                        after fine-tuning\n"
     "  `anetrain eval --data DIR/test.jsonl [--mask-prompt] [--adapter OUT]` scores examples alike.\n"
-    "  Not yet for JSON lines: --resume, chat with tools.\n"
+    "  Not yet for JSON lines: chat with tools.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
