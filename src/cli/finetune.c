@@ -114,7 +114,7 @@ static const char *finetune_help_jsonl =
     "  --test                also the loss on DIR/test.jsonl (the same rows and mean), before and\n"
     "                        after fine-tuning\n"
     "  `anetrain eval --data DIR/test.jsonl [--mask-prompt] [--adapter OUT]` scores examples alike.\n"
-    "  Not yet for JSON lines: chat with tools.\n"
+    "  Chat with tools (mlx-lm's \"tools\" key, unless empty) is refused: not rendered yet.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
