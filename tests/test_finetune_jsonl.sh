@@ -7,8 +7,8 @@
 # exactly from its seed, and a stopped run resumed (--resume) equals the uninterrupted one bit
 # for bit, other rows refused; text examples from one .jsonl with the held-out split; remapped keys;
 # chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
-# through its ChatML template; every malformed line an error naming file and line, with nothing
-# written; flags that take JSON lines refused on plain text.
+# through its ChatML template and chatted with (chat --adapter); every malformed line an error
+# naming file and line, with nothing written; flags that take JSON lines refused on plain text.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
 # Qwen3's tokenizer files are found as test_generate.sh finds them (skipped when absent, unless
 # ANETRAIN_REQUIRE_NODE=1).
@@ -123,6 +123,10 @@ if [ -f "$QJSON" ] && [ -f "$QCONF" ]; then
     expect_ok "chat examples through Qwen3's ChatML" "$BIN" finetune --init qwen/model.ckpt --tokenizer "$QJSON" \
         --data chat.jsonl --mask-prompt --steps 2 --batch 4 --seq 48 --threads 2 --out c2
     grep -q "chat.jsonl: 40 chat examples" "$W/out" && ok "chat examples read" || bad "chat examples read"
+    expect_ok "chat --adapter (the chat fine-tune's adapter)" "$BIN" chat --model qwen/model.ckpt --tokenizer "$QJSON" \
+        --adapter c2 --prompt "the captain steered toward" --steps 4 --temperature 0 --threads 2
+    expect_fail "chat --adapter without an adapter" "--adapter" "$BIN" chat --model qwen/model.ckpt --tokenizer "$QJSON" \
+        --adapter nowhere --prompt "hi" --steps 2 --threads 2
     expect_fail "chat: a tokenizer_config.json without a ChatML template" "expected a ChatML template" \
         sh -c "printf '{\"chat_template\": \"[INST]\"}' >bad_conf.json && \"$BIN\" finetune --init qwen/model.ckpt \
         --tokenizer \"$QJSON\" --tokenizer-config bad_conf.json --data chat.jsonl --steps 1 --out c3"
