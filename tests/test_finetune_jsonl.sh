@@ -8,7 +8,8 @@
 # for bit, other rows refused; text examples from one .jsonl with the held-out split; remapped keys;
 # chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
 # through its ChatML template and chatted with (chat --adapter); every malformed line an error
-# naming file and line, with nothing written; flags that take JSON lines refused on plain text.
+# naming file and line, with nothing written; flags that take JSON lines refused on plain text;
+# scripts/finetune-demo.sh at a tiny size.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
 # Qwen3's tokenizer files are found as test_generate.sh finds them (skipped when absent, unless
 # ANETRAIN_REQUIRE_NODE=1).
@@ -136,6 +137,17 @@ elif [ "${ANETRAIN_REQUIRE_NODE:-}" = 1 ]; then
 else
     echo "skipped: chat through Qwen3's ChatML (no Qwen3 tokenizer files in $QDIR; set ANETRAIN_REQUIRE_NODE=1 to make this a failure)"
 fi
+
+# ---- scripts/finetune-demo.sh parses, and runs end to end at a tiny size: the sailors' sentences
+# (one a line) stand for the KJV's verses, the base above for the main job's model
+sh -n "$ROOT/scripts/finetune-demo.sh" && ok "finetune-demo.sh parses (sh -n)" || bad "finetune-demo.sh parses (sh -n)"
+mkdir -p demo && grep . a.txt >demo/kjv.txt && cp base/model.ckpt demo/model.ckpt && cp tok.json demo/tokenizer.json
+expect_ok "finetune-demo.sh at a tiny size (STEPS=5 SEQ=32)" env OUT="$W/demo" STEPS=5 SEQ=32 THREADS=2 ANETRAIN="$BIN" \
+    sh "$ROOT/scripts/finetune-demo.sh"
+if grep -q "^  $W/demo/finetune-demo/data/test.jsonl: loss [0-9.]* -> [0-9.]*" "$W/out" && [ "$(grep -c '^adapter: ' "$W/out")" -eq 4 ] &&
+    [ "$(wc -l <demo/finetune-demo/data/test.jsonl)" -eq 16 ] && [ -s demo/finetune-demo/adapter/adapter_model.safetensors ]; then
+    ok "finetune-demo.sh: 16 test examples, the test loss before and after, three completions"
+else bad "finetune-demo.sh: 16 test examples, the test loss before and after, three completions"; tail -n 12 "$W/out"; fi
 
 # ---- malformed lines: an error naming file and line, nothing written
 bad_line() { # NAME PATTERN LINE...: train.jsonl is a good line then LINE...
