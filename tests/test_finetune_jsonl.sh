@@ -188,12 +188,16 @@ expect_fail "too few examples for a batch" "fewer than one batch of 64" \
 # ---- --resume: a planned stop at step 12 and --resume to 30 (constant lr: --steps does not change
 # the schedule; --accum 2 crosses an epoch of 50 batches) equals the uninterrupted run bit for bit
 losses() { grep -o '"loss": [^,]*' "$1"; }
-RES="--init base-hf --data pc --mask-prompt --batch 8 --seq 32 --accum 2 --lr 3e-3 --min-lr 3e-3 --warmup 0 \
+RES="--init base-hf --data pc --mask-prompt --test --batch 8 --seq 32 --accum 2 --lr 3e-3 --min-lr 3e-3 --warmup 0 \
     --eval-every 0 --eval-batches 2 --save-every 0 --threads 2 --print-every 1000"
 expect_ok "masked run, 30 steps" "$BIN" finetune $RES --steps 30 --out r-full
+tf=$(sed -n -E 's/^test    pc\/test.jsonl: loss [0-9.]+ -> ([0-9.]+).*/\1/p' "$W/out")
 expect_ok "masked run stopped at step 12" "$BIN" finetune $RES --steps 12 --out r-part
 expect_ok "finetune DIR --mask-prompt --resume to 30 steps" "$BIN" finetune $RES --steps 30 --out r-part --resume
-grep -q "^resume  r-part/lora_state.ckpt at step 12" "$W/out" && ok "resumed at step 12" || bad "resumed at step 12"
+tp=$(sed -n -E 's/^test    pc\/test.jsonl: loss [0-9.]+ -> ([0-9.]+).*/\1/p' "$W/out")
+grep -q "^resume  r-part/lora_state.ckpt at step 12" "$W/out" && grep -q "^test    pc/test.jsonl: .* at resume" "$W/out" &&
+    [ -n "$tf" ] && [ "$tf" = "$tp" ] && ok "resumed at step 12; the same test loss after ($tp)" ||
+    bad "resumed at step 12; the same test loss after ($tf, $tp)"
 if [ "$(losses r-full/metrics.jsonl | wc -l)" -eq 30 ] && losses r-full/metrics.jsonl >full.l && losses r-part/metrics.jsonl >part.l &&
     cmp -s full.l part.l && cmp -s r-full/adapter_model.safetensors r-part/adapter_model.safetensors; then
     ok "masked resume is bit-exact (30 losses, the adapter)"

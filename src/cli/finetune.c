@@ -561,9 +561,9 @@ static int run(FinetuneArgs *a, Err *err) {
         ExampleBatches rows;
         if (trainer_eval_examples(&tr, &jd.f[2].r, jd.paths[2], &test_before, &rows, err) != 0) goto fail;
         printf("test    %s: %zu examples (%zu truncated, %zu dropped), %lld targets counted: loss %.4f "
-               "(perplexity %.2f) before fine-tuning\n",
+               "(perplexity %.2f) %s\n",
                jd.paths[2], rows.n_kept, rows.n_truncated, rows.n_dropped, rows.n_counted, test_before,
-               exp(test_before));
+               exp(test_before), a->resume ? "at resume" : "before fine-tuning");
     }
     if (a->resume) {
         /* the log already holds this run's lines up to the saved step */
