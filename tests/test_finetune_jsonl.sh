@@ -3,9 +3,10 @@
 # base trained on sailors' sentences is fine-tuned on prompt/completion pairs (the first half of
 # a sentence, then its second half) with --mask-prompt, from a directory (train.jsonl +
 # valid.jsonl, test.jsonl) on the cpu and the emulated ANE: the masked validation and test
-# losses fall, `eval --data test.jsonl` scores what finetune --test reported, and the run repeats
-# exactly from its seed, and a stopped run resumed (--resume) equals the uninterrupted one bit
-# for bit, other rows refused; text examples from one .jsonl with the held-out split; remapped keys;
+# losses fall, `eval --data test.jsonl` scores what finetune --test reported, the run repeats
+# exactly from its seed, and a stopped run resumed (--resume, cpu and emulated ANE) equals the
+# uninterrupted one bit for bit, other rows refused; text examples from one .jsonl with the
+# held-out split; remapped keys;
 # chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
 # through its ChatML template and chatted with (chat --adapter); every malformed line an error
 # naming file and line, with nothing written; flags that take JSON lines refused on plain text;
@@ -202,6 +203,14 @@ if [ "$(losses r-full/metrics.jsonl | wc -l)" -eq 30 ] && losses r-full/metrics.
     cmp -s full.l part.l && cmp -s r-full/adapter_model.safetensors r-part/adapter_model.safetensors; then
     ok "masked resume is bit-exact (30 losses, the adapter)"
 else bad "masked resume is bit-exact"; diff full.l part.l | head -n 4; fi
+ANE_RES="--init base-hf --data pc --mask-prompt --batch 8 --seq 32 --lr 3e-3 --min-lr 3e-3 --warmup 0 --eval-every 0 \
+    --eval-batches 2 --save-every 0 --threads 2 --print-every 1000 --backend ane --device emu"
+"$BIN" finetune $ANE_RES --steps 6 --out ra-full >/dev/null 2>&1 && "$BIN" finetune $ANE_RES --steps 3 --out ra-part >/dev/null 2>&1
+expect_ok "ane (emulated) masked run --resume to 6 steps" "$BIN" finetune $ANE_RES --steps 6 --out ra-part --resume
+if [ "$(grep -c '"loss"' ra-full/metrics.jsonl)" -eq 6 ] && cmp -s ra-full/adapter_model.safetensors ra-part/adapter_model.safetensors &&
+    [ "$(grep -o '"loss": [^,]*' ra-full/metrics.jsonl)" = "$(grep -o '"loss": [^,]*' ra-part/metrics.jsonl)" ]; then
+    ok "ane masked resume is bit-exact (6 losses, the adapter)"
+else bad "ane masked resume is bit-exact"; fi
 expect_fail "--resume on other rows (no --mask-prompt)" "train_tokens/train_crc32: .*counted targets.*not the data this run trained on" \
     "$BIN" finetune --init base-hf --data pc --batch 8 --seq 32 --steps 30 --out r-part --resume
 
