@@ -76,8 +76,8 @@ typedef struct {
     int batch, seq, accum;
     LoaderOrder order;
     double val_frac;
-    uint64_t train_tokens; /* length of the training split */
-    uint32_t train_crc32;  /* ckpt_crc32_words over its ids (int32) */
+    uint64_t train_tokens; /* length of the training split (examples: the training rows' counted targets) */
+    uint32_t train_crc32;  /* ckpt_crc32_words over its ids (int32; examples: Trainer.train_rows_crc32) */
     TrainState state;
 } LoraRunState;
 
