@@ -68,6 +68,9 @@ static void test_examples_errors(void) {
          "d.jsonl:2: messages[0].role: expected system, user or assistant, found 'tool'"},
         {"{\"messages\": [{\"role\": \"user\"}]}\n", "d.jsonl:1: messages[0].content: expected a string, found nothing"},
         {"{\"messages\": []}\n", "d.jsonl:1: field \"messages\": expected a non-empty array"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], \"tools\": []}\n"
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], \"tools\": [{\"type\": \"function\"}]}\n",
+         "d.jsonl:2: field \"tools\": chat with tools is not supported yet"},
         {"{\"messages\": [\"hi\"]}\n", "d.jsonl:1: messages[0]: expected an object"},
         {"\n \n", "d.jsonl: expected at least one example"},
     };

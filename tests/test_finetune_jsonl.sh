@@ -3,11 +3,14 @@
 # base trained on sailors' sentences is fine-tuned on prompt/completion pairs (the first half of
 # a sentence, then its second half) with --mask-prompt, from a directory (train.jsonl +
 # valid.jsonl, test.jsonl) on the cpu and the emulated ANE: the masked validation and test
-# losses fall, `eval --data test.jsonl` scores what finetune --test reported, and the run repeats
-# exactly from its seed; text examples from one .jsonl with the held-out split; remapped keys;
+# losses fall, `eval --data test.jsonl` scores what finetune --test reported, the run repeats
+# exactly from its seed, and a stopped run resumed (--resume, cpu and emulated ANE) equals the
+# uninterrupted one bit for bit, other rows refused; text examples from one .jsonl with the
+# held-out split; remapped keys;
 # chat examples refused without a chat template and, with Qwen3's tokenizer files, fine-tuned
-# through its ChatML template; every malformed line an error naming file and line, with nothing
-# written; flags that take JSON lines refused on plain text.
+# through its ChatML template and chatted with (chat --adapter); every malformed line an error
+# naming file and line, with nothing written; flags that take JSON lines refused on plain text;
+# scripts/finetune-demo.sh at a tiny size.
 # Usage: sh tests/test_finetune_jsonl.sh BUILD_DIR   (ends with "N passed, N failed")
 # Qwen3's tokenizer files are found as test_generate.sh finds them (skipped when absent, unless
 # ANETRAIN_REQUIRE_NODE=1).
@@ -122,6 +125,10 @@ if [ -f "$QJSON" ] && [ -f "$QCONF" ]; then
     expect_ok "chat examples through Qwen3's ChatML" "$BIN" finetune --init qwen/model.ckpt --tokenizer "$QJSON" \
         --data chat.jsonl --mask-prompt --steps 2 --batch 4 --seq 48 --threads 2 --out c2
     grep -q "chat.jsonl: 40 chat examples" "$W/out" && ok "chat examples read" || bad "chat examples read"
+    expect_ok "chat --adapter (the chat fine-tune's adapter)" "$BIN" chat --model qwen/model.ckpt --tokenizer "$QJSON" \
+        --adapter c2 --prompt "the captain steered toward" --steps 4 --temperature 0 --threads 2
+    expect_fail "chat --adapter without an adapter" "--adapter" "$BIN" chat --model qwen/model.ckpt --tokenizer "$QJSON" \
+        --adapter nowhere --prompt "hi" --steps 2 --threads 2
     expect_fail "chat: a tokenizer_config.json without a ChatML template" "expected a ChatML template" \
         sh -c "printf '{\"chat_template\": \"[INST]\"}' >bad_conf.json && \"$BIN\" finetune --init qwen/model.ckpt \
         --tokenizer \"$QJSON\" --tokenizer-config bad_conf.json --data chat.jsonl --steps 1 --out c3"
@@ -131,6 +138,17 @@ elif [ "${ANETRAIN_REQUIRE_NODE:-}" = 1 ]; then
 else
     echo "skipped: chat through Qwen3's ChatML (no Qwen3 tokenizer files in $QDIR; set ANETRAIN_REQUIRE_NODE=1 to make this a failure)"
 fi
+
+# ---- scripts/finetune-demo.sh parses, and runs end to end at a tiny size: the sailors' sentences
+# (one a line) stand for the KJV's verses, the base above for the main job's model
+sh -n "$ROOT/scripts/finetune-demo.sh" && ok "finetune-demo.sh parses (sh -n)" || bad "finetune-demo.sh parses (sh -n)"
+mkdir -p demo && grep . a.txt >demo/kjv.txt && cp base/model.ckpt demo/model.ckpt && cp tok.json demo/tokenizer.json
+expect_ok "finetune-demo.sh at a tiny size (STEPS=5 SEQ=32)" env OUT="$W/demo" STEPS=5 SEQ=32 THREADS=2 ANETRAIN="$BIN" \
+    sh "$ROOT/scripts/finetune-demo.sh"
+if grep -q "^  $W/demo/finetune-demo/data/test.jsonl: loss [0-9.]* -> [0-9.]*" "$W/out" && [ "$(grep -c '^adapter: ' "$W/out")" -eq 4 ] &&
+    [ "$(wc -l <demo/finetune-demo/data/test.jsonl)" -eq 16 ] && [ -s demo/finetune-demo/adapter/adapter_model.safetensors ]; then
+    ok "finetune-demo.sh: 16 test examples, the test loss before and after, three completions"
+else bad "finetune-demo.sh: 16 test examples, the test loss before and after, three completions"; tail -n 12 "$W/out"; fi
 
 # ---- malformed lines: an error naming file and line, nothing written
 bad_line() { # NAME PATTERN LINE...: train.jsonl is a good line then LINE...
@@ -167,8 +185,34 @@ expect_fail "--format on JSON lines" "--format: .*holds JSON lines" \
     "$BIN" finetune --init base-hf --data pc --format lines --steps 1 --out f2
 expect_fail "too few examples for a batch" "fewer than one batch of 64" \
     "$BIN" finetune --init base-hf --data keys.jsonl --prompt-field q --completion-field a --batch 64 --steps 1 --out f3
-expect_fail "--resume on JSON lines" "not supported yet" \
-    "$BIN" finetune --init base-hf --data pc --steps 1 --resume --out m1
+
+# ---- --resume: a planned stop at step 12 and --resume to 30 (constant lr: --steps does not change
+# the schedule; --accum 2 crosses an epoch of 50 batches) equals the uninterrupted run bit for bit
+losses() { grep -o '"loss": [^,]*' "$1"; }
+RES="--init base-hf --data pc --mask-prompt --test --batch 8 --seq 32 --accum 2 --lr 3e-3 --min-lr 3e-3 --warmup 0 \
+    --eval-every 0 --eval-batches 2 --save-every 0 --threads 2 --print-every 1000"
+expect_ok "masked run, 30 steps" "$BIN" finetune $RES --steps 30 --out r-full
+tf=$(sed -n -E 's/^test    pc\/test.jsonl: loss [0-9.]+ -> ([0-9.]+).*/\1/p' "$W/out")
+expect_ok "masked run stopped at step 12" "$BIN" finetune $RES --steps 12 --out r-part
+expect_ok "finetune DIR --mask-prompt --resume to 30 steps" "$BIN" finetune $RES --steps 30 --out r-part --resume
+tp=$(sed -n -E 's/^test    pc\/test.jsonl: loss [0-9.]+ -> ([0-9.]+).*/\1/p' "$W/out")
+grep -q "^resume  r-part/lora_state.ckpt at step 12" "$W/out" && grep -q "^test    pc/test.jsonl: .* at resume" "$W/out" &&
+    [ -n "$tf" ] && [ "$tf" = "$tp" ] && ok "resumed at step 12; the same test loss after ($tp)" ||
+    bad "resumed at step 12; the same test loss after ($tf, $tp)"
+if [ "$(losses r-full/metrics.jsonl | wc -l)" -eq 30 ] && losses r-full/metrics.jsonl >full.l && losses r-part/metrics.jsonl >part.l &&
+    cmp -s full.l part.l && cmp -s r-full/adapter_model.safetensors r-part/adapter_model.safetensors; then
+    ok "masked resume is bit-exact (30 losses, the adapter)"
+else bad "masked resume is bit-exact"; diff full.l part.l | head -n 4; fi
+ANE_RES="--init base-hf --data pc --mask-prompt --batch 8 --seq 32 --lr 3e-3 --min-lr 3e-3 --warmup 0 --eval-every 0 \
+    --eval-batches 2 --save-every 0 --threads 2 --print-every 1000 --backend ane --device emu"
+"$BIN" finetune $ANE_RES --steps 6 --out ra-full >/dev/null 2>&1 && "$BIN" finetune $ANE_RES --steps 3 --out ra-part >/dev/null 2>&1
+expect_ok "ane (emulated) masked run --resume to 6 steps" "$BIN" finetune $ANE_RES --steps 6 --out ra-part --resume
+if [ "$(grep -c '"loss"' ra-full/metrics.jsonl)" -eq 6 ] && cmp -s ra-full/adapter_model.safetensors ra-part/adapter_model.safetensors &&
+    [ "$(grep -o '"loss": [^,]*' ra-full/metrics.jsonl)" = "$(grep -o '"loss": [^,]*' ra-part/metrics.jsonl)" ]; then
+    ok "ane masked resume is bit-exact (6 losses, the adapter)"
+else bad "ane masked resume is bit-exact"; fi
+expect_fail "--resume on other rows (no --mask-prompt)" "train_tokens/train_crc32: .*counted targets.*not the data this run trained on" \
+    "$BIN" finetune --init base-hf --data pc --batch 8 --seq 32 --steps 30 --out r-part --resume
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

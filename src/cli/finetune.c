@@ -80,7 +80,8 @@ static const char *finetune_help =
     "                        exactly where it stopped (adapter, AdamW moments, step, data position,\n"
     "                        loss scale); the losses then match an uninterrupted run bit for bit.\n"
     "                        --init and --data must give the same base and text (checked: the base's\n"
-    "                        config and crc32, the training tokens' crc32). The LoRA flags, --int8,\n"
+    "                        config and crc32, the training tokens' crc32; JSON lines: the training\n"
+    "                        rows', so also --mask-prompt and the field flags). The LoRA flags, --int8,\n"
     "                        --seed, --batch, --seq, --accum and --val-frac come from the state:\n"
     "                        leave them out, or give the saved values (others are refused). Give\n"
     "                        the other flags (--steps, --lr, ...) as in the first run.\n"
@@ -113,7 +114,7 @@ static const char *finetune_help_jsonl =
     "  --test                also the loss on DIR/test.jsonl (the same rows and mean), before and\n"
     "                        after fine-tuning\n"
     "  `anetrain eval --data DIR/test.jsonl [--mask-prompt] [--adapter OUT]` scores examples alike.\n"
-    "  Not yet for JSON lines: --resume, chat with tools.\n"
+    "  Chat with tools (mlx-lm's \"tools\" key, unless empty) is refused: not rendered yet.\n"
     "\n";
 
 /* The rest of the manual (one literal would pass the 4095 characters ISO C guarantees). */
@@ -567,9 +568,9 @@ static int run(FinetuneArgs *a, Err *err) {
         ExampleBatches rows;
         if (trainer_eval_examples(&tr, &jd.f[2].r, jd.paths[2], &test_before, &rows, err) != 0) goto fail;
         printf("test    %s: %zu examples (%zu truncated, %zu dropped), %lld targets counted: loss %.4f "
-               "(perplexity %.2f) before fine-tuning\n",
+               "(perplexity %.2f) %s\n",
                jd.paths[2], rows.n_kept, rows.n_truncated, rows.n_dropped, rows.n_counted, test_before,
-               exp(test_before));
+               exp(test_before), a->resume ? "at resume" : "before fine-tuning");
     }
     if (a->resume) {
         /* the log already holds this run's lines up to the saved step */

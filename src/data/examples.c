@@ -73,6 +73,12 @@ static int parse_messages(ExampleSet *set, const cJSON *obj, const char *name, l
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
         return err_set(err, "%s:%ld: field \"messages\": expected a non-empty array of messages, found %s", name, line,
                        cJSON_IsArray(msgs) ? "an empty array" : json_kind(msgs));
+    /* mlx-lm's chat with tools: not rendered yet, and ignoring the definitions would train replies
+    ** that call tools the prompt never shows */
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(obj, "tools");
+    if (tools && !cJSON_IsNull(tools) && !(cJSON_IsArray(tools) && cJSON_GetArraySize(tools) == 0))
+        return err_set(err, "%s:%ld: field \"tools\": chat with tools is not supported yet (its tool definitions "
+                            "are not rendered); expected no \"tools\" (or an empty list)", name, line);
     const cJSON *m;
     int i = 0;
     cJSON_ArrayForEach(m, msgs) {

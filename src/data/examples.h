@@ -9,7 +9,8 @@
 ** The format is detected from the first example (messages, then prompt and completion, then
 ** text, as mlx-lm does) and every line must have it. The keys of text, prompt and completion can
 ** be renamed (ExampleFields: --text-field, --prompt-field, --completion-field). Other keys are
-** ignored. A line that is no JSON object, lacks a field of the format, holds a non-string where
+** ignored, but for a chat example's "tools" (mlx-lm's chat with tools), refused unless null or an
+** empty list: tool definitions are not rendered yet. A line that is no JSON object, lacks a field of the format, holds a non-string where
 ** a string belongs, names an unknown role, or holds an empty completion is an error naming the
 ** file and its line (1-based); nothing of the file is kept then.
 **

@@ -268,9 +268,10 @@ int ckpt_model_load(const char *path, ParamLayout *layout, float **params, Err *
     return rc;
 }
 
-uint32_t ckpt_crc32_words(const void *words, size_t n) {
-    if (host_is_little_endian()) return crc32_update(0, words, n * 4);
-    uint32_t crc = 0;
+uint32_t ckpt_crc32_words(const void *words, size_t n) { return ckpt_crc32_words_update(0, words, n); }
+
+uint32_t ckpt_crc32_words_update(uint32_t crc, const void *words, size_t n) {
+    if (host_is_little_endian()) return crc32_update(crc, words, n * 4);
     float staged[CKPT_SWAP_FLOATS];
     for (size_t i = 0; i < n; i += CKPT_SWAP_FLOATS) {
         size_t k = n - i < CKPT_SWAP_FLOATS ? n - i : CKPT_SWAP_FLOATS;

@@ -104,6 +104,9 @@ int ckpt_model_load(const char *path, ParamLayout *layout, float **params, Err *
 
 /* crc32 of n 4-byte words (floats or int32) as little-endian bytes, whatever the host's order. */
 uint32_t ckpt_crc32_words(const void *words, size_t n);
+/* The same continued from crc (the crc32 so far): ckpt_crc32_words(w, a + b) equals
+** ckpt_crc32_words_update(ckpt_crc32_words(w, a), w + a, b). */
+uint32_t ckpt_crc32_words_update(uint32_t crc, const void *words, size_t n);
 
 /* 1 if path starts with the checkpoint magic. */
 int ckpt_is_checkpoint(const char *path);

@@ -18,7 +18,8 @@
 ** base model is frozen and not stored; the file identifies it (its config and the crc32 of its
 ** fp32 parameters) and holds the adapter, its two AdamW moments, the TrainState, the LoRA config
 ** and the run's options that shape the data stream (seed, batch, seq, accum, order, val_frac,
-** the training split's length and crc32). Same encoding rules, same atomic write, same checks:
+** the training split's length and crc32; JSON-lines examples: the training rows' counted targets
+** and crc32, Trainer.train_rows_crc32). Same encoding rules, same atomic write, same checks:
 **   "ANELORA\0"   magic                  u32 version (1)       u32 header_bytes (260)
 **   ModelConfig of the base (as above)   TrainState (as above)
 **   LoraConfig: i32 rank, f32 alpha, f32 dropout, u32 rslora, u32 targets (bit m: module m)
@@ -75,8 +76,8 @@ typedef struct {
     int batch, seq, accum;
     LoaderOrder order;
     double val_frac;
-    uint64_t train_tokens; /* length of the training split */
-    uint32_t train_crc32;  /* ckpt_crc32_words over its ids (int32) */
+    uint64_t train_tokens; /* length of the training split (examples: the training rows' counted targets) */
+    uint32_t train_crc32;  /* ckpt_crc32_words over its ids (int32; examples: Trainer.train_rows_crc32) */
     TrainState state;
 } LoraRunState;
 

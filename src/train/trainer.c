@@ -88,8 +88,13 @@ static LoraRunState lora_run_state(const Trainer *tr) {
     rs.accum = o->accum;
     rs.order = o->order;
     rs.val_frac = o->val_frac;
-    rs.train_tokens = tr->loader.n_train;
-    rs.train_crc32 = ckpt_crc32_words(tr->data.tokens, tr->loader.n_train);
+    if (tr->has_examples) { /* the rows' counted targets and crc32 stand for the token stream's */
+        rs.train_tokens = tr->train_rows_counted;
+        rs.train_crc32 = tr->train_rows_crc32;
+    } else {
+        rs.train_tokens = tr->loader.n_train;
+        rs.train_crc32 = ckpt_crc32_words(tr->data.tokens, tr->loader.n_train);
+    }
     rs.state = tr->state;
     rs.state.loader = tr->loader.state;
     return rs;
@@ -154,6 +159,12 @@ static int lora_resume(Trainer *tr, Err *err) {
         rc = err_set(err, "%s: field order: expected %d, found %d", path, (int)now.order, (int)saved.order);
     else if (saved.val_frac != now.val_frac)
         rc = err_set(err, "%s: field val_frac: expected %g, found %g", path, now.val_frac, saved.val_frac);
+    else if (tr->has_examples && (saved.train_tokens != now.train_tokens || saved.train_crc32 != now.train_crc32))
+        rc = err_set(err, "%s: field train_tokens/train_crc32: expected %llu counted targets, crc32 %08x (the "
+                          "training rows of %s: its examples as rendered, masked (--mask-prompt) and truncated), "
+                          "found %llu counted targets, crc32 %08x: not the data this run trained on", path,
+                     (unsigned long long)now.train_tokens, now.train_crc32, tr->opt.data_path,
+                     (unsigned long long)saved.train_tokens, saved.train_crc32);
     else if (saved.train_tokens != now.train_tokens || saved.train_crc32 != now.train_crc32)
         rc = err_set(err, "%s: field train_tokens/train_crc32: expected %llu tokens, crc32 %08x (the training split "
                           "of %s), found %llu tokens, crc32 %08x: not the data this run trained on", path,
@@ -202,8 +213,6 @@ void train_options_default(TrainOptions *o) {
 static int examples_setup(Trainer *tr, Err *err) {
     const TrainOptions *o = &tr->opt;
     const RenderedExamples *r = o->train_examples;
-    if (o->lora_resume_path)
-        return err_set(err, "--resume: resuming a run on JSON-lines examples is not supported yet");
     int V = tr->layout.cfg.vocab_size;
     const RenderedExamples *all[2] = {r, o->valid_examples};
     for (int k = 0; k < 2; k++)
@@ -228,6 +237,19 @@ static int examples_setup(Trainer *tr, Err *err) {
     if (tr->train_rows.n_batches == 0)
         return err_set(err, "%s: %zu training examples kept, fewer than one batch of %d (lower --batch)", o->data_path,
                        tr->train_rows.n_kept, o->batch);
+    /* the rows' identity for a LoRA training state, B rows at a time through the input buffers */
+    uint32_t crc = 0;
+    size_t T = (size_t)o->seq;
+    for (size_t first = 0; first < tr->train_rows.n_kept; first += (size_t)o->batch) {
+        size_t n = tr->train_rows.n_kept - first < (size_t)o->batch ? tr->train_rows.n_kept - first : (size_t)o->batch;
+        example_batches_fill(&tr->train_rows, first, (int)n, tr->inputs, tr->targets);
+        for (size_t i = 0; i < n; i++) {
+            crc = ckpt_crc32_words_update(crc, tr->inputs + i * T, T);
+            crc = ckpt_crc32_words_update(crc, tr->targets + i * T, T);
+        }
+    }
+    tr->train_rows_counted = (uint64_t)tr->train_rows.n_counted;
+    tr->train_rows_crc32 = crc;
     const RenderedExamples *vr = o->valid_examples ? o->valid_examples : r;
     size_t v0 = o->valid_examples ? 0 : n_train, v1 = o->valid_examples ? vr->n_examples : r->n_examples;
     if (v1 > v0) {

@@ -27,8 +27,8 @@
 ** (init_path, or a fresh cfg from the seed) and must be the one the run started from (its config
 ** and the crc32 of its fp32 parameters, checkpoint.h's LoRA training state); the adapter, its
 ** moments and the TrainState come from the file, and the LoRA config, int8, seed, batch, seq,
-** accum, order, val_frac and the training split must equal the saved ones (refused otherwise,
-** naming the field). trainer_save of a LoRA run writes that state.
+** accum, order, val_frac and the training split (JSON-lines examples: the training rows, as
+** rendered, masked and truncated) must equal the saved ones (refused otherwise, naming the field). trainer_save of a LoRA run writes that state.
 */
 #ifndef ANETRAIN_TRAINER_H
 #define ANETRAIN_TRAINER_H
@@ -87,7 +87,8 @@ typedef struct {
     ** batches shuffled per epoch), and each step's loss and gradients are the mean over its
     ** counted targets (train/masked.h; mask_prompt: completion tokens only). valid_examples
     ** (NULL: the last val_frac of train_examples, if val_frac > 0) validates, with the same mean.
-    ** Not owned; they must outlive the trainer. No resume (lora_resume_path) yet. */
+    ** Not owned; they must outlive the trainer. A resume (lora_resume_path) needs the same rows:
+    ** the state holds their counted targets and crc32 (Trainer.train_rows_crc32). */
     const RenderedExamples *train_examples, *valid_examples;
     const char *valid_path; /* the validation examples' file, for messages */
     int mask_prompt;
@@ -122,6 +123,11 @@ typedef struct {
     ** micro-batch counter is loader.state.rows / batch */
     int has_examples, has_valid_rows;
     ExampleBatches train_rows, valid_rows;
+    /* ... and what a LoRA training state records of the training rows (the examples' stand-in for
+    ** the token stream's length and crc32): their counted targets, and ckpt_crc32_words over every
+    ** sorted row's inputs [T] then targets [T] (ids, masking, truncation, padding and order) */
+    uint64_t train_rows_counted;
+    uint32_t train_rows_crc32;
     /* Data parallel (util/dist.h, set by trainer_init): this process's rank and the number of
     ** processes; micro_losses [world*accum + accum]: the step's micro-batch losses of every rank
     ** in global order, then this rank's own (world > 1 only, else NULL). */
