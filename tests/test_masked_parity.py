@@ -125,28 +125,21 @@ def main():
     ap.add_argument("--keep", help="keep the generated files here")
     ap.add_argument("--only", help="run only the cases whose name contains this")
     args = ap.parse_args()
-    require = os.environ.get("ANETRAIN_REQUIRE_TORCH") == "1"
-    try:
-        import numpy as np
-        import torch
-        import torch.nn.functional as F
-        sys.path.insert(0, HERE)
-        import torch_ref as ref
-        import test_lora_parity as lp
-    except Exception as e:
-        why = "cannot import torch/numpy under %s: %s: %s" % (sys.executable, type(e).__name__, e)
-        if require:
-            print("FAIL test_masked_parity: %s (ANETRAIN_REQUIRE_TORCH=1)" % why)
-            print("0 passed, 1 failed")
-            return 1
-        print("test_masked_parity: %s" % why)
-        print("skipped: test_masked_parity (torch not available; set ANETRAIN_REQUIRE_TORCH=1 to make this a failure)")
-        return 0
+    sys.path.insert(0, HERE)
+    import parity_setup
+    missing = parity_setup.torch_missing("test_masked_parity")
+    if missing is not None:
+        return missing
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import torch_ref as ref
+    import test_lora_parity as lp
+
     tool = os.path.join(args.build, "tests", "tool_lora")
-    if not os.access(tool, os.X_OK):
-        print("FAIL test_masked_parity: %s not found or not executable (build it first)" % tool)
-        print("0 passed, 1 failed")
-        return 1
+    missing = parity_setup.tool_missing("test_masked_parity", tool)
+    if missing is not None:
+        return missing
     torch.set_num_threads(1)
     start = time.time()
     work = args.keep or tempfile.mkdtemp(prefix="anetrain-masked-parity-")
