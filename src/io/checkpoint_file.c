@@ -209,19 +209,24 @@ float *ckpt_read_section(FILE *fp, const char *path, const char *name, size_t n,
     return x;
 }
 
+int ckpt_check_magic(const uint8_t *h, size_t got, const char *path, const char *kind, const char *magic,
+                     const char *other_magic, const char *other_is, Err *err) {
+    if (got < 8 || memcmp(h, magic, 8) == 0) return 0;
+    if (memcmp(h, other_magic, 8) == 0)
+        return err_set(err, "%s: not a %s: expected magic \"%s\\0\", found \"%s\\0\": this is %s", path, kind, magic,
+                       other_magic, other_is);
+    return err_set(err, "%s: not a %s: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x %02x %02x %02x",
+                   path, kind, magic, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+}
+
 /* ---------------------------------------------------------------- a checkpoint's model */
 
 int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, uint8_t h[CKPT_HEADER_BYTES],
                      ParamLayout *layout, uint32_t *n_moments, Err *err) {
     size_t got = fread(h, 1, CKPT_HEADER_BYTES, fp);
-    if (got >= 8 && memcmp(h, LORA_STATE_MAGIC, 8) == 0)
-        return err_set(err, "%s: not a checkpoint: expected magic \"%s\\0\", found \"%s\\0\": this is a LoRA run's "
-                            "training state (continue it with finetune --resume)", path, CKPT_MAGIC, LORA_STATE_MAGIC);
-    if (got >= 8 && memcmp(h, CKPT_MAGIC, 8) != 0)
-        return err_set(err,
-                       "%s: not a checkpoint: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x %02x %02x "
-                       "%02x",
-                       path, CKPT_MAGIC, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+    if (ckpt_check_magic(h, got, path, "checkpoint", CKPT_MAGIC, LORA_STATE_MAGIC,
+                         "a LoRA run's training state (continue it with finetune --resume)", err) != 0)
+        return -1;
     if (ckpt_check_header_fields(h, got, file_bytes, path, "checkpoint", CKPT_VERSION, CKPT_HEADER_BYTES,
                                  CKPT_OFF_CRC, err) != 0)
         return -1;

@@ -78,6 +78,12 @@ void ckpt_decode_config(const uint8_t *p, ModelConfig *c);
 ** can never produce negative, and a usable loss scale. Names the field and `path`. */
 int ckpt_validate_state(const uint8_t *p, const char *path, Err *err);
 
+/* The magic at h (got bytes read) is `magic`, the file kind `kind`; a file of the other kind
+** (other_magic) is named as such: "this is <other_is>". Fewer than 8 bytes pass (the header check
+** then reports the file as too short). */
+int ckpt_check_magic(const uint8_t *h, size_t got, const char *path, const char *kind, const char *magic,
+                     const char *other_magic, const char *other_is, Err *err);
+
 /* The fields both file kinds' headers share, after the magic: version (at +8), header_bytes (at
 ** +12) and the header's own crc32 (at crc_off, over the bytes before it); got bytes were read
 ** of a file of file_bytes. `kind` names the file kind in the message. */

@@ -275,15 +275,10 @@ static int lora_read_header(FILE *fp, const char *path, uint64_t file_bytes, Lor
                             Err *err) {
     uint8_t h[LORA_HEADER_BYTES];
     size_t got = fread(h, 1, sizeof h, fp);
-    if (got >= 8 && memcmp(h, CKPT_MAGIC, 8) == 0)
-        return err_set(err, "%s: not a LoRA training state: expected magic \"%s\\0\", found \"%s\\0\": this is a "
-                            "full-training checkpoint (continue it with train --resume, or fine-tune it with --init)",
-                       path, LORA_STATE_MAGIC, CKPT_MAGIC);
-    if (got >= 8 && memcmp(h, LORA_STATE_MAGIC, 8) != 0)
-        return err_set(err,
-                       "%s: not a LoRA training state: expected magic \"%s\\0\", found bytes %02x %02x %02x %02x %02x "
-                       "%02x %02x %02x",
-                       path, LORA_STATE_MAGIC, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+    if (ckpt_check_magic(h, got, path, "LoRA training state", LORA_STATE_MAGIC, CKPT_MAGIC,
+                         "a full-training checkpoint (continue it with train --resume, or fine-tune it with --init)",
+                         err) != 0)
+        return -1;
     if (ckpt_check_header_fields(h, got, file_bytes, path, "LoRA training state", LORA_STATE_VERSION, LORA_HEADER_BYTES,
                             LORA_OFF_CRC, err) != 0)
         return -1;
