@@ -7,7 +7,8 @@
 **   completion  {"prompt": "...", "completion": "..."}
 **   chat        {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
 ** The format is detected from the first example (messages, then prompt and completion, then
-** text, as mlx-lm does) and every line must have it. The keys of text, prompt and completion can
+** text; mlx-lm checks prompt and completion before messages, which differs only for a line
+** holding both) and every line must have it. The keys of text, prompt and completion can
 ** be renamed (ExampleFields: --text-field, --prompt-field, --completion-field). Other keys are
 ** ignored, but for a chat example's "tools" (mlx-lm's chat with tools), refused unless null or an
 ** empty list: tool definitions are not rendered yet. A line that is no JSON object, lacks a field of the format, holds a non-string where
