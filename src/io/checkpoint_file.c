@@ -209,6 +209,16 @@ float *ckpt_read_section(FILE *fp, const char *path, const char *name, size_t n,
     return x;
 }
 
+int ckpt_check_file_size(const char *path, uint64_t file_bytes, uint64_t expected, Err *err) {
+    if (file_bytes < expected)
+        return err_set(err, "%s: truncated: expected %llu bytes, found %llu bytes", path, (unsigned long long)expected,
+                       (unsigned long long)file_bytes);
+    if (file_bytes > expected)
+        return err_set(err, "%s: unexpected trailing data: expected %llu bytes, found %llu bytes", path,
+                       (unsigned long long)expected, (unsigned long long)file_bytes);
+    return 0;
+}
+
 int ckpt_check_magic(const uint8_t *h, size_t got, const char *path, const char *kind, const char *magic,
                      const char *other_magic, const char *other_is, Err *err) {
     if (got < 8 || memcmp(h, magic, 8) == 0) return 0;
@@ -244,12 +254,7 @@ int ckpt_read_header(FILE *fp, const char *path, uint64_t file_bytes, uint8_t h[
         return err_set(err, "%s: field n_floats: expected %zu (the parameter count of the stored config), found %llu",
                        path, layout->n_floats, (unsigned long long)n_floats);
     uint64_t expected = CKPT_HEADER_BYTES + (1 + (uint64_t)*n_moments) * (n_floats * 4 + 4);
-    if (file_bytes < expected)
-        return err_set(err, "%s: truncated: expected %llu bytes, found %llu bytes", path, (unsigned long long)expected,
-                       (unsigned long long)file_bytes);
-    if (file_bytes > expected)
-        return err_set(err, "%s: unexpected trailing data: expected %llu bytes, found %llu bytes", path,
-                       (unsigned long long)expected, (unsigned long long)file_bytes);
+    if (ckpt_check_file_size(path, file_bytes, expected, err) != 0) return -1;
     return 0;
 }
 

@@ -78,6 +78,10 @@ void ckpt_decode_config(const uint8_t *p, ModelConfig *c);
 ** can never produce negative, and a usable loss scale. Names the field and `path`. */
 int ckpt_validate_state(const uint8_t *p, const char *path, Err *err);
 
+/* The file holds exactly `expected` bytes (its header's sizes): fewer is a truncated file, more
+** unexpected trailing data; the message names path and both sizes. */
+int ckpt_check_file_size(const char *path, uint64_t file_bytes, uint64_t expected, Err *err);
+
 /* The magic at h (got bytes read) is `magic`, the file kind `kind`; a file of the other kind
 ** (other_magic) is named as such: "this is <other_is>". Fewer than 8 bytes pass (the header check
 ** then reports the file as too short). */

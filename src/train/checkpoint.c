@@ -293,12 +293,7 @@ static int lora_read_header(FILE *fp, const char *path, uint64_t file_bytes, Lor
         return err_set(err, "%s: field n_floats: expected %zu (the adapter size of the stored LoRA config), found %llu",
                        path, lo.n_floats, (unsigned long long)n);
     uint64_t expected = LORA_HEADER_BYTES + 3 * (n * 4 + 4);
-    if (file_bytes < expected)
-        return err_set(err, "%s: truncated: expected %llu bytes, found %llu bytes", path, (unsigned long long)expected,
-                       (unsigned long long)file_bytes);
-    if (file_bytes > expected)
-        return err_set(err, "%s: unexpected trailing data: expected %llu bytes, found %llu bytes", path,
-                       (unsigned long long)expected, (unsigned long long)file_bytes);
+    if (ckpt_check_file_size(path, file_bytes, expected, err) != 0) return -1;
     *rs = st;
     *n_floats = lo.n_floats;
     return 0;
